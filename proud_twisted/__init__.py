@@ -1,0 +1,36 @@
+"""proud_twisted: server-managed peer-to-peer networking for online games, on Twisted.
+
+The server owns every P2P group; members message each other through the
+server relay from the moment a group forms.
+"""
+
+from proud_twisted.client import NetClient
+from proud_twisted.constants import (
+    HOSTID_NONE, HOSTID_SERVER, ErrorType, RelayReason, ServerUdpState,
+)
+from proud_twisted.errors import (
+    ConnectionRefusedByServer, HolePunchFailed, InvalidGroupOperation, JoinFailed,
+    JoinTimeout, MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch,
+    ProudError, SendQueueFull, UnknownHostID,
+)
+from proud_twisted.events import NetClientEvents, NetServerEvents
+from proud_twisted.info import (
+    ClientInfo, ErrorInfo, MessageContext, P2PGroupInfo, PeerInfo,
+)
+from proud_twisted.interfaces import INetClientEvent, INetCoreEvent, INetServerEvent
+from proud_twisted.server import NetServer
+from proud_twisted.server.stats import ServerStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NetServer", "NetClient",
+    "INetCoreEvent", "INetServerEvent", "INetClientEvent",
+    "NetServerEvents", "NetClientEvents",
+    "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
+    "ServerStats",
+    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "RelayReason", "ServerUdpState",
+    "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
+    "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
+    "ConnectionRefusedByServer", "JoinTimeout", "SendQueueFull", "HolePunchFailed",
+]

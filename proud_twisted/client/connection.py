@@ -1,0 +1,128 @@
+"""The client's TCP protocol to the server and its UDP protocol."""
+
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
+from twisted.logger import Logger
+
+from proud_twisted.constants import ErrorType
+from proud_twisted.errors import MessageTooLong, ProtocolError
+from proud_twisted.wire import relay
+from proud_twisted.wire.datagrams import decodeDatagram
+from proud_twisted.wire.framing import FrameDecoder, encodeFrame
+from proud_twisted.wire.messages import decodeMessage, encodeMessage
+
+# Messages a server may send, each handled by NetClient.server_<NAME>.
+_SERVER_MESSAGES = frozenset({
+    "JOIN_ACCEPTED", "JOIN_REFUSED", "MEMBER_JOIN", "MEMBER_LEAVE",
+    "PEER_ADDRESSES", "PONG",
+})
+_SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG"})
+
+
+class ClientConnection(Protocol):
+    """The TCP connection of a L{NetClient} to its server."""
+
+    log = Logger()
+
+    def __init__(self, client, maxFrameLength: int) -> None:
+        self.client = client
+        self.decoder = FrameDecoder(maxFrameLength)
+        self.closeReason = None
+
+    def connectionMade(self) -> None:
+        self.client.tcpConnected(self)
+
+    def connectionLost(self, reason) -> None:
+        self.client.tcpLost(self, self.closeReason or ErrorType.DISCONNECT_FROM_REMOTE)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closeReason is not None:
+            return
+        try:
+            for body in self.decoder.feed(data):
+                self.client.heardFromServer()
+                self.frameReceived(body)
+                if self.closeReason is not None:
+                    return
+        except MessageTooLong as e:
+            self.abort(ErrorType.MESSAGE_TOO_LONG, str(e))
+        except ProtocolError as e:
+            self.abort(ErrorType.PROTOCOL_ERROR, str(e))
+
+    def frameReceived(self, body: bytes) -> None:
+        kind = body[0]
+        if kind == relay.TCP_RELAYED:
+            sender, flags, payload = relay.decodeTcpRelayed(body)
+            self.client.relayedReceived(sender, flags, payload)
+        elif kind == relay.TCP_USER_MESSAGE:
+            flags, payload = relay.decodeTcpUserMessage(body)
+            self.client.serverMessageReceived(flags, payload)
+        else:
+            name, fields = decodeMessage(body)
+            if name not in _SERVER_MESSAGES:
+                raise ProtocolError(f"a server may not send {name}")
+            getattr(self.client, "server_" + name)(fields)
+
+    def sendMessage(self, kind: str, **fields) -> None:
+        self.sendBody(encodeMessage(kind, **fields))
+
+    def sendBody(self, body: bytes) -> None:
+        if self.closeReason is None:
+            self.transport.write(encodeFrame(body))
+
+    def abort(self, reason: ErrorType, why: str) -> None:
+        self.log.warn("dropping the server connection: {why}", why=why)
+        self.closeReason = reason
+        self.transport.abortConnection()
+
+    def close(self, reason: ErrorType) -> None:
+        if self.closeReason is None:
+            self.closeReason = reason
+            self.transport.loseConnection()
+
+
+class ClientConnectionFactory(ClientFactory):
+    def __init__(self, client, maxFrameLength: int) -> None:
+        self.client = client
+        self.maxFrameLength = maxFrameLength
+
+    def buildProtocol(self, addr):
+        return ClientConnection(self.client, self.maxFrameLength)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.client.tcpConnectFailed(reason)
+
+
+class ClientDatagramProtocol(DatagramProtocol):
+    """The client's one UDP socket, for the server and for every peer."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        try:
+            self._dispatch(data, addr)
+        except ProtocolError:
+            self.client.malformedDatagram(addr)
+
+    def _dispatch(self, data: bytes, addr) -> None:
+        if addr != self.client.serverUdpAddress:
+            self.client.malformedDatagram(addr)
+            return
+        kind = data[1] if len(data) > 1 else -1
+        if kind == relay.UDP_RELAYED:
+            sender, flags, payload = relay.decodeUdpSender(data)
+            self.client.heardFromServerUdp()
+            self.client.relayedReceived(sender, flags, payload)
+        elif kind == relay.UDP_USER:
+            _, flags, payload = relay.decodeUdpSender(data)
+            self.client.heardFromServerUdp()
+            self.client.serverMessageReceived(flags, payload)
+        else:
+            name, fields = decodeDatagram(data)
+            if name not in _SERVER_DATAGRAMS:
+                raise ProtocolError(f"a server may not send {name}")
+            getattr(self.client, "server_" + name)(fields)
+
+    def send(self, data: bytes, addr) -> None:
+        if self.transport is not None:
+            self.transport.write(data, addr)

@@ -1,0 +1,341 @@
+"""L{NetClient}: the client facade a game client programs against."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from proud_twisted._callbacks import EventDispatcher
+from proud_twisted.client.connection import (
+    ClientConnectionFactory, ClientDatagramProtocol,
+)
+from proud_twisted.client.peers import PeerTable
+from proud_twisted.constants import (
+    HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
+)
+from proud_twisted.errors import (
+    ConnectionRefusedByServer, JoinFailed, JoinTimeout, MessageTooLong,
+    NotConnected, ProtocolVersionMismatch, UnknownHostID,
+)
+from proud_twisted.events import NetClientEvents
+from proud_twisted.info import MessageContext
+from proud_twisted.server.netserver import FRAME_HEADROOM, versionBytes
+from proud_twisted.wire import relay
+from proud_twisted.wire._schema import addressFromWire, addressToWire
+from proud_twisted.wire.datagrams import encodeDatagram
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
+from proud_twisted.wire.messages import WIRE_VERSION
+
+DEFAULT_JOIN_TIMEOUT = 10.0
+UDP_HELLO_FIRST_INTERVAL = 0.1
+UDP_HELLO_MAX_INTERVAL = 3.0
+UDP_PING_INTERVAL = 3.0
+UDP_LOST_AFTER = 10.0
+
+
+class NetClient:
+    """A game client: joins a server, hears about its groups, messages peers.
+
+    @param events: an L{INetClientEvent} provider (default: a no-op one).
+    @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    """
+
+    log = Logger()
+
+    def __init__(self, events=None, *, reactor=None,
+                 maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
+                 udpInterface: str = "") -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.events = events if events is not None else NetClientEvents()
+        self.dispatch = EventDispatcher(self.events, self.log)
+        self.maxMessageLength = maxMessageLength
+        self.udpInterface = udpInterface
+        self.serverUdpAddress = None
+        self.malformedDatagrams = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._hostID = HOSTID_NONE
+        self._connection = None
+        self._joining = None
+        self._joinTimer = None
+        self._closed = None
+        self._udpToken = b""
+        self._udpPort = None
+        self._udpState = ServerUdpState.UNCONFIRMED
+        self._publicUdpAddress = None
+        self._helloTimer = None
+        self._helloInterval = UDP_HELLO_FIRST_INTERVAL
+        self._lastHeard = 0.0
+        self._lastHeardUdp = 0.0
+        self._serverTimeout = 20.0
+        self._keepalive = None
+        self._peerTable = PeerTable()
+        self.serverUdpAddress = None
+
+    # Connecting
+
+    def connect(self, host: str, port: int, protocolVersion, userData: bytes = b"",
+                timeout: float = DEFAULT_JOIN_TIMEOUT) -> defer.Deferred:
+        """Join the server at C{host}:C{port}.
+
+        @return: a Deferred firing with the local HostID once joined, or
+            failing with a L{JoinFailed} subclass.
+        """
+        if self._connection is not None or self._joining is not None:
+            raise JoinFailed("already connected or connecting")
+        self._protocolVersion = versionBytes(protocolVersion)
+        self._userData = userData
+        self._joining = defer.Deferred()
+        self._joinTimer = self.reactor.callLater(timeout, self._joinTimedOut, timeout)
+        self._connector = self.reactor.connectTCP(
+            host, port, ClientConnectionFactory(self, self.maxMessageLength + FRAME_HEADROOM),
+            timeout=timeout)
+        return self._joining
+
+    def disconnect(self, comment: bytes = b"") -> defer.Deferred:
+        """Leave the server; the Deferred fires once the connection is closed."""
+        if self._connection is None:
+            if self._joining is not None:
+                self._connector.disconnect()
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        self._closed = closed
+        self._connection.sendMessage("GOODBYE", comment=comment)
+        self._connection.close(ErrorType.DISCONNECT_FROM_LOCAL)
+        return closed
+
+    # Queries
+
+    def getLocalHostID(self) -> int:
+        return self._hostID
+
+    def getLocalJoinedP2PGroups(self) -> frozenset:
+        return frozenset(self._peerTable.groups)
+
+    def getGroupMembers(self, group: int) -> frozenset:
+        try:
+            return frozenset(self._peerTable.groups[group])
+        except KeyError:
+            raise UnknownHostID(f"not a member of a P2P group {group}") from None
+
+    def getPeerInfo(self, peer: int):
+        try:
+            return self._peerTable.peers[peer].info()
+        except KeyError:
+            raise UnknownHostID(f"no peer with HostID {peer}") from None
+
+    def getPeerHostIDs(self) -> list:
+        return sorted(self._peerTable.peers)
+
+    def getServerUdpState(self) -> ServerUdpState:
+        return self._udpState
+
+    def getPublicUdpAddress(self):
+        """Our UDP address as the server sees it (our NAT mapping), if known."""
+        return self._publicUdpAddress
+
+    def getLocalUdpAddress(self):
+        if self._udpPort is None:
+            return None
+        host = self._udpPort.getHost()
+        return (host.host, host.port)
+
+    # Sending
+
+    def send(self, targets, payload: bytes, reliable: bool = True) -> None:
+        """Send a user message to the server, peers and/or groups.
+
+        A group reaches each of its other members once. Peers are reached
+        through the server relay; the server drops what goes to a host that
+        shares no group with us.
+        """
+        if self._hostID == HOSTID_NONE:
+            raise NotConnected("not joined to a server")
+        if len(payload) > self.maxMessageLength:
+            raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
+        flags = relay.FLAG_RELIABLE if reliable else 0
+        hostIDs = self._peerTable.expand(self._hostID, targets)
+        useUdp = not reliable and self._udpState is ServerUdpState.CONFIRMED
+        if HOSTID_SERVER in hostIDs:
+            hostIDs.remove(HOSTID_SERVER)
+            if useUdp:
+                self._sendUdp(relay.encodeUdpUser(self._hostID, flags, payload))
+            else:
+                self._connection.sendBody(relay.encodeTcpUserMessage(flags, payload))
+        if not hostIDs:
+            return
+        if useUdp:
+            self._sendUdp(relay.encodeUdpRelay(self._hostID, hostIDs, flags, payload))
+        else:
+            self._connection.sendBody(relay.encodeTcpRelayRequest(hostIDs, flags, payload))
+
+    # Called by the protocols
+
+    def tcpConnected(self, connection) -> None:
+        self._connection = connection
+        self.heardFromServer()
+        connection.sendMessage("HELLO", wireVersion=WIRE_VERSION,
+                               protocolVersion=self._protocolVersion,
+                               userData=self._userData)
+
+    def tcpConnectFailed(self, reason) -> None:
+        self._failJoin(JoinFailed(f"cannot connect: {reason.getErrorMessage()}"),
+                       ErrorType.CONNECTION_LOST)
+
+    def tcpLost(self, connection, reason: ErrorType) -> None:
+        wasJoined = self._hostID != HOSTID_NONE
+        closed = self._closed
+        self._stopTimers()
+        if self._udpPort is not None:
+            self._udpPort.stopListening()
+        self._reset()
+        if wasJoined:
+            self.log.info("left the server: {reason}", reason=reason.value)
+            self.dispatch("onLeaveServer", reason)
+        else:
+            self._failJoin(JoinFailed(f"connection closed before joining: {reason.value}"),
+                           reason)
+        if closed is not None:
+            closed.callback(None)
+
+    def heardFromServer(self) -> None:
+        self._lastHeard = self.reactor.seconds()
+
+    def heardFromServerUdp(self) -> None:
+        self._lastHeardUdp = self.reactor.seconds()
+
+    def server_JOIN_ACCEPTED(self, fields) -> None:
+        if self._joining is None or self._hostID != HOSTID_NONE:
+            return
+        self._hostID = fields.hostID
+        self._udpToken = fields.udpToken
+        self._serverTimeout = fields.clientTimeoutMs / 1000.0
+        peer = self._connection.transport.getPeer()
+        self.serverUdpAddress = (peer.host, fields.udpPort)
+        self._udpPort = self.reactor.listenUDP(0, ClientDatagramProtocol(self),
+                                               interface=self.udpInterface)
+        local = self._connection.transport.getHost()
+        self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
+            (local.host, self._udpPort.getHost().port)))
+        self._keepalive = task.LoopingCall(self._keepAlive)
+        self._keepalive.clock = self.reactor
+        self._keepalive.start(max(self._serverTimeout / 5, 0.05), now=False)
+        self._sendUdpHello()
+        joining, self._joining = self._joining, None
+        self._cancelJoinTimer()
+        self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
+        joining.callback(self._hostID)
+
+    def server_JOIN_REFUSED(self, fields) -> None:
+        if fields.reason == JoinRefusal.VERSION_MISMATCH:
+            error, kind = ProtocolVersionMismatch(
+                "the server speaks another protocol version"), ErrorType.PROTOCOL_VERSION_MISMATCH
+        else:
+            error, kind = ConnectionRefusedByServer(fields.reply), ErrorType.CONNECTION_REFUSED
+        self._failJoin(error, kind, fields.reply)
+        self._connection.close(kind)
+
+    def server_MEMBER_JOIN(self, fields) -> None:
+        addresses = (addressFromWire(fields.udpAddress), addressFromWire(fields.lanAddress))
+        self._peerTable.memberJoined(self._hostID, fields.groupID, fields.memberID, addresses)
+        self.dispatch("onP2PMemberJoin", fields.memberID, fields.groupID,
+                      fields.memberCount, fields.message)
+        if fields.ackID:
+            self._connection.sendMessage("MEMBER_JOIN_ACK", ackID=fields.ackID)
+
+    def server_MEMBER_LEAVE(self, fields) -> None:
+        self._peerTable.memberLeft(self._hostID, fields.groupID, fields.memberID)
+        self.dispatch("onP2PMemberLeave", fields.memberID, fields.groupID,
+                      fields.memberCount)
+
+    def server_PEER_ADDRESSES(self, fields) -> None:
+        self._peerTable.updateAddresses(fields.peerID, addressFromWire(fields.udpAddress),
+                                        addressFromWire(fields.lanAddress))
+
+    def server_PONG(self, fields) -> None:
+        pass
+
+    def server_UDP_HELLO_ACK(self, fields) -> None:
+        self.heardFromServerUdp()
+        self._publicUdpAddress = addressFromWire(fields.address)
+        if self._helloTimer is not None and self._helloTimer.active():
+            self._helloTimer.cancel()
+        self._helloTimer = None
+        self._setUdpState(ServerUdpState.CONFIRMED)
+
+    def server_UDP_PONG(self, fields) -> None:
+        self.heardFromServerUdp()
+
+    def relayedReceived(self, sender: int, flags: int, payload: bytes) -> None:
+        context = MessageContext(sender, bool(flags & relay.FLAG_RELIABLE), relayed=True)
+        self.dispatch("onReceiveUserMessage", sender, payload, context)
+
+    def serverMessageReceived(self, flags: int, payload: bytes) -> None:
+        context = MessageContext(HOSTID_SERVER, bool(flags & relay.FLAG_RELIABLE))
+        self.dispatch("onReceiveUserMessage", HOSTID_SERVER, payload, context)
+
+    def malformedDatagram(self, addr) -> None:
+        self.malformedDatagrams += 1
+
+    # Internals
+
+    def _failJoin(self, error: Exception, kind: ErrorType, reply: bytes = b"") -> bool:
+        joining, self._joining = self._joining, None
+        self._cancelJoinTimer()
+        if joining is None:
+            return False
+        self.log.info("joining the server failed: {error}", error=error)
+        self.dispatch("onJoinServerComplete", kind, reply)
+        joining.errback(error)
+        return True
+
+    def _joinTimedOut(self, timeout: float) -> None:
+        self._joinTimer = None
+        self._failJoin(JoinTimeout(f"no join within {timeout} s"), ErrorType.TIMEOUT)
+        if self._connection is not None:
+            self._connection.abort(ErrorType.TIMEOUT, "join timed out")
+        else:
+            self._connector.disconnect()
+
+    def _cancelJoinTimer(self) -> None:
+        if self._joinTimer is not None and self._joinTimer.active():
+            self._joinTimer.cancel()
+        self._joinTimer = None
+
+    def _keepAlive(self) -> None:
+        now = self.reactor.seconds()
+        if now - self._lastHeard > self._serverTimeout:
+            self._connection.abort(ErrorType.TIMEOUT, "the server went silent")
+            return
+        self._connection.sendMessage("PING", timestamp=now)
+        if self._udpState is ServerUdpState.CONFIRMED:
+            if now - self._lastHeardUdp > UDP_LOST_AFTER:
+                self._setUdpState(ServerUdpState.LOST)
+                self._sendUdpHello()
+            else:
+                self._sendUdp(encodeDatagram("UDP_PING", hostID=self._hostID, timestamp=now))
+
+    def _sendUdpHello(self) -> None:
+        self._helloTimer = None
+        self._sendUdp(encodeDatagram("UDP_HELLO", hostID=self._hostID, token=self._udpToken))
+        self._helloTimer = self.reactor.callLater(self._helloInterval, self._sendUdpHello)
+        self._helloInterval = min(self._helloInterval * 2, UDP_HELLO_MAX_INTERVAL)
+
+    def _sendUdp(self, data: bytes) -> None:
+        self._udpPort.write(data, self.serverUdpAddress)
+
+    def _setUdpState(self, state: ServerUdpState) -> None:
+        if state is not self._udpState:
+            self._udpState = state
+            self._helloInterval = UDP_HELLO_FIRST_INTERVAL
+            self.dispatch("onChangeServerUdpState", state)
+
+    def _stopTimers(self) -> None:
+        self._cancelJoinTimer()
+        if self._helloTimer is not None and self._helloTimer.active():
+            self._helloTimer.cancel()
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()

@@ -1,0 +1,51 @@
+"""HostIDs, result codes and states shared by server and client."""
+
+import enum
+
+HOSTID_NONE = 0
+HOSTID_SERVER = 1
+FIRST_ALLOCATED_HOSTID = 1000
+
+
+class ErrorType(enum.Enum):
+    """Why something happened (or failed); carried by events and errors."""
+
+    OK = "ok"
+    PROTOCOL_VERSION_MISMATCH = "protocol version mismatch"
+    CONNECTION_REFUSED = "connection refused by the server application"
+    SERVER_FULL = "server full"
+    TIMEOUT = "timed out"
+    DISCONNECT_FROM_LOCAL = "disconnected by the local host"
+    DISCONNECT_FROM_REMOTE = "disconnected by the remote host"
+    KICKED = "connection closed by the server"
+    CONNECTION_LOST = "connection lost"
+    PROTOCOL_ERROR = "protocol error"
+    MESSAGE_TOO_LONG = "message too long"
+    RELAY_NOT_ALLOWED = "relay between hosts that share no group"
+    UDP_SPOOFED = "UDP datagram from an unexpected address"
+    USER_CALLBACK_FAILED = "user callback raised"
+
+
+class ServerUdpState(enum.Enum):
+    """The state of a client's UDP path to the server."""
+
+    UNCONFIRMED = "unconfirmed"
+    CONFIRMED = "confirmed"
+    LOST = "lost"
+
+
+class RelayReason(enum.Enum):
+    """Why a peer pair's path changed (``onChangeP2PRelayState``)."""
+
+    HOLE_PUNCHED = "hole punched: direct"
+    DIRECT_PATH_DIED = "direct path stopped answering: relayed"
+    FORCED_RELAY = "relay forced"
+    NOT_ALLOWED = "direct P2P not allowed"
+
+
+class JoinRefusal(enum.IntEnum):
+    """Wire codes for a refused join."""
+
+    VERSION_MISMATCH = 1
+    REFUSED_BY_APPLICATION = 2
+    SERVER_FULL = 3

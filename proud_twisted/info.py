@@ -1,0 +1,65 @@
+"""Plain value objects handed to applications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from proud_twisted.constants import ErrorType
+
+Address = Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What went wrong, for ``onError`` / ``onWarning``."""
+
+    errorType: ErrorType
+    hostID: int = 0
+    comment: str = ""
+
+    def __str__(self) -> str:
+        where = f" (host {self.hostID})" if self.hostID else ""
+        return f"{self.errorType.value}{where}: {self.comment}"
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """How a user message arrived."""
+
+    sender: int
+    reliable: bool
+    relayed: bool = False
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A snapshot of one client as the server sees it."""
+
+    hostID: int
+    tcpAddress: Address
+    udpAddress: Optional[Address]
+    lanAddress: Optional[Address]
+    joinedGroups: frozenset = field(default_factory=frozenset)
+    userData: bytes = b""
+
+
+@dataclass(frozen=True)
+class P2PGroupInfo:
+    """A snapshot of one P2P group."""
+
+    groupHostID: int
+    members: frozenset
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What a client knows of one peer (a host it shares a group with)."""
+
+    hostID: int
+    relayed: bool
+    udpAddress: Optional[Address]
+    lanAddress: Optional[Address]
+    joinedGroups: frozenset = field(default_factory=frozenset)
+    directAddress: Optional[Address] = None
+    stats: object = None

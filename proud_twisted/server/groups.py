@@ -1,0 +1,279 @@
+"""The P2P group service: pure rules for groups, members and join acks.
+
+No I/O: every operation validates first (raising and changing nothing on
+error), then changes the table and returns the effects the server must carry
+out, in order: notices to send to clients, acks completed, groups removed,
+and peer pairs that start or stop sharing a group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from proud_twisted.errors import InvalidGroupOperation, UnknownHostID
+
+
+@dataclass(frozen=True)
+class MemberJoinNotice:
+    """Tell client C{to} that C{memberID} joined C{groupID}; ack C{ackID} if non-zero."""
+    to: int
+    groupID: int
+    memberID: int
+    memberCount: int
+    message: bytes
+    ackID: int
+
+
+@dataclass(frozen=True)
+class MemberLeaveNotice:
+    """Tell client C{to} that C{memberID} left C{groupID}."""
+    to: int
+    groupID: int
+    memberID: int
+    memberCount: int
+
+
+@dataclass(frozen=True)
+class JoinAckComplete:
+    """Every member of C{groupID} has processed C{memberID}'s join."""
+    groupID: int
+    memberID: int
+
+
+@dataclass(frozen=True)
+class GroupRemoved:
+    groupID: int
+
+
+@dataclass(frozen=True)
+class PairIntroduced:
+    """Clients C{a} < C{b} now share a group (and did not before)."""
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class PairForgotten:
+    """Clients C{a} < C{b} no longer share any group."""
+    a: int
+    b: int
+
+
+@dataclass
+class _PendingJoin:
+    groupID: int
+    memberID: int
+    waiting: set
+
+
+def _pair(a: int, b: int):
+    return (a, b) if a < b else (b, a)
+
+
+class P2PGroupTable:
+    """Which clients exist, which groups exist, and who is in which."""
+
+    def __init__(self, allowEmptyGroups: bool = True) -> None:
+        self.allowEmptyGroups = allowEmptyGroups
+        self._clients = {}          # client -> set of groups
+        self._groups = {}           # group -> set of members
+        self._pairs = {}            # (a, b) -> number of shared groups
+        self._pending = {}          # ackID -> _PendingJoin
+        self._lastAckID = 0
+
+    # Queries
+
+    def hasClient(self, hostID: int) -> bool:
+        return hostID in self._clients
+
+    def hasGroup(self, groupID: int) -> bool:
+        return groupID in self._groups
+
+    def groups(self) -> list:
+        return sorted(self._groups)
+
+    def membersOf(self, groupID: int) -> frozenset:
+        return frozenset(self._requireGroup(groupID))
+
+    def groupsOf(self, hostID: int) -> frozenset:
+        return frozenset(self._requireClient(hostID))
+
+    def shareGroup(self, a: int, b: int) -> bool:
+        return _pair(a, b) in self._pairs
+
+    def peersOf(self, hostID: int) -> list:
+        return sorted({m for g in self._requireClient(hostID)
+                       for m in self._groups[g]} - {hostID})
+
+    def pendingAcks(self) -> int:
+        return len(self._pending)
+
+    # Clients
+
+    def addClient(self, hostID: int) -> None:
+        if hostID in self._clients or hostID in self._groups:
+            raise InvalidGroupOperation(f"HostID {hostID} is already in use")
+        self._clients[hostID] = set()
+
+    def removeClient(self, hostID: int) -> list:
+        """Take a departing client out of all its groups and forget it."""
+        effects = []
+        for groupID in sorted(self._requireClient(hostID)):
+            effects += self._removeMember(hostID, groupID, notifyLeaver=False)
+        del self._clients[hostID]
+        return effects
+
+    # Group operations
+
+    def create(self, groupID: int, members: Iterable[int], message: bytes = b"") -> list:
+        members = sorted(set(members))
+        if groupID in self._groups or groupID in self._clients:
+            raise InvalidGroupOperation(f"HostID {groupID} is already in use")
+        for member in members:
+            self._requireClient(member)
+        if not members and not self.allowEmptyGroups:
+            raise InvalidGroupOperation("empty groups are not allowed")
+        self._groups[groupID] = set()
+        effects = []
+        for member in members:
+            effects += self._addMember(member, groupID)
+        count = len(members)
+        ackIDs = {m: self._startPendingJoin(groupID, m, members) for m in members}
+        for receiver in members:
+            for member in members:
+                effects.append(MemberJoinNotice(receiver, groupID, member, count,
+                                                message, ackIDs[member]))
+        return effects
+
+    def join(self, member: int, groupID: int, message: bytes = b"") -> list:
+        self._requireClient(member)
+        current = self._requireGroup(groupID)
+        if member in current:
+            raise InvalidGroupOperation(f"{member} is already in group {groupID}")
+        existing = sorted(current)
+        effects = self._addMember(member, groupID)
+        count = len(existing) + 1
+        ackID = self._startPendingJoin(groupID, member, existing + [member])
+        for other in existing:
+            effects.append(MemberJoinNotice(member, groupID, other, count, message, 0))
+        for receiver in existing + [member]:
+            effects.append(MemberJoinNotice(receiver, groupID, member, count,
+                                            message, ackID))
+        return effects
+
+    def leave(self, member: int, groupID: int) -> list:
+        self._requireClient(member)
+        if member not in self._requireGroup(groupID):
+            raise InvalidGroupOperation(f"{member} is not in group {groupID}")
+        return self._removeMember(member, groupID, notifyLeaver=True)
+
+    def destroy(self, groupID: int) -> list:
+        members = sorted(self._requireGroup(groupID))
+        self._cancelPendingJoins(groupID)
+        effects = []
+        for receiver in members:
+            for member in members:
+                effects.append(MemberLeaveNotice(receiver, groupID, member, 0))
+        for member in members:
+            effects += self._forgetMembership(member, groupID)
+        return effects + self._dropGroup(groupID)
+
+    def destroyEmpty(self) -> list:
+        effects = []
+        for groupID in [g for g, members in self._groups.items() if not members]:
+            effects += self._dropGroup(groupID)
+        return effects
+
+    def acknowledge(self, client: int, ackID: int) -> list:
+        """A client processed the join notice that carried C{ackID}.
+
+        Unknown or repeated acks change nothing (the join may have been
+        cancelled meanwhile).
+        """
+        pending = self._pending.get(ackID)
+        if pending is None or client not in pending.waiting:
+            return []
+        pending.waiting.discard(client)
+        return self._completeIfDone(ackID)
+
+    # Internals
+
+    def _requireClient(self, hostID: int) -> set:
+        try:
+            return self._clients[hostID]
+        except KeyError:
+            raise UnknownHostID(f"no client with HostID {hostID}") from None
+
+    def _requireGroup(self, groupID: int) -> set:
+        try:
+            return self._groups[groupID]
+        except KeyError:
+            raise UnknownHostID(f"no P2P group with HostID {groupID}") from None
+
+    def _addMember(self, member: int, groupID: int) -> list:
+        effects = []
+        for other in self._groups[groupID]:
+            pair = _pair(member, other)
+            count = self._pairs.get(pair, 0)
+            self._pairs[pair] = count + 1
+            if count == 0:
+                effects.append(PairIntroduced(*pair))
+        self._groups[groupID].add(member)
+        self._clients[member].add(groupID)
+        return effects
+
+    def _removeMember(self, member: int, groupID: int, notifyLeaver: bool) -> list:
+        remaining = sorted(self._groups[groupID] - {member})
+        count = len(remaining)
+        effects = [MemberLeaveNotice(r, groupID, member, count) for r in remaining]
+        if notifyLeaver:
+            effects += [MemberLeaveNotice(member, groupID, other, count)
+                        for other in remaining]
+            effects.append(MemberLeaveNotice(member, groupID, member, count))
+        effects += self._forgetMembership(member, groupID)
+        if not remaining and not self.allowEmptyGroups:
+            effects += self._dropGroup(groupID)
+        return effects
+
+    def _forgetMembership(self, member: int, groupID: int) -> list:
+        members = self._groups[groupID]
+        members.discard(member)
+        self._clients[member].discard(groupID)
+        effects = []
+        for other in sorted(members):
+            pair = _pair(member, other)
+            self._pairs[pair] -= 1
+            if not self._pairs[pair]:
+                del self._pairs[pair]
+                effects.append(PairForgotten(*pair))
+        for ackID, pending in list(self._pending.items()):
+            if pending.groupID != groupID:
+                continue
+            if pending.memberID == member:
+                del self._pending[ackID]
+            elif member in pending.waiting:
+                pending.waiting.discard(member)
+                effects += self._completeIfDone(ackID)
+        return effects
+
+    def _dropGroup(self, groupID: int) -> list:
+        self._cancelPendingJoins(groupID)
+        del self._groups[groupID]
+        return [GroupRemoved(groupID)]
+
+    def _cancelPendingJoins(self, groupID: int) -> None:
+        for ackID in [a for a, p in self._pending.items() if p.groupID == groupID]:
+            del self._pending[ackID]
+
+    def _startPendingJoin(self, groupID: int, member: int, waiting) -> int:
+        self._lastAckID = self._lastAckID % 0xFFFFFFFF + 1
+        self._pending[self._lastAckID] = _PendingJoin(groupID, member, set(waiting))
+        return self._lastAckID
+
+    def _completeIfDone(self, ackID: int) -> list:
+        pending = self._pending[ackID]
+        if pending.waiting:
+            return []
+        del self._pending[ackID]
+        return [JoinAckComplete(pending.groupID, pending.memberID)]

@@ -1,0 +1,395 @@
+"""L{NetServer}: the server facade a game server programs against."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import uuid
+from typing import Iterable, Optional
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from proud_twisted._callbacks import EventDispatcher
+from proud_twisted.constants import (
+    HOSTID_SERVER, ErrorType, JoinRefusal,
+)
+from proud_twisted.errors import MessageTooLong, UnknownHostID
+from proud_twisted.events import NetServerEvents
+from proud_twisted.info import ClientInfo, ErrorInfo, MessageContext, P2PGroupInfo
+from proud_twisted.server import groups as g
+from proud_twisted.server.connection import ServerConnectionFactory
+from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
+from proud_twisted.server.stats import ServerStats
+from proud_twisted.server.udp import ServerDatagramProtocol
+from proud_twisted.wire import relay
+from proud_twisted.wire._schema import addressFromWire, addressToWire
+from proud_twisted.wire.datagrams import encodeDatagram
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
+from proud_twisted.wire.messages import WIRE_VERSION, encodeMessage
+
+DEFAULT_CLIENT_TIMEOUT = 20.0
+# Room in a frame for headers and relay target lists beyond the payload.
+FRAME_HEADROOM = 8192
+
+
+def versionBytes(protocolVersion) -> bytes:
+    """A protocol version as 16 bytes, from a C{uuid.UUID}, its string or bytes."""
+    if isinstance(protocolVersion, uuid.UUID):
+        return protocolVersion.bytes
+    if isinstance(protocolVersion, str):
+        return uuid.UUID(protocolVersion).bytes
+    if isinstance(protocolVersion, bytes) and len(protocolVersion) == 16:
+        return protocolVersion
+    raise TypeError("protocolVersion must be a UUID, its string, or 16 bytes")
+
+
+class NetServer(service.Service):
+    """A game server: accepts clients, owns P2P groups, relays between members.
+
+    @param events: an L{INetServerEvent} provider (default: a no-op one).
+    @param protocolVersion: a UUID; clients with another one are refused.
+    @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    """
+
+    log = Logger()
+
+    def __init__(self, events=None, protocolVersion=uuid.UUID(int=0), *,
+                 tcpPort: int = 0, udpPort: int = 0, interface: str = "",
+                 reactor=None, maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
+                 clientTimeout: float = DEFAULT_CLIENT_TIMEOUT,
+                 allowEmptyGroups: bool = True,
+                 hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.events = events if events is not None else NetServerEvents()
+        self.dispatch = EventDispatcher(self.events, self.log)
+        self.protocolVersion = versionBytes(protocolVersion)
+        self.tcpPort = tcpPort
+        self.udpPort = udpPort
+        self.interface = interface
+        self.maxMessageLength = maxMessageLength
+        self.maxFrameLength = maxMessageLength + FRAME_HEADROOM
+        self.clientTimeout = clientTimeout
+        self.stats = ServerStats()
+        self._table = g.P2PGroupTable(allowEmptyGroups)
+        self._hostIDs = HostIDAllocator(hostIDQuietPeriod)
+        self._clients = {}
+        self._connections = set()
+        self._tcpPort = None
+        self._udpPort = None
+        self._udp = ServerDatagramProtocol(self)
+        self._sweeper = None
+        self._warnedRelay = set()
+
+    # Service
+
+    def startService(self) -> None:
+        self._tcpPort = self.reactor.listenTCP(
+            self.tcpPort, ServerConnectionFactory(self), interface=self.interface)
+        self._udpPort = self.reactor.listenUDP(
+            self.udpPort, self._udp, interface=self.interface)
+        self._sweeper = task.LoopingCall(self._dropSilentClients)
+        self._sweeper.clock = self.reactor
+        self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
+        service.Service.startService(self)
+        self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}",
+                      tcp=self.getTcpAddress(), udp=self.getUdpAddress())
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        for connection in list(self._connections):
+            connection.close(ErrorType.KICKED)
+        return defer.gatherResults([defer.maybeDeferred(self._tcpPort.stopListening),
+                                    defer.maybeDeferred(self._udpPort.stopListening)])
+
+    def getTcpAddress(self):
+        host = self._tcpPort.getHost()
+        return (host.host, host.port)
+
+    def getUdpAddress(self):
+        host = self._udpPort.getHost()
+        return (host.host, host.port)
+
+    # Settings
+
+    @property
+    def allowEmptyGroups(self) -> bool:
+        return self._table.allowEmptyGroups
+
+    @allowEmptyGroups.setter
+    def allowEmptyGroups(self, allowed: bool) -> None:
+        self._table.allowEmptyGroups = allowed
+
+    # Group service
+
+    def createP2PGroup(self, members: Iterable[int] = (), message: bytes = b"") -> int:
+        """Make a P2P group of C{members}; return its HostID."""
+        groupID = self._hostIDs.allocate(self.reactor.seconds())
+        try:
+            effects = self._table.create(groupID, members, message)
+        except Exception:
+            self._hostIDs.release(groupID, self.reactor.seconds())
+            raise
+        self._apply(effects)
+        return groupID
+
+    def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
+        self._apply(self._table.join(member, group, message))
+
+    def leaveP2PGroup(self, member: int, group: int) -> None:
+        self._apply(self._table.leave(member, group))
+
+    def destroyP2PGroup(self, group: int) -> None:
+        self._apply(self._table.destroy(group))
+
+    def destroyEmptyP2PGroups(self) -> None:
+        self._apply(self._table.destroyEmpty())
+
+    # Queries
+
+    def getClientHostIDs(self) -> list:
+        return sorted(self._clients)
+
+    def getClientInfo(self, hostID: int) -> ClientInfo:
+        return self._info(self._client(hostID))
+
+    def getP2PGroups(self) -> list:
+        return self._table.groups()
+
+    def getP2PGroupInfo(self, group: int) -> P2PGroupInfo:
+        return P2PGroupInfo(group, self._table.membersOf(group))
+
+    def getJoinedP2PGroups(self, client: int) -> frozenset:
+        return self._table.groupsOf(client)
+
+    # Sending
+
+    def send(self, targets, payload: bytes, reliable: bool = True) -> None:
+        """Send a user message to clients and/or every member of groups."""
+        if len(payload) > self.maxMessageLength:
+            raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
+        flags = relay.FLAG_RELIABLE if reliable else 0
+        for client in self._expandTargets(targets):
+            if reliable or client.udpAddress is None:
+                client.sendBody(relay.encodeTcpUserMessage(flags, payload))
+            else:
+                self._udp.send(relay.encodeUdpUser(HOSTID_SERVER, flags, payload),
+                               client.udpAddress)
+
+    def closeConnection(self, hostID: int) -> None:
+        """Disconnect a client; it leaves all its groups."""
+        self._client(hostID).close(ErrorType.KICKED)
+
+    # Called by the protocols
+
+    def connectionOpened(self, connection) -> None:
+        self._connections.add(connection)
+
+    def connectionClosed(self, connection) -> None:
+        self._connections.discard(connection)
+        if not connection.joined:
+            return
+        hostID = connection.hostID
+        info = self._info(connection)
+        del self._clients[hostID]
+        self._warnedRelay.discard(hostID)
+        self._apply(self._table.removeClient(hostID))
+        self._hostIDs.release(hostID, self.reactor.seconds())
+        self.stats.clientsLeft += 1
+        self.log.info("client {hostID} left: {reason}", hostID=hostID,
+                      reason=connection.leaveReason.value)
+        self.dispatch("onClientLeave", info, connection.leaveReason,
+                      connection.leaveComment)
+
+    def hello(self, connection, fields) -> None:
+        peer = connection.transport.getPeer()
+        address = (peer.host, peer.port)
+        if fields.wireVersion != WIRE_VERSION or fields.protocolVersion != self.protocolVersion:
+            self._refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
+                         "protocol version mismatch")
+            return
+        accepted, reply = self._askApplication(address, fields.userData)
+        if not accepted:
+            self._refuse(connection, JoinRefusal.REFUSED_BY_APPLICATION, reply,
+                         "refused by onConnectionRequest")
+            return
+        hostID = self._hostIDs.allocate(self.reactor.seconds())
+        connection.hostID = hostID
+        connection.udpToken = os.urandom(16)
+        connection.userData = fields.userData
+        self._clients[hostID] = connection
+        self._table.addClient(hostID)
+        connection.sendMessage(
+            "JOIN_ACCEPTED", hostID=hostID, udpToken=connection.udpToken,
+            udpPort=self.getUdpAddress()[1],
+            clientTimeoutMs=int(self.clientTimeout * 1000), reply=reply)
+        self.stats.clientsJoined += 1
+        self.log.info("client {hostID} joined from {address}", hostID=hostID,
+                      address=address)
+        self.dispatch("onClientJoin", self._info(connection))
+
+    def memberJoinAcknowledged(self, connection, ackID: int) -> None:
+        self._apply(self._table.acknowledge(connection.hostID, ackID))
+
+    def lanAddressReported(self, connection, address) -> None:
+        connection.lanAddress = addressFromWire(address)
+        self._announceAddresses(connection)
+
+    def userMessage(self, connection, flags: int, payload: bytes) -> None:
+        context = MessageContext(connection.hostID, bool(flags & relay.FLAG_RELIABLE))
+        self.dispatch("onReceiveUserMessage", connection.hostID, payload, context)
+
+    def relay(self, sender, targets, flags: int, payload: bytes) -> None:
+        """Forward C{payload} from C{sender} to each target it shares a group with."""
+        senderID = sender.hostID
+        rejected = []
+        reliable = flags & relay.FLAG_RELIABLE
+        tcpFrame = udpDatagram = None
+        for targetID in set(targets):
+            target = self._clients.get(targetID)
+            if target is None or not self._table.shareGroup(senderID, targetID):
+                rejected.append(targetID)
+                continue
+            if reliable or target.udpAddress is None:
+                if tcpFrame is None:
+                    tcpFrame = relay.encodeTcpRelayed(senderID, flags, payload)
+                target.sendBody(tcpFrame)
+            else:
+                if udpDatagram is None:
+                    udpDatagram = relay.encodeUdpRelayed(senderID, flags, payload)
+                self._udp.send(udpDatagram, target.udpAddress)
+            self.stats.messagesRelayed += 1
+            self.stats.relayBytes += len(payload)
+        if rejected:
+            self._relayRejected(senderID, rejected)
+
+    def udpHello(self, hostID: int, token: bytes, addr) -> None:
+        client = self._clients.get(hostID)
+        if client is None or not hmac.compare_digest(client.udpToken, token):
+            self._spoofed(hostID, addr)
+            return
+        client.lastHeard = self.reactor.seconds()
+        self.sendDatagram(addr, "UDP_HELLO_ACK", address=addressToWire(addr))
+        if client.udpAddress != addr:
+            client.udpAddress = addr
+            self._announceAddresses(client)
+
+    def verifiedUdpClient(self, hostID: int, addr):
+        """The client C{hostID} if C{addr} is its confirmed UDP address, else C{None}."""
+        client = self._clients.get(hostID)
+        if client is None or client.udpAddress != addr:
+            self._spoofed(hostID, addr)
+            return None
+        client.lastHeard = self.reactor.seconds()
+        return client
+
+    def sendDatagram(self, addr, kind: str, **fields) -> None:
+        self._udp.send(encodeDatagram(kind, **fields), addr)
+
+    def malformedDatagram(self, addr, error) -> None:
+        self.stats.malformedDatagrams += 1
+        self.log.debug("malformed datagram from {addr}: {error}", addr=addr, error=error)
+
+    # Internals
+
+    def _client(self, hostID: int):
+        try:
+            return self._clients[hostID]
+        except KeyError:
+            raise UnknownHostID(f"no client with HostID {hostID}") from None
+
+    def _info(self, client) -> ClientInfo:
+        peer = client.transport.getPeer()
+        groups = self._table.groupsOf(client.hostID) if self._table.hasClient(client.hostID) else frozenset()
+        return ClientInfo(client.hostID, (peer.host, peer.port), client.udpAddress,
+                          client.lanAddress, groups, client.userData)
+
+    def _askApplication(self, address, userData: bytes):
+        answer = self.dispatch("onConnectionRequest", address, userData)
+        if answer is None or answer is True:
+            return True, b""
+        if answer is False:
+            return False, b""
+        accepted, reply = answer
+        return bool(accepted), bytes(reply)
+
+    def _refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
+        self.stats.joinsRefused += 1
+        self.log.info("refusing {peer}: {why}", peer=connection.transport.getPeer(), why=why)
+        connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
+        connection.close(ErrorType.CONNECTION_REFUSED)
+
+    def _expandTargets(self, targets) -> list:
+        if isinstance(targets, int):
+            targets = [targets]
+        hostIDs = set()
+        for target in targets:
+            if self._table.hasGroup(target):
+                hostIDs.update(self._table.membersOf(target))
+            elif target in self._clients:
+                hostIDs.add(target)
+            else:
+                raise UnknownHostID(f"no client or P2P group with HostID {target}")
+        return [self._clients[h] for h in sorted(hostIDs)]
+
+    def _announceAddresses(self, client) -> None:
+        """Tell every peer of C{client} its current UDP and LAN addresses."""
+        body = None
+        for peerID in self._table.peersOf(client.hostID):
+            if body is None:
+                body = self._peerAddresses(client)
+            self._clients[peerID].sendBody(body)
+
+    def _peerAddresses(self, client) -> bytes:
+        return encodeMessage("PEER_ADDRESSES", peerID=client.hostID,
+                             udpAddress=addressToWire(client.udpAddress),
+                             lanAddress=addressToWire(client.lanAddress))
+
+    def _apply(self, effects) -> None:
+        """Carry out what the group table decided, in order."""
+        for effect in effects:
+            kind = type(effect)
+            if kind is g.MemberJoinNotice:
+                member = self._clients[effect.memberID]
+                self._clients[effect.to].sendMessage(
+                    "MEMBER_JOIN", groupID=effect.groupID, memberID=effect.memberID,
+                    memberCount=effect.memberCount, ackID=effect.ackID,
+                    udpAddress=addressToWire(member.udpAddress),
+                    lanAddress=addressToWire(member.lanAddress),
+                    message=effect.message)
+            elif kind is g.MemberLeaveNotice:
+                self._clients[effect.to].sendMessage(
+                    "MEMBER_LEAVE", groupID=effect.groupID, memberID=effect.memberID,
+                    memberCount=effect.memberCount)
+            elif kind is g.JoinAckComplete:
+                self.dispatch("onP2PGroupJoinMemberAckComplete", effect.groupID,
+                              effect.memberID, ErrorType.OK)
+            elif kind is g.GroupRemoved:
+                self._hostIDs.release(effect.groupID, self.reactor.seconds())
+                self.dispatch("onP2PGroupRemoved", effect.groupID)
+
+    def _relayRejected(self, senderID: int, targets) -> None:
+        self.stats.relayRejected += len(targets)
+        comment = f"relay from {senderID} to {sorted(targets)} refused: no shared group"
+        if senderID not in self._warnedRelay:
+            self._warnedRelay.add(senderID)
+            self.log.warn("{comment}", comment=comment)
+        self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, senderID, comment))
+
+    def _spoofed(self, hostID: int, addr) -> None:
+        self.stats.spoofedDatagrams += 1
+        self.log.debug("dropped UDP datagram claiming host {hostID} from {addr}",
+                       hostID=hostID, addr=addr)
+
+    def _dropSilentClients(self) -> None:
+        deadline = self.reactor.seconds() - self.clientTimeout
+        for connection in list(self._connections):
+            if connection.lastHeard < deadline and not connection.closing:
+                self.stats.clientsTimedOut += 1
+                connection.abort(ErrorType.TIMEOUT,
+                                 f"silent for more than {self.clientTimeout} s")

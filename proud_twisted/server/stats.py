@@ -1,0 +1,23 @@
+"""Counters a server keeps about what it carried and what it refused."""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class ServerStats:
+    """Monotonic counters; read them any time, e.g. for metrics."""
+
+    clientsJoined: int = 0
+    clientsLeft: int = 0
+    clientsTimedOut: int = 0
+    joinsRefused: int = 0
+    messagesRelayed: int = 0
+    relayBytes: int = 0
+    relayRejected: int = 0
+    malformedMessages: int = 0
+    oversizedMessages: int = 0
+    spoofedDatagrams: int = 0
+    malformedDatagrams: int = 0
+
+    def asDict(self) -> dict:
+        return asdict(self)

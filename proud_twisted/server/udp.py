@@ -1,0 +1,51 @@
+"""The server's UDP protocol: parses datagrams and hands them to the server."""
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from proud_twisted.errors import ProtocolError
+from proud_twisted.wire import relay
+from proud_twisted.wire.datagrams import decodeDatagram
+
+
+class ServerDatagramProtocol(DatagramProtocol):
+    """Every client's UDP datagrams arrive here on one socket."""
+
+    log = Logger()
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        try:
+            self._dispatch(data, addr)
+        except ProtocolError as e:
+            self.server.malformedDatagram(addr, e)
+
+    def _dispatch(self, data: bytes, addr) -> None:
+        kind = data[1] if len(data) > 1 else -1
+        if kind == relay.UDP_RELAY:
+            hostID, flags, targets, payload = relay.decodeUdpRelay(data)
+            client = self.server.verifiedUdpClient(hostID, addr)
+            if client is not None:
+                self.server.relay(client, targets, flags, payload)
+            return
+        if kind == relay.UDP_USER:
+            hostID, flags, payload = relay.decodeUdpSender(data)
+            client = self.server.verifiedUdpClient(hostID, addr)
+            if client is not None:
+                self.server.userMessage(client, flags, payload)
+            return
+        name, fields = decodeDatagram(data)
+        if name == "UDP_HELLO":
+            self.server.udpHello(fields.hostID, fields.token, addr)
+        elif name == "UDP_PING":
+            client = self.server.verifiedUdpClient(fields.hostID, addr)
+            if client is not None:
+                self.server.sendDatagram(addr, "UDP_PONG", timestamp=fields.timestamp)
+        else:
+            raise ProtocolError(f"a client may not send {name}")
+
+    def send(self, data: bytes, addr) -> None:
+        if self.transport is not None:
+            self.transport.write(data, addr)

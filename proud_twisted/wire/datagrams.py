@@ -1,0 +1,55 @@
+"""Datagrams on the client <-> server UDP path.
+
+Every datagram starts with the wire version byte and a type byte. Relay and
+user datagrams also have a fast path in L{proud_twisted.wire.relay}.
+"""
+
+import construct as c
+
+from proud_twisted.errors import ProtocolError
+from proud_twisted.wire._schema import (
+    AddressStruct, HostID, RelayFlags, Targets, Token, buildWith,
+    messageFormat, parseWith,
+)
+from proud_twisted.wire.messages import WIRE_VERSION
+
+DatagramType = c.Enum(
+    c.Int8ub,
+    UDP_HELLO=1,
+    UDP_HELLO_ACK=2,
+    UDP_USER=3,
+    UDP_RELAY=4,
+    UDP_RELAYED=5,
+    UDP_PING=6,
+    UDP_PONG=7,
+)
+
+BODIES = {
+    "UDP_HELLO": c.Struct("hostID" / HostID, "token" / Token),
+    "UDP_HELLO_ACK": c.Struct("address" / AddressStruct),
+    "UDP_USER": c.Struct("hostID" / HostID, "flags" / RelayFlags,
+                         "payload" / c.GreedyBytes),
+    "UDP_RELAY": c.Struct("hostID" / HostID, "flags" / RelayFlags,
+                          "targets" / Targets, "payload" / c.GreedyBytes),
+    "UDP_RELAYED": c.Struct("sender" / HostID, "flags" / RelayFlags,
+                            "payload" / c.GreedyBytes),
+    "UDP_PING": c.Struct("hostID" / HostID, "timestamp" / c.Float64b),
+    "UDP_PONG": c.Struct("timestamp" / c.Float64b),
+}
+
+_Body = messageFormat(DatagramType, BODIES)
+Datagram = c.Struct("wireVersion" / c.Const(WIRE_VERSION, c.Int8ub),
+                    "message" / _Body)
+
+
+def encodeDatagram(kind: str, **fields) -> bytes:
+    """Build a whole UDP datagram of type C{kind}."""
+    return buildWith(Datagram, {"message": {"type": kind, "body": fields}}, kind)
+
+
+def decodeDatagram(data: bytes):
+    """Parse a UDP datagram into C{(kind, fields)}; raises L{ProtocolError}."""
+    if data[:1] != bytes([WIRE_VERSION]):
+        raise ProtocolError("UDP datagram of an unknown wire version")
+    parsed = parseWith(Datagram, data, "UDP datagram")
+    return str(parsed.message.type), parsed.message.body

@@ -1,0 +1,100 @@
+"""Messages on the client <-> server TCP stream.
+
+Each frame body is a type byte followed by that type's fields, declared once
+below with construct. Relay frames, the hot path, also have a C{struct} fast
+path in L{proud_twisted.wire.relay}; a test checks that both agree.
+"""
+
+import construct as c
+
+from proud_twisted.wire._schema import (
+    AddressStruct, Blob, HostID, RelayFlags, Targets, Token, buildWith,
+    messageFormat, parseWith,
+)
+
+WIRE_VERSION = 1
+
+MessageType = c.Enum(
+    c.Int8ub,
+    HELLO=1,
+    JOIN_ACCEPTED=2,
+    JOIN_REFUSED=3,
+    MEMBER_JOIN=4,
+    MEMBER_JOIN_ACK=5,
+    MEMBER_LEAVE=6,
+    PEER_ADDRESSES=7,
+    LAN_ADDRESS=8,
+    USER_MESSAGE=9,
+    RELAY_REQUEST=10,
+    RELAYED=11,
+    PING=12,
+    PONG=13,
+    GOODBYE=14,
+)
+
+BODIES = {
+    "HELLO": c.Struct(
+        "wireVersion" / c.Int8ub,
+        "protocolVersion" / c.Bytes(16),
+        "userData" / c.GreedyBytes,
+    ),
+    "JOIN_ACCEPTED": c.Struct(
+        "hostID" / HostID,
+        "udpToken" / Token,
+        "udpPort" / c.Int16ub,
+        "clientTimeoutMs" / c.Int32ub,
+        "reply" / c.GreedyBytes,
+    ),
+    "JOIN_REFUSED": c.Struct(
+        "reason" / c.Int8ub,
+        "reply" / c.GreedyBytes,
+    ),
+    "MEMBER_JOIN": c.Struct(
+        "groupID" / HostID,
+        "memberID" / HostID,
+        "memberCount" / c.Int32ub,
+        "ackID" / c.Int32ub,
+        "udpAddress" / AddressStruct,
+        "lanAddress" / AddressStruct,
+        "message" / c.GreedyBytes,
+    ),
+    "MEMBER_JOIN_ACK": c.Struct("ackID" / c.Int32ub),
+    "MEMBER_LEAVE": c.Struct(
+        "groupID" / HostID,
+        "memberID" / HostID,
+        "memberCount" / c.Int32ub,
+    ),
+    "PEER_ADDRESSES": c.Struct(
+        "peerID" / HostID,
+        "udpAddress" / AddressStruct,
+        "lanAddress" / AddressStruct,
+    ),
+    "LAN_ADDRESS": c.Struct("address" / AddressStruct),
+    "USER_MESSAGE": c.Struct("flags" / RelayFlags, "payload" / c.GreedyBytes),
+    "RELAY_REQUEST": c.Struct(
+        "flags" / RelayFlags,
+        "targets" / Targets,
+        "payload" / c.GreedyBytes,
+    ),
+    "RELAYED": c.Struct(
+        "sender" / HostID,
+        "flags" / RelayFlags,
+        "payload" / c.GreedyBytes,
+    ),
+    "PING": c.Struct("timestamp" / c.Float64b),
+    "PONG": c.Struct("timestamp" / c.Float64b),
+    "GOODBYE": c.Struct("comment" / Blob),
+}
+
+TcpMessage = messageFormat(MessageType, BODIES)
+
+
+def encodeMessage(kind: str, **fields) -> bytes:
+    """Build the frame body of a C{kind} message (without length prefix)."""
+    return buildWith(TcpMessage, {"type": kind, "body": fields}, kind)
+
+
+def decodeMessage(data: bytes):
+    """Parse a frame body into C{(kind, fields)}; raises L{ProtocolError}."""
+    parsed = parseWith(TcpMessage, data, "TCP message")
+    return str(parsed.type), parsed.body

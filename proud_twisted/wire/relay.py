@@ -1,0 +1,106 @@
+"""Fast paths for the per-message frames: relay requests, relayed and user data.
+
+These layouts are declared with construct in L{messages} and L{datagrams};
+the functions here produce and read the same bytes with C{struct}, because
+they run once per game message. C{tests/test_wire.py} checks both agree.
+"""
+
+import struct
+
+from proud_twisted.errors import ProtocolError
+from proud_twisted.wire.messages import WIRE_VERSION
+
+FLAG_RELIABLE = 0x01
+
+# TCP message type bytes (see messages.MessageType).
+TCP_USER_MESSAGE = 9
+TCP_RELAY_REQUEST = 10
+TCP_RELAYED = 11
+# UDP datagram type bytes (see datagrams.DatagramType).
+UDP_USER = 3
+UDP_RELAY = 4
+UDP_RELAYED = 5
+
+_RELAY_REQUEST_HEAD = struct.Struct(">BBH")        # type, flags, target count
+_RELAYED_HEAD = struct.Struct(">BIB")              # type, sender, flags
+_UDP_SENDER_HEAD = struct.Struct(">BBIB")          # version, type, host, flags
+_UDP_RELAY_HEAD = struct.Struct(">BBIBH")          # version, type, host, flags, count
+_TARGET_CACHE = {}
+
+
+def _targetsFormat(count: int) -> struct.Struct:
+    fmt = _TARGET_CACHE.get(count)
+    if fmt is None:
+        fmt = _TARGET_CACHE[count] = struct.Struct(f">{count}I")
+    return fmt
+
+
+def encodeTcpUserMessage(flags: int, payload: bytes) -> bytes:
+    return bytes((TCP_USER_MESSAGE, flags)) + payload
+
+
+def decodeTcpUserMessage(data: bytes):
+    """Return C{(flags, payload)} of a USER_MESSAGE frame body."""
+    if len(data) < 2:
+        raise ProtocolError("truncated user message")
+    return data[1], data[2:]
+
+
+def encodeTcpRelayRequest(targets, flags: int, payload: bytes) -> bytes:
+    head = _RELAY_REQUEST_HEAD.pack(TCP_RELAY_REQUEST, flags, len(targets))
+    return head + _targetsFormat(len(targets)).pack(*targets) + payload
+
+
+def encodeTcpRelayed(sender: int, flags: int, payload: bytes) -> bytes:
+    return _RELAYED_HEAD.pack(TCP_RELAYED, sender, flags) + payload
+
+
+def decodeTcpRelayRequest(data: bytes):
+    """Return C{(flags, targets, payload)} of a RELAY_REQUEST frame body."""
+    return _decodeTargets(data, _RELAY_REQUEST_HEAD, "relay request")[1:]
+
+
+def decodeTcpRelayed(data: bytes):
+    """Return C{(sender, flags, payload)} of a RELAYED frame body."""
+    if len(data) < _RELAYED_HEAD.size:
+        raise ProtocolError("truncated relayed message")
+    _, sender, flags = _RELAYED_HEAD.unpack_from(data)
+    return sender, flags, data[_RELAYED_HEAD.size:]
+
+
+def encodeUdpUser(hostID: int, flags: int, payload: bytes) -> bytes:
+    return _UDP_SENDER_HEAD.pack(WIRE_VERSION, UDP_USER, hostID, flags) + payload
+
+
+def encodeUdpRelayed(sender: int, flags: int, payload: bytes) -> bytes:
+    return _UDP_SENDER_HEAD.pack(WIRE_VERSION, UDP_RELAYED, sender, flags) + payload
+
+
+def encodeUdpRelay(hostID: int, targets, flags: int, payload: bytes) -> bytes:
+    head = _UDP_RELAY_HEAD.pack(WIRE_VERSION, UDP_RELAY, hostID, flags, len(targets))
+    return head + _targetsFormat(len(targets)).pack(*targets) + payload
+
+
+def decodeUdpSender(data: bytes):
+    """Return C{(host, flags, payload)} of a UDP_USER or UDP_RELAYED datagram."""
+    if len(data) < _UDP_SENDER_HEAD.size:
+        raise ProtocolError("truncated UDP datagram")
+    _, _, host, flags = _UDP_SENDER_HEAD.unpack_from(data)
+    return host, flags, data[_UDP_SENDER_HEAD.size:]
+
+
+def decodeUdpRelay(data: bytes):
+    """Return C{(host, flags, targets, payload)} of a UDP_RELAY datagram."""
+    return _decodeTargets(data, _UDP_RELAY_HEAD, "UDP relay request")[-4:]
+
+
+def _decodeTargets(data: bytes, head: struct.Struct, what: str):
+    if len(data) < head.size:
+        raise ProtocolError(f"truncated {what}")
+    fields = head.unpack_from(data)
+    count = fields[-1]
+    end = head.size + 4 * count
+    if len(data) < end:
+        raise ProtocolError(f"{what} announces {count} targets but is too short")
+    targets = _targetsFormat(count).unpack_from(data, head.size)
+    return fields[:-1] + (targets, data[end:])
