@@ -158,6 +158,10 @@ class NetServer(service.Service):
     def getClientInfo(self, hostID: int) -> ClientInfo:
         return self._info(self._client(hostID))
 
+    def getConnectionCount(self) -> int:
+        """Open TCP connections, joined or not yet joined."""
+        return len(self._connections)
+
     def getP2PGroups(self) -> list:
         return self._table.groups()
 

@@ -1,0 +1,128 @@
+"""Event recorders and bounded waits shared by the tests."""
+
+from twisted.internet import defer, task
+
+from proud_twisted.events import NetClientEvents, NetServerEvents
+
+DEFAULT_WAIT = 10.0
+POLL_INTERVAL = 0.01
+
+
+class Recorder:
+    """Records events as tuples and lets a test wait for a condition on them."""
+
+    def __init__(self, reactor=None) -> None:
+        self.events = []
+        self._waiters = []
+        self._reactor = reactor
+
+    def record(self, *event) -> None:
+        self.events.append(event)
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate():
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    def named(self, name: str) -> list:
+        return [e[1:] for e in self.events if e[0] == name]
+
+    def count(self, name: str) -> int:
+        return len(self.named(name))
+
+    def wait(self, predicate, timeout: float = DEFAULT_WAIT, reactor=None) -> defer.Deferred:
+        """A Deferred that fires once C{predicate()} holds; fails after C{timeout}.
+
+        The predicate is checked on every recorded event and, for state that
+        changes without an event (counters), every C{POLL_INTERVAL} seconds.
+        """
+        if predicate():
+            return defer.succeed(None)
+        if reactor is None:
+            reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        d = defer.Deferred()
+        waiter = (predicate, d)
+        self._waiters.append(waiter)
+
+        def poll():
+            if waiter in self._waiters and predicate():
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+        poller = task.LoopingCall(poll)
+        poller.clock = reactor
+        poller.start(POLL_INTERVAL, now=False)
+
+        def forget(result):
+            poller.stop()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            return result
+
+        d.addBoth(forget)
+        return d.addTimeout(timeout, reactor)
+
+    def waitCount(self, name: str, count: int, timeout: float = DEFAULT_WAIT, reactor=None):
+        return self.wait(lambda: self.count(name) >= count, timeout, reactor)
+
+
+class RecordingServerEvents(NetServerEvents):
+    def __init__(self, reactor=None, accept=True) -> None:
+        self.rec = Recorder(reactor)
+        self.accept = accept
+
+    def onConnectionRequest(self, address, userData):
+        self.rec.record("onConnectionRequest", address, userData)
+        return self.accept
+
+    def onClientJoin(self, clientInfo):
+        self.rec.record("onClientJoin", clientInfo)
+
+    def onClientLeave(self, clientInfo, reason, comment):
+        self.rec.record("onClientLeave", clientInfo, reason, comment)
+
+    def onP2PGroupJoinMemberAckComplete(self, groupHostID, memberHostID, result):
+        self.rec.record("onP2PGroupJoinMemberAckComplete", groupHostID, memberHostID, result)
+
+    def onP2PGroupRemoved(self, groupHostID):
+        self.rec.record("onP2PGroupRemoved", groupHostID)
+
+    def onReceiveUserMessage(self, sender, payload, context):
+        self.rec.record("onReceiveUserMessage", sender, payload, context)
+
+    def onWarning(self, errorInfo):
+        self.rec.record("onWarning", errorInfo)
+
+    def onError(self, errorInfo):
+        self.rec.record("onError", errorInfo)
+
+
+class RecordingClientEvents(NetClientEvents):
+    def __init__(self, reactor=None) -> None:
+        self.rec = Recorder(reactor)
+
+    def onJoinServerComplete(self, result, reply):
+        self.rec.record("onJoinServerComplete", result, reply)
+
+    def onLeaveServer(self, reason):
+        self.rec.record("onLeaveServer", reason)
+
+    def onP2PMemberJoin(self, memberHostID, groupHostID, memberCount, message):
+        self.rec.record("onP2PMemberJoin", memberHostID, groupHostID, memberCount, message)
+
+    def onP2PMemberLeave(self, memberHostID, groupHostID, memberCount):
+        self.rec.record("onP2PMemberLeave", memberHostID, groupHostID, memberCount)
+
+    def onChangeP2PRelayState(self, peerHostID, reason):
+        self.rec.record("onChangeP2PRelayState", peerHostID, reason)
+
+    def onChangeServerUdpState(self, state):
+        self.rec.record("onChangeServerUdpState", state)
+
+    def onReceiveUserMessage(self, sender, payload, context):
+        self.rec.record("onReceiveUserMessage", sender, payload, context)
+
+    def messagesFrom(self, sender) -> list:
+        return [p for s, p, _ in self.rec.named("onReceiveUserMessage") if s == sender]

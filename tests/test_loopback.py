@@ -1,0 +1,290 @@
+"""A whole server and clients over real loopback sockets (pytest-twisted)."""
+
+import socket
+import struct
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from proud_twisted import (
+    ConnectionRefusedByServer, ErrorType, HOSTID_SERVER, NetClient, NetServer,
+    ProtocolVersionMismatch, ServerUdpState,
+)
+from tests.support import RecordingClientEvents, RecordingServerEvents
+
+VERSION = uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100")
+
+
+@pytest.fixture
+def server():
+    events = RecordingServerEvents()
+    netServer = NetServer(events, VERSION, interface="127.0.0.1", clientTimeout=2.0)
+    netServer.startService()
+    yield netServer
+    pytest_twisted.blockon(netServer.stopService())
+
+
+@defer.inlineCallbacks
+def connectClients(server, count):
+    clients = [NetClient(RecordingClientEvents()) for _ in range(count)]
+    port = server.getTcpAddress()[1]
+    yield defer.gatherResults([c.connect("127.0.0.1", port, VERSION) for c in clients])
+    yield defer.gatherResults([
+        c.events.rec.wait(lambda c=c: c.getServerUdpState() is ServerUdpState.CONFIRMED)
+        for c in clients])
+    return clients
+
+
+@defer.inlineCallbacks
+def disconnectAll(clients):
+    yield defer.gatherResults([c.disconnect() for c in clients])
+
+
+@pytest_twisted.inlineCallbacks
+def test_groupFormsWithJoinEventsThenAckComplete(server):
+    clients = yield connectClients(server, 3)
+    ids = [c.getLocalHostID() for c in clients]
+    seenAtCompletion = {}
+
+    def onComplete(group, member, result):
+        seenAtCompletion[member] = [
+            (member, group) in [(m, g) for m, g, _, _ in c.events.rec.named("onP2PMemberJoin")]
+            for c in clients]
+        server.events.rec.record("onP2PGroupJoinMemberAckComplete", group, member, result)
+
+    server.events.onP2PGroupJoinMemberAckComplete = onComplete
+    group = server.createP2PGroup(ids, b"welcome")
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
+    for client in clients:
+        joins = client.events.rec.named("onP2PMemberJoin")
+        assert sorted(joins) == [(m, group, 3, b"welcome") for m in ids]
+        assert client.getLocalJoinedP2PGroups() == {group}
+        assert client.getGroupMembers(group) == set(ids)
+    completions = server.events.rec.named("onP2PGroupJoinMemberAckComplete")
+    assert sorted(completions) == [(group, m, ErrorType.OK) for m in ids]
+    # Each member's completion came only after every client had processed its join.
+    assert seenAtCompletion == {m: [True, True, True] for m in ids}
+    info = server.getClientInfo(ids[0])
+    assert info.joinedGroups == {group}
+    assert info.udpAddress is not None and info.lanAddress is not None
+    peer = clients[0].getPeerInfo(ids[1])
+    assert peer.relayed
+    assert peer.udpAddress == server.getClientInfo(ids[1]).udpAddress
+    assert peer.lanAddress == server.getClientInfo(ids[1]).lanAddress
+    assert server.getP2PGroupInfo(group).members == set(ids)
+    assert server.getJoinedP2PGroups(ids[2]) == {group}
+    yield disconnectAll(clients)
+
+
+@pytest_twisted.inlineCallbacks
+def test_thousandReliableRelayedMessagesInOrderExactlyOnce(server):
+    a, b, c = yield connectClients(server, 3)
+    group = server.createP2PGroup([x.getLocalHostID() for x in (a, b, c)])
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
+    sent = [b"m%04d" % i + b"x" * (i % 300) for i in range(1000)]
+    for payload in sent:
+        a.send(b.getLocalHostID(), payload)
+    a.send(group, b"to the group")
+    sender = a.getLocalHostID()
+    yield b.events.rec.wait(lambda: len(b.events.messagesFrom(sender)) >= 1001)
+    yield c.events.rec.wait(lambda: len(c.events.messagesFrom(sender)) >= 1)
+    assert b.events.messagesFrom(sender) == sent + [b"to the group"]
+    assert c.events.messagesFrom(sender) == [b"to the group"]
+    assert a.events.messagesFrom(sender) == []   # a group send does not echo to the sender
+    contexts = [ctx for s, _, ctx in b.events.rec.named("onReceiveUserMessage")]
+    assert all(ctx.reliable and ctx.relayed for ctx in contexts)
+    assert server.stats.messagesRelayed == 1002
+    yield disconnectAll([a, b, c])
+
+
+@pytest_twisted.inlineCallbacks
+def test_unreliableRelayedOverUdpNeverDuplicated(server):
+    a, b = yield connectClients(server, 2)
+    server.createP2PGroup([a.getLocalHostID(), b.getLocalHostID()])
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
+    sent = [b"u%03d" % i for i in range(200)]
+    for payload in sent:
+        a.send(b.getLocalHostID(), payload, reliable=False)
+    a.send(b.getLocalHostID(), b"fence")   # reliable, over TCP
+    sender = a.getLocalHostID()
+    yield b.events.rec.wait(lambda: b"fence" in b.events.messagesFrom(sender))
+    # UDP may be overtaken by TCP; wait a bounded time for the UDP ones still coming.
+    yield b.events.rec.wait(lambda: len(b.events.messagesFrom(sender)) >= 150)
+    received = [p for p in b.events.messagesFrom(sender) if p != b"fence"]
+    assert len(received) == len(set(received))
+    assert set(received) <= set(sent)
+    unreliable = [ctx for s, p, ctx in b.events.rec.named("onReceiveUserMessage")
+                  if p != b"fence"]
+    assert unreliable and not any(ctx.reliable for ctx in unreliable)
+    yield disconnectAll([a, b])
+
+
+@pytest_twisted.inlineCallbacks
+def test_clientServerMessagesBothWays(server):
+    (a,) = yield connectClients(server, 1)
+    me = a.getLocalHostID()
+    a.send(HOSTID_SERVER, b"hello server")
+    a.send(HOSTID_SERVER, b"fast hello", reliable=False)
+    yield server.events.rec.waitCount("onReceiveUserMessage", 2)
+    got = {(s, p, ctx.reliable) for s, p, ctx in server.events.rec.named("onReceiveUserMessage")}
+    assert got == {(me, b"hello server", True), (me, b"fast hello", False)}
+    server.send(me, b"hello client")
+    server.send([me], b"fast", reliable=False)
+    yield a.events.rec.wait(lambda: len(a.events.messagesFrom(HOSTID_SERVER)) == 2)
+    assert sorted(a.events.messagesFrom(HOSTID_SERVER)) == [b"fast", b"hello client"]
+    yield disconnectAll([a])
+
+
+@pytest_twisted.inlineCallbacks
+def test_nonMemberMessageDroppedAndReported(server):
+    a, b, outsider = yield connectClients(server, 3)
+    server.createP2PGroup([a.getLocalHostID(), b.getLocalHostID()])
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
+    outsider.send(a.getLocalHostID(), b"cheat")
+    outsider.send(a.getLocalHostID(), b"cheat over udp", reliable=False)
+    yield server.events.rec.waitCount("onWarning", 2)
+    warning = server.events.rec.named("onWarning")[0][0]
+    assert warning.errorType is ErrorType.RELAY_NOT_ALLOWED
+    assert warning.hostID == outsider.getLocalHostID()
+    assert server.stats.relayRejected == 2
+    # TCP keeps order: a message sent to A after the refused relay arrives, the cheat did not.
+    server.send(a.getLocalHostID(), b"fence")
+    yield a.events.rec.wait(lambda: a.events.messagesFrom(HOSTID_SERVER) == [b"fence"])
+    assert a.events.messagesFrom(outsider.getLocalHostID()) == []
+    # Members still talk.
+    b.send(a.getLocalHostID(), b"legit")
+    yield a.events.rec.wait(lambda: a.events.messagesFrom(b.getLocalHostID()) == [b"legit"])
+    yield disconnectAll([a, b, outsider])
+
+
+@pytest_twisted.inlineCallbacks
+def test_joinLeaveDestroyAndDisconnectEvents(server):
+    a, b, c = yield connectClients(server, 3)
+    ida, idb, idc = (x.getLocalHostID() for x in (a, b, c))
+    group = server.createP2PGroup([ida, idb])
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
+
+    server.joinP2PGroup(idc, group, b"hi c")
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
+    assert server.events.rec.named("onP2PGroupJoinMemberAckComplete")[-1] == (group, idc, ErrorType.OK)
+    assert sorted(c.events.rec.named("onP2PMemberJoin")) == [
+        (m, group, 3, b"hi c") for m in (ida, idb, idc)]
+    assert (idc, group, 3, b"hi c") in a.events.rec.named("onP2PMemberJoin")
+
+    server.leaveP2PGroup(idc, group)
+    yield a.events.rec.wait(lambda: (idc, group, 2) in a.events.rec.named("onP2PMemberLeave"))
+    yield c.events.rec.waitCount("onP2PMemberLeave", 3)
+    assert c.getLocalJoinedP2PGroups() == frozenset()
+    with pytest.raises(KeyError):
+        a.getPeerInfo(idc)
+
+    yield b.disconnect(b"bye")
+    yield a.events.rec.wait(lambda: (idb, group, 1) in a.events.rec.named("onP2PMemberLeave"))
+    yield server.events.rec.waitCount("onClientLeave", 1)
+    info, reason, comment = server.events.rec.named("onClientLeave")[0]
+    assert (info.hostID, reason, comment) == (idb, ErrorType.DISCONNECT_FROM_REMOTE, b"bye")
+    assert info.joinedGroups == {group}
+    assert b.events.rec.named("onLeaveServer") == [(ErrorType.DISCONNECT_FROM_LOCAL,)]
+    assert server.getP2PGroupInfo(group).members == {ida}
+
+    server.destroyP2PGroup(group)
+    yield server.events.rec.waitCount("onP2PGroupRemoved", 1)
+    yield a.events.rec.wait(lambda: (ida, group, 0) in a.events.rec.named("onP2PMemberLeave"))
+    assert server.getP2PGroups() == []
+    assert a.getLocalJoinedP2PGroups() == frozenset()
+
+    server.closeConnection(idc)
+    yield c.events.rec.waitCount("onLeaveServer", 1)
+    yield server.events.rec.waitCount("onClientLeave", 2)
+    assert server.events.rec.named("onClientLeave")[1][1] is ErrorType.KICKED
+    assert server.getClientHostIDs() == [ida]
+    yield disconnectAll([a])
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrongProtocolVersionAndRefusal(server):
+    port = server.getTcpAddress()[1]
+    events = RecordingClientEvents()
+    with pytest.raises(ProtocolVersionMismatch):
+        yield NetClient(events).connect("127.0.0.1", port, uuid.uuid4())
+    assert events.rec.named("onJoinServerComplete")[0][0] is ErrorType.PROTOCOL_VERSION_MISMATCH
+
+    server.events.accept = (False, b"server is full of dragons")
+    events = RecordingClientEvents()
+    with pytest.raises(ConnectionRefusedByServer) as caught:
+        yield NetClient(events).connect("127.0.0.1", port, VERSION, b"let me in")
+    assert caught.value.reply == b"server is full of dragons"
+    assert server.events.rec.named("onConnectionRequest")[-1][1] == b"let me in"
+    assert server.getClientHostIDs() == []
+    assert server.stats.joinsRefused == 2
+
+
+def closedByServer(sock) -> bool:
+    sock.settimeout(5)
+    try:
+        return sock.recv(10) == b""
+    except ConnectionResetError:
+        return True
+
+
+def rawConnection(server):
+    """A plain blocking socket to the server, for sending what no client would."""
+    sock = socket.create_connection(server.getTcpAddress(), timeout=5)
+    return sock
+
+
+@pytest_twisted.inlineCallbacks
+def test_malformedAndOversizedInputClosesOnlyTheOffender(server):
+    a, b = yield connectClients(server, 2)
+    server.createP2PGroup([a.getLocalHostID(), b.getLocalHostID()])
+    yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
+    garbage = rawConnection(server)
+    garbage.sendall(struct.pack(">I", 3) + b"\xee\x01\x02")
+    oversized = rawConnection(server)
+    oversized.sendall(struct.pack(">I", 10_000_000))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.sendto(b"\x01\x04garbage", server.getUdpAddress())
+    udp.sendto(b"\x07", server.getUdpAddress())
+    yield server.events.rec.wait(
+        lambda: server.stats.malformedMessages >= 1 and server.stats.oversizedMessages >= 1
+        and server.stats.malformedDatagrams >= 2 and server.getConnectionCount() == 2)
+    for sock in (garbage, oversized):
+        assert closedByServer(sock)
+        sock.close()
+    udp.close()
+    a.send(b.getLocalHostID(), b"still fine")
+    yield b.events.rec.wait(lambda: b.events.messagesFrom(a.getLocalHostID()) == [b"still fine"])
+    assert server.getClientHostIDs() == sorted([a.getLocalHostID(), b.getLocalHostID()])
+    yield disconnectAll([a, b])
+
+
+@pytest_twisted.inlineCallbacks
+def test_silentClientTimesOut(server):
+    (a,) = yield connectClients(server, 1)
+    silent = rawConnection(server)
+    from proud_twisted.wire.framing import encodeFrame
+    from proud_twisted.wire.messages import WIRE_VERSION, encodeMessage
+    silent.sendall(encodeFrame(encodeMessage("HELLO", wireVersion=WIRE_VERSION,
+                                             protocolVersion=VERSION.bytes, userData=b"")))
+    yield server.events.rec.waitCount("onClientJoin", 2)
+    yield server.events.rec.waitCount("onClientLeave", 1, timeout=server.clientTimeout + 5)
+    info, reason, _ = server.events.rec.named("onClientLeave")[0]
+    assert reason is ErrorType.TIMEOUT
+    assert info.hostID != a.getLocalHostID()
+    assert server.stats.clientsTimedOut == 1
+    assert server.getClientHostIDs() == [a.getLocalHostID()]   # the live client keeps its place
+    silent.close()
+    yield disconnectAll([a])
+
+
+@pytest_twisted.inlineCallbacks
+def test_clientNoticesLostServer():
+    events = RecordingServerEvents()
+    netServer = NetServer(events, VERSION, interface="127.0.0.1")
+    netServer.startService()
+    (a,) = yield connectClients(netServer, 1)
+    yield netServer.stopService()
+    yield a.events.rec.waitCount("onLeaveServer", 1)
+    assert a.getLocalHostID() == 0

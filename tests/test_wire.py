@@ -1,0 +1,189 @@
+"""Wire schemas: round trips, garbage, and the fast path against construct."""
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from proud_twisted.errors import MessageTooLong, ProtocolError
+from proud_twisted.wire import relay
+from proud_twisted.wire._schema import addressFromWire, addressToWire
+from proud_twisted.wire.datagrams import BODIES as UDP_BODIES, decodeDatagram, encodeDatagram
+from proud_twisted.wire.framing import FrameDecoder, encodeFrame
+from proud_twisted.wire.messages import BODIES as TCP_BODIES, decodeMessage, encodeMessage
+
+hostIDs = st.integers(0, 2**32 - 1)
+u32 = st.integers(0, 2**32 - 1)
+blobs = st.binary(max_size=300)
+addresses = st.one_of(
+    st.none(),
+    st.tuples(st.text("0123456789.abcdef:", min_size=1, max_size=45), st.integers(1, 65535)))
+wireAddresses = addresses.map(addressToWire)
+floats = st.floats(allow_nan=False, allow_infinity=False)
+
+FIELDS = {
+    "wireVersion": st.integers(0, 255), "protocolVersion": st.binary(min_size=16, max_size=16),
+    "userData": blobs, "hostID": hostIDs, "udpToken": st.binary(min_size=16, max_size=16),
+    "token": st.binary(min_size=16, max_size=16), "udpPort": st.integers(0, 65535),
+    "clientTimeoutMs": u32, "reply": blobs, "reason": st.integers(0, 255),
+    "groupID": hostIDs, "memberID": hostIDs, "memberCount": u32, "ackID": u32,
+    "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
+    "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
+    "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
+    "comment": blobs,
+}
+
+
+def messages(bodies):
+    """Any message of the given schema table, as (kind, fields)."""
+    choices = []
+    for kind, struct in sorted(bodies.items()):
+        names = [sub.name for sub in struct.subcons]
+        choices.append(st.tuples(st.just(kind), st.fixed_dictionaries(
+            {name: FIELDS[name] for name in names})))
+    return st.one_of(choices)
+
+
+def plain(value):
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+class RoundTripTests(SynchronousTestCase):
+    @settings(max_examples=400)
+    @given(messages(TCP_BODIES))
+    def test_everyTcpMessageRoundTrips(self, message):
+        kind, fields = message
+        decoded = decodeMessage(encodeMessage(kind, **fields))
+        self.assertEqual((decoded[0], plain(decoded[1])), (kind, plain(fields)))
+
+    @settings(max_examples=300)
+    @given(messages(UDP_BODIES))
+    def test_everyDatagramRoundTrips(self, message):
+        kind, fields = message
+        decoded = decodeDatagram(encodeDatagram(kind, **fields))
+        self.assertEqual((decoded[0], plain(decoded[1])), (kind, plain(fields)))
+
+    @given(addresses)
+    def test_addressRoundTrip(self, address):
+        self.assertEqual(addressFromWire(_Obj(**addressToWire(address))), address)
+
+    def test_unencodableFieldIsProtocolError(self):
+        self.assertRaises(ProtocolError, encodeMessage, "MEMBER_JOIN_ACK", ackID=-1)
+
+
+class _Obj:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _parsers():
+    return [decodeMessage, decodeDatagram, relay.decodeTcpRelayRequest,
+            relay.decodeTcpRelayed, relay.decodeTcpUserMessage, relay.decodeUdpSender,
+            relay.decodeUdpRelay]
+
+
+class GarbageTests(SynchronousTestCase):
+    def assertOnlyProtocolError(self, data):
+        for parse in _parsers():
+            try:
+                parse(data)
+            except ProtocolError:
+                pass
+
+    @settings(max_examples=1500)
+    @given(st.binary(max_size=200))
+    def test_randomBytes(self, data):
+        self.assertOnlyProtocolError(data)
+
+    @settings(max_examples=1000)
+    @given(messages(TCP_BODIES) | messages(UDP_BODIES), st.data())
+    def test_mutatedValidMessages(self, message, data):
+        kind, fields = message
+        encoded = bytearray(encodeMessage(kind, **fields) if kind in TCP_BODIES
+                            else encodeDatagram(kind, **fields))
+        for _ in range(data.draw(st.integers(1, 4))):
+            position = data.draw(st.integers(0, len(encoded)))
+            action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+            if action == "flip" and position < len(encoded):
+                encoded[position] ^= 1 << data.draw(st.integers(0, 7))
+            elif action == "cut":
+                del encoded[position:]
+            else:
+                encoded[position:position] = data.draw(st.binary(min_size=1, max_size=4))
+        self.assertOnlyProtocolError(bytes(encoded))
+
+    def test_unknownTypeRejected(self):
+        self.assertRaises(ProtocolError, decodeMessage, b"\xee")
+        self.assertRaises(ProtocolError, decodeDatagram, b"\x01\xee")
+
+    def test_wrongWireVersionRejected(self):
+        datagram = encodeDatagram("UDP_PONG", timestamp=1.0)
+        self.assertRaises(ProtocolError, decodeDatagram, b"\x09" + datagram[1:])
+
+    def test_trailingBytesRejected(self):
+        self.assertRaises(ProtocolError, decodeMessage,
+                          encodeMessage("MEMBER_JOIN_ACK", ackID=1) + b"x")
+
+
+class FastPathTests(SynchronousTestCase):
+    """The struct fast path writes and reads the bytes construct declares."""
+
+    @given(st.lists(hostIDs, max_size=30), st.integers(0, 255), blobs)
+    def test_tcpRelayRequest(self, targets, flags, payload):
+        fast = relay.encodeTcpRelayRequest(targets, flags, payload)
+        self.assertEqual(fast, encodeMessage("RELAY_REQUEST", flags=flags, targets=targets,
+                                             payload=payload))
+        self.assertEqual(relay.decodeTcpRelayRequest(fast), (flags, tuple(targets), payload))
+
+    @given(hostIDs, st.integers(0, 255), blobs)
+    def test_tcpRelayedAndUserMessage(self, sender, flags, payload):
+        fast = relay.encodeTcpRelayed(sender, flags, payload)
+        self.assertEqual(fast, encodeMessage("RELAYED", sender=sender, flags=flags,
+                                             payload=payload))
+        self.assertEqual(relay.decodeTcpRelayed(fast), (sender, flags, payload))
+        user = relay.encodeTcpUserMessage(flags, payload)
+        self.assertEqual(user, encodeMessage("USER_MESSAGE", flags=flags, payload=payload))
+        self.assertEqual(relay.decodeTcpUserMessage(user), (flags, payload))
+
+    @given(hostIDs, st.integers(0, 255), blobs)
+    def test_udpUserAndRelayed(self, host, flags, payload):
+        user = relay.encodeUdpUser(host, flags, payload)
+        self.assertEqual(user, encodeDatagram("UDP_USER", hostID=host, flags=flags,
+                                              payload=payload))
+        relayed = relay.encodeUdpRelayed(host, flags, payload)
+        self.assertEqual(relayed, encodeDatagram("UDP_RELAYED", sender=host, flags=flags,
+                                                 payload=payload))
+        self.assertEqual(relay.decodeUdpSender(user), (host, flags, payload))
+        self.assertEqual(relay.decodeUdpSender(relayed), (host, flags, payload))
+
+    @given(hostIDs, st.lists(hostIDs, max_size=30), st.integers(0, 255), blobs)
+    def test_udpRelay(self, host, targets, flags, payload):
+        fast = relay.encodeUdpRelay(host, targets, flags, payload)
+        self.assertEqual(fast, encodeDatagram("UDP_RELAY", hostID=host, flags=flags,
+                                              targets=targets, payload=payload))
+        self.assertEqual(relay.decodeUdpRelay(fast), (host, flags, tuple(targets), payload))
+
+
+class FramingTests(SynchronousTestCase):
+    @given(st.lists(st.binary(min_size=1, max_size=500), max_size=20), st.data())
+    def test_framesSurviveAnySplit(self, bodies, data):
+        stream = b"".join(encodeFrame(b) for b in bodies)
+        decoder = FrameDecoder(1000)
+        out = []
+        position = 0
+        while position < len(stream):
+            step = data.draw(st.integers(1, max(1, len(stream) - position)))
+            out += decoder.feed(stream[position:position + step])
+            position += step
+        self.assertEqual(out, bodies)
+        self.assertEqual(decoder.bufferedBytes, 0)
+
+    def test_oversizedFrameRejectedBeforeBuffering(self):
+        decoder = FrameDecoder(100)
+        self.assertRaises(MessageTooLong, decoder.feed, b"\x00\x00\x00\x65")
+        self.assertEqual(decoder.bufferedBytes, 4)
+
+    def test_emptyFrameRejected(self):
+        self.assertRaises(ProtocolError, FrameDecoder(100).feed, b"\x00\x00\x00\x00")
