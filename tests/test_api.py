@@ -82,3 +82,18 @@ class DispatcherTests(SynchronousTestCase):
     def test_returnValuePassesThrough(self):
         self.assertEqual(EventDispatcher(NetServerEvents())("onConnectionRequest", None, b""),
                          True)
+
+
+class OnceLogTests(SynchronousTestCase):
+    def test_logsOncePerKeyAndForgetsOldestBeyondLimit(self):
+        from twisted.logger import Logger
+
+        from proud_twisted._oncelog import OnceLog
+        seen = []
+        once = OnceLog(Logger(observer=seen.append), limit=2)
+        self.assertTrue(once.warn("a", "first {x}", x=1))
+        self.assertFalse(once.warn("a", "again"))
+        once.warn("b", "b")
+        once.warn("c", "c")             # pushes "a" out
+        self.assertTrue(once.warn("a", "a is new again"))
+        self.assertEqual(len(seen), 4)

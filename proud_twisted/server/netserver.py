@@ -12,6 +12,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
+from proud_twisted._oncelog import OnceLog
 from proud_twisted.constants import (
     HOSTID_SERVER, ErrorType, JoinRefusal,
 )
@@ -82,7 +83,7 @@ class NetServer(service.Service):
         self._udpPort = None
         self._udp = ServerDatagramProtocol(self)
         self._sweeper = None
-        self._warnedRelay = set()
+        self._onceLog = OnceLog(self.log)
 
     # Service
 
@@ -201,7 +202,6 @@ class NetServer(service.Service):
         hostID = connection.hostID
         info = self._info(connection)
         del self._clients[hostID]
-        self._warnedRelay.discard(hostID)
         self._apply(self._table.removeClient(hostID))
         self._hostIDs.release(hostID, self.reactor.seconds())
         self.stats.clientsLeft += 1
@@ -297,7 +297,8 @@ class NetServer(service.Service):
 
     def malformedDatagram(self, addr, error) -> None:
         self.stats.malformedDatagrams += 1
-        self.log.debug("malformed datagram from {addr}: {error}", addr=addr, error=error)
+        self._onceLog.warn(("malformed", addr), "dropped malformed datagram from {addr}: "
+                           "{error}", addr=addr, error=error)
 
     # Internals
 
@@ -380,15 +381,13 @@ class NetServer(service.Service):
     def _relayRejected(self, senderID: int, targets) -> None:
         self.stats.relayRejected += len(targets)
         comment = f"relay from {senderID} to {sorted(targets)} refused: no shared group"
-        if senderID not in self._warnedRelay:
-            self._warnedRelay.add(senderID)
-            self.log.warn("{comment}", comment=comment)
+        self._onceLog.warn(("relay", senderID), "{comment}", comment=comment)
         self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, senderID, comment))
 
     def _spoofed(self, hostID: int, addr) -> None:
         self.stats.spoofedDatagrams += 1
-        self.log.debug("dropped UDP datagram claiming host {hostID} from {addr}",
-                       hostID=hostID, addr=addr)
+        self._onceLog.warn(("spoofed", addr), "dropped UDP datagram claiming host "
+                           "{hostID} from unexpected address {addr}", hostID=hostID, addr=addr)
 
     def _dropSilentClients(self) -> None:
         deadline = self.reactor.seconds() - self.clientTimeout
