@@ -1,0 +1,1 @@
+"""Private implementation of L{proud_twisted.crypto}; import from there."""

@@ -1,0 +1,130 @@
+"""AEAD record protection with a replay window.
+
+A record is an 8-byte big-endian counter followed by the AEAD ciphertext and
+its 16-byte tag; the nonce is 4 zero bytes and the same 8 counter bytes. Each
+direction has its own key, so a counter is never reused under one key.
+"""
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from proud_twisted.errors import ProtocolError, ProudError
+
+HEADER_SIZE = 8
+TAG_SIZE = 16
+OVERHEAD = HEADER_SIZE + TAG_SIZE
+COUNTER_LIMIT = 2 ** 64
+CIPHERS = {"chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
+
+_NONCE_PREFIX = bytes(4)
+_counter = struct.Struct(">Q")
+
+
+class CounterExhausted(ProudError):
+    """A channel sealed 2**64 records; it needs new keys."""
+
+
+class ReplayWindow:
+    """Accepts each counter at most once, like the IPsec / DTLS sliding window.
+
+    Counters more than C{size - 1} below the highest seen are refused as too
+    old. Call L{check} before authenticating a record and L{update} only after
+    it authenticated, so forged records cannot move the window.
+    """
+
+    __slots__ = ("size", "highest", "_bitmap", "_mask")
+
+    def __init__(self, size: int = 1024) -> None:
+        if size < 1:
+            raise ValueError("replay window size must be at least 1")
+        self.size = size
+        self.highest = -1
+        # Bit i stands for counter (highest - i).
+        self._bitmap = 0
+        self._mask = (1 << size) - 1
+
+    def check(self, counter: int) -> None:
+        """Raise L{ProtocolError} if C{counter} was seen or is too old."""
+        offset = self.highest - counter
+        if offset < 0:
+            return
+        if offset >= self.size:
+            raise ProtocolError(f"record {counter} is older than the replay window")
+        if (self._bitmap >> offset) & 1:
+            raise ProtocolError(f"replayed record {counter}")
+
+    def update(self, counter: int) -> None:
+        """Record C{counter} as seen (it must have passed L{check})."""
+        offset = self.highest - counter
+        if offset < 0:
+            self._bitmap = ((self._bitmap << -offset) | 1) & self._mask
+            self.highest = counter
+        else:
+            self._bitmap |= 1 << offset
+
+    def accept(self, counter: int) -> None:
+        """L{check} and L{update} in one step."""
+        self.check(counter)
+        self.update(counter)
+
+
+class SecureChannel:
+    """Seals outgoing and opens incoming records for one session direction pair.
+
+    @param strict: for an in-order stream (TCP): incoming counters must be
+        exactly 0, 1, 2, ...; otherwise a L{ReplayWindow} of C{replayWindow}
+        counters accepts reordering but never a repeat.
+    """
+
+    __slots__ = ("_sealer", "_opener", "_sendCounter", "_expected", "strict", "window")
+
+    def __init__(self, sendKey: bytes, receiveKey: bytes, replayWindow: int = 1024,
+                 cipher: str = "chacha20poly1305", strict: bool = False) -> None:
+        try:
+            aead = CIPHERS[cipher]
+        except KeyError:
+            raise ValueError(f"unknown cipher {cipher!r}; choose from {sorted(CIPHERS)}") from None
+        self._sealer = aead(sendKey)
+        self._opener = aead(receiveKey)
+        self._sendCounter = 0
+        self._expected = 0
+        self.strict = strict
+        self.window = None if strict else ReplayWindow(replayWindow)
+
+    @property
+    def sent(self) -> int:
+        """How many records this channel has sealed."""
+        return self._sendCounter
+
+    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """Encrypt and authenticate C{plaintext} (and C{aad}) into one record."""
+        counter = self._sendCounter
+        if counter >= COUNTER_LIMIT:
+            raise CounterExhausted("record counter exhausted; rekey the session")
+        self._sendCounter = counter + 1
+        header = _counter.pack(counter)
+        return header + self._sealer.encrypt(_NONCE_PREFIX + header, plaintext, aad)
+
+    def open(self, record: bytes, aad: bytes = b"") -> bytes:
+        """The plaintext of C{record}; L{ProtocolError} if forged, cut or replayed."""
+        if len(record) < OVERHEAD:
+            raise ProtocolError(f"record of {len(record)} bytes is too short")
+        header = record[:HEADER_SIZE]
+        (counter,) = _counter.unpack(header)
+        if self.strict:
+            if counter != self._expected:
+                raise ProtocolError(
+                    f"record {counter} out of sequence (expected {self._expected})")
+        else:
+            self.window.check(counter)
+        try:
+            plaintext = self._opener.decrypt(_NONCE_PREFIX + header, record[HEADER_SIZE:], aad)
+        except InvalidTag:
+            raise ProtocolError(f"record {counter} failed authentication") from None
+        if self.strict:
+            self._expected = counter + 1
+        else:
+            self.window.update(counter)
+        return plaintext

@@ -1,0 +1,73 @@
+"""Keys for a peer pair, derived from a secret the server issues to both peers.
+
+Both peers call L{pairChannel} with their own HostID first; the key one side
+sends with is the key the other receives with. The server knows the pair
+secret, as it must to hand it out.
+"""
+
+import hmac
+import os
+import struct
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
+
+from proud_twisted._crypto.channel import SecureChannel
+from proud_twisted._crypto.kdf import hkdf
+from proud_twisted.errors import ProtocolError
+
+PAIR_SECRET_SIZE = 32
+PROBE_TAG_SIZE = 16
+_DIRECTION_INFO = b"proud_twisted p2p direction v1"
+_PROBE_INFO = b"proud_twisted p2p probe v1"
+_hostIDs = struct.Struct(">II")
+
+
+def newPairSecret(randomBytes=os.urandom) -> bytes:
+    """A fresh 32-byte secret for one peer pair."""
+    secret = randomBytes(PAIR_SECRET_SIZE)
+    if len(secret) != PAIR_SECRET_SIZE:
+        raise ValueError("randomBytes returned the wrong number of bytes")
+    return secret
+
+
+def _directionKey(pairSecret: bytes, sender: int, receiver: int) -> bytes:
+    return hkdf(pairSecret, _DIRECTION_INFO + _hostIDs.pack(sender, receiver), 32)
+
+
+def pairChannel(pairSecret: bytes, localHostID: int, peerHostID: int,
+                **options) -> SecureChannel:
+    """This host's L{SecureChannel} to C{peerHostID} (a replay window, not strict).
+
+    C{options} are passed on to L{SecureChannel} (C{replayWindow}, C{cipher}).
+    """
+    if len(pairSecret) != PAIR_SECRET_SIZE:
+        raise ProtocolError(f"pair secret must be {PAIR_SECRET_SIZE} bytes")
+    if localHostID == peerHostID:
+        raise ValueError("a pair needs two different HostIDs")
+    try:
+        send = _directionKey(pairSecret, localHostID, peerHostID)
+        receive = _directionKey(pairSecret, peerHostID, localHostID)
+    except struct.error:
+        raise ValueError("HostIDs must be unsigned 32-bit integers") from None
+    return SecureChannel(send, receive, **options)
+
+
+def pairProbeKey(pairSecret: bytes) -> bytes:
+    """The 32-byte HMAC-SHA256 key that authenticates the pair's hole-punch probes."""
+    if len(pairSecret) != PAIR_SECRET_SIZE:
+        raise ProtocolError(f"pair secret must be {PAIR_SECRET_SIZE} bytes")
+    return hkdf(pairSecret, _PROBE_INFO, 32)
+
+
+def probeTag(probeKey: bytes, data: bytes) -> bytes:
+    """The 16-byte HMAC-SHA256 tag of a probe's C{data}."""
+    mac = HMAC(probeKey, hashes.SHA256())
+    mac.update(data)
+    return mac.finalize()[:PROBE_TAG_SIZE]
+
+
+def checkProbeTag(probeKey: bytes, data: bytes, tag: bytes) -> None:
+    """Raise L{ProtocolError} unless C{tag} is L{probeTag} of C{data}."""
+    if not hmac.compare_digest(probeTag(probeKey, data), tag):
+        raise ProtocolError("hole-punch probe failed authentication")
