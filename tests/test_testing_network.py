@@ -1031,6 +1031,44 @@ class TimeTests(SynchronousTestCase):
             loop.stop()
             self.assertEqual(len(ticks), round(100 / interval) + 1)
 
+    def test_resetCallsKeepOrder(self):
+        """
+        Calls moved with reset or delay still run at their new times, in
+        order, among network deliveries.
+        """
+        net = MemoryNetwork()
+        server, client = net.addHost(SERVER_IP), net.addHost(OTHER_IP)
+        net.setDefaultConditions(LinkConditions(latency=0.5))
+        proto, _ = listen(server, 5000)
+        listen(client)[1].write(b"x", (SERVER_IP, 5000))
+        order = []
+        late = server.callLater(0.2, lambda: order.append(("late", server.seconds())))
+        early = server.callLater(0.3, lambda: order.append(("early", server.seconds())))
+        server.callLater(0.4, lambda: order.append(("plain", server.seconds())))
+        late.reset(0.7)
+        early.reset(0.1)
+        net.advance(1)
+        self.assertEqual(order, [("early", 0.1), ("plain", 0.4), ("late", 0.7)])
+        self.assertEqual(proto.received[0][0], 0.5)
+
+    def test_drivenByClockAdvance(self):
+        """
+        Code that only calls C{clock.advance} still gets its deliveries.
+        """
+        net = MemoryNetwork()
+        server, client = net.addHost(SERVER_IP), net.addHost(OTHER_IP)
+        net.setDefaultConditions(LinkConditions(latency=0.25))
+        proto, _ = listen(server, 5000, echo=True)
+        back, port = listen(client)
+        port.write(b"x", (SERVER_IP, 5000))
+        net.clock.advance(0.2)
+        self.assertEqual(proto.received, [])
+        net.clock.advance(0.1)
+        self.assertEqual(proto.payloads(), [b"x"])
+        net.clock.pump([0.25, 0.25])
+        self.assertEqual(back.payloads(), [b"x"])
+        self.assertEqual(net.clock.getDelayedCalls(), [])
+
     def test_runUntil(self):
         """
         runUntil stops as soon as the predicate holds, or at the timeout.

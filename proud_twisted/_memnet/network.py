@@ -9,13 +9,12 @@ from random import Random
 from typing import Callable, Union
 
 from twisted.internet.abstract import isIPAddress
-from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from .conditions import LinkConditions, NATType, NetworkStats
 from .host import HostReactor
 from .nat import NATBox
-from .scheduler import EventQueue
+from .scheduler import EventQueue, NetworkClock
 
 Address = tuple[str, int]
 Node = Union[HostReactor, NATBox]
@@ -47,18 +46,20 @@ class Route:
 
 class MemoryNetwork:
     """
-    An in-memory internet of hosts and NATs on one L{Clock}.
+    An in-memory internet of hosts and NATs on one clock, C{clock} (a
+    L{twisted.internet.task.Clock}).
 
     All randomness (loss, jitter, symmetric NAT ports) comes from C{seed},
     so a run is reproducible.  Drive time with L{advance} or L{runUntil}
-    (or C{clock.advance}; L{advance} also steps exactly to every event).
+    (C{clock.advance} works too, but runs everything due in one step at the
+    end time; L{advance} stops at each event's own time).
     """
 
     log = Logger()
 
-    def __init__(self, seed: int = 0, clock: Clock | None = None) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        self.clock = clock if clock is not None else Clock()
+        self.clock = NetworkClock()
         self.random = Random(seed)
         self.stats = NetworkStats()
         self._events = EventQueue(self.clock)
@@ -287,10 +288,6 @@ class MemoryNetwork:
         """
         return len(self._events)
 
-    def _nextCallTime(self) -> float | None:
-        calls = self.clock.getDelayedCalls()
-        return min(c.getTime() for c in calls) if calls else None
-
     def advance(self, seconds: float) -> None:
         """
         Move the clock on by C{seconds}, stopping at each delayed call's
@@ -309,23 +306,31 @@ class MemoryNetwork:
     maxStepsPerInstant = 100_000
 
     def _runTo(self, end: float, predicate: Callable[[], bool] | None) -> bool:
-        clock = self.clock
+        clock, events = self.clock, self._events
         if predicate is not None and predicate():
             return True
         stuck = 0
         while True:
-            now = clock.seconds()
-            nextTime = self._nextCallTime()
-            if nextTime is None or nextTime > end:
+            now = clock.rightNow
+            userTime = clock.nextTime(ignore=events.timer)
+            netTime = events.nextTime()
+            if netTime is not None and (userTime is None or netTime <= userTime):
+                if netTime > end:
+                    break
+                # Our own events need no trip through the clock's calls.
+                clock.rightNow = max(now, netTime)
+                events.runDue(clock.rightNow)
+            elif userTime is not None and userTime <= end:
+                clock.advance(max(0.0, userTime - now))
+            else:
                 break
-            stuck = stuck + 1 if nextTime <= now else 0
+            stuck = stuck + 1 if clock.rightNow == now else 0
             if stuck > self.maxStepsPerInstant:
                 raise RuntimeError(f"memory network livelock at t={now}")
-            clock.advance(max(0.0, nextTime - now))
             if predicate is not None and predicate():
                 return True
-        if clock.seconds() < end:
-            clock.advance(end - clock.seconds())
+        if clock.rightNow < end:
+            clock.advance(end - clock.rightNow)
         return predicate() if predicate is not None else True
 
     # Failures
