@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet import error
 from twisted.internet.interfaces import (
     IConnector,
+    IHalfCloseableProtocol,
     IListeningPort,
     IReactorTCP,
     IReactorTime,
@@ -27,6 +28,7 @@ from twisted.internet.protocol import (
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from proud_twisted.testing import (
@@ -211,6 +213,24 @@ class UDPTests(SynchronousTestCase):
         self.assertRaises(error.InvalidAddressError, port.write, b"x", ("example.com", 1))
         self.assertRaises(ValueError, port.write, b"x")
         self.assertRaises(error.MessageLengthError, port.write, b"x" * 65508, (SERVER_IP, 1))
+
+    def test_errorInDatagramReceived(self):
+        """
+        An exception from datagramReceived is logged; the network goes on.
+        """
+
+        class Broken(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                raise ValueError(data)
+
+        self.server.listenUDP(5000, Broken())
+        good, _ = listen(self.server, 5001)
+        _, port = listen(self.client)
+        port.write(b"bad", (SERVER_IP, 5000))
+        port.write(b"good", (SERVER_IP, 5001))
+        self.net.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(good.payloads(), [b"good"])
 
     def test_connectedUDP(self):
         """
@@ -901,6 +921,60 @@ class TCPTests(SynchronousTestCase):
         [serverProto] = collector.built
         self.assertEqual(serverProto.data, b"abc")
         self.assertTrue(serverProto.lostReason.check(error.ConnectionDone))
+
+    def test_halfClose(self):
+        """
+        loseWriteConnection reaches a half-closeable peer as
+        readConnectionLost, and it can still answer; other peers close.
+        """
+
+        @implementer(IHalfCloseableProtocol)
+        class HalfClose(Collect):
+            def readConnectionLost(self):
+                self.transport.write(b"bye")
+                self.transport.loseConnection()
+
+            def writeConnectionLost(self):
+                self.wrote = True
+
+        for serverProtocol, expected in ((HalfClose, b"bye"), (Collect, b"")):
+            collector = RecordingServerFactory(serverProtocol)
+            listening = self.server.listenTCP(0, collector)
+            factory = ClientFactory.forProtocol(HalfClose)
+            self.client.connectTCP(SERVER_IP, listening.getHost().port, factory)
+            self.net.advance(1)
+            client = collector.built[0]
+            [transport] = list(self.client._connections)
+            transport.write(b"hi")
+            transport.loseWriteConnection()
+            transport.write(b"ignored")
+            self.net.advance(1)
+            self.assertEqual(client.data, b"hi")
+            self.assertTrue(client.lostReason.check(error.ConnectionDone))
+            self.assertTrue(transport.protocol.wrote)
+            self.assertEqual(transport.protocol.data, expected)
+            self.assertTrue(transport.disconnected)
+
+    def test_errorInDataReceived(self):
+        """
+        An exception from dataReceived is logged and drops that connection:
+        the peer sees ConnectionLost.
+        """
+
+        class Broken(Protocol):
+            def dataReceived(self, data):
+                1 / 0
+
+        broken = RecordingServerFactory(Broken)
+        self.server.listenTCP(8002, broken)
+        factory = RecordingClientFactory()
+        self.client.connectTCP(SERVER_IP, 8002, factory)
+        self.net.advance(1)
+        factory.proto.sendString(b"boom")
+        self.net.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertTrue(broken.built[0].lostReason.check(ZeroDivisionError))
+        self.assertTrue(factory.proto.reason.check(error.ConnectionLost))
 
     def test_lanConnection(self):
         """

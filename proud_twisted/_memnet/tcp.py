@@ -353,8 +353,6 @@ class MemoryTCPTransport:
 
     def _receive(self, kind: str, data: bytes) -> None:
         if self.disconnected:
-            if kind == SYNACK and self.link is not None:
-                self.link.up.send(RST)
             return
         if kind == DATA:
             self.reactor.network.stats["tcp.delivered"] += 1
