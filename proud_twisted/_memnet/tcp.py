@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer, error
+from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.base import BaseConnector
 from twisted.internet.interfaces import (
@@ -28,6 +28,8 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from .port import BoundPort
 
 if TYPE_CHECKING:
     from .host import HostReactor
@@ -426,43 +428,24 @@ class MemoryTCPTransport:
 
 
 @implementer(IListeningPort)
-class MemoryTCPPort:
+class MemoryTCPPort(BoundPort):
     """
-    A listening TCP port on a L{HostReactor}.
+    A listening TCP port on a L{HostReactor}; stopping it leaves the
+    connections it accepted up.
     """
+
+    kind = "TCP"
 
     def __init__(self, reactor: HostReactor, port: int, factory: Factory,
                  interface: str) -> None:
-        self.reactor = reactor
-        self.port = port
+        super().__init__(reactor, port, interface)
         self.factory = factory
-        self.interface = interface
-        self.listening = False
 
-    def __repr__(self) -> str:
-        return f"<MemoryTCPPort {self.interface}:{self.port}>"
-
-    def startListening(self) -> None:
-        self.listening = True
+    def _start(self) -> None:
         self.factory.doStart()
 
-    def stopListening(self) -> defer.Deferred[None]:
-        """
-        Stop accepting; connections already made stay up.
-        """
-        if self.listening:
-            self._unbind()
-            self.factory.doStop()
-        return defer.succeed(None)
-
-    loseConnection = stopListening
-
-    def _unbind(self) -> None:
-        self.listening = False
-        self.reactor._releasePort("tcp", self.port, self)
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("TCP", self.interface, self.port)
+    def _stop(self) -> None:
+        self.factory.doStop()
 
 
 class MemoryConnector(BaseConnector):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.internet import defer, error
+from twisted.internet import error
 from twisted.internet.abstract import isIPAddress
-from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
 from twisted.internet.protocol import AbstractDatagramProtocol
 from zope.interface import implementer
+
+from .port import BoundPort
 
 if TYPE_CHECKING:
     from .host import HostReactor
@@ -23,11 +24,13 @@ MAX_DATAGRAM = 65507
 
 
 @implementer(IListeningPort, IUDPTransport)
-class MemoryUDPPort:
+class MemoryUDPPort(BoundPort):
     """
     A bound UDP port on a L{HostReactor}: the transport of its datagram
     protocol, like C{twisted.internet.udp.Port}.
     """
+
+    kind = "UDP"
 
     def __init__(
         self,
@@ -37,45 +40,21 @@ class MemoryUDPPort:
         interface: str,
         maxPacketSize: int,
     ) -> None:
-        self.reactor = reactor
-        self.port = port
+        super().__init__(reactor, port, interface)
         self.protocol = protocol
-        self.interface = interface
         self.maxPacketSize = maxPacketSize
-        self.listening = False
         self._connectedTo: Address | None = None
         self._broadcast = False
-
-    def __repr__(self) -> str:
-        return f"<MemoryUDPPort {self.interface}:{self.port}>"
 
     def logPrefix(self) -> str:
         return f"{self.protocol.__class__.__name__} (UDP)"
 
-    def startListening(self) -> None:
-        """
-        Hand this port to the protocol, as C{udp.Port} does.
-        """
-        self.listening = True
+    def _start(self) -> None:
+        # As udp.Port does: the protocol's makeConnection calls doStart.
         self.protocol.makeConnection(self)
 
-    def stopListening(self) -> defer.Deferred[None]:
-        """
-        Unbind and stop the protocol; an already-fired Deferred.
-        """
-        if self.listening:
-            self._unbind()
-            self.protocol.doStop()
-        return defer.succeed(None)
-
-    loseConnection = stopListening
-
-    def _unbind(self) -> None:
-        self.listening = False
-        self.reactor._releasePort("udp", self.port, self)
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", self.interface, self.port)
+    def _stop(self) -> None:
+        self.protocol.doStop()
 
     def connect(self, host: str, port: int) -> None:
         """
