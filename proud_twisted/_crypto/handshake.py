@@ -134,15 +134,13 @@ class _Handshake:
         try:
             kind, fields = decodeHandshake(body)
         except ProtocolError as e:
-            self._fail()
-            raise ProtocolError(f"{self._where()}: {e}") from None
+            self._refuse(f"{self._where()}: {e}")
         return self._handle(kind, fields, body)
 
     def _handle(self, event: str, *args):
         handler = self._transitions.get((self.state, event))
         if handler is None:
-            self._fail()
-            raise ProtocolError(f"{self._where()} cannot handle {event}")
+            self._refuse(f"{self._where()} cannot handle {event}")
         try:
             return handler(self, *args)
         except ProtocolError:
@@ -151,6 +149,10 @@ class _Handshake:
 
     def _where(self) -> str:
         return f"{type(self).__name__} in state {self.state.name}"
+
+    def _refuse(self, message: str):
+        self._fail()
+        raise ProtocolError(message)
 
     def _fail(self) -> None:
         # Forget every secret: a failed handshake is over for good.
