@@ -1,0 +1,317 @@
+"""Which path a peer pair uses, relayed or direct; sans-I/O.
+
+States and what moves between them::
+
+    RELAYED  --startPunching / retry timer / peer's probe or ping--> PUNCHING
+    PUNCHING --punch succeeded--> DIRECT          (PathBecameDirect)
+    PUNCHING --punch gave up-->   RELAYED         (PunchGaveUp, retry scheduled)
+    DIRECT   --nothing from the direct address for directTimeout-->
+                                  RELAYED         (PathBecameRelayed(DIRECT_PATH_DIED),
+                                                   retry scheduled)
+    any      --forceRelay(True)--> FORCED_RELAY   (PathBecameRelayed(FORCED_RELAY)
+                                                   if it was DIRECT)
+    FORCED_RELAY --forceRelay(False)--> RELAYED, punching again at once if it
+                                  had been started before
+
+Retries back off: C{retryInitial}, times C{retryBackoff} after each further
+failure, at most C{retryMax}; C{maxRetries} (None: no limit) bounds them
+between two direct paths. Reaching DIRECT resets the backoff; so do new
+candidate addresses from the server, which also restart punching at once.
+
+On a direct path the pair sends authenticated DIRECT_PINGs only when the path
+is idle: when nothing was received, or nothing sent, for C{keepaliveInterval}.
+Tell the state about other direct traffic with L{PathState.noteDirectTraffic}
+(authenticated data received from the peer) and L{PathState.noteDirectSent}.
+Liveness counts only what comes from the direct address: fresh pings (their
+counter must grow, so replays do not count), pongs that echo one of our pings,
+and L{PathState.noteDirectTraffic}.
+
+Authenticated probes and pings from a candidate address are answered in
+every state but FORCED_RELAY, where the pair neither punches nor answers.
+One that arrives while RELAYED starts punching at once, so a pair whose sides
+fell back at different times meets again without waiting for both timers.
+Create one L{PathState} per pair secret: ping counters restart with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from proud_twisted.client.holepunch import (
+    HolePunch, PairAuthenticator, PunchFailed, PunchSchedule, PunchSucceeded,
+    uniqueAddresses,
+)
+from proud_twisted.wire.punch import (
+    DIRECT_PING, DIRECT_PONG, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE,
+)
+
+_PINGS_REMEMBERED = 8
+
+
+class PathMode(enum.Enum):
+    RELAYED = "relayed"
+    PUNCHING = "punching"
+    DIRECT = "direct"
+    FORCED_RELAY = "forced relay"
+
+
+class RelayReason(enum.Enum):
+    DIRECT_PATH_DIED = "direct path died"
+    FORCED_RELAY = "forced relay"
+
+
+@dataclass(frozen=True)
+class PathBecameDirect:
+    address: tuple
+    rtt: float
+
+
+@dataclass(frozen=True)
+class PathBecameRelayed:
+    reason: RelayReason
+
+
+@dataclass(frozen=True)
+class PunchGaveUp:
+    """A punching attempt failed; C{retryAt} is when the next starts, if any."""
+
+    reason: str = ""
+    retryAt: float | None = None
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """Timings of one pair's path; see the module docstring."""
+
+    keepaliveInterval: float = 1.0
+    directTimeout: float = 4.0
+    retryInitial: float = 2.0
+    retryBackoff: float = 2.0
+    retryMax: float = 60.0
+    maxRetries: int | None = None
+    punch: PunchSchedule = PunchSchedule()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keepaliveInterval < self.directTimeout:
+            raise ValueError("need 0 < keepaliveInterval < directTimeout")
+        if not 0 < self.retryInitial <= self.retryMax or self.retryBackoff < 1:
+            raise ValueError("need 0 < retryInitial <= retryMax and retryBackoff >= 1")
+        if self.maxRetries is not None and self.maxRetries < 0:
+            raise ValueError("maxRetries must be None or >= 0")
+
+
+class PathState:
+    """The path from C{localID} to C{peerID}: relayed, punching or direct.
+
+    Drive it like the other cores: after every input send what
+    L{datagramsToSend} returns, read L{nextEvent} until None, and call
+    L{handleTimeout} at L{nextTimeout}.
+    """
+
+    def __init__(self, localID: int, peerID: int, probeKey: bytes, candidates=(),
+                 config: PathConfig = PathConfig(),
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.mode = PathMode.RELAYED
+        self.candidates = uniqueAddresses(candidates)
+        self.directAddress = None
+        self.rtt = None
+        self.rejected = 0
+        self.punch = None
+        self.retryAt = None
+        self._localID, self._peerID, self._probeKey = localID, peerID, probeKey
+        self._auth = PairAuthenticator(localID, peerID, probeKey)
+        self._rng = rng
+        self._wanted = False        # punching was started at least once
+        self._fallbacks = 0         # failures since the last direct path
+        self._lastReceived = self._lastSent = self._lastPing = 0.0
+        self._pingCounter = 0
+        self._peerPingCounter = 0
+        self._pings = {}            # nonce -> time sent
+        self._events = deque()
+
+    @property
+    def relayed(self) -> bool:
+        return self.mode is not PathMode.DIRECT
+
+    def nextEvent(self) -> PathBecameDirect | PathBecameRelayed | PunchGaveUp | None:
+        return self._events.popleft() if self._events else None
+
+    # Inputs from the glue
+
+    def startPunching(self, now: float) -> None:
+        """Punch toward the current candidates, unless punching, direct or forced."""
+        self._wanted = True
+        if self.mode is PathMode.RELAYED:
+            self._startPunch(now)
+
+    def candidatesChanged(self, candidates, now: float) -> None:
+        """The server told us new addresses of the peer."""
+        new = uniqueAddresses(candidates)
+        if new == self.candidates:
+            return
+        self.candidates = new
+        if self.mode is PathMode.PUNCHING:
+            self._startPunch(now)
+        elif self.mode is PathMode.RELAYED and self._wanted:
+            self._fallbacks = 0
+            self._startPunch(now)
+
+    def forceRelay(self, on: bool, now: float) -> None:
+        """Keep the pair on the relay (C{on}), or let it punch again."""
+        if on and self.mode is not PathMode.FORCED_RELAY:
+            wasDirect = self.mode is PathMode.DIRECT
+            self._leave(PathMode.FORCED_RELAY)
+            if wasDirect:
+                self._events.append(PathBecameRelayed(RelayReason.FORCED_RELAY))
+        elif not on and self.mode is PathMode.FORCED_RELAY:
+            self.mode = PathMode.RELAYED
+            self._fallbacks = 0
+            if self._wanted:
+                self._startPunch(now)
+
+    def noteDirectTraffic(self, now: float) -> None:
+        """Authenticated data from the peer arrived on the direct path."""
+        if self.mode is PathMode.DIRECT:
+            self._lastReceived = max(self._lastReceived, now)
+
+    def noteDirectSent(self, now: float) -> None:
+        """We sent data to the peer on the direct path."""
+        if self.mode is PathMode.DIRECT:
+            self._lastSent = max(self._lastSent, now)
+
+    # The sans-I/O loop
+
+    def nextTimeout(self) -> float | None:
+        if self.mode is PathMode.PUNCHING:
+            return self.punch.nextTimeout()
+        if self.mode is PathMode.RELAYED:
+            return self.retryAt
+        if self.mode is PathMode.DIRECT:
+            return min(self._nextPing(), self._lastReceived + self.config.directTimeout)
+        return None
+
+    def handleTimeout(self, now: float) -> None:
+        if self.mode is PathMode.PUNCHING:
+            self.punch.handleTimeout(now)
+            self._drainPunch(now)
+        elif self.mode is PathMode.RELAYED:
+            if self.retryAt is not None and now >= self.retryAt:
+                self._startPunch(now)
+        elif self.mode is PathMode.DIRECT:
+            if now >= self._lastReceived + self.config.directTimeout:
+                self._leave(PathMode.RELAYED)
+                self._events.append(PathBecameRelayed(RelayReason.DIRECT_PATH_DIED))
+                self._scheduleRetry(now)
+
+    def datagramsToSend(self, now: float) -> list[tuple[bytes, tuple]]:
+        """Probes while punching, a keepalive ping when the direct path is idle."""
+        self.handleTimeout(now)
+        if self.mode is PathMode.PUNCHING:
+            probes = self.punch.datagramsToSend(now)
+            self._drainPunch(now)
+            return probes
+        if self.mode is PathMode.DIRECT and now >= self._nextPing():
+            self._pingCounter += 1
+            nonce = self._pingCounter.to_bytes(NONCE_SIZE, "big")
+            self._pings[nonce] = now
+            if len(self._pings) > _PINGS_REMEMBERED:
+                del self._pings[next(iter(self._pings))]
+            self._lastPing = self._lastSent = now
+            return [(self._auth.seal(DIRECT_PING, nonce), self.directAddress)]
+        return []
+
+    def receiveDatagram(self, data: bytes, addr, now: float) -> list[tuple[bytes, tuple]] | None:
+        """Handle a probe, answer, ping or pong; returns what to send back.
+
+        None means ignored: DIRECT_DATA (the glue's), anything unauthenticated,
+        naming other hosts or from an address that is neither a candidate nor
+        the direct address (these count in L{rejected}), and everything while
+        FORCED_RELAY. Raises L{ProtocolError} on bytes that are no peer datagram.
+        """
+        message, authentic = self._auth.openControl(data)
+        if message is None:
+            return None
+        addr = tuple(addr)
+        fromDirect = self.mode is PathMode.DIRECT and addr == self.directAddress
+        if not authentic or not (fromDirect or addr in self.candidates):
+            self.rejected += 1
+            return None
+        if self.mode is PathMode.FORCED_RELAY:
+            return None
+        kind, nonce = message.kind, message.nonce
+        if self.mode is PathMode.RELAYED and kind in (PUNCH_PROBE, DIRECT_PING):
+            # The peer is punching, or still thinks the path is direct: join in.
+            self._wanted = True
+            self._startPunch(now)
+        if kind in (PUNCH_PROBE, PUNCH_ANSWER):
+            if self.mode is PathMode.PUNCHING:
+                replies = self.punch.receiveAuthenticated(message, addr, now)
+                self._drainPunch(now)
+                return replies
+            return [(self._auth.seal(PUNCH_ANSWER, nonce), addr)] if kind == PUNCH_PROBE else []
+        if kind == DIRECT_PING:
+            counter = int.from_bytes(nonce, "big")
+            if fromDirect:
+                if counter > self._peerPingCounter:
+                    self._peerPingCounter = counter
+                    self._lastReceived = now
+                self._lastSent = now
+            return [(self._auth.seal(DIRECT_PONG, nonce), addr)]
+        sentAt = self._pings.pop(nonce, None) if fromDirect else None
+        if sentAt is not None:
+            self._lastReceived = now
+            self.rtt = now - sentAt
+        return []
+
+    # Transitions
+
+    def _startPunch(self, now: float) -> None:
+        self.retryAt = None
+        if not self.candidates:
+            self.mode = PathMode.RELAYED
+            self._events.append(PunchGaveUp("no candidate addresses", None))
+            return
+        self.punch = HolePunch(self._localID, self._peerID, self._probeKey, self.candidates,
+                               now, self.config.punch, self._rng)
+        self.mode = PathMode.PUNCHING
+
+    def _drainPunch(self, now: float) -> None:
+        while self.mode is PathMode.PUNCHING and (event := self.punch.nextEvent()):
+            if isinstance(event, PunchSucceeded):
+                self._leave(PathMode.DIRECT)
+                self.directAddress, self.rtt = event.address, event.rtt
+                self._fallbacks = 0
+                self._lastReceived = self._lastSent = now
+                self._events.append(PathBecameDirect(event.address, event.rtt))
+            elif isinstance(event, PunchFailed):
+                self._leave(PathMode.RELAYED)
+                self._scheduleRetry(now)
+                self._events.append(PunchGaveUp(event.reason, self.retryAt))
+
+    def _leave(self, mode: PathMode) -> None:
+        """Drop the current punch, direct address, keepalive and retry timer."""
+        if self.punch is not None:
+            self.punch.cancel()
+            self.punch = None
+        self.mode = mode
+        self.directAddress = None
+        self.retryAt = None
+        self._pings.clear()
+        self._lastPing = float("-inf")
+
+    def _scheduleRetry(self, now: float) -> None:
+        self._fallbacks += 1
+        limit = self.config.maxRetries
+        if limit is not None and self._fallbacks > limit:
+            return
+        config = self.config
+        delay = config.retryInitial * config.retryBackoff ** min(self._fallbacks - 1, 64)
+        self.retryAt = now + min(delay, config.retryMax)
+
+    def _nextPing(self) -> float:
+        idleSince = min(self._lastReceived, self._lastSent)
+        return max(idleSince, self._lastPing) + self.config.keepaliveInterval
