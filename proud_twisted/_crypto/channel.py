@@ -57,12 +57,15 @@ class ReplayWindow:
 
     def update(self, counter: int) -> None:
         """Record C{counter} as seen (it must have passed L{check})."""
-        offset = self.highest - counter
-        if offset < 0:
-            self._bitmap = ((self._bitmap << -offset) | 1) & self._mask
-            self.highest = counter
+        shift = counter - self.highest
+        if shift >= self.size:
+            self._bitmap = 1
+        elif shift > 0:
+            self._bitmap = ((self._bitmap << shift) | 1) & self._mask
         else:
-            self._bitmap |= 1 << offset
+            self._bitmap |= 1 << -shift
+        if shift > 0:
+            self.highest = counter
 
     def accept(self, counter: int) -> None:
         """L{check} and L{update} in one step."""
@@ -117,7 +120,7 @@ class SecureChannel:
             if counter != self._expected:
                 raise ProtocolError(
                     f"record {counter} out of sequence (expected {self._expected})")
-        else:
+        elif counter <= self.window.highest:
             self.window.check(counter)
         try:
             plaintext = self._opener.decrypt(_NONCE_PREFIX + header, record[HEADER_SIZE:], aad)
