@@ -15,24 +15,15 @@ from proud_twisted.crypto import (
     newPairSecret, pairChannel, pairProbeKey, probeTag,
 )
 from proud_twisted.errors import ProtocolError
+from tests.test_handshake import flipped, seeded
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))
 
 
-def seeded(seed):
-    return random.Random(repr(seed)).randbytes
-
-
 def channels(**options):
     """Two ends of one channel: C{(sender, receiver)}."""
     return SecureChannel(KEY_A, KEY_B, **options), SecureChannel(KEY_B, KEY_A, **options)
-
-
-def flipped(data, bit):
-    data = bytearray(data)
-    data[bit // 8] ^= 1 << (bit % 8)
-    return bytes(data)
 
 
 class IdentityTests(SynchronousTestCase):

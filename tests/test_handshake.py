@@ -196,53 +196,49 @@ class AuthenticationTests(SynchronousTestCase):
 
 
 class OrderTests(SynchronousTestCase):
+    def assertRefused(self, machine, call, *args, naming=()):
+        """C{call(*args)} raises a ProtocolError naming C{naming}; C{machine} FAILED."""
+        e = self.assertRaises(ProtocolError, call, *args)
+        for word in naming:
+            self.assertIn(word, str(e))
+        self.assertTrue(machine.failed)
+
     def test_clientReceiveBeforeStart(self):
-        serverHello = handshake()[3]
         client = ClientHandshake(None)
-        e = self.assertRaises(ProtocolError, client.receive, serverHello)
-        self.assertIn("IDLE", str(e))
-        self.assertIn("SERVER_HELLO", str(e))
-        self.assertTrue(client.failed)
+        self.assertRefused(client, client.receive, handshake()[3],
+                           naming=("IDLE", "SERVER_HELLO"))
 
     def test_startTwice(self):
         client = ClientHandshake(None)
         client.start()
-        e = self.assertRaises(ProtocolError, client.start)
-        self.assertIn("AWAIT_SERVER_HELLO", str(e))
-        self.assertIn("START", str(e))
+        self.assertRefused(client, client.start, naming=("AWAIT_SERVER_HELLO", "START"))
 
     def test_serverGetsFinishedFirst(self):
-        finished = handshake()[4]
         server = ServerHandshake(SERVER_KEY)
-        e = self.assertRaises(ProtocolError, server.receive, finished)
-        self.assertIn("AWAIT_CLIENT_HELLO", str(e))
-        self.assertIn("CLIENT_FINISHED", str(e))
+        self.assertRefused(server, server.receive, handshake()[4],
+                           naming=("AWAIT_CLIENT_HELLO", "CLIENT_FINISHED"))
 
     def test_repeatedClientHello(self):
         client = ClientHandshake(None, randomBytes=seeded(1))
         server = ServerHandshake(SERVER_KEY, randomBytes=seeded(2))
         hello = client.start()
         server.receive(hello)
-        self.assertRaises(ProtocolError, server.receive, hello)
-        self.assertTrue(server.failed)
+        self.assertRefused(server, server.receive, hello)
 
     def test_repeatedServerHello(self):
         client, _, _, serverHello, _ = handshake()
         self.assertTrue(client.complete)
-        e = self.assertRaises(ProtocolError, client.receive, serverHello)
-        self.assertIn("COMPLETE", str(e))
-        self.assertTrue(client.failed)
+        self.assertRefused(client, client.receive, serverHello, naming=("COMPLETE",))
         self.assertIsNone(client.keys)
 
     def test_repeatedClientFinished(self):
         _, server, _, _, finished = handshake()
         server.receive(finished)
-        self.assertRaises(ProtocolError, server.receive, finished)
-        self.assertTrue(server.failed)
+        self.assertRefused(server, server.receive, finished)
 
     def test_reflectedClientHello(self):
         client = ClientHandshake(None)
-        self.assertRaises(ProtocolError, client.receive, client.start())
+        self.assertRefused(client, client.receive, client.start())
 
     def test_failedIsTerminal(self):
         client = ClientHandshake(None, randomBytes=seeded(("client", 1)))
@@ -257,8 +253,7 @@ class OrderTests(SynchronousTestCase):
 
     def test_malformedMessageNamesTheState(self):
         server = ServerHandshake(SERVER_KEY)
-        e = self.assertRaises(ProtocolError, server.receive, b"\x41")
-        self.assertIn("AWAIT_CLIENT_HELLO", str(e))
+        self.assertRefused(server, server.receive, b"\x41", naming=("AWAIT_CLIENT_HELLO",))
 
 
 mutations = st.one_of(
