@@ -200,6 +200,13 @@ garbage = st.one_of(
               st.integers(punch.PEER_TYPE_FIRST, punch.PEER_TYPE_LAST), st.binary(max_size=60)))
 
 
+def punchBoth(net, a, b, until, **kw):
+    """Start A's and B's punches toward each other now and run until C{until}."""
+    startPunch(net, a, b, A_ID, B_ID, seed=1, **kw)
+    startPunch(net, b, a, B_ID, A_ID, seed=2, **kw)
+    net.run(until)
+
+
 def ofType(events, kind):
     return [e for _, e in events if isinstance(e, kind)]
 
@@ -318,13 +325,14 @@ class PunchTests(SynchronousTestCase):
         self.assertEqual(succeeded.address, peerAddress)
         self.assertIsNone(host.core.nextTimeout())
 
+    def assertBothDirect(self, a, b, lan=False):
+        self.assertDirect(a, b.lan if lan else b.serverMapped)
+        self.assertDirect(b, a.lan if lan else a.serverMapped)
+
     def test_bothSidesAtOnce(self):
         net, a, b = twoHomes()
-        startPunch(net, a, b, A_ID, B_ID, seed=1)
-        startPunch(net, b, a, B_ID, A_ID, seed=2)
-        net.run(1.0)
-        self.assertDirect(a, b.serverMapped)
-        self.assertDirect(b, a.serverMapped)
+        punchBoth(net, a, b, 1.0)
+        self.assertBothDirect(a, b)
         [succeeded] = ofType(a.events, PunchSucceeded)
         self.assertAlmostEqual(succeeded.rtt, 2 * WAN_LATENCY)
         self.assertEqual(a.core.rejected + b.core.rejected, 0)
@@ -339,8 +347,7 @@ class PunchTests(SynchronousTestCase):
         net.run(2.9)
         self.assertEqual(a.core.state, PunchState.PUNCHING)
         net.run(3.5)
-        self.assertDirect(a, b.serverMapped)
-        self.assertDirect(b, a.serverMapped)
+        self.assertBothDirect(a, b)
         # A finished within a few round trips of B's start, not at its next tick.
         [(when, _)] = a.events
         self.assertTrue(when < 3.0 + 4 * WAN_LATENCY, when)
@@ -356,22 +363,16 @@ class PunchTests(SynchronousTestCase):
             lost.add(key)
             return True
         net.drop = dropFirstOfEachKind
-        startPunch(net, a, b, A_ID, B_ID)
-        startPunch(net, b, a, B_ID, A_ID)
-        net.run(2.0)
+        punchBoth(net, a, b, 2.0)
         self.assertTrue(net.dropped >= 4)
-        self.assertDirect(a, b.serverMapped)
-        self.assertDirect(b, a.serverMapped)
+        self.assertBothDirect(a, b)
 
     def test_heavyLossStillSucceeds(self):
         net, a, b = twoHomes()
         rng = random.Random(3)
         net.drop = lambda src, dst, data, now: rng.random() < 0.5
-        startPunch(net, a, b, A_ID, B_ID)
-        startPunch(net, b, a, B_ID, A_ID)
-        net.run(10.0)
-        self.assertDirect(a, b.serverMapped)
-        self.assertDirect(b, a.serverMapped)
+        punchBoth(net, a, b, 10.0)
+        self.assertBothDirect(a, b)
 
     def test_giveUpWhenThePeerNeverAnswers(self):
         net, a, b = twoHomes()
@@ -389,9 +390,7 @@ class PunchTests(SynchronousTestCase):
 
     def test_symmetricNatGivesUpButAnswersStill(self):
         net, a, b = twoHomes(symmetricB=True)
-        startPunch(net, a, b, A_ID, B_ID, schedule=PunchSchedule(giveUpAfter=3.0))
-        startPunch(net, b, a, B_ID, A_ID, schedule=PunchSchedule(giveUpAfter=3.0))
-        net.run(5.0)
+        punchBoth(net, a, b, 5.0, schedule=PunchSchedule(giveUpAfter=3.0))
         self.assertEqual(len(ofType(a.events, PunchFailed)), 1)
         self.assertEqual(len(ofType(b.events, PunchFailed)), 1)
         self.assertIsNone(a.core.directAddress)
@@ -405,9 +404,7 @@ class PunchTests(SynchronousTestCase):
 
     def test_answersContinueAfterSuccess(self):
         net, a, b = twoHomes()
-        startPunch(net, a, b, A_ID, B_ID)
-        startPunch(net, b, a, B_ID, A_ID)
-        net.run(1.0)
+        punchBoth(net, a, b, 1.0)
         probe = punch.encodeControl(punch.PUNCH_PROBE, B_ID, A_ID, b"abcdefgh", KEY)
         replies = a.core.receiveDatagram(probe, b.serverMapped, net.now)
         self.assertEqual([dst for _, dst in replies], [b.serverMapped])
@@ -415,20 +412,15 @@ class PunchTests(SynchronousTestCase):
 
     def test_lanCandidateWinsWhenReachable(self):
         net, a, b = sharedLan()
-        startPunch(net, a, b, A_ID, B_ID)
-        startPunch(net, b, a, B_ID, A_ID)
-        net.run(1.0)
-        self.assertDirect(a, b.lan)
-        self.assertDirect(b, a.lan)
+        punchBoth(net, a, b, 1.0)
+        self.assertBothDirect(a, b, lan=True)
 
     def test_publicCandidateWhenLanIsSomeoneElse(self):
         # B's LAN address, 10.0.0.3:5000, exists on A's LAN too: here, C.
         net, a, b = twoHomes()
         c = net.addHost("c", "homeA", ("10.0.0.3", 5000))
         startPunch(net, c, b, 2000, B_ID)       # C answers as someone else
-        startPunch(net, a, b, A_ID, B_ID)
-        startPunch(net, b, a, B_ID, A_ID)
-        net.run(1.0)
+        punchBoth(net, a, b, 1.0)
         self.assertDirect(a, b.serverMapped)
         self.assertTrue(c.core.rejected > 0)
 

@@ -15,7 +15,7 @@ from proud_twisted.client.pathstate import (
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import punch
 from tests.test_holepunch import (
-    A_ID, B_ID, KEY, WAN_LATENCY, garbage, ofType, sharedLan, twoHomes,
+    A_ID, B_ID, KEY, WAN_LATENCY, garbage, sharedLan, twoHomes,
 )
 
 

@@ -65,12 +65,16 @@ class RelayReason(enum.Enum):
 
 @dataclass(frozen=True)
 class PathBecameDirect:
+    """The pair now uses the direct path to C{address}."""
+
     address: tuple
     rtt: float
 
 
 @dataclass(frozen=True)
 class PathBecameRelayed:
+    """The pair left its direct path and uses the relay again."""
+
     reason: RelayReason
 
 
