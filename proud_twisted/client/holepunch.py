@@ -219,8 +219,8 @@ class HolePunch:
         """A probe or answer already checked: from the peer, to us, from a candidate."""
         if message.kind == PUNCH_PROBE:
             replies = [(self._auth.seal(PUNCH_ANSWER, message.nonce), addr)]
-            if not self.done and now - self._triggeredAt.get(addr, -1e300) >= \
-                    self.schedule.firstInterval:
+            last = self._triggeredAt.get(addr, float("-inf"))
+            if not self.done and now - last >= self.schedule.firstInterval:
                 self._triggeredAt[addr] = now
                 replies.append(self._probe(addr, now))
             return replies
