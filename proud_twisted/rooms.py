@@ -230,10 +230,12 @@ class RoomClientEvents(NetClientEvents):
     # NetClientEvents
 
     def onP2PMemberJoin(self, memberHostID, groupHostID, memberCount, message):
-        # Every join notice of a room carries the room's name.
+        # We hear only of groups we are in, and every join notice of a room
+        # carries the room's name; our own notice comes after those of the
+        # members who were there before us.
         room = self._roomNames[groupHostID] = message.decode("utf-8", "replace")
+        self.room, self.group = room, groupHostID
         if memberHostID == self.client.getLocalHostID():
-            self.room, self.group = room, groupHostID
             ready = [w for w in self._waiting if w[0] == room]
             for waiter in ready:
                 self._waiting.remove(waiter)
