@@ -87,8 +87,14 @@ def _loadEventsClass(name):
         return name
     try:
         eventsClass = reflect.namedAny(name)
+    except (ImportError, AttributeError, reflect.ObjectNotFound, reflect.ModuleNotFound) as e:
+        raise usage.UsageError(
+            f"--events: cannot load {name!r}: {e} (is its module on the Python "
+            "path? twistd does not add the current directory: set PYTHONPATH)") from None
+    except reflect.InvalidName as e:
+        raise usage.UsageError(f"--events: {e}") from None
     except Exception as e:
-        raise usage.UsageError(f"--events: cannot load {name!r}: {e}") from None
+        raise usage.UsageError(f"--events: importing {name!r} failed: {e!r}") from None
     if not isinstance(eventsClass, type) or not INetServerEvent.implementedBy(eventsClass):
         raise usage.UsageError(
             f"--events: {name!r} is not a class implementing INetServerEvent "
