@@ -1,4 +1,4 @@
-"""C{twistd proudserver}: run a L{NetServer} as a twistd service.
+"""C{twistd proudserver}: run a L{NetServer} as a twistd service::
 
     twistd -n proudserver                          # the rooms example app
     twistd -n proudserver --tcp 40000 --udp 40001 --events mygame.server.Events \\

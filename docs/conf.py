@@ -1,0 +1,100 @@
+"""Sphinx configuration for the proud_twisted documentation."""
+
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
+
+# Document the source tree this file belongs to, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import proud_twisted  # noqa: E402
+from twisted.python.reflect import namedAny  # noqa: E402
+
+project = "proud_twisted"
+author = "the proud_twisted authors"
+copyright = "the proud_twisted authors"
+release = version = proud_twisted.__version__
+
+extensions = ["sphinx.ext.autodoc"]
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
+default_role = "py:obj"
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
+autodoc_preserve_defaults = True
+
+# Methods of the NetServer and NetClient facades that their own protocols
+# call; applications never do.
+PROTOCOL_HOOKS = {
+    "log", "connectionOpened", "connectionClosed", "hello", "memberJoinAcknowledged",
+    "lanAddressReported", "userMessage", "relay", "udpHello", "udpLost",
+    "verifiedUdpClient", "sendDatagram", "malformedDatagram", "tcpConnected",
+    "tcpConnectFailed", "tcpLost", "heardFromServer", "heardFromServerUdp",
+    "relayedReceived", "serverMessageReceived",
+}
+
+# The docstrings are written in epytext, as Twisted's are; turn the markup
+# they use into reStructuredText.
+_EPYTEXT = [
+    (re.compile(r"[CI]\{([^{}]*)\}"), r"``\1``"),
+    (re.compile(r"L\{([^{}]*)\}"), r"`\1`"),
+    (re.compile(r"^(\s*)@(param|type|ivar|keyword) ([\w*]+):", re.M), r"\1:\2 \3:"),
+    (re.compile(r"^(\s*)@raise (\w+):", re.M), r"\1:raises \2:"),
+    (re.compile(r"^(\s*)@(return|rtype):", re.M), r"\1:\2:"),
+]
+
+
+def epytextToRst(text: str) -> str:
+    for pattern, replacement in _EPYTEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def convertDocstring(app, what, name, obj, options, lines):
+    lines[:] = epytextToRst("\n".join(lines)).split("\n")
+
+
+def skipProtocolHooks(app, what, name, obj, skip, options):
+    if what == "class" and (name in PROTOCOL_HOOKS or name.startswith("server_")):
+        return True
+    return None
+
+
+def _indented(text: str, indent: int) -> list:
+    return [" " * indent + line if line else "" for line in epytextToRst(text).split("\n")]
+
+
+class InterfaceDirective(SphinxDirective):
+    """``.. interface:: dotted.Name``: a zope.interface and its methods."""
+
+    required_arguments = 1
+
+    def run(self):
+        name = self.arguments[0]
+        interface = namedAny(name)
+        lines = [f".. py:class:: {name}", ""]
+        lines += _indented(inspect.cleandoc(interface.__doc__ or ""), 3)
+        for base in interface.__bases__:
+            if base.__name__ in proud_twisted.__all__:
+                lines += ["", f"   Also has every event of `proud_twisted.{base.__name__}`."]
+        for methodName in interface.names():
+            method = interface[methodName]
+            lines += ["", f"   .. py:method:: {methodName}{method.getSignatureString()}", ""]
+            lines += _indented(inspect.cleandoc(method.getDoc() or ""), 6)
+        container = nodes.container()
+        nested_parse_with_titles(self.state, StringList(lines, source=name), container)
+        return container.children
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", convertDocstring)
+    app.connect("autodoc-skip-member", skipProtocolHooks)
+    app.add_directive("interface", InterfaceDirective)
