@@ -127,7 +127,8 @@ class RoomServerEvents(NetServerEvents):
         if client in self.server.getP2PGroupInfo(group).members:
             self.server.leaveP2PGroup(client, group)
         self.log.info("client {client} left room {room!r}", client=client, room=room)
-        self._destroyIfEmpty(group)
+        if not self.server.getP2PGroupInfo(group).members:
+            self.server.destroyP2PGroup(group)
 
     # Events
 
@@ -155,10 +156,6 @@ class RoomServerEvents(NetServerEvents):
             del self._roomOf[client]
         self.log.info("room {room!r} closed (group {group})", room=room,
                       group=groupHostID)
-
-    def _destroyIfEmpty(self, group: int) -> None:
-        if not self.server.getP2PGroupInfo(group).members:
-            self.server.destroyP2PGroup(group)
 
 
 class RoomClientEvents(NetClientEvents):
