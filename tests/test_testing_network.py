@@ -102,6 +102,15 @@ class TopologyTests(SynchronousTestCase):
         net.advance(1)
         self.assertTrue(verifyObject(ITCPTransport, connector.transport))
 
+    def test_exports(self):
+        """
+        Every name in testing.__all__ exists.
+        """
+        from proud_twisted import testing
+
+        for name in testing.__all__:
+            self.assertTrue(hasattr(testing, name), name)
+
     def test_addressesAreUnique(self):
         """
         An address can be given once per realm; LANs behind different NATs
@@ -231,6 +240,7 @@ class UDPTests(SynchronousTestCase):
         self.net.advance(1)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertEqual(good.payloads(), [b"good"])
+        self.assertEqual(self.net.stats["udp.delivered"], 2)
 
     def test_connectedUDP(self):
         """

@@ -274,10 +274,11 @@ class MemoryNetwork:
             node = node.hosts.get(inside[0])
             port = inside[1]
         udpPort = node._udpPort(port) if node is not None else None
-        if udpPort is None or not udpPort._deliver(data, route.source):
+        if udpPort is None or not udpPort._accepts(route.source):
             self.stats.drop("udp", "noListener")
             return
         self.stats["udp.delivered"] += 1
+        udpPort._deliver(data, route.source)
 
     # Time
 

@@ -98,13 +98,11 @@ class MemoryUDPPort(BoundPort):
     def getBroadcastAllowed(self) -> bool:
         return self._broadcast
 
-    def _deliver(self, data: bytes, source: Address) -> bool:
+    def _accepts(self, source: Address) -> bool:
         """
-        Hand an arriving datagram to the protocol; C{False} if refused.
+        Whether a datagram from C{source} would be read now.
         """
-        if not self.listening:
-            return False
-        if self._connectedTo is not None and source != self._connectedTo:
-            return False
+        return self.listening and self._connectedTo in (None, source)
+
+    def _deliver(self, data: bytes, source: Address) -> None:
         self.protocol.datagramReceived(data[: self.maxPacketSize], source)
-        return True
