@@ -1,0 +1,69 @@
+"""Delivery modes, priorities and the tunables of a reliable UDP session."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class DeliveryMode(enum.IntEnum):
+    """How a message travels."""
+
+    RELIABLE = 0
+    """Exactly once, in order (per priority, see `ReliableSession.send`)."""
+    UNRELIABLE = 1
+    """May be lost; never duplicated, never damaged."""
+    UNRELIABLE_LATEST = 2
+    """Like UNRELIABLE, but per channel an older message is dropped once a
+    newer one has been delivered (or replaced while still queued)."""
+
+
+class Priority(enum.IntEnum):
+    """Send order among queued messages: HIGH goes first."""
+
+    HIGH = 0
+    MEDIUM = 1
+    LOW = 2
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Tunables of a `ReliableSession`; times in seconds, sizes in bytes."""
+
+    mtu: int = 1200
+    """Largest datagram `datagramsToSend` ever returns."""
+    maxMessageLength: int = 65536
+    """Longest payload `send` accepts (and a peer may send us)."""
+    maxSendQueueBytes: int = 4 * 1024 * 1024
+    """Bound on queued-but-unsent plus sent-but-unacknowledged bytes."""
+    maxReceiveBufferBytes: int = 1024 * 1024
+    """Bound on reorder and reassembly buffers.  ``maxMessageLength`` of it is
+    reserved for the reliable message being reassembled in order."""
+    initialRto: float = 0.2
+    minRto: float = 0.05
+    maxRto: float = 2.0
+    delayedAckTime: float = 0.005
+    """How long an acknowledgement may wait for data to ride on."""
+    deadPathTimeout: float = 5.0
+    """Nothing acknowledged for this long while data is outstanding: PathDead."""
+    initialWindow: int = 16 * 1200
+    minWindow: int = 2 * 1200
+    maxWindow: int = 1024 * 1024
+    unreliableReassemblyTimeout: float = 1.0
+    """A partly received unreliable message is forgotten after this long."""
+
+    def __post_init__(self) -> None:
+        if not 128 <= self.mtu <= 65507:
+            raise ValueError(f"mtu {self.mtu} outside 128..65507")
+        if not 0 <= self.maxMessageLength < 2**32:
+            raise ValueError(f"bad maxMessageLength {self.maxMessageLength}")
+        if self.maxReceiveBufferBytes < self.maxMessageLength + self.mtu:
+            raise ValueError("maxReceiveBufferBytes must exceed maxMessageLength + mtu")
+        if not 0 < self.minRto <= self.initialRto <= self.maxRto:
+            raise ValueError("need 0 < minRto <= initialRto <= maxRto")
+        if not self.mtu <= self.minWindow <= self.initialWindow <= self.maxWindow:
+            raise ValueError("need mtu <= minWindow <= initialWindow <= maxWindow")
+        if self.delayedAckTime < 0 or self.deadPathTimeout <= 0:
+            raise ValueError("delayedAckTime must be >= 0 and deadPathTimeout > 0")
+        if self.unreliableReassemblyTimeout <= 0:
+            raise ValueError("unreliableReassemblyTimeout must be > 0")

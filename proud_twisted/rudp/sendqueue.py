@@ -1,0 +1,222 @@
+"""Send side: prioritised message queues, fragmentation, retransmissions."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from proud_twisted.errors import SendQueueFull
+from proud_twisted.rudp.config import DeliveryMode, SessionConfig
+from proud_twisted.rudp.frames import (
+    FRAGMENT_OVERHEAD, FT_LATEST, FT_LATEST_FRAGMENT, FT_RELIABLE,
+    FT_RELIABLE_FRAGMENT, FT_UNRELIABLE_FRAGMENT, HEADER_SIZE, MASK32,
+    UNRELIABLE_OVERHEAD, WHOLE_OVERHEAD, packFragment, packUnreliable, packWhole,
+)
+
+MIN_FRAGMENT = 128
+"""Smallest fragment worth cutting to fill the end of a datagram."""
+
+_RELIABLE = DeliveryMode.RELIABLE
+_UNRELIABLE = DeliveryMode.UNRELIABLE
+
+
+class SentFrame:
+    """A reliable frame kept, encoded, until acknowledged."""
+
+    __slots__ = ("frame", "size", "acked", "lastPn", "queued")
+
+    def __init__(self, frame: bytes, size: int, pn: int) -> None:
+        self.frame = frame
+        self.size = size
+        self.acked = False
+        self.lastPn = pn
+        self.queued = False
+
+
+class _Message:
+    __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled")
+
+    def __init__(self, payload: bytes, mode: int, channel: int, seq: int) -> None:
+        self.payload = payload
+        self.mode = mode
+        self.channel = channel
+        self.seq = seq
+        self.offset = 0
+        self.cancelled = False
+
+
+class SendQueue:
+    """Messages waiting to go out, and reliable frames waiting to go again.
+
+    `fill` packs a datagram: retransmissions first, then new messages by
+    priority (FIFO within one priority).  A message whose first fragment has
+    gone out is finished before any other message starts, so fragments of
+    different messages never interleave and reliable sequence numbers follow
+    transmission order.  A queued latest-only message that has not started is
+    replaced by a newer one on the same channel.
+    """
+
+    def __init__(self, config: SessionConfig) -> None:
+        self._maxBytes = config.maxSendQueueBytes
+        self._maxFrame = config.mtu - HEADER_SIZE
+        self._queues: tuple[deque, ...] = (deque(), deque(), deque())
+        self._current: _Message | None = None
+        self._retransmit: deque[SentFrame] = deque()
+        self._nextReliableSeq = 0
+        self._nextUnreliableId = 0
+        self._latestSeq: dict[int, int] = {}
+        self._latestQueued: dict[int, _Message] = {}
+        self.queuedBytes = 0
+        self.unackedBytes = 0
+        self.length = 0
+        self.retransmissions = 0
+
+    def push(self, payload: bytes, mode: int, priority: int, channel: int) -> None:
+        """Queue a message, or raise `SendQueueFull`."""
+        old = None
+        freed = 0
+        if mode == DeliveryMode.UNRELIABLE_LATEST:
+            old = self._latestQueued.get(channel)
+            if old is not None and (old.offset or old.cancelled):
+                old = None
+            if old is not None:
+                freed = len(old.payload)
+        total = self.queuedBytes + self.unackedBytes - freed + len(payload)
+        if total > self._maxBytes:
+            raise SendQueueFull(
+                f"send queue would hold {total} bytes (max {self._maxBytes})")
+        seq = 0
+        if mode == DeliveryMode.UNRELIABLE_LATEST:
+            seq = self._latestSeq.get(channel, 0)
+            self._latestSeq[channel] = (seq + 1) & MASK32
+            if old is not None:
+                old.cancelled = True
+                self.queuedBytes -= freed
+                self.length -= 1
+        message = _Message(payload, mode, channel, seq)
+        if mode == DeliveryMode.UNRELIABLE_LATEST:
+            self._latestQueued[channel] = message
+        self._queues[priority].append(message)
+        self.queuedBytes += len(payload)
+        self.length += 1
+
+    def hasData(self) -> bool:
+        retransmit = self._retransmit
+        while retransmit and retransmit[0].acked:
+            retransmit.popleft().queued = False
+        return bool(retransmit) or self.length > 0
+
+    def requeue(self, frame: SentFrame) -> None:
+        """Send ``frame`` again (unless acknowledged or already waiting)."""
+        if not frame.acked and not frame.queued:
+            frame.queued = True
+            self._retransmit.append(frame)
+
+    def acknowledge(self, frame: SentFrame) -> None:
+        if not frame.acked:
+            frame.acked = True
+            self.unackedBytes -= frame.size
+
+    def _next(self) -> _Message | None:
+        for queue in self._queues:
+            while queue:
+                message = queue.popleft()
+                if not message.cancelled:
+                    return message
+        return None
+
+    def fill(self, parts: list, room: int, pn: int) -> tuple[int, list]:
+        """Append frames of at most ``room`` bytes in all to ``parts`` for packet
+        ``pn``; return the bytes used and the reliable frames carried."""
+        used = 0
+        frames: list[SentFrame] = []
+        retransmit = self._retransmit
+        while retransmit:
+            frame = retransmit[0]
+            if not frame.acked:
+                n = len(frame.frame)
+                if n > room - used:
+                    return used, frames
+                frame.lastPn = pn
+                parts.append(frame.frame)
+                frames.append(frame)
+                used += n
+                self.retransmissions += 1
+            retransmit.popleft()
+            frame.queued = False
+        while True:
+            message = self._current
+            if message is None or message.cancelled:
+                message = self._current = self._next()
+                if message is None:
+                    return used, frames
+            payload = message.payload
+            offset = message.offset
+            remaining = len(payload) - offset
+            avail = room - used
+            mode = message.mode
+            if offset == 0:
+                overhead = UNRELIABLE_OVERHEAD if mode == _UNRELIABLE else WHOLE_OVERHEAD
+                if remaining + overhead <= avail:
+                    if mode == _RELIABLE:
+                        frame = SentFrame(
+                            packWhole(FT_RELIABLE, message.channel, self._nextReliableSeq, payload),
+                            remaining, pn)
+                        self._nextReliableSeq += 1
+                        self.unackedBytes += remaining
+                        frames.append(frame)
+                        data = frame.frame
+                    elif mode == _UNRELIABLE:
+                        data = packUnreliable(message.channel, payload)
+                    else:
+                        data = packWhole(FT_LATEST, message.channel, message.seq, payload)
+                    parts.append(data)
+                    used += len(data)
+                    self._finished(message, remaining)
+                    continue
+                if remaining + overhead <= self._maxFrame:
+                    return used, frames
+            n = min(remaining, avail - FRAGMENT_OVERHEAD)
+            if n < remaining and n < MIN_FRAGMENT:
+                return used, frames
+            chunk = payload[offset:offset + n]
+            if mode == _RELIABLE:
+                frame = SentFrame(
+                    packFragment(FT_RELIABLE_FRAGMENT, message.channel, self._nextReliableSeq,
+                                 chunk, len(payload), offset),
+                    n, pn)
+                self._nextReliableSeq += 1
+                self.unackedBytes += n
+                frames.append(frame)
+                data = frame.frame
+            else:
+                if mode == _UNRELIABLE:
+                    ftype = FT_UNRELIABLE_FRAGMENT
+                    if offset == 0:
+                        message.seq = self._nextUnreliableId
+                        self._nextUnreliableId = (message.seq + 1) & MASK32
+                else:
+                    ftype = FT_LATEST_FRAGMENT
+                data = packFragment(ftype, message.channel, message.seq, chunk,
+                                    len(payload), offset)
+            parts.append(data)
+            used += len(data)
+            if n == remaining:
+                self._finished(message, n)
+            else:
+                message.offset = offset + n
+                self.queuedBytes -= n
+
+    def _finished(self, message: _Message, n: int) -> None:
+        message.offset = len(message.payload)
+        self._current = None
+        self.queuedBytes -= n
+        self.length -= 1
+
+    def clear(self) -> None:
+        """Forget everything queued or unacknowledged."""
+        for queue in self._queues:
+            queue.clear()
+        self._current = None
+        self._retransmit.clear()
+        self._latestQueued.clear()
+        self.queuedBytes = self.unackedBytes = self.length = 0

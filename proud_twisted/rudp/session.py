@@ -1,0 +1,356 @@
+"""`ReliableSession`: one end of a reliable-UDP conversation, without I/O."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from proud_twisted.errors import MessageTooLong, ProtocolError, ProudError
+from proud_twisted.rudp.acks import ReceivedPackets
+from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
+from proud_twisted.rudp.congestion import CongestionWindow
+from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
+from proud_twisted.rudp.frames import (
+    ACK_DELAY_UNIT, HEADER_SIZE, MASK32, MODE_BITS, PING, expand, packHeader, parseDatagram,
+)
+from proud_twisted.rudp.reassembly import Reassembly
+from proud_twisted.rudp.recovery import SentPacket, SentPackets
+from proud_twisted.rudp.rtt import RttEstimator
+from proud_twisted.rudp.sendqueue import SendQueue
+
+LOSS_RATE_WEIGHT = 1 / 32
+"""Weight of each resolved datagram in the smoothed `SessionStats.lossRate`."""
+_MIN_ROOM = HEADER_SIZE + 16
+_MODES = frozenset(DeliveryMode)
+_PRIORITIES = frozenset(Priority)
+"""Congestion-window room below which no data datagram is started."""
+
+
+class SessionClosed(ProudError):
+    """The session was closed; it sends nothing more."""
+
+
+@dataclass
+class SessionStats:
+    """A snapshot of a session's counters (times in seconds)."""
+
+    srtt: float | None
+    """Smoothed RTT; None until the first sample."""
+    rttvar: float | None
+    rto: float
+    lossRate: float
+    """Fraction of ack-eliciting datagrams declared lost, an exponentially
+    weighted average over recently resolved datagrams (weight 1/32 each)."""
+    retransmissions: int
+    """Reliable frames sent again."""
+    bytesInFlight: int
+    window: int
+    """Congestion window in bytes."""
+    sendQueueLength: int
+    sendQueueBytes: int
+    datagramsSent: int
+    datagramsReceived: int
+    messagesDelivered: int
+    datagramsLost: int = 0
+    receiveBufferBytes: int = 0
+    """Bytes held in reorder and reassembly buffers."""
+
+
+class ReliableSession:
+    """Reliable, unreliable and latest-only messages over any datagram path.
+
+    Sans-I/O: feed it datagrams (`receiveDatagram`), take datagrams from it
+    (`datagramsToSend`), call `handleTimeout` at `nextTimeout`, and read
+    `nextEvent` until None.  It knows nothing about addresses; tell it when
+    the carrier changed with `pathChanged`.
+    """
+
+    def __init__(self, config: SessionConfig = SessionConfig(), now: float = 0.0) -> None:
+        self._config = config
+        self._mtu = config.mtu
+        self._maxMessageLength = config.maxMessageLength
+        self._events: deque = deque()
+        self._rtt = RttEstimator(config)
+        self._cc = CongestionWindow(config)
+        self._sent = SentPackets()
+        self._received = ReceivedPackets(config.delayedAckTime)
+        self._queue = SendQueue(config)
+        self._reassembly = Reassembly(config, self._events.append)
+        self._nextPn = 0
+        self._lossTime: float | None = None
+        self._ptoCount = 0
+        self._probe = False
+        self._progressTime = now
+        self._dead = False
+        self._closed = False
+        self._lossRate = 0.0
+        self._datagramsSent = 0
+        self._datagramsReceived = 0
+        self._datagramsLost = 0
+
+    # application side
+
+    def send(self, payload: bytes, now: float, mode: DeliveryMode = DeliveryMode.RELIABLE,
+             priority: Priority = Priority.MEDIUM, channel: int = 0) -> None:
+        """Queue a message.
+
+        Reliable messages are delivered exactly once, in the order they are
+        first transmitted: in `send` order among messages of one priority,
+        while a higher priority may overtake lower ones that have not started.
+        Raises `MessageTooLong`, `SendQueueFull` (back-pressure: try again
+        after acknowledgements drain the queue) or `SessionClosed`.
+        """
+        if self._closed:
+            raise SessionClosed("send on a closed session")
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        if len(payload) > self._maxMessageLength:
+            raise MessageTooLong(
+                f"message of {len(payload)} bytes exceeds {self._maxMessageLength}")
+        if mode not in _MODES or priority not in _PRIORITIES or not 0 <= channel <= 255:
+            raise ValueError(f"bad mode {mode!r}, priority {priority!r} or channel {channel!r}")
+        self._queue.push(payload, mode, priority, channel)
+
+    def nextEvent(self) -> MessageReceived | PathDead | PathAlive | None:
+        events = self._events
+        return events.popleft() if events else None
+
+    # network side
+
+    def receiveDatagram(self, data: bytes, now: float) -> None:
+        """Take a datagram from the peer.  Raises `ProtocolError` on malformed
+        data, before changing any state."""
+        if self._closed:
+            return
+        pn32, ack, elicits, frames = parseDatagram(data, self._config.maxMessageLength)
+        received = self._received
+        expected = received.largest + 1
+        pn = expected + ((((pn32 - expected) & MASK32) ^ 0x80000000) - 0x80000000)
+        if pn < 0:
+            raise ProtocolError(f"packet number {pn32} before the first packet")
+        if ack is not None:
+            largest, ackDelay, ranges = self._ackRanges(ack)
+        self._datagramsReceived += 1
+        if ack is not None:
+            self._onAck(largest, ackDelay, ranges, now)
+        if not received.isNew(pn):
+            return
+        accepted = True
+        reassembly = self._reassembly
+        for ftype, channel, seq, payload, total, offset in frames:
+            if ftype & MODE_BITS:
+                reassembly.unreliable(ftype, channel, seq, payload, total, offset, now)
+            elif not reassembly.reliable(ftype, channel, seq, payload, total, offset):
+                accepted = False
+        received.record(pn, now, elicits, accepted)
+
+    def datagramsToSend(self, now: float) -> list[bytes]:
+        """Every datagram that may go out now, within the congestion window."""
+        if self._closed:
+            return []
+        out = []
+        queue = self._queue
+        received = self._received
+        sent = self._sent
+        mtu = self._mtu
+        while True:
+            room = min(mtu, int(self._cc.window) - sent.bytesInFlight)
+            sendData = room >= _MIN_ROOM and (self._probe or queue.hasData())
+            if not sendData and not (received.ackPending and received.ackDeadline <= now):
+                break
+            pn = self._nextPn
+            parts = [packHeader(pn)]
+            size = HEADER_SIZE
+            if received.ackPending:
+                ack = received.buildAck(now)
+                parts.append(ack)
+                size += len(ack)
+            used = 0
+            if sendData:
+                used, frames = queue.fill(parts, room - size, pn)
+                if self._probe and not used:
+                    parts.append(PING)
+                    used = 1
+                    frames = []
+            if not used and size == HEADER_SIZE:
+                break
+            size += used
+            self._nextPn = pn + 1
+            self._datagramsSent += 1
+            out.append(b"".join(parts))
+            if used:
+                if not len(sent) and not self._ptoCount:
+                    self._progressTime = now
+                sent.add(SentPacket(pn, now, size, frames))
+                self._probe = False
+        return out
+
+    def nextTimeout(self) -> float | None:
+        """When `handleTimeout` (then `datagramsToSend`) must next run."""
+        if self._closed:
+            return None
+        deadline = None
+        received = self._received
+        if received.ackPending:
+            deadline = received.ackDeadline
+        if len(self._sent) or self._ptoCount:
+            if self._lossTime is not None:
+                timer = self._lossTime
+            else:
+                timer = self._sent.lastSentTime + self._rtt.backedOff(self._ptoCount)
+            if not self._dead:
+                timer = min(timer, self._progressTime + self._config.deadPathTimeout)
+            if deadline is None or timer < deadline:
+                deadline = timer
+        expiry = self._reassembly.nextExpiry()
+        if expiry is not None and (deadline is None or expiry < deadline):
+            deadline = expiry
+        return deadline
+
+    def handleTimeout(self, now: float) -> None:
+        if self._closed:
+            return
+        sent = self._sent
+        if self._lossTime is not None:
+            if now >= self._lossTime:
+                self._detectLosses(now)
+        elif (len(sent) or self._ptoCount) and now >= sent.lastSentTime + self._rtt.backedOff(self._ptoCount):
+            self._onProbeTimeout(now)
+        if (not self._dead and (len(sent) or self._ptoCount)
+                and now >= self._progressTime + self._config.deadPathTimeout):
+            self._dead = True
+            self._events.append(PathDead(self._progressTime))
+        self._reassembly.expire(now)
+
+    def pathChanged(self, now: float) -> None:
+        """The datagrams now travel another way: resend everything in flight at
+        once and start RTT and window over; stream state is kept."""
+        if self._closed:
+            return
+        self._requeue(self._sent.clear())
+        self._rtt.reset()
+        self._cc.reset()
+        self._lossTime = None
+        self._ptoCount = 0
+        self._probe = False
+        self._progressTime = now
+        self._received.acknowledgeSoon(now)
+
+    def close(self) -> None:
+        """Drop all state; the session sends and schedules nothing more."""
+        self._closed = True
+        self._queue.clear()
+        self._sent.clear()
+        self._events.clear()
+        self._reassembly = Reassembly(self._config, self._events.append)
+        self._received = ReceivedPackets(self._config.delayedAckTime)
+        self._lossTime = None
+        self._ptoCount = 0
+        self._probe = False
+
+    # properties
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def sendQueueLength(self) -> int:
+        """Messages queued and not yet completely sent."""
+        return self._queue.length
+
+    @property
+    def sendQueueBytes(self) -> int:
+        """Bytes queued and not yet sent, plus reliable bytes not yet acknowledged."""
+        return self._queue.queuedBytes + self._queue.unackedBytes
+
+    @property
+    def stats(self) -> SessionStats:
+        rtt = self._rtt
+        return SessionStats(
+            srtt=rtt.srtt, rttvar=rtt.rttvar, rto=rtt.rto, lossRate=self._lossRate,
+            retransmissions=self._queue.retransmissions,
+            bytesInFlight=self._sent.bytesInFlight, window=int(self._cc.window),
+            sendQueueLength=self.sendQueueLength, sendQueueBytes=self.sendQueueBytes,
+            datagramsSent=self._datagramsSent, datagramsReceived=self._datagramsReceived,
+            messagesDelivered=self._reassembly.delivered,
+            datagramsLost=self._datagramsLost,
+            receiveBufferBytes=self._reassembly.bufferedBytes,
+        )
+
+    # acknowledgements and loss
+
+    def _ackRanges(self, ack: tuple) -> tuple[int, float, list[tuple[int, int]]]:
+        largest32, delay, first, gaps = ack
+        nextPn = self._nextPn
+        largest = expand(largest32, nextPn - 1)
+        if not 0 <= largest < nextPn:
+            raise ProtocolError(f"ACK of packet {largest32} that was never sent")
+        low = largest - first
+        ranges = [(low, largest)]
+        for gap, length in gaps:
+            high = low - gap - 2
+            low = high - length
+            ranges.append((low, high))
+        if low < 0:
+            raise ProtocolError("ACK range below the first packet number")
+        return largest, delay * ACK_DELAY_UNIT, ranges
+
+    def _onAck(self, largest: int, ackDelay: float, ranges: list, now: float) -> None:
+        acked = self._sent.onAck(ranges)
+        if not acked:
+            return
+        self._progressTime = now
+        self._ptoCount = 0
+        if self._dead:
+            self._dead = False
+            self._events.append(PathAlive())
+        top = acked[0]
+        if top.pn == largest:
+            self._rtt.sample(now - top.timeSent, ackDelay)
+        onAcked = self._cc.onAcked
+        acknowledge = self._queue.acknowledge
+        for packet in acked:
+            onAcked(packet.size, packet.timeSent)
+            for frame in packet.frames:
+                acknowledge(frame)
+        self._lossRate *= (1 - LOSS_RATE_WEIGHT) ** len(acked)
+        self._detectLosses(now)
+
+    def _detectLosses(self, now: float) -> None:
+        lost, self._lossTime = self._sent.detectLosses(now, self._rtt.lossDelay())
+        if lost:
+            onLost = self._cc.onLost
+            for packet in lost:
+                onLost(packet.timeSent, now)
+            self._declareLost(lost)
+
+    def _declareLost(self, lost: list[SentPacket]) -> None:
+        self._datagramsLost += len(lost)
+        keep = 1 - LOSS_RATE_WEIGHT
+        rate = self._lossRate
+        for _ in lost:
+            rate = rate * keep + LOSS_RATE_WEIGHT
+        self._lossRate = rate
+        self._requeue(lost)
+
+    def _requeue(self, packets: list[SentPacket]) -> None:
+        requeue = self._queue.requeue
+        for packet in packets:
+            pn = packet.pn
+            for frame in packet.frames:
+                if frame.lastPn == pn:
+                    requeue(frame)
+
+    def _onProbeTimeout(self, now: float) -> None:
+        """Nothing acknowledged for a (backed-off) RTO: resend the oldest two
+        packets' data; from the second timeout in a row, collapse the window
+        and resend everything in flight."""
+        self._ptoCount += 1
+        self._lossTime = None
+        if self._ptoCount >= 2:
+            self._cc.onPersistentCongestion(now)
+            self._declareLost(self._sent.clear())
+        else:
+            self._declareLost(self._sent.oldest(2))
+        self._probe = True
