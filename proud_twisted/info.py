@@ -30,6 +30,8 @@ class MessageContext:
     sender: int
     reliable: bool
     relayed: bool = False
+    mode: object = None
+    channel: int = 0
 
 
 @dataclass(frozen=True)

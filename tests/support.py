@@ -13,11 +13,13 @@ class Recorder:
 
     def __init__(self, reactor=None) -> None:
         self.events = []
+        self._byName = {}
         self._waiters = []
         self._reactor = reactor
 
     def record(self, *event) -> None:
         self.events.append(event)
+        self._byName.setdefault(event[0], []).append(event[1:])
         for waiter in list(self._waiters):
             predicate, d = waiter
             if predicate():
@@ -25,10 +27,10 @@ class Recorder:
                 d.callback(None)
 
     def named(self, name: str) -> list:
-        return [e[1:] for e in self.events if e[0] == name]
+        return list(self._byName.get(name, ()))
 
     def count(self, name: str) -> int:
-        return len(self.named(name))
+        return len(self._byName.get(name, ()))
 
     def wait(self, predicate, timeout: float = DEFAULT_WAIT, reactor=None) -> defer.Deferred:
         """A Deferred that fires once C{predicate()} holds; fails after C{timeout}.
@@ -102,6 +104,7 @@ class RecordingServerEvents(NetServerEvents):
 class RecordingClientEvents(NetClientEvents):
     def __init__(self, reactor=None) -> None:
         self.rec = Recorder(reactor)
+        self._bySender = {}
 
     def onJoinServerComplete(self, result, reply):
         self.rec.record("onJoinServerComplete", result, reply)
@@ -122,7 +125,9 @@ class RecordingClientEvents(NetClientEvents):
         self.rec.record("onChangeServerUdpState", state)
 
     def onReceiveUserMessage(self, sender, payload, context):
+        self._bySender.setdefault(sender, []).append(payload)
         self.rec.record("onReceiveUserMessage", sender, payload, context)
 
     def messagesFrom(self, sender) -> list:
-        return [p for s, p, _ in self.rec.named("onReceiveUserMessage") if s == sender]
+        """Payloads received from C{sender}, in order (a live list: do not modify)."""
+        return self._bySender.get(sender, [])

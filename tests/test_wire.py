@@ -28,7 +28,7 @@ FIELDS = {
     "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
     "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
-    "comment": blobs,
+    "comment": blobs, "epoch": u32, "pairSecret": st.binary(min_size=32, max_size=32),
 }
 
 
@@ -79,7 +79,7 @@ class _Obj:
 
 
 def _parsers():
-    return [decodeMessage, decodeDatagram, relay.decodeTcpRelayRequest,
+    return [decodeMessage, decodeDatagram, relay.decodeSessionFrame, relay.decodeTcpRelayRequest,
             relay.decodeTcpRelayed, relay.decodeTcpUserMessage, relay.decodeUdpSender,
             relay.decodeUdpRelay]
 

@@ -13,7 +13,7 @@ from proud_twisted.wire.messages import decodeMessage, encodeMessage
 # Messages a server may send, each handled by NetClient.server_<NAME>.
 _SERVER_MESSAGES = frozenset({
     "JOIN_ACCEPTED", "JOIN_REFUSED", "MEMBER_JOIN", "MEMBER_LEAVE",
-    "PEER_ADDRESSES", "PONG",
+    "PEER_ADDRESSES", "PEER_PAIR", "PONG",
 })
 _SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG"})
 
@@ -81,6 +81,8 @@ class ClientConnection(Protocol):
 
 
 class ClientConnectionFactory(ClientFactory):
+    noisy = False
+
     def __init__(self, client, maxFrameLength: int) -> None:
         self.client = client
         self.maxFrameLength = maxFrameLength
@@ -94,6 +96,8 @@ class ClientConnectionFactory(ClientFactory):
 
 class ClientDatagramProtocol(DatagramProtocol):
     """The client's one UDP socket, for the server and for every peer."""
+
+    noisy = False
 
     def __init__(self, client) -> None:
         self.client = client

@@ -15,10 +15,12 @@ from proud_twisted.constants import (
 )
 from proud_twisted.errors import (
     ConnectionRefusedByServer, JoinFailed, JoinTimeout, MessageTooLong,
-    NotConnected, ProtocolVersionMismatch, UnknownHostID,
+    NotConnected, ProtocolError, ProtocolVersionMismatch, UnknownHostID,
 )
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import MessageContext
+from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, SessionConfig
+from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.server.netserver import FRAME_HEADROOM, versionBytes
 from proud_twisted.wire import relay
 from proud_twisted.wire._schema import addressFromWire, addressToWire
@@ -27,10 +29,15 @@ from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 from proud_twisted.wire.messages import WIRE_VERSION
 
 DEFAULT_JOIN_TIMEOUT = 10.0
+DEFAULT_LINGER = 2.0
+LINGER_CHECK_INTERVAL = 0.01
 UDP_HELLO_FIRST_INTERVAL = 0.1
 UDP_HELLO_MAX_INTERVAL = 3.0
 UDP_PING_INTERVAL = 3.0
 UDP_LOST_AFTER = 10.0
+# Room left in each UDP datagram for relay headers and, later, encryption.
+DATAGRAM_HEADROOM = 64
+DEFAULT_SESSION_CONFIG = SessionConfig(mtu=1200 - DATAGRAM_HEADROOM)
 
 
 class NetClient:
@@ -44,7 +51,8 @@ class NetClient:
 
     def __init__(self, events=None, *, reactor=None,
                  maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
-                 udpInterface: str = "") -> None:
+                 udpInterface: str = "",
+                 sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -52,8 +60,12 @@ class NetClient:
         self.dispatch = EventDispatcher(self.events, self.log)
         self.maxMessageLength = maxMessageLength
         self.udpInterface = udpInterface
+        self.sessionConfig = sessionConfig
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
+        self.staleFrames = 0
+        self._peerTable = PeerTable()
+        self._serverSession = None
         self._reset()
 
     def _reset(self) -> None:
@@ -72,7 +84,11 @@ class NetClient:
         self._lastHeardUdp = 0.0
         self._serverTimeout = 20.0
         self._keepalive = None
-        self._peerTable = PeerTable()
+        for peer in self._peerTable.clear():
+            self._closePeer(peer)
+        if self._serverSession is not None:
+            self._serverSession.close()
+        self._serverSession = None
         self.serverUdpAddress = None
 
     # Connecting
@@ -95,17 +111,34 @@ class NetClient:
             timeout=timeout)
         return self._joining
 
-    def disconnect(self, comment: bytes = b"") -> defer.Deferred:
-        """Leave the server; the Deferred fires once the connection is closed."""
+    def disconnect(self, comment: bytes = b"", linger: float = DEFAULT_LINGER) -> defer.Deferred:
+        """Leave the server; the Deferred fires once the connection is closed.
+
+        Reliable messages already sent to peers get up to C{linger} seconds
+        to be acknowledged before the client leaves.
+        """
         if self._connection is None:
             if self._joining is not None:
                 self._connector.disconnect()
             return defer.succeed(None)
-        closed = defer.Deferred()
-        self._closed = closed
+        if self._closed is None:
+            self._closed = defer.Deferred()
+            self._leaveWhenDrained(comment, self.reactor.seconds() + linger)
+        return self._closed
+
+    def _leaveWhenDrained(self, comment: bytes, deadline: float) -> None:
+        if self._connection is None:
+            return
+        drivers = [p.driver for p in self._peerTable.peers.values() if p.driver is not None]
+        for driver in drivers:
+            driver.flush()
+        busy = any(d.stats.bytesInFlight or d.stats.sendQueueLength for d in drivers)
+        if busy and self.reactor.seconds() < deadline:
+            self.reactor.callLater(LINGER_CHECK_INTERVAL, self._leaveWhenDrained,
+                                   comment, deadline)
+            return
         self._connection.sendMessage("GOODBYE", comment=comment)
         self._connection.close(ErrorType.DISCONNECT_FROM_LOCAL)
-        return closed
 
     # Queries
 
@@ -145,32 +178,44 @@ class NetClient:
 
     # Sending
 
-    def send(self, targets, payload: bytes, reliable: bool = True) -> None:
+    def send(self, targets, payload: bytes, reliable: bool = True, *,
+             mode: DeliveryMode = None, priority: Priority = Priority.MEDIUM,
+             channel: int = 0) -> None:
         """Send a user message to the server, peers and/or groups.
 
-        A group reaches each of its other members once. Peers are reached
-        through the server relay; the server drops what goes to a host that
-        shares no group with us.
+        A group reaches each of its other members once. Each peer is reached
+        through that pair's reliable-UDP session, whichever path carries it.
+        C{mode} (a L{DeliveryMode}) overrides C{reliable}; C{UNRELIABLE_LATEST}
+        drops, per C{channel}, a message older than one already delivered.
         """
         if self._hostID == HOSTID_NONE:
             raise NotConnected("not joined to a server")
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
-        flags = relay.FLAG_RELIABLE if reliable else 0
+        if mode is None:
+            mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
         hostIDs = self._peerTable.expand(self._hostID, targets)
-        useUdp = not reliable and self._udpState is ServerUdpState.CONFIRMED
-        if HOSTID_SERVER in hostIDs:
-            hostIDs.remove(HOSTID_SERVER)
-            if useUdp:
-                self._sendUdp(relay.encodeUdpUser(self._hostID, flags, payload))
+        strangers = []
+        for hostID in hostIDs:
+            if hostID == HOSTID_SERVER:
+                self._sendToServer(payload, mode, priority, channel)
+                continue
+            peer = self._peerTable.peers.get(hostID)
+            if peer is None or peer.driver is None:
+                strangers.append(hostID)
             else:
-                self._connection.sendBody(relay.encodeTcpUserMessage(flags, payload))
-        if not hostIDs:
-            return
-        if useUdp:
-            self._sendUdp(relay.encodeUdpRelay(self._hostID, hostIDs, flags, payload))
+                peer.driver.send(payload, mode, priority, channel)
+        if strangers:
+            # Not a peer of ours: the server decides (and refuses) the relay.
+            flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
+            self._connection.sendBody(relay.encodeTcpRelayRequest(strangers, flags, payload))
+
+    def _sendToServer(self, payload, mode, priority, channel) -> None:
+        if mode is DeliveryMode.RELIABLE or self._udpState is not ServerUdpState.CONFIRMED:
+            flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
+            self._connection.sendBody(relay.encodeTcpUserMessage(flags, payload))
         else:
-            self._connection.sendBody(relay.encodeTcpRelayRequest(hostIDs, flags, payload))
+            self._serverSession.send(payload, mode, priority, channel)
 
     # Called by the protocols
 
@@ -223,6 +268,8 @@ class NetClient:
         self._keepalive = task.LoopingCall(self._keepAlive)
         self._keepalive.clock = self.reactor
         self._keepalive.start(max(self._serverTimeout / 5, 0.05), now=False)
+        self._serverSession = SessionDriver(
+            self.reactor, self._serverTransmit, self._serverDeliver, self.sessionConfig)
         self._sendUdpHello()
         joining, self._joining = self._joining, None
         self._cancelJoinTimer()
@@ -246,8 +293,17 @@ class NetClient:
         if fields.ackID:
             self._connection.sendMessage("MEMBER_JOIN_ACK", ackID=fields.ackID)
 
+    def server_PEER_PAIR(self, fields) -> None:
+        peer, old = self._peerTable.pairIntroduced(fields.peerID, fields.epoch,
+                                                   fields.pairSecret)
+        if old is not None:
+            self._closePeer(old)
+        peer.driver = SessionDriver(self.reactor, self._relayTransmitter(peer),
+                                    self._peerDeliverer(peer), self.sessionConfig)
+
     def server_MEMBER_LEAVE(self, fields) -> None:
-        self._peerTable.memberLeft(self._hostID, fields.groupID, fields.memberID)
+        for peer in self._peerTable.memberLeft(self._hostID, fields.groupID, fields.memberID):
+            self._closePeer(peer)
         self.dispatch("onP2PMemberLeave", fields.memberID, fields.groupID,
                       fields.memberCount)
 
@@ -270,15 +326,73 @@ class NetClient:
         self.heardFromServerUdp()
 
     def relayedReceived(self, sender: int, flags: int, payload: bytes) -> None:
-        context = MessageContext(sender, bool(flags & relay.FLAG_RELIABLE), relayed=True)
-        self.dispatch("onReceiveUserMessage", sender, payload, context)
+        if not flags & relay.FLAG_SESSION:
+            context = MessageContext(sender, bool(flags & relay.FLAG_RELIABLE), relayed=True)
+            self.dispatch("onReceiveUserMessage", sender, payload, context)
+            return
+        epoch, datagram = relay.decodeSessionFrame(payload)
+        peer = self._peerTable.peers.get(sender)
+        if peer is None or peer.driver is None or peer.epoch != epoch:
+            self.staleFrames += 1
+            return
+        self._feedSession(peer.driver, datagram)
 
     def serverMessageReceived(self, flags: int, payload: bytes) -> None:
+        if flags & relay.FLAG_SESSION:
+            if self._serverSession is not None:
+                self._feedSession(self._serverSession, payload)
+            return
         context = MessageContext(HOSTID_SERVER, bool(flags & relay.FLAG_RELIABLE))
         self.dispatch("onReceiveUserMessage", HOSTID_SERVER, payload, context)
 
     def malformedDatagram(self, addr) -> None:
         self.malformedDatagrams += 1
+
+    # Sessions
+
+    def _relayTransmitter(self, peer):
+        """Send a pair session datagram through the server relay."""
+        def transmit(datagram: bytes) -> None:
+            frame = relay.encodeSessionFrame(peer.epoch, datagram)
+            if self._udpState is ServerUdpState.CONFIRMED:
+                self._sendUdp(relay.encodeUdpRelay(self._hostID, (peer.hostID,),
+                                                   relay.FLAG_SESSION, frame))
+            elif self._connection is not None:
+                self._connection.sendBody(relay.encodeTcpRelayRequest(
+                    (peer.hostID,), relay.FLAG_SESSION, frame))
+        return transmit
+
+    def _peerDeliverer(self, peer):
+        def deliver(event) -> None:
+            if type(event) is MessageReceived:
+                self._deliverMessage(peer.hostID, event, peer.relayed)
+            else:
+                self.log.debug("peer {peer} session: {event}", peer=peer.hostID, event=event)
+        return deliver
+
+    def _serverTransmit(self, datagram: bytes) -> None:
+        if self._udpState is ServerUdpState.CONFIRMED:
+            self._sendUdp(relay.encodeUdpUser(self._hostID, relay.FLAG_SESSION, datagram))
+
+    def _serverDeliver(self, event) -> None:
+        if type(event) is MessageReceived:
+            self._deliverMessage(HOSTID_SERVER, event, False)
+
+    def _deliverMessage(self, sender: int, event, relayed: bool) -> None:
+        context = MessageContext(sender, event.mode is DeliveryMode.RELIABLE, relayed,
+                                 event.mode, event.channel)
+        self.dispatch("onReceiveUserMessage", sender, event.payload, context)
+
+    def _feedSession(self, driver, datagram: bytes) -> None:
+        try:
+            driver.receiveDatagram(datagram)
+        except ProtocolError:
+            self.malformedDatagrams += 1
+
+    def _closePeer(self, peer) -> None:
+        if peer.driver is not None:
+            peer.driver.close()
+            peer.driver = None
 
     # Internals
 
@@ -328,10 +442,17 @@ class NetClient:
         self._udpPort.write(data, self.serverUdpAddress)
 
     def _setUdpState(self, state: ServerUdpState) -> None:
-        if state is not self._udpState:
-            self._udpState = state
-            self._helloInterval = UDP_HELLO_FIRST_INTERVAL
-            self.dispatch("onChangeServerUdpState", state)
+        if state is self._udpState:
+            return
+        self._udpState = state
+        self._helloInterval = UDP_HELLO_FIRST_INTERVAL
+        if state is ServerUdpState.LOST:
+            self._connection.sendMessage("UDP_LOST")
+        # The relay path of every session changed (UDP <-> TCP): resend what was in flight.
+        for peer in self._peerTable.peers.values():
+            if peer.driver is not None:
+                peer.driver.pathChanged(peer.driver.transmit)
+        self.dispatch("onChangeServerUdpState", state)
 
     def _stopTimers(self) -> None:
         self._cancelJoinTimer()

@@ -14,14 +14,18 @@ class Peer:
         self.udpAddress = None
         self.lanAddress = None
         self.directAddress = None
+        self.epoch = 0
+        self.pairSecret = b""
+        self.driver = None
 
     @property
     def relayed(self) -> bool:
         return self.directAddress is None
 
     def info(self) -> PeerInfo:
+        stats = self.driver.stats if self.driver is not None else None
         return PeerInfo(self.hostID, self.relayed, self.udpAddress, self.lanAddress,
-                        frozenset(self.groups), self.directAddress)
+                        frozenset(self.groups), self.directAddress, stats)
 
 
 class PeerTable:
@@ -30,6 +34,21 @@ class PeerTable:
     def __init__(self) -> None:
         self.groups = {}    # groupID -> set of member HostIDs (self included)
         self.peers = {}     # HostID -> Peer
+
+    def pairIntroduced(self, peerID: int, epoch: int, pairSecret: bytes) -> Peer:
+        """The server paired us with C{peerID}: a fresh epoch and secret.
+
+        Returns the new L{Peer}, and also the one it replaced, if any, as
+        C{(new, old)}.
+        """
+        old = self.peers.get(peerID)
+        peer = self.peers[peerID] = Peer(peerID)
+        if old is not None:
+            peer.groups = old.groups
+            peer.udpAddress, peer.lanAddress = old.udpAddress, old.lanAddress
+        peer.epoch = epoch
+        peer.pairSecret = pairSecret
+        return peer, old
 
     def memberJoined(self, localID: int, groupID: int, memberID: int, addresses) -> None:
         self.groups.setdefault(groupID, set()).add(memberID)
@@ -41,15 +60,17 @@ class PeerTable:
         peer.groups.add(groupID)
         self.updateAddresses(memberID, *addresses)
 
-    def memberLeft(self, localID: int, groupID: int, memberID: int) -> None:
+    def memberLeft(self, localID: int, groupID: int, memberID: int) -> list:
+        """Record a departure; return the peers we no longer share any group with."""
+        gone = []
         members = self.groups.get(groupID)
         if members is not None:
             members.discard(memberID)
             if memberID == localID:
                 for other in members:
-                    self._dropGroupOfPeer(other, groupID)
+                    gone += self._dropGroupOfPeer(other, groupID)
                 del self.groups[groupID]
-        self._dropGroupOfPeer(memberID, groupID)
+        return gone + self._dropGroupOfPeer(memberID, groupID)
 
     def updateAddresses(self, peerID: int, udpAddress, lanAddress) -> None:
         peer = self.peers.get(peerID)
@@ -71,13 +92,19 @@ class PeerTable:
         result.discard(localID)
         return sorted(result)
 
-    def clear(self) -> None:
+    def clear(self) -> list:
+        """Forget everything; return the peers that were known."""
+        peers = list(self.peers.values())
         self.groups.clear()
         self.peers.clear()
+        return peers
 
-    def _dropGroupOfPeer(self, peerID: int, groupID: int) -> None:
+    def _dropGroupOfPeer(self, peerID: int, groupID: int) -> list:
         peer = self.peers.get(peerID)
-        if peer is not None:
-            peer.groups.discard(groupID)
-            if not peer.groups:
-                del self.peers[peerID]
+        if peer is None:
+            return []
+        peer.groups.discard(groupID)
+        if peer.groups:
+            return []
+        del self.peers[peerID]
+        return [peer]

@@ -12,6 +12,10 @@ treated as already seen (a late packet there is dropped unacknowledged, so its
 reliable data is retransmitted)."""
 MAX_ACK_RANGES = 16
 """Ranges reported in one ACK frame (the newest ones)."""
+REPORTS = 3
+"""ACK frames a range below the newest appears in before it is left out:
+by then the peer has almost surely heard of it, and a hole left by a lost
+packet (whose data goes again under a new number) never fills."""
 MAX_UNACKED = 1024
 """Packets seen but deliberately not acknowledged, remembered so that a
 duplicate of one is still recognised."""
@@ -24,8 +28,8 @@ def _low(r):
 
 
 class ReceivedPackets:
-    """Received packet numbers as sorted ``[low, high]`` ranges, duplicate
-    detection, and the delayed-acknowledgement timer."""
+    """Received packet numbers as sorted ``[low, high, timesReported]``
+    ranges, duplicate detection, and the delayed-acknowledgement timer."""
 
     def __init__(self, delayedAckTime: float) -> None:
         self._delayedAckTime = delayedAckTime
@@ -75,12 +79,12 @@ class ReceivedPackets:
                 self._topTime = now
                 return
             if pn > top[1]:
-                ranges.append([pn, pn])
+                ranges.append([pn, pn, 0])
                 self._topTime = now
                 self._trim()
                 return
         else:
-            ranges.append([pn, pn])
+            ranges.append([pn, pn, 0])
             self._topTime = now
             return
         i = bisect_right(ranges, pn, key=_low)
@@ -88,13 +92,15 @@ class ReceivedPackets:
         right = ranges[i] if i < len(ranges) else None
         if left is not None and left[1] + 1 == pn:
             left[1] = pn
+            left[2] = 0
             if right is not None and right[0] == pn + 1:
                 left[1] = right[1]
                 del ranges[i]
         elif right is not None and right[0] == pn + 1:
             right[0] = pn
+            right[2] = 0
         else:
-            ranges.insert(i, [pn, pn])
+            ranges.insert(i, [pn, pn, 0])
             self._trim()
 
     def _trim(self) -> None:
@@ -125,22 +131,28 @@ class ReceivedPackets:
         self.ackDeadline = None
         self._waiting = 0
         ranges = self._ranges
-        low, high = ranges[-1]
+        low, high, _ = ranges[-1]
         first = high - low
         gaps = []
         if first > 0xFFFF:
             first = 0xFFFF
         else:
-            for i in range(len(ranges) - 2, max(-1, len(ranges) - 2 - MAX_ACK_RANGES), -1):
-                lo, hi = ranges[i]
+            for i in range(len(ranges) - 2, -1, -1):
+                entry = ranges[i]
+                if entry[2] >= REPORTS:
+                    continue
+                lo, hi, reports = entry
                 gap = low - hi - 2
-                length = hi - lo
                 if gap > 0xFFFF:
                     break
+                entry[2] = reports + 1
+                length = hi - lo
                 if length > 0xFFFF:
                     gaps.append((gap, 0xFFFF))
                     break
                 gaps.append((gap, length))
+                if len(gaps) == MAX_ACK_RANGES:
+                    break
                 low = lo
         delay = min(int((now - self._topTime) / ACK_DELAY_UNIT), 0xFFFF)
         return packAck(high, max(delay, 0), first, gaps)

@@ -19,6 +19,7 @@ class RttEstimator:
         self._initialRto = config.initialRto
         self._minRto = config.minRto
         self._maxRto = config.maxRto
+        self._ackDelay = config.delayedAckTime
         self.reset()
 
     def reset(self) -> None:
@@ -48,9 +49,10 @@ class RttEstimator:
         self.rto = min(max(rto, self._minRto), self._maxRto)
 
     def backedOff(self, count: int) -> float:
-        """The timeout after ``count`` expiries in a row: doubled each time,
-        never above maxRto."""
-        return min(self.rto * (1 << min(count, 30)), self._maxRto)
+        """The retransmission timer after ``count`` expiries in a row: RTO
+        plus the peer's acknowledgement delay (as RFC 9002's PTO), doubled
+        each time, never above maxRto."""
+        return min((self.rto + self._ackDelay) * (1 << min(count, 30)), self._maxRto)
 
     def lossDelay(self) -> float:
         """How long after a later packet was acknowledged an earlier one is

@@ -27,6 +27,7 @@ class ServerConnection(Protocol):
         self.udpAddress = None
         self.lanAddress = None
         self.userData = b""
+        self.udpSession = None
         self.lastHeard = 0.0
         self.leaveReason = ErrorType.DISCONNECT_FROM_REMOTE
         self.leaveComment = b""
@@ -94,6 +95,9 @@ class ServerConnection(Protocol):
     def handle_LAN_ADDRESS(self, fields) -> None:
         self.server.lanAddressReported(self, fields.address)
 
+    def handle_UDP_LOST(self, fields) -> None:
+        self.server.udpLost(self)
+
     def handle_PING(self, fields) -> None:
         self.sendMessage("PONG", timestamp=fields.timestamp)
 
@@ -129,6 +133,8 @@ class ServerConnection(Protocol):
 
 
 class ServerConnectionFactory(Factory):
+    noisy = False
+
     def __init__(self, server) -> None:
         self.server = server
 

@@ -16,9 +16,11 @@ from proud_twisted._oncelog import OnceLog
 from proud_twisted.constants import (
     HOSTID_SERVER, ErrorType, JoinRefusal,
 )
-from proud_twisted.errors import MessageTooLong, UnknownHostID
+from proud_twisted.errors import MessageTooLong, ProtocolError, UnknownHostID
 from proud_twisted.events import NetServerEvents
 from proud_twisted.info import ClientInfo, ErrorInfo, MessageContext, P2PGroupInfo
+from proud_twisted.rudp import DeliveryMode, MessageReceived, SessionConfig
+from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
@@ -33,6 +35,9 @@ from proud_twisted.wire.messages import WIRE_VERSION, encodeMessage
 DEFAULT_CLIENT_TIMEOUT = 20.0
 # Room in a frame for headers and relay target lists beyond the payload.
 FRAME_HEADROOM = 8192
+# Room left in each UDP datagram for headers and, later, encryption.
+DATAGRAM_HEADROOM = 64
+DEFAULT_SESSION_CONFIG = SessionConfig(mtu=1200 - DATAGRAM_HEADROOM)
 
 
 def versionBytes(protocolVersion) -> bytes:
@@ -61,7 +66,8 @@ class NetServer(service.Service):
                  reactor=None, maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
                  clientTimeout: float = DEFAULT_CLIENT_TIMEOUT,
                  allowEmptyGroups: bool = True,
-                 hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD) -> None:
+                 hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD,
+                 sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -74,7 +80,10 @@ class NetServer(service.Service):
         self.maxMessageLength = maxMessageLength
         self.maxFrameLength = maxMessageLength + FRAME_HEADROOM
         self.clientTimeout = clientTimeout
+        self.sessionConfig = sessionConfig
         self.stats = ServerStats()
+        self._pairs = {}
+        self._lastPairEpoch = 0
         self._table = g.P2PGroupTable(allowEmptyGroups)
         self._hostIDs = HostIDAllocator(hostIDQuietPeriod)
         self._clients = {}
@@ -88,10 +97,16 @@ class NetServer(service.Service):
     # Service
 
     def startService(self) -> None:
+        """Listen on TCP and UDP; if either cannot be bound, neither stays open."""
         self._tcpPort = self.reactor.listenTCP(
             self.tcpPort, ServerConnectionFactory(self), interface=self.interface)
-        self._udpPort = self.reactor.listenUDP(
-            self.udpPort, self._udp, interface=self.interface)
+        try:
+            self._udpPort = self.reactor.listenUDP(
+                self.udpPort, self._udp, interface=self.interface)
+        except Exception:
+            self._tcpPort.stopListening()
+            self._tcpPort = None
+            raise
         self._sweeper = task.LoopingCall(self._dropSilentClients)
         self._sweeper.clock = self.reactor
         self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
@@ -100,19 +115,23 @@ class NetServer(service.Service):
                       tcp=self.getTcpAddress(), udp=self.getUdpAddress())
 
     def stopService(self):
+        """Close every connection and stop listening; a Deferred fires when done."""
         service.Service.stopService(self)
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         for connection in list(self._connections):
             connection.close(ErrorType.KICKED)
-        return defer.gatherResults([defer.maybeDeferred(self._tcpPort.stopListening),
-                                    defer.maybeDeferred(self._udpPort.stopListening)])
+        ports = [p for p in (self._tcpPort, self._udpPort) if p is not None]
+        self._tcpPort = self._udpPort = None
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 
     def getTcpAddress(self):
+        """The bound TCP C{(host, port)}."""
         host = self._tcpPort.getHost()
         return (host.host, host.port)
 
     def getUdpAddress(self):
+        """The bound UDP C{(host, port)}."""
         host = self._udpPort.getHost()
         return (host.host, host.port)
 
@@ -140,20 +159,25 @@ class NetServer(service.Service):
         return groupID
 
     def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
+        """Add C{member} to C{group}; every member hears of it, then the ack-complete event fires."""
         self._apply(self._table.join(member, group, message))
 
     def leaveP2PGroup(self, member: int, group: int) -> None:
+        """Take C{member} out of C{group}; it and the others get C{onP2PMemberLeave}."""
         self._apply(self._table.leave(member, group))
 
     def destroyP2PGroup(self, group: int) -> None:
+        """Remove C{group}; every member gets C{onP2PMemberLeave} for every member."""
         self._apply(self._table.destroy(group))
 
     def destroyEmptyP2PGroups(self) -> None:
+        """Remove every group that has no members left."""
         self._apply(self._table.destroyEmpty())
 
     # Queries
 
     def getClientHostIDs(self) -> list:
+        """HostIDs of every joined client."""
         return sorted(self._clients)
 
     def getClientInfo(self, hostID: int) -> ClientInfo:
@@ -164,6 +188,7 @@ class NetServer(service.Service):
         return len(self._connections)
 
     def getP2PGroups(self) -> list:
+        """HostIDs of every P2P group."""
         return self._table.groups()
 
     def getP2PGroupInfo(self, group: int) -> P2PGroupInfo:
@@ -183,8 +208,7 @@ class NetServer(service.Service):
             if reliable or client.udpAddress is None:
                 client.sendBody(relay.encodeTcpUserMessage(flags, payload))
             else:
-                self._udp.send(relay.encodeUdpUser(HOSTID_SERVER, flags, payload),
-                               client.udpAddress)
+                client.udpSession.send(payload, DeliveryMode.UNRELIABLE)
 
     def closeConnection(self, hostID: int) -> None:
         """Disconnect a client; it leaves all its groups."""
@@ -202,6 +226,7 @@ class NetServer(service.Service):
         hostID = connection.hostID
         info = self._info(connection)
         del self._clients[hostID]
+        connection.udpSession.close()
         self._apply(self._table.removeClient(hostID))
         self._hostIDs.release(hostID, self.reactor.seconds())
         self.stats.clientsLeft += 1
@@ -226,6 +251,9 @@ class NetServer(service.Service):
         connection.hostID = hostID
         connection.udpToken = os.urandom(16)
         connection.userData = fields.userData
+        connection.udpSession = SessionDriver(
+            self.reactor, self._udpTransmitter(connection),
+            self._udpDeliverer(connection), self.sessionConfig)
         self._clients[hostID] = connection
         self._table.addClient(hostID)
         connection.sendMessage(
@@ -245,6 +273,12 @@ class NetServer(service.Service):
         self._announceAddresses(connection)
 
     def userMessage(self, connection, flags: int, payload: bytes) -> None:
+        if flags & relay.FLAG_SESSION:
+            try:
+                connection.udpSession.receiveDatagram(payload)
+            except ProtocolError as e:
+                self.malformedDatagram(connection.udpAddress, e)
+            return
         context = MessageContext(connection.hostID, bool(flags & relay.FLAG_RELIABLE))
         self.dispatch("onReceiveUserMessage", connection.hostID, payload, context)
 
@@ -267,7 +301,7 @@ class NetServer(service.Service):
                 if udpDatagram is None:
                     udpDatagram = relay.encodeUdpRelayed(senderID, flags, payload)
                 self._udp.send(udpDatagram, target.udpAddress)
-            self.stats.messagesRelayed += 1
+            self.stats.framesRelayed += 1
             self.stats.relayBytes += len(payload)
         if rejected:
             self._relayRejected(senderID, rejected)
@@ -282,6 +316,10 @@ class NetServer(service.Service):
         if client.udpAddress != addr:
             client.udpAddress = addr
             self._announceAddresses(client)
+
+    def udpLost(self, connection) -> None:
+        """The client's UDP path stopped working: relay to it over TCP until it is back."""
+        connection.udpAddress = None
 
     def verifiedUdpClient(self, hostID: int, addr):
         """The client C{hostID} if C{addr} is its confirmed UDP address, else C{None}."""
@@ -301,6 +339,31 @@ class NetServer(service.Service):
                            "{error}", addr=addr, error=error)
 
     # Internals
+
+    def _udpTransmitter(self, connection):
+        def transmit(datagram: bytes) -> None:
+            if connection.udpAddress is not None:
+                self._udp.send(relay.encodeUdpUser(HOSTID_SERVER, relay.FLAG_SESSION,
+                                                   datagram), connection.udpAddress)
+        return transmit
+
+    def _udpDeliverer(self, connection):
+        def deliver(event) -> None:
+            if type(event) is MessageReceived:
+                context = MessageContext(connection.hostID, False, False, event.mode,
+                                         event.channel)
+                self.dispatch("onReceiveUserMessage", connection.hostID, event.payload,
+                              context)
+        return deliver
+
+    def _introducePair(self, a: int, b: int) -> None:
+        """Give both clients of a new pair a fresh epoch and secret."""
+        self._lastPairEpoch = self._lastPairEpoch % 0xFFFFFFFF + 1
+        secret = os.urandom(32)
+        self._pairs[(a, b)] = self._lastPairEpoch
+        for me, peer in ((a, b), (b, a)):
+            self._clients[me].sendMessage("PEER_PAIR", peerID=peer,
+                                          epoch=self._lastPairEpoch, pairSecret=secret)
 
     def _client(self, hostID: int):
         try:
@@ -374,6 +437,10 @@ class NetServer(service.Service):
             elif kind is g.JoinAckComplete:
                 self.dispatch("onP2PGroupJoinMemberAckComplete", effect.groupID,
                               effect.memberID, ErrorType.OK)
+            elif kind is g.PairIntroduced:
+                self._introducePair(effect.a, effect.b)
+            elif kind is g.PairForgotten:
+                self._pairs.pop((effect.a, effect.b), None)
             elif kind is g.GroupRemoved:
                 self._hostIDs.release(effect.groupID, self.reactor.seconds())
                 self.dispatch("onP2PGroupRemoved", effect.groupID)

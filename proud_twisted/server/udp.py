@@ -11,6 +11,8 @@ from proud_twisted.wire.datagrams import decodeDatagram
 class ServerDatagramProtocol(DatagramProtocol):
     """Every client's UDP datagrams arrive here on one socket."""
 
+    noisy = False
+
     log = Logger()
 
     def __init__(self, server) -> None:

@@ -30,6 +30,8 @@ MessageType = c.Enum(
     PING=12,
     PONG=13,
     GOODBYE=14,
+    PEER_PAIR=15,
+    UDP_LOST=16,
 )
 
 BODIES = {
@@ -84,6 +86,12 @@ BODIES = {
     "PING": c.Struct("timestamp" / c.Float64b),
     "PONG": c.Struct("timestamp" / c.Float64b),
     "GOODBYE": c.Struct("comment" / Blob),
+    "UDP_LOST": c.Struct(),
+    "PEER_PAIR": c.Struct(
+        "peerID" / HostID,
+        "epoch" / c.Int32ub,
+        "pairSecret" / c.Bytes(32),
+    ),
 }
 
 TcpMessage = messageFormat(MessageType, BODIES)

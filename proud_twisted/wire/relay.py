@@ -11,6 +11,8 @@ from proud_twisted.errors import ProtocolError
 from proud_twisted.wire.messages import WIRE_VERSION
 
 FLAG_RELIABLE = 0x01
+# The payload is a pair (or client-server) session datagram, not a user message.
+FLAG_SESSION = 0x02
 
 # TCP message type bytes (see messages.MessageType).
 TCP_USER_MESSAGE = 9
@@ -25,6 +27,7 @@ _RELAY_REQUEST_HEAD = struct.Struct(">BBH")        # type, flags, target count
 _RELAYED_HEAD = struct.Struct(">BIB")              # type, sender, flags
 _UDP_SENDER_HEAD = struct.Struct(">BBIB")          # version, type, host, flags
 _UDP_RELAY_HEAD = struct.Struct(">BBIBH")          # version, type, host, flags, count
+_EPOCH = struct.Struct(">I")
 _TARGET_CACHE = {}
 
 
@@ -104,3 +107,15 @@ def _decodeTargets(data: bytes, head: struct.Struct, what: str):
         raise ProtocolError(f"{what} announces {count} targets but is too short")
     targets = _targetsFormat(count).unpack_from(data, head.size)
     return fields[:-1] + (targets, data[end:])
+
+
+def encodeSessionFrame(epoch: int, datagram: bytes) -> bytes:
+    """A pair session datagram tagged with the pair's epoch, for the relay."""
+    return _EPOCH.pack(epoch) + datagram
+
+
+def decodeSessionFrame(payload: bytes):
+    """Return C{(epoch, datagram)} of a relayed session frame."""
+    if len(payload) < _EPOCH.size:
+        raise ProtocolError("truncated session frame")
+    return _EPOCH.unpack_from(payload)[0], payload[_EPOCH.size:]
