@@ -51,6 +51,9 @@ class SessionConfig:
     maxWindow: int = 1024 * 1024
     unreliableReassemblyTimeout: float = 1.0
     """A partly received unreliable message is forgotten after this long."""
+    checksum: bool = True
+    """Send a CRC-32 in every datagram and refuse datagrams without one.
+    Turn off where an AEAD layer already authenticates each datagram."""
 
     def __post_init__(self) -> None:
         if not 128 <= self.mtu <= 65507:

@@ -4,7 +4,7 @@
 the functions below are the hot path, built on `struct` and checked against the
 schema by the tests.  All integers are big-endian::
 
-    datagram  = version:u8 (=1)  packetNumber:u32  frame*
+    datagram  = format:u8  [checksum:u32]  packetNumber:u32  frame*
     ACK       = 0x01 largest:u32 ackDelay:u16 rangeCount:u8 firstRange:u16
                      (gap:u16 length:u16) * rangeCount
     PING      = 0x02
@@ -14,28 +14,32 @@ schema by the tests.  All integers are big-endian::
     fragments = 0x14 / 0x15 / 0x16 (the above | 0x04)
                      channel:u8 seq:u32 length:u16 total:u32 offset:u32 payload
 
-Packet numbers and sequence numbers are the low 32 bits of 64-bit counters;
-the receiver expands them (`expand`).  The ACK's first range covers
-``largest - firstRange .. largest``; each further range lies ``gap + 1``
-unacknowledged numbers below the previous one and holds ``length + 1``
-numbers.  ``ackDelay`` counts `ACK_DELAY_UNIT` seconds.  A RELIABLE
-fragment's seq numbers the fragment (fragments of one message are
-consecutive); an UNRELIABLE fragment's seq names its message; LATEST seqs
-count messages per channel.
+``format`` holds the layout version (1) in its low 7 bits; its top bit says a
+CRC-32 of everything after the checksum field follows (turned off where an
+AEAD layer already protects each datagram).  Packet numbers and sequence
+numbers are the low 32 bits of 64-bit counters; the receiver expands them
+(`expand`).  The ACK's first range covers ``largest - firstRange ..
+largest``; each further range lies ``gap + 1`` unacknowledged numbers below
+the previous one and holds ``length + 1`` numbers.  ``ackDelay`` counts
+`ACK_DELAY_UNIT` seconds.  A RELIABLE fragment's seq numbers the fragment
+(fragments of one message are consecutive); an UNRELIABLE fragment's seq
+names its message; LATEST seqs count messages per channel.
 """
 
 from __future__ import annotations
 
 import struct
+from zlib import crc32
 
 from construct import (
-    Array, Bytes, Const, ConstructError, Error, GreedyRange, Int8ub, Int16ub,
-    Int32ub, Pass, Struct, Switch, Terminated, this,
+    Array, Bytes, Check, ConstructError, Error, GreedyRange, If, Int8ub, Int16ub,
+    Int32ub, Pass, RawCopy, Struct, Switch, Terminated, this,
 )
 
 from proud_twisted.errors import ProtocolError
 
 VERSION = 1
+CHECKSUM_FLAG = 0x80
 ACK_DELAY_UNIT = 1e-5
 MASK32 = 0xFFFFFFFF
 
@@ -51,6 +55,8 @@ FT_LATEST_FRAGMENT = FT_LATEST | FRAGMENT
 MODE_BITS = 0x03
 
 _HEADER = struct.Struct("!BI")
+_CHECKED_HEADER = struct.Struct("!BII")
+_PN = struct.Struct("!I")
 _ACK = struct.Struct("!BIHBH")
 _ACK_RANGE = struct.Struct("!HH")
 _WHOLE = struct.Struct("!BBIH")
@@ -58,6 +64,7 @@ _UNRELIABLE = struct.Struct("!BBH")
 _FRAGMENT = struct.Struct("!BBIHII")
 
 HEADER_SIZE = _HEADER.size
+CHECKED_HEADER_SIZE = _CHECKED_HEADER.size
 ACK_SIZE = _ACK.size
 ACK_RANGE_SIZE = _ACK_RANGE.size
 WHOLE_OVERHEAD = _WHOLE.size
@@ -66,6 +73,9 @@ FRAGMENT_OVERHEAD = _FRAGMENT.size
 PING = bytes([FT_PING])
 
 _unpackHeader = _HEADER.unpack_from
+_unpackChecked = _CHECKED_HEADER.unpack_from
+_packChecked = _CHECKED_HEADER.pack
+_packPn = _PN.pack
 _unpackAck = _ACK.unpack_from
 _unpackAckRange = _ACK_RANGE.unpack_from
 _unpackWhole = _WHOLE.unpack_from
@@ -104,11 +114,17 @@ Frame = Struct(
         FT_LATEST_FRAGMENT: _Fragment,
     }, default=Error),
 )
-DatagramSchema = Struct(
-    "version" / Const(VERSION, Int8ub),
+DatagramBody = Struct(
     "packetNumber" / Int32ub,
     "frames" / GreedyRange(Frame),
     Terminated,
+)
+DatagramSchema = Struct(
+    "format" / Int8ub,
+    Check(lambda ctx: ctx.format & ~CHECKSUM_FLAG == VERSION),
+    "checksum" / If(this.format & CHECKSUM_FLAG, Int32ub),
+    "body" / RawCopy(DatagramBody),
+    Check(lambda ctx: ctx.checksum is None or ctx.checksum == crc32(ctx.body.data)),
 )
 
 
@@ -128,8 +144,19 @@ def expand(truncated: int, expected: int) -> int:
     return expected + diff
 
 
-def packHeader(pn: int) -> bytes:
-    return _packHeader(VERSION, pn & MASK32)
+def headerSize(checksum: bool) -> int:
+    return CHECKED_HEADER_SIZE if checksum else HEADER_SIZE
+
+
+def encodeDatagram(pn: int, frames: list, checksum: bool) -> bytes:
+    """The datagram numbered ``pn`` carrying the encoded ``frames``."""
+    pn &= MASK32
+    if checksum:
+        crc = crc32(_packPn(pn))
+        for frame in frames:
+            crc = crc32(frame, crc)
+        return b"".join([_packChecked(VERSION | CHECKSUM_FLAG, crc, pn), *frames])
+    return b"".join([_packHeader(VERSION, pn), *frames])
 
 
 def packAck(largest: int, delayUnits: int, firstRange: int, ranges: list) -> bytes:
@@ -159,7 +186,7 @@ def _truncated(what: str, pos: int) -> ProtocolError:
     return ProtocolError(f"datagram truncated inside {what} frame at byte {pos}")
 
 
-def parseDatagram(data: bytes, maxMessageLength: int):
+def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = False):
     """Split a datagram into ``(packetNumber32, ack, elicitsAck, dataFrames)``.
 
     ``ack`` is None or ``(largest32, delayUnits, firstRange, [(gap, length)...])``;
@@ -170,10 +197,20 @@ def parseDatagram(data: bytes, maxMessageLength: int):
     n = len(data)
     if n < 5:
         raise ProtocolError(f"datagram of {n} bytes is shorter than its header")
-    version, pn = _unpackHeader(data, 0)
-    if version != VERSION:
-        raise ProtocolError(f"unsupported datagram format version {version}")
-    pos = 5
+    form, pn = _unpackHeader(data, 0)
+    if form == VERSION:
+        if requireChecksum:
+            raise ProtocolError("datagram without checksum refused")
+        pos = 5
+    elif form == VERSION | CHECKSUM_FLAG:
+        if n < 9:
+            raise ProtocolError(f"datagram of {n} bytes is shorter than its header")
+        _, checksum, pn = _unpackChecked(data, 0)
+        if crc32(data[5:]) != checksum:
+            raise ProtocolError("datagram checksum mismatch")
+        pos = 9
+    else:
+        raise ProtocolError(f"unsupported datagram format 0x{form:02x}")
     ack = None
     eliciting = False
     frames = []

@@ -8,8 +8,8 @@ from proud_twisted.errors import SendQueueFull
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.frames import (
     FRAGMENT_OVERHEAD, FT_LATEST, FT_LATEST_FRAGMENT, FT_RELIABLE,
-    FT_RELIABLE_FRAGMENT, FT_UNRELIABLE_FRAGMENT, HEADER_SIZE, MASK32,
-    UNRELIABLE_OVERHEAD, WHOLE_OVERHEAD, packFragment, packUnreliable, packWhole,
+    FT_RELIABLE_FRAGMENT, FT_UNRELIABLE_FRAGMENT, MASK32,
+    UNRELIABLE_OVERHEAD, WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
 )
 
 MIN_FRAGMENT = 128
@@ -57,7 +57,7 @@ class SendQueue:
 
     def __init__(self, config: SessionConfig) -> None:
         self._maxBytes = config.maxSendQueueBytes
-        self._maxFrame = config.mtu - HEADER_SIZE
+        self._maxFrame = config.mtu - headerSize(config.checksum)
         self._queues: tuple[deque, ...] = (deque(), deque(), deque())
         self._current: _Message | None = None
         self._retransmit: deque[SentFrame] = deque()

@@ -11,7 +11,7 @@ from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.congestion import CongestionWindow
 from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
 from proud_twisted.rudp.frames import (
-    ACK_DELAY_UNIT, HEADER_SIZE, MASK32, MODE_BITS, PING, expand, packHeader, parseDatagram,
+    ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, encodeDatagram, expand, headerSize, parseDatagram,
 )
 from proud_twisted.rudp.reassembly import Reassembly
 from proud_twisted.rudp.recovery import SentPacket, SentPackets
@@ -20,10 +20,10 @@ from proud_twisted.rudp.sendqueue import SendQueue
 
 LOSS_RATE_WEIGHT = 1 / 32
 """Weight of each resolved datagram in the smoothed `SessionStats.lossRate`."""
-_MIN_ROOM = HEADER_SIZE + 16
+_MIN_ROOM = 32
 _MODES = frozenset(DeliveryMode)
 _PRIORITIES = frozenset(Priority)
-"""Congestion-window room below which no data datagram is started."""
+"""Congestion-window room (bytes) below which no data datagram is started."""
 
 
 class SessionClosed(ProudError):
@@ -69,6 +69,8 @@ class ReliableSession:
         self._config = config
         self._mtu = config.mtu
         self._maxMessageLength = config.maxMessageLength
+        self._checksum = config.checksum
+        self._headerSize = headerSize(config.checksum)
         self._events: deque = deque()
         self._rtt = RttEstimator(config)
         self._cc = CongestionWindow(config)
@@ -122,7 +124,7 @@ class ReliableSession:
         data, before changing any state."""
         if self._closed:
             return
-        pn32, ack, elicits, frames = parseDatagram(data, self._config.maxMessageLength)
+        pn32, ack, elicits, frames = parseDatagram(data, self._maxMessageLength, self._checksum)
         received = self._received
         expected = received.largest + 1
         pn = expected + ((((pn32 - expected) & MASK32) ^ 0x80000000) - 0x80000000)
@@ -159,8 +161,8 @@ class ReliableSession:
             if not sendData and not (received.ackPending and received.ackDeadline <= now):
                 break
             pn = self._nextPn
-            parts = [packHeader(pn)]
-            size = HEADER_SIZE
+            parts = []
+            size = self._headerSize
             if received.ackPending:
                 ack = received.buildAck(now)
                 parts.append(ack)
@@ -172,12 +174,12 @@ class ReliableSession:
                     parts.append(PING)
                     used = 1
                     frames = []
-            if not used and size == HEADER_SIZE:
+            if not parts:
                 break
             size += used
             self._nextPn = pn + 1
             self._datagramsSent += 1
-            out.append(b"".join(parts))
+            out.append(encodeDatagram(pn, parts, self._checksum))
             if used:
                 if not len(sent) and not self._ptoCount:
                     self._progressTime = now
