@@ -13,7 +13,8 @@ from proud_twisted.rudp.frames import (
 )
 
 MIN_FRAGMENT = 128
-"""Smallest fragment worth cutting to fill the end of a datagram."""
+"""Smallest fragment worth cutting to fill the end of a datagram (less when a
+whole datagram holds less)."""
 
 _RELIABLE = DeliveryMode.RELIABLE
 _UNRELIABLE = DeliveryMode.UNRELIABLE
@@ -33,11 +34,12 @@ class SentFrame:
 
 
 class _Message:
-    __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled")
+    __slots__ = ("payload", "mode", "priority", "channel", "seq", "offset", "cancelled")
 
-    def __init__(self, payload: bytes, mode: int, channel: int, seq: int) -> None:
+    def __init__(self, payload: bytes, mode: int, priority: int, channel: int, seq: int) -> None:
         self.payload = payload
         self.mode = mode
+        self.priority = priority
         self.channel = channel
         self.seq = seq
         self.offset = 0
@@ -58,6 +60,7 @@ class SendQueue:
     def __init__(self, config: SessionConfig) -> None:
         self._maxBytes = config.maxSendQueueBytes
         self._maxFrame = config.mtu - headerSize(config.checksum)
+        self._minFragment = min(MIN_FRAGMENT, self._maxFrame - FRAGMENT_OVERHEAD)
         self._queues: tuple[deque, ...] = (deque(), deque(), deque())
         self._current: _Message | None = None
         self._retransmit: deque[SentFrame] = deque()
@@ -92,7 +95,7 @@ class SendQueue:
                 old.cancelled = True
                 self.queuedBytes -= freed
                 self.length -= 1
-        message = _Message(payload, mode, channel, seq)
+        message = _Message(payload, mode, priority, channel, seq)
         if mode == DeliveryMode.UNRELIABLE_LATEST:
             self._latestQueued[channel] = message
         self._queues[priority].append(message)
@@ -145,8 +148,8 @@ class SendQueue:
             frame.queued = False
         while True:
             message = self._current
-            if message is None or message.cancelled:
-                message = self._current = self._next()
+            if message is None:
+                message = self._next()
                 if message is None:
                     return used, frames
             payload = message.payload
@@ -174,9 +177,12 @@ class SendQueue:
                     self._finished(message, remaining)
                     continue
                 if remaining + overhead <= self._maxFrame:
+                    self._queues[message.priority].appendleft(message)
                     return used, frames
             n = min(remaining, avail - FRAGMENT_OVERHEAD)
-            if n < remaining and n < MIN_FRAGMENT:
+            if n < remaining and n < self._minFragment:
+                if offset == 0:
+                    self._queues[message.priority].appendleft(message)
                 return used, frames
             chunk = payload[offset:offset + n]
             if mode == _RELIABLE:
@@ -205,6 +211,7 @@ class SendQueue:
             else:
                 message.offset = offset + n
                 self.queuedBytes -= n
+                self._current = message
 
     def _finished(self, message: _Message, n: int) -> None:
         message.offset = len(message.payload)
