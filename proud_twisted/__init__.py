@@ -6,7 +6,7 @@ server relay from the moment a group forms.
 
 from proud_twisted.client import NetClient
 from proud_twisted.constants import (
-    HOSTID_NONE, HOSTID_SERVER, ErrorType, RelayReason, ServerUdpState,
+    HOSTID_NONE, HOSTID_SERVER, ErrorType, HolePunchPolicy, RelayReason, ServerUdpState,
 )
 from proud_twisted.errors import (
     ConnectionRefusedByServer, HolePunchFailed, InvalidGroupOperation, JoinFailed,
@@ -15,8 +15,9 @@ from proud_twisted.errors import (
 )
 from proud_twisted.events import NetClientEvents, NetServerEvents
 from proud_twisted.info import (
-    ClientInfo, ErrorInfo, MessageContext, P2PGroupInfo, PeerInfo,
+    ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo, PeerInfo,
 )
+from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig, SessionStats
 from proud_twisted.interfaces import INetClientEvent, INetCoreEvent, INetServerEvent
 from proud_twisted.server import NetServer
 from proud_twisted.server.stats import ServerStats
@@ -28,8 +29,10 @@ __all__ = [
     "INetCoreEvent", "INetServerEvent", "INetClientEvent",
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
-    "ServerStats",
-    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "RelayReason", "ServerUdpState",
+    "P2PConnectionStats", "ServerStats",
+    "DeliveryMode", "Priority", "SessionConfig", "SessionStats",
+    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HolePunchPolicy", "RelayReason",
+    "ServerUdpState",
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
     "ConnectionRefusedByServer", "JoinTimeout", "SendQueueFull", "HolePunchFailed",

@@ -49,3 +49,10 @@ class JoinRefusal(enum.IntEnum):
     VERSION_MISMATCH = 1
     REFUSED_BY_APPLICATION = 2
     SERVER_FULL = 3
+
+
+class HolePunchPolicy(enum.Enum):
+    """When a pair starts hole punching."""
+
+    JUST_IN_TIME = "when the pair first exchanges a message"
+    ALWAYS = "as soon as the pair shares a group"

@@ -65,3 +65,11 @@ class PeerInfo:
     joinedGroups: frozenset = field(default_factory=frozenset)
     directAddress: Optional[Address] = None
     stats: object = None
+
+
+@dataclass(frozen=True)
+class P2PConnectionStats:
+    """Pairs in a P2P group, and how many of them talk directly."""
+
+    totalPairs: int
+    directPairs: int

@@ -81,7 +81,7 @@ def test_groupFormsWithJoinEventsThenAckComplete(server):
 @pytest_twisted.inlineCallbacks
 def test_thousandReliableRelayedMessagesInOrderExactlyOnce(server):
     a, b, c = yield connectClients(server, 3)
-    group = server.createP2PGroup([x.getLocalHostID() for x in (a, b, c)])
+    group = server.createP2PGroup([x.getLocalHostID() for x in (a, b, c)], allowDirectP2P=False)
     yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
     sent = [b"m%04d" % i + b"x" * (i % 300) for i in range(1000)]
     for payload in sent:
@@ -104,7 +104,7 @@ def test_thousandReliableRelayedMessagesInOrderExactlyOnce(server):
 @pytest_twisted.inlineCallbacks
 def test_unreliableRelayedOverUdpNeverDuplicated(server):
     a, b = yield connectClients(server, 2)
-    server.createP2PGroup([a.getLocalHostID(), b.getLocalHostID()])
+    server.createP2PGroup([a.getLocalHostID(), b.getLocalHostID()], allowDirectP2P=False)
     yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
     sent = [b"u%03d" % i for i in range(200)]
     for payload in sent:

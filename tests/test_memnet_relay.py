@@ -47,8 +47,9 @@ class RelayWorld:
     def ids(self):
         return [c.getLocalHostID() for c in self.clients]
 
-    def formGroup(self):
-        group = self.server.createP2PGroup(self.ids())
+    def formGroup(self, allowDirectP2P: bool = False):
+        """Put every client in one group (relay only, unless C{allowDirectP2P})."""
+        group = self.server.createP2PGroup(self.ids(), allowDirectP2P=allowDirectP2P)
         count = len(self.clients)
         assert self.net.runUntil(
             lambda: self.serverEvents.rec.count("onP2PGroupJoinMemberAckComplete") >= count, 10)

@@ -9,6 +9,7 @@ from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
+from proud_twisted.wire.punch import PEER_TYPE_FIRST, PEER_TYPE_LAST
 
 # Messages a server may send, each handled by NetClient.server_<NAME>.
 _SERVER_MESSAGES = frozenset({
@@ -109,6 +110,9 @@ class ClientDatagramProtocol(DatagramProtocol):
             self.client.malformedDatagram(addr)
 
     def _dispatch(self, data: bytes, addr) -> None:
+        if len(data) > 1 and PEER_TYPE_FIRST <= data[1] <= PEER_TYPE_LAST:
+            self.client.peerDatagramReceived(data, addr)
+            return
         if addr != self.client.serverUdpAddress:
             self.client.malformedDatagram(addr)
             return

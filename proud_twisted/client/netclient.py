@@ -9,6 +9,8 @@ from proud_twisted._callbacks import EventDispatcher
 from proud_twisted.client.connection import (
     ClientConnectionFactory, ClientDatagramProtocol,
 )
+from proud_twisted.client.pathstate import PathConfig
+from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS, PeerLinks
 from proud_twisted.client.peers import PeerTable
 from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
@@ -52,7 +54,9 @@ class NetClient:
     def __init__(self, events=None, *, reactor=None,
                  maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
                  udpInterface: str = "",
-                 sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG) -> None:
+                 sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
+                 pathConfig: PathConfig = PathConfig(),
+                 maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -63,8 +67,8 @@ class NetClient:
         self.sessionConfig = sessionConfig
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
-        self.staleFrames = 0
-        self._peerTable = PeerTable()
+        self.peerTable = PeerTable()
+        self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
         self._serverSession = None
         self._reset()
 
@@ -84,8 +88,8 @@ class NetClient:
         self._lastHeardUdp = 0.0
         self._serverTimeout = 20.0
         self._keepalive = None
-        for peer in self._peerTable.clear():
-            self._closePeer(peer)
+        for peer in self.peerTable.clear():
+            self.peerLinks.gone(peer)
         if self._serverSession is not None:
             self._serverSession.close()
         self._serverSession = None
@@ -129,7 +133,7 @@ class NetClient:
     def _leaveWhenDrained(self, comment: bytes, deadline: float) -> None:
         if self._connection is None:
             return
-        drivers = [p.driver for p in self._peerTable.peers.values() if p.driver is not None]
+        drivers = [p.driver for p in self.peerTable.peers.values() if p.driver is not None]
         for driver in drivers:
             driver.flush()
         busy = any(d.stats.bytesInFlight or d.stats.sendQueueLength for d in drivers)
@@ -146,22 +150,40 @@ class NetClient:
         return self._hostID
 
     def getLocalJoinedP2PGroups(self) -> frozenset:
-        return frozenset(self._peerTable.groups)
+        return frozenset(self.peerTable.groups)
 
     def getGroupMembers(self, group: int) -> frozenset:
         try:
-            return frozenset(self._peerTable.groups[group])
+            return frozenset(self.peerTable.groups[group])
         except KeyError:
             raise UnknownHostID(f"not a member of a P2P group {group}") from None
 
     def getPeerInfo(self, peer: int):
+        """A L{PeerInfo}: path (relayed or direct), addresses, session statistics."""
+        return self._peer(peer).info()
+
+    def _peer(self, peer: int):
         try:
-            return self._peerTable.peers[peer].info()
+            return self.peerTable.peers[peer]
         except KeyError:
             raise UnknownHostID(f"no peer with HostID {peer}") from None
 
     def getPeerHostIDs(self) -> list:
-        return sorted(self._peerTable.peers)
+        return sorted(self.peerTable.peers)
+
+    def whenDirect(self, peer: int) -> defer.Deferred:
+        """A Deferred firing with the direct C{(host, port)} of C{peer} once the
+        pair talks directly (at once if it already does).
+
+        It fails with L{HolePunchFailed} when punching gives up or direct P2P
+        is not allowed, and can be cancelled. Asking starts punching if it
+        had not started yet.
+        """
+        return self.peerLinks.whenDirect(self._peer(peer))
+
+    def forceRelay(self, peer: int, on: bool = True) -> None:
+        """Keep the pair with C{peer} on the relay (C{on}) or let it go direct again."""
+        self.peerLinks.forceRelay(self._peer(peer), on)
 
     def getServerUdpState(self) -> ServerUdpState:
         return self._udpState
@@ -194,17 +216,17 @@ class NetClient:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
         if mode is None:
             mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
-        hostIDs = self._peerTable.expand(self._hostID, targets)
+        hostIDs = self.peerTable.expand(self._hostID, targets)
         strangers = []
         for hostID in hostIDs:
             if hostID == HOSTID_SERVER:
                 self._sendToServer(payload, mode, priority, channel)
                 continue
-            peer = self._peerTable.peers.get(hostID)
+            peer = self.peerTable.peers.get(hostID)
             if peer is None or peer.driver is None:
                 strangers.append(hostID)
             else:
-                peer.driver.send(payload, mode, priority, channel)
+                self.peerLinks.send(peer, payload, mode, priority, channel)
         if strangers:
             # Not a peer of ours: the server decides (and refuses) the relay.
             flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
@@ -287,29 +309,34 @@ class NetClient:
 
     def server_MEMBER_JOIN(self, fields) -> None:
         addresses = (addressFromWire(fields.udpAddress), addressFromWire(fields.lanAddress))
-        self._peerTable.memberJoined(self._hostID, fields.groupID, fields.memberID, addresses)
+        self.peerTable.memberJoined(self._hostID, fields.groupID, fields.memberID, addresses)
+        peer = self.peerTable.peers.get(fields.memberID)
+        if peer is not None:
+            self.peerLinks.addressesChanged(peer)
         self.dispatch("onP2PMemberJoin", fields.memberID, fields.groupID,
                       fields.memberCount, fields.message)
         if fields.ackID:
             self._connection.sendMessage("MEMBER_JOIN_ACK", ackID=fields.ackID)
 
     def server_PEER_PAIR(self, fields) -> None:
-        peer, old = self._peerTable.pairIntroduced(fields.peerID, fields.epoch,
-                                                   fields.pairSecret)
+        peer, old = self.peerTable.pairIntroduced(fields.peerID, fields.epoch,
+                                                  fields.pairSecret)
         if old is not None:
-            self._closePeer(old)
-        peer.driver = SessionDriver(self.reactor, self._relayTransmitter(peer),
-                                    self._peerDeliverer(peer), self.sessionConfig)
+            self.peerLinks.gone(old)
+        self.peerLinks.paired(peer, fields.policy)
 
     def server_MEMBER_LEAVE(self, fields) -> None:
-        for peer in self._peerTable.memberLeft(self._hostID, fields.groupID, fields.memberID):
-            self._closePeer(peer)
+        for peer in self.peerTable.memberLeft(self._hostID, fields.groupID, fields.memberID):
+            self.peerLinks.gone(peer)
         self.dispatch("onP2PMemberLeave", fields.memberID, fields.groupID,
                       fields.memberCount)
 
     def server_PEER_ADDRESSES(self, fields) -> None:
-        self._peerTable.updateAddresses(fields.peerID, addressFromWire(fields.udpAddress),
-                                        addressFromWire(fields.lanAddress))
+        self.peerTable.updateAddresses(fields.peerID, addressFromWire(fields.udpAddress),
+                                       addressFromWire(fields.lanAddress))
+        peer = self.peerTable.peers.get(fields.peerID)
+        if peer is not None:
+            self.peerLinks.addressesChanged(peer)
 
     def server_PONG(self, fields) -> None:
         pass
@@ -326,21 +353,25 @@ class NetClient:
         self.heardFromServerUdp()
 
     def relayedReceived(self, sender: int, flags: int, payload: bytes) -> None:
+        if flags & relay.FLAG_PUNCH:
+            self.peerLinks.punchRequested(sender)
+            return
         if not flags & relay.FLAG_SESSION:
             context = MessageContext(sender, bool(flags & relay.FLAG_RELIABLE), relayed=True)
             self.dispatch("onReceiveUserMessage", sender, payload, context)
             return
-        epoch, datagram = relay.decodeSessionFrame(payload)
-        peer = self._peerTable.peers.get(sender)
-        if peer is None or peer.driver is None or peer.epoch != epoch:
-            self.staleFrames += 1
-            return
-        self._feedSession(peer.driver, datagram)
+        self.peerLinks.relayedFrame(sender, payload)
+
+    def peerDatagramReceived(self, data: bytes, addr) -> None:
+        self.peerLinks.peerDatagram(data, addr)
 
     def serverMessageReceived(self, flags: int, payload: bytes) -> None:
         if flags & relay.FLAG_SESSION:
             if self._serverSession is not None:
-                self._feedSession(self._serverSession, payload)
+                try:
+                    self._serverSession.receiveDatagram(payload)
+                except ProtocolError:
+                    self.malformedDatagrams += 1
             return
         context = MessageContext(HOSTID_SERVER, bool(flags & relay.FLAG_RELIABLE))
         self.dispatch("onReceiveUserMessage", HOSTID_SERVER, payload, context)
@@ -348,27 +379,29 @@ class NetClient:
     def malformedDatagram(self, addr) -> None:
         self.malformedDatagrams += 1
 
-    # Sessions
+    # Used by PeerLinks
 
-    def _relayTransmitter(self, peer):
-        """Send a pair session datagram through the server relay."""
-        def transmit(datagram: bytes) -> None:
-            frame = relay.encodeSessionFrame(peer.epoch, datagram)
-            if self._udpState is ServerUdpState.CONFIRMED:
-                self._sendUdp(relay.encodeUdpRelay(self._hostID, (peer.hostID,),
-                                                   relay.FLAG_SESSION, frame))
-            elif self._connection is not None:
-                self._connection.sendBody(relay.encodeTcpRelayRequest(
-                    (peer.hostID,), relay.FLAG_SESSION, frame))
-        return transmit
+    def sendDatagramTo(self, data: bytes, address) -> None:
+        if self._udpPort is not None:
+            self._udpPort.write(data, address)
 
-    def _peerDeliverer(self, peer):
-        def deliver(event) -> None:
-            if type(event) is MessageReceived:
-                self._deliverMessage(peer.hostID, event, peer.relayed)
-            else:
-                self.log.debug("peer {peer} session: {event}", peer=peer.hostID, event=event)
-        return deliver
+    def sendToServerUdp(self, data: bytes) -> None:
+        self._sendUdp(data)
+
+    def sendToServerTcp(self, body: bytes) -> None:
+        if self._connection is not None:
+            self._connection.sendBody(body)
+
+    def sendServerMessage(self, kind: str, **fields) -> None:
+        if self._connection is not None:
+            self._connection.sendMessage(kind, **fields)
+
+    def deliverMessage(self, sender: int, event, relayed: bool) -> None:
+        context = MessageContext(sender, event.mode is DeliveryMode.RELIABLE, relayed,
+                                 event.mode, event.channel)
+        self.dispatch("onReceiveUserMessage", sender, event.payload, context)
+
+    # The client-server UDP session
 
     def _serverTransmit(self, datagram: bytes) -> None:
         if self._udpState is ServerUdpState.CONFIRMED:
@@ -376,23 +409,7 @@ class NetClient:
 
     def _serverDeliver(self, event) -> None:
         if type(event) is MessageReceived:
-            self._deliverMessage(HOSTID_SERVER, event, False)
-
-    def _deliverMessage(self, sender: int, event, relayed: bool) -> None:
-        context = MessageContext(sender, event.mode is DeliveryMode.RELIABLE, relayed,
-                                 event.mode, event.channel)
-        self.dispatch("onReceiveUserMessage", sender, event.payload, context)
-
-    def _feedSession(self, driver, datagram: bytes) -> None:
-        try:
-            driver.receiveDatagram(datagram)
-        except ProtocolError:
-            self.malformedDatagrams += 1
-
-    def _closePeer(self, peer) -> None:
-        if peer.driver is not None:
-            peer.driver.close()
-            peer.driver = None
+            self.deliverMessage(HOSTID_SERVER, event, False)
 
     # Internals
 
@@ -448,10 +465,7 @@ class NetClient:
         self._helloInterval = UDP_HELLO_FIRST_INTERVAL
         if state is ServerUdpState.LOST:
             self._connection.sendMessage("UDP_LOST")
-        # The relay path of every session changed (UDP <-> TCP): resend what was in flight.
-        for peer in self._peerTable.peers.values():
-            if peer.driver is not None:
-                peer.driver.pathChanged(peer.driver.transmit)
+        self.peerLinks.relayPathChanged()
         self.dispatch("onChangeServerUdpState", state)
 
     def _stopTimers(self) -> None:

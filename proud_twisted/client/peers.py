@@ -16,7 +16,16 @@ class Peer:
         self.directAddress = None
         self.epoch = 0
         self.pairSecret = b""
-        self.driver = None
+        self.driver = None          # the pair's SessionDriver
+        self.path = None            # the pair's PathDriver, if direct P2P is allowed
+        self.punchAtOnce = False
+        self.punchRequested = False
+        self.directWaiters = []
+
+    @property
+    def candidates(self) -> list:
+        """Where a direct path may be found: the LAN address first."""
+        return [a for a in (self.lanAddress, self.udpAddress) if a is not None]
 
     @property
     def relayed(self) -> bool:

@@ -95,6 +95,9 @@ class ServerConnection(Protocol):
     def handle_LAN_ADDRESS(self, fields) -> None:
         self.server.lanAddressReported(self, fields.address)
 
+    def handle_P2P_PATH(self, fields) -> None:
+        self.server.pathReported(self, fields.peerID, fields.direct)
+
     def handle_UDP_LOST(self, fields) -> None:
         self.server.udpLost(self)
 

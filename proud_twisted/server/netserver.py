@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import os
 import uuid
-from typing import Iterable, Optional
+from typing import Iterable
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -14,11 +14,13 @@ from twisted.logger import Logger
 from proud_twisted._callbacks import EventDispatcher
 from proud_twisted._oncelog import OnceLog
 from proud_twisted.constants import (
-    HOSTID_SERVER, ErrorType, JoinRefusal,
+    HOSTID_SERVER, ErrorType, HolePunchPolicy, JoinRefusal,
 )
 from proud_twisted.errors import MessageTooLong, ProtocolError, UnknownHostID
 from proud_twisted.events import NetServerEvents
-from proud_twisted.info import ClientInfo, ErrorInfo, MessageContext, P2PGroupInfo
+from proud_twisted.info import (
+    ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
+)
 from proud_twisted.rudp import DeliveryMode, MessageReceived, SessionConfig
 from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.server import groups as g
@@ -30,7 +32,9 @@ from proud_twisted.wire import relay
 from proud_twisted.wire._schema import addressFromWire, addressToWire
 from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
-from proud_twisted.wire.messages import WIRE_VERSION, encodeMessage
+from proud_twisted.wire.messages import (
+    POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE, WIRE_VERSION, encodeMessage,
+)
 
 DEFAULT_CLIENT_TIMEOUT = 20.0
 # Room in a frame for headers and relay target lists beyond the payload.
@@ -51,6 +55,16 @@ def versionBytes(protocolVersion) -> bytes:
     raise TypeError("protocolVersion must be a UUID, its string, or 16 bytes")
 
 
+class _Pair:
+    """What the server keeps about one pair of clients that share a group."""
+
+    __slots__ = ("epoch", "direct")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.direct = set()     # the clients that report a direct path
+
+
 class NetServer(service.Service):
     """A game server: accepts clients, owns P2P groups, relays between members.
 
@@ -67,7 +81,8 @@ class NetServer(service.Service):
                  clientTimeout: float = DEFAULT_CLIENT_TIMEOUT,
                  allowEmptyGroups: bool = True,
                  hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD,
-                 sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG) -> None:
+                 sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
+                 holePunchPolicy: HolePunchPolicy = HolePunchPolicy.JUST_IN_TIME) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -82,7 +97,9 @@ class NetServer(service.Service):
         self.clientTimeout = clientTimeout
         self.sessionConfig = sessionConfig
         self.stats = ServerStats()
-        self._pairs = {}
+        self.holePunchPolicy = holePunchPolicy
+        self._pairs = {}            # (a, b) -> _Pair
+        self._directAllowed = {}    # group -> bool
         self._lastPairEpoch = 0
         self._table = g.P2PGroupTable(allowEmptyGroups)
         self._hostIDs = HostIDAllocator(hostIDQuietPeriod)
@@ -147,20 +164,27 @@ class NetServer(service.Service):
 
     # Group service
 
-    def createP2PGroup(self, members: Iterable[int] = (), message: bytes = b"") -> int:
-        """Make a P2P group of C{members}; return its HostID."""
+    def createP2PGroup(self, members: Iterable[int] = (), message: bytes = b"",
+                       allowDirectP2P: bool = True) -> int:
+        """Make a P2P group of C{members}; return its HostID.
+
+        With C{allowDirectP2P} false, pairs that meet in this group always
+        talk through the relay (the setting of the group that first puts a
+        pair together decides for that pair).
+        """
         groupID = self._hostIDs.allocate(self.reactor.seconds())
         try:
             effects = self._table.create(groupID, members, message)
         except Exception:
             self._hostIDs.release(groupID, self.reactor.seconds())
             raise
-        self._apply(effects)
+        self._directAllowed[groupID] = allowDirectP2P
+        self._apply(effects, groupID)
         return groupID
 
     def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
         """Add C{member} to C{group}; every member hears of it, then the ack-complete event fires."""
-        self._apply(self._table.join(member, group, message))
+        self._apply(self._table.join(member, group, message), group)
 
     def leaveP2PGroup(self, member: int, group: int) -> None:
         """Take C{member} out of C{group}; it and the others get C{onP2PMemberLeave}."""
@@ -193,6 +217,21 @@ class NetServer(service.Service):
 
     def getP2PGroupInfo(self, group: int) -> P2PGroupInfo:
         return P2PGroupInfo(group, self._table.membersOf(group))
+
+    def getP2PConnectionStats(self, group: int) -> P2PConnectionStats:
+        """How many member pairs of C{group} there are, and how many talk directly.
+
+        A pair counts as direct once both of its clients report a direct path.
+        """
+        members = sorted(self._table.membersOf(group))
+        total = direct = 0
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                total += 1
+                pair = self._pairs.get((a, b))
+                if pair is not None and len(pair.direct) == 2:
+                    direct += 1
+        return P2PConnectionStats(total, direct)
 
     def getJoinedP2PGroups(self, client: int) -> frozenset:
         return self._table.groupsOf(client)
@@ -317,6 +356,17 @@ class NetServer(service.Service):
             client.udpAddress = addr
             self._announceAddresses(client)
 
+    def pathReported(self, connection, peerID: int, direct: bool) -> None:
+        """A client says whether its path to C{peerID} is direct (statistics)."""
+        a, b = sorted((connection.hostID, peerID))
+        pair = self._pairs.get((a, b))
+        if pair is None:
+            return
+        if direct:
+            pair.direct.add(connection.hostID)
+        else:
+            pair.direct.discard(connection.hostID)
+
     def udpLost(self, connection) -> None:
         """The client's UDP path stopped working: relay to it over TCP until it is back."""
         connection.udpAddress = None
@@ -356,14 +406,20 @@ class NetServer(service.Service):
                               context)
         return deliver
 
-    def _introducePair(self, a: int, b: int) -> None:
-        """Give both clients of a new pair a fresh epoch and secret."""
+    def _introducePair(self, a: int, b: int, groupID) -> None:
+        """Give both clients of a new pair a fresh epoch, secret and path policy."""
         self._lastPairEpoch = self._lastPairEpoch % 0xFFFFFFFF + 1
         secret = os.urandom(32)
-        self._pairs[(a, b)] = self._lastPairEpoch
+        self._pairs[(a, b)] = _Pair(self._lastPairEpoch)
+        policy = 0
+        if self._directAllowed.get(groupID, True):
+            policy |= POLICY_DIRECT_ALLOWED
+        if self.holePunchPolicy is HolePunchPolicy.ALWAYS:
+            policy |= POLICY_PUNCH_AT_ONCE
         for me, peer in ((a, b), (b, a)):
             self._clients[me].sendMessage("PEER_PAIR", peerID=peer,
-                                          epoch=self._lastPairEpoch, pairSecret=secret)
+                                          epoch=self._lastPairEpoch, pairSecret=secret,
+                                          policy=policy)
 
     def _client(self, hostID: int):
         try:
@@ -418,8 +474,8 @@ class NetServer(service.Service):
                              udpAddress=addressToWire(client.udpAddress),
                              lanAddress=addressToWire(client.lanAddress))
 
-    def _apply(self, effects) -> None:
-        """Carry out what the group table decided, in order."""
+    def _apply(self, effects, groupID=None) -> None:
+        """Carry out what the group table decided (about C{groupID}), in order."""
         for effect in effects:
             kind = type(effect)
             if kind is g.MemberJoinNotice:
@@ -438,11 +494,12 @@ class NetServer(service.Service):
                 self.dispatch("onP2PGroupJoinMemberAckComplete", effect.groupID,
                               effect.memberID, ErrorType.OK)
             elif kind is g.PairIntroduced:
-                self._introducePair(effect.a, effect.b)
+                self._introducePair(effect.a, effect.b, groupID)
             elif kind is g.PairForgotten:
                 self._pairs.pop((effect.a, effect.b), None)
             elif kind is g.GroupRemoved:
                 self._hostIDs.release(effect.groupID, self.reactor.seconds())
+                self._directAllowed.pop(effect.groupID, None)
                 self.dispatch("onP2PGroupRemoved", effect.groupID)
 
     def _relayRejected(self, senderID: int, targets) -> None:

@@ -32,6 +32,7 @@ MessageType = c.Enum(
     GOODBYE=14,
     PEER_PAIR=15,
     UDP_LOST=16,
+    P2P_PATH=17,
 )
 
 BODIES = {
@@ -91,8 +92,14 @@ BODIES = {
         "peerID" / HostID,
         "epoch" / c.Int32ub,
         "pairSecret" / c.Bytes(32),
+        "policy" / c.Int8ub,
     ),
+    "P2P_PATH": c.Struct("peerID" / HostID, "direct" / c.Flag),
 }
+
+# PEER_PAIR policy bits.
+POLICY_DIRECT_ALLOWED = 0x01
+POLICY_PUNCH_AT_ONCE = 0x02
 
 TcpMessage = messageFormat(MessageType, BODIES)
 

@@ -13,6 +13,8 @@ from proud_twisted.wire.messages import WIRE_VERSION
 FLAG_RELIABLE = 0x01
 # The payload is a pair (or client-server) session datagram, not a user message.
 FLAG_SESSION = 0x02
+# An empty relay message asking the peer to start hole punching toward us.
+FLAG_PUNCH = 0x04
 
 # TCP message type bytes (see messages.MessageType).
 TCP_USER_MESSAGE = 9

@@ -1,0 +1,248 @@
+"""Everything a client does per peer: the pair session and the path it rides.
+
+Each peer pair has ONE reliable-UDP session. Its datagrams go through the
+server relay (UDP, or TCP while UDP to the server is down) until hole
+punching finds a direct path, then straight to the peer, and back to the
+relay if that path dies; the session re-sends whatever was in flight, so
+switching paths loses, duplicates or reorders no reliable message.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from proud_twisted.client.holepunch import deriveProbeKey
+from proud_twisted.client.pathdriver import PathDriver
+from proud_twisted.client.pathstate import (
+    PathBecameDirect, PathBecameRelayed, PathConfig, PathMode, PathState, PunchGaveUp,
+    RelayReason as PathRelayReason,
+)
+from proud_twisted.constants import RelayReason, ServerUdpState
+from proud_twisted.errors import HolePunchFailed, ProtocolError
+from proud_twisted.rudp import MessageReceived
+from proud_twisted.sessiondriver import SessionDriver
+from proud_twisted.wire import relay
+from proud_twisted.wire.messages import POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE
+from proud_twisted.wire.punch import (
+    DIRECT_DATA, decodeDirectData, decodePeerDatagram, encodeDirectData,
+)
+
+DEFAULT_MAX_DIRECT_PEERS = 64
+
+_RELAY_REASONS = {
+    PathRelayReason.DIRECT_PATH_DIED: RelayReason.DIRECT_PATH_DIED,
+    PathRelayReason.FORCED_RELAY: RelayReason.FORCED_RELAY,
+}
+
+
+class PeerLinks:
+    """The sessions and paths of one L{NetClient}'s peers."""
+
+    log = Logger()
+
+    def __init__(self, client, pathConfig: PathConfig = PathConfig(),
+                 maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS) -> None:
+        self.client = client
+        self.pathConfig = pathConfig
+        self.maxDirectPeers = maxDirectPeers
+        self.staleFrames = 0
+        self.rejectedDatagrams = 0
+
+    # Peers come and go
+
+    def paired(self, peer, policy: int) -> None:
+        """The server paired us with C{peer}: start its session (and path)."""
+        client = self.client
+        peer.driver = SessionDriver(client.reactor, self._relayTransmitter(peer),
+                                    self._deliverer(peer), client.sessionConfig)
+        if policy & POLICY_DIRECT_ALLOWED:
+            state = PathState(client.getLocalHostID(), peer.hostID,
+                              deriveProbeKey(peer.pairSecret), (), self.pathConfig)
+            peer.path = PathDriver(client.reactor, state, client.sendDatagramTo,
+                                   self._pathEventHandler(peer))
+            peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
+
+    def addressesChanged(self, peer) -> None:
+        if peer.path is None or not peer.candidates:
+            return
+        peer.path.candidatesChanged(peer.candidates)
+        if peer.punchAtOnce:
+            self._startPunching(peer)
+
+    def gone(self, peer) -> None:
+        """C{peer} no longer shares a group with us (or we left the server)."""
+        for driver in (peer.driver, peer.path):
+            if driver is not None:
+                driver.close()
+        peer.driver = peer.path = None
+        self._failWaiters(peer, HolePunchFailed(f"{peer.hostID} is no longer a peer"))
+
+    # Sending and receiving
+
+    def send(self, peer, payload: bytes, mode, priority, channel: int) -> None:
+        self._startPunching(peer)
+        peer.driver.send(payload, mode, priority, channel)
+
+    def relayedFrame(self, sender: int, payload: bytes) -> None:
+        """A pair session datagram that came through the server relay."""
+        epoch, datagram = relay.decodeSessionFrame(payload)
+        peer = self.client.peerTable.peers.get(sender)
+        if peer is None or peer.driver is None or peer.epoch != epoch:
+            self.staleFrames += 1
+            return
+        self._startPunching(peer)
+        self._feed(peer, datagram)
+
+    def peerDatagram(self, data: bytes, addr) -> None:
+        """A datagram on our UDP socket from a peer (L{ProtocolError} if malformed)."""
+        if data[1] == DIRECT_DATA:
+            sender, receiver, payload = decodeDirectData(data)
+        else:
+            message = decodePeerDatagram(data)
+            sender, receiver, payload = message.sender, message.receiver, None
+        peer = self.client.peerTable.peers.get(sender)
+        if (receiver != self.client.getLocalHostID() or peer is None
+                or peer.path is None):
+            self.rejectedDatagrams += 1
+            return
+        if payload is None:
+            peer.path.receiveDatagram(data, addr)
+            return
+        addr = tuple(addr)
+        if addr != peer.directAddress and addr not in peer.path.path.candidates:
+            self.rejectedDatagrams += 1
+            return
+        epoch, datagram = relay.decodeSessionFrame(payload)
+        if epoch != peer.epoch:
+            self.staleFrames += 1
+            return
+        peer.path.path.noteDirectTraffic(self.client.reactor.seconds())
+        self._feed(peer, datagram)
+
+    def punchRequested(self, sender: int) -> None:
+        """The peer started punching toward us: punch toward it too."""
+        peer = self.client.peerTable.peers.get(sender)
+        if peer is not None:
+            self._startPunching(peer)
+
+    def relayPathChanged(self) -> None:
+        """Our UDP to the server came or went: relayed sessions resend what was in flight."""
+        for peer in self.client.peerTable.peers.values():
+            if peer.driver is not None and peer.directAddress is None:
+                peer.driver.pathChanged(peer.driver.transmit)
+
+    # Direct paths
+
+    def whenDirect(self, peer) -> defer.Deferred:
+        if peer.directAddress is not None:
+            return defer.succeed(peer.directAddress)
+        if peer.path is None:
+            return defer.fail(HolePunchFailed(
+                f"direct P2P with {peer.hostID} is not allowed by the server"))
+        waiter = defer.Deferred(lambda d: peer.directWaiters.remove(d))
+        peer.directWaiters.append(waiter)
+        peer.punchRequested = False     # an explicit wish: try again even after giving up
+        self._startPunching(peer)
+        return waiter
+
+    def forceRelay(self, peer, on: bool) -> None:
+        if peer.path is None:
+            return
+        peer.path.forceRelay(on)
+        if not on:
+            peer.punchRequested = False
+            self._startPunching(peer)
+
+    def directPeerCount(self) -> int:
+        return sum(1 for p in self.client.peerTable.peers.values()
+                   if p.path is not None and p.path.path.mode in
+                   (PathMode.DIRECT, PathMode.PUNCHING))
+
+    # Internals
+
+    def _startPunching(self, peer) -> None:
+        """Start punching once; after that the path state retries on its own."""
+        path = peer.path
+        if (path is None or peer.punchRequested or not peer.candidates
+                or path.path.mode is not PathMode.RELAYED or path.path.retryAt is not None):
+            return
+        if self.directPeerCount() >= self.maxDirectPeers:
+            return
+        peer.punchRequested = True
+        path.candidatesChanged(peer.candidates)
+        path.startPunching()
+        # A NAT that filters by address lets the peer's probes in only once
+        # we have sent it ours: ask it, through the relay, to punch as well.
+        self.client.sendToServerTcp(relay.encodeTcpRelayRequest(
+            (peer.hostID,), relay.FLAG_RELIABLE | relay.FLAG_PUNCH, b""))
+
+    def _relayTransmitter(self, peer):
+        client = self.client
+
+        def transmit(datagram: bytes) -> None:
+            frame = relay.encodeSessionFrame(peer.epoch, datagram)
+            if client.getServerUdpState() is ServerUdpState.CONFIRMED:
+                client.sendToServerUdp(relay.encodeUdpRelay(
+                    client.getLocalHostID(), (peer.hostID,), relay.FLAG_SESSION, frame))
+            else:
+                client.sendToServerTcp(relay.encodeTcpRelayRequest(
+                    (peer.hostID,), relay.FLAG_SESSION, frame))
+        return transmit
+
+    def _directTransmitter(self, peer, address):
+        client = self.client
+        localID = client.getLocalHostID()
+        path = peer.path.path
+
+        def transmit(datagram: bytes) -> None:
+            client.sendDatagramTo(encodeDirectData(
+                localID, peer.hostID, relay.encodeSessionFrame(peer.epoch, datagram)), address)
+            path.noteDirectSent(client.reactor.seconds())
+        return transmit
+
+    def _deliverer(self, peer):
+        def deliver(event) -> None:
+            if type(event) is MessageReceived:
+                self.client.deliverMessage(peer.hostID, event, peer.relayed)
+        return deliver
+
+    def _pathEventHandler(self, peer):
+        client = self.client
+
+        def handle(event) -> None:
+            if isinstance(event, PathBecameDirect):
+                peer.directAddress = event.address
+                peer.driver.pathChanged(self._directTransmitter(peer, event.address))
+                self._reportPath(peer, True, RelayReason.HOLE_PUNCHED)
+                waiters, peer.directWaiters = peer.directWaiters, []
+                for waiter in waiters:
+                    waiter.callback(event.address)
+            elif isinstance(event, PathBecameRelayed):
+                peer.directAddress = None
+                peer.driver.pathChanged(self._relayTransmitter(peer))
+                self._reportPath(peer, False, _RELAY_REASONS[event.reason])
+            elif isinstance(event, PunchGaveUp):
+                client.log.info("hole punching to {peer} gave up: {reason}",
+                                peer=peer.hostID, reason=event.reason)
+                self._failWaiters(peer, HolePunchFailed(
+                    f"hole punching to {peer.hostID} gave up: {event.reason}"))
+        return handle
+
+    def _reportPath(self, peer, direct: bool, reason: RelayReason) -> None:
+        client = self.client
+        client.sendServerMessage("P2P_PATH", peerID=peer.hostID, direct=direct)
+        client.log.info("path to {peer}: {reason}", peer=peer.hostID, reason=reason.value)
+        client.dispatch("onChangeP2PRelayState", peer.hostID, reason)
+
+    def _failWaiters(self, peer, error: Exception) -> None:
+        waiters, peer.directWaiters = peer.directWaiters, []
+        for waiter in waiters:
+            waiter.errback(error)
+
+    def _feed(self, peer, datagram: bytes) -> None:
+        try:
+            peer.driver.receiveDatagram(datagram)
+        except ProtocolError:
+            self.client.malformedDatagrams += 1
+
