@@ -189,3 +189,23 @@ class UnreliableModesTests(SynchronousTestCase):
         self.assertEqual((sender, payload, ctx.reliable), (a.getLocalHostID(), big, False))
         world.server.send(a.getLocalHostID(), big, reliable=False)
         self.assertTrue(world.net.runUntil(lambda: a.events.messagesFrom(1) == [big], 5))
+
+
+class GroupSendTests(SynchronousTestCase):
+    def test_groupSendIsOneRelayRequestTheServerFansOut(self):
+        world = RelayWorld(self, seed=11, clients=4)
+        group = world.formGroup()
+        world.net.advance(1)          # let join traffic settle
+        a = world.clients[0]
+        requestsBefore = a.relayBatcher.requestsSent
+        serverBefore = world.server.stats.relayRequests
+        framesBefore = world.server.stats.framesRelayed
+        a.send(group, b"to everyone")
+        world.net.advance(0)          # this reactor turn's flushes, nothing more
+        self.assertEqual(a.relayBatcher.requestsSent - requestsBefore, 1)
+        self.assertTrue(world.net.runUntil(lambda: all(
+            c.events.messagesFrom(a.getLocalHostID()) == [b"to everyone"]
+            for c in world.clients[1:]), 2))
+        self.assertGreaterEqual(world.server.stats.relayRequests - serverBefore, 1)
+        self.assertGreaterEqual(world.server.stats.framesRelayed - framesBefore, 3)
+        self.assertEqual(a.events.messagesFrom(a.getLocalHostID()), [])

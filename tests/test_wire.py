@@ -30,6 +30,7 @@ FIELDS = {
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
     "comment": blobs, "epoch": u32, "pairSecret": st.binary(min_size=32, max_size=32),
     "policy": st.integers(0, 255), "direct": st.booleans(),
+    "entries": st.lists(st.fixed_dictionaries({"target": hostIDs, "frame": blobs}), max_size=8),
 }
 
 
@@ -80,7 +81,8 @@ class _Obj:
 
 
 def _parsers():
-    return [decodeMessage, decodeDatagram, relay.decodeSessionFrame, relay.decodeTcpRelayRequest,
+    return [decodeMessage, decodeDatagram, relay.decodeSessionFrame, relay.decodeTcpRelayBundle,
+            relay.decodeUdpRelayBundle, relay.decodeTcpRelayRequest,
             relay.decodeTcpRelayed, relay.decodeTcpUserMessage, relay.decodeUdpSender,
             relay.decodeUdpRelay]
 
@@ -165,6 +167,18 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(fast, encodeDatagram("UDP_RELAY", hostID=host, flags=flags,
                                               targets=targets, payload=payload))
         self.assertEqual(relay.decodeUdpRelay(fast), (host, flags, tuple(targets), payload))
+
+
+    @given(hostIDs, st.integers(0, 255), st.lists(st.tuples(hostIDs, blobs), max_size=8))
+    def test_relayBundles(self, host, flags, entries):
+        asDicts = [{"target": t, "frame": f} for t, f in entries]
+        tcp = relay.encodeTcpRelayBundle(flags, entries)
+        self.assertEqual(tcp, encodeMessage("RELAY_BUNDLE", flags=flags, entries=asDicts))
+        self.assertEqual(relay.decodeTcpRelayBundle(tcp), (flags, entries))
+        udp = relay.encodeUdpRelayBundle(host, flags, entries)
+        self.assertEqual(udp, encodeDatagram("UDP_RELAY_BUNDLE", hostID=host, flags=flags,
+                                             entries=asDicts))
+        self.assertEqual(relay.decodeUdpRelayBundle(udp), (host, flags, entries))
 
 
 class FramingTests(SynchronousTestCase):

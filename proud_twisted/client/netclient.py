@@ -12,6 +12,7 @@ from proud_twisted.client.connection import (
 from proud_twisted.client.pathstate import PathConfig
 from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS, PeerLinks
 from proud_twisted.client.peers import PeerTable
+from proud_twisted.client.relaybatch import RelayBatcher
 from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
 )
@@ -69,6 +70,10 @@ class NetClient:
         self.malformedDatagrams = 0
         self.peerTable = PeerTable()
         self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
+        self.relayBatcher = RelayBatcher(
+            self.reactor, self.getLocalHostID,
+            lambda: self._udpState is ServerUdpState.CONFIRMED,
+            self._sendUdp, self.sendToServerTcp)
         self._serverSession = None
         self._reset()
 
@@ -90,6 +95,7 @@ class NetClient:
         self._keepalive = None
         for peer in self.peerTable.clear():
             self.peerLinks.gone(peer)
+        self.relayBatcher.cancel()
         if self._serverSession is not None:
             self._serverSession.close()
         self._serverSession = None
@@ -385,9 +391,6 @@ class NetClient:
         if self._udpPort is not None:
             self._udpPort.write(data, address)
 
-    def sendToServerUdp(self, data: bytes) -> None:
-        self._sendUdp(data)
-
     def sendToServerTcp(self, body: bytes) -> None:
         if self._connection is not None:
             self._connection.sendBody(body)
@@ -456,7 +459,8 @@ class NetClient:
         self._helloInterval = min(self._helloInterval * 2, UDP_HELLO_MAX_INTERVAL)
 
     def _sendUdp(self, data: bytes) -> None:
-        self._udpPort.write(data, self.serverUdpAddress)
+        if self._udpPort is not None:
+            self._udpPort.write(data, self.serverUdpAddress)
 
     def _setUdpState(self, state: ServerUdpState) -> None:
         if state is self._udpState:

@@ -18,7 +18,7 @@ from proud_twisted.client.pathstate import (
     PathBecameDirect, PathBecameRelayed, PathConfig, PathMode, PathState, PunchGaveUp,
     RelayReason as PathRelayReason,
 )
-from proud_twisted.constants import RelayReason, ServerUdpState
+from proud_twisted.constants import RelayReason
 from proud_twisted.errors import HolePunchFailed, ProtocolError
 from proud_twisted.rudp import MessageReceived
 from proud_twisted.sessiondriver import SessionDriver
@@ -178,16 +178,10 @@ class PeerLinks:
             (peer.hostID,), relay.FLAG_RELIABLE | relay.FLAG_PUNCH, b""))
 
     def _relayTransmitter(self, peer):
-        client = self.client
+        batcher = self.client.relayBatcher
 
         def transmit(datagram: bytes) -> None:
-            frame = relay.encodeSessionFrame(peer.epoch, datagram)
-            if client.getServerUdpState() is ServerUdpState.CONFIRMED:
-                client.sendToServerUdp(relay.encodeUdpRelay(
-                    client.getLocalHostID(), (peer.hostID,), relay.FLAG_SESSION, frame))
-            else:
-                client.sendToServerTcp(relay.encodeTcpRelayRequest(
-                    (peer.hostID,), relay.FLAG_SESSION, frame))
+            batcher.add(peer.hostID, relay.encodeSessionFrame(peer.epoch, datagram))
         return transmit
 
     def _directTransmitter(self, peer, address):

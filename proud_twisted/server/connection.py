@@ -72,6 +72,10 @@ class ServerConnection(Protocol):
             flags, targets, payload = relay.decodeTcpRelayRequest(body)
             self.server.relay(self, targets, flags, payload)
             return
+        if self.joined and kind == relay.TCP_RELAY_BUNDLE:
+            flags, entries = relay.decodeTcpRelayBundle(body)
+            self.server.relayBundle(self, flags, entries)
+            return
         if self.joined and kind == relay.TCP_USER_MESSAGE:
             flags, payload = relay.decodeTcpUserMessage(body)
             self.server.userMessage(self, flags, payload)

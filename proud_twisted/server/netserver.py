@@ -323,23 +323,34 @@ class NetServer(service.Service):
 
     def relay(self, sender, targets, flags: int, payload: bytes) -> None:
         """Forward C{payload} from C{sender} to each target it shares a group with."""
+        self.relayBundle(sender, flags, [(target, payload) for target in set(targets)])
+
+    def relayBundle(self, sender, flags: int, entries) -> None:
+        """Forward each C{(target, payload)} whose target shares a group with C{sender}.
+
+        Reliable messages go over TCP, the rest over UDP where the target's
+        UDP works; one encoding of a payload serves every target.
+        """
         senderID = sender.hostID
+        self.stats.relayRequests += 1
         rejected = []
         reliable = flags & relay.FLAG_RELIABLE
-        tcpFrame = udpDatagram = None
-        for targetID in set(targets):
+        encoded = {}
+        for targetID, payload in entries:
             target = self._clients.get(targetID)
             if target is None or not self._table.shareGroup(senderID, targetID):
                 rejected.append(targetID)
                 continue
-            if reliable or target.udpAddress is None:
-                if tcpFrame is None:
-                    tcpFrame = relay.encodeTcpRelayed(senderID, flags, payload)
-                target.sendBody(tcpFrame)
+            useTcp = reliable or target.udpAddress is None
+            key = (useTcp, id(payload))
+            data = encoded.get(key)
+            if data is None:
+                encode = relay.encodeTcpRelayed if useTcp else relay.encodeUdpRelayed
+                data = encoded[key] = encode(senderID, flags, payload)
+            if useTcp:
+                target.sendBody(data)
             else:
-                if udpDatagram is None:
-                    udpDatagram = relay.encodeUdpRelayed(senderID, flags, payload)
-                self._udp.send(udpDatagram, target.udpAddress)
+                self._udp.send(data, target.udpAddress)
             self.stats.framesRelayed += 1
             self.stats.relayBytes += len(payload)
         if rejected:

@@ -11,6 +11,7 @@ class ServerStats:
     clientsLeft: int = 0
     clientsTimedOut: int = 0
     joinsRefused: int = 0
+    relayRequests: int = 0
     framesRelayed: int = 0
     relayBytes: int = 0
     relayRejected: int = 0

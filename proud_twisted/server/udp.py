@@ -32,6 +32,12 @@ class ServerDatagramProtocol(DatagramProtocol):
             if client is not None:
                 self.server.relay(client, targets, flags, payload)
             return
+        if kind == relay.UDP_RELAY_BUNDLE:
+            hostID, flags, entries = relay.decodeUdpRelayBundle(data)
+            client = self.server.verifiedUdpClient(hostID, addr)
+            if client is not None:
+                self.server.relayBundle(client, flags, entries)
+            return
         if kind == relay.UDP_USER:
             hostID, flags, payload = relay.decodeUdpSender(data)
             client = self.server.verifiedUdpClient(hostID, addr)

@@ -12,6 +12,8 @@ Token = c.Bytes(16)
 AddressStruct = c.Struct("host" / c.PascalString(c.Int8ub, "ascii"), "port" / c.Int16ub)
 RelayFlags = c.Int8ub
 Targets = c.PrefixedArray(c.Int16ub, HostID)
+# Frames for several targets in one relay request: (target, frame) pairs.
+BundleEntries = c.PrefixedArray(c.Int16ub, c.Struct("target" / HostID, "frame" / Blob))
 
 
 def addressToWire(address):

@@ -8,7 +8,7 @@ import construct as c
 
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire._schema import (
-    AddressStruct, HostID, RelayFlags, Targets, Token, buildWith,
+    AddressStruct, BundleEntries, HostID, RelayFlags, Targets, Token, buildWith,
     messageFormat, parseWith,
 )
 from proud_twisted.wire.messages import WIRE_VERSION
@@ -22,6 +22,7 @@ DatagramType = c.Enum(
     UDP_RELAYED=5,
     UDP_PING=6,
     UDP_PONG=7,
+    UDP_RELAY_BUNDLE=8,
 )
 
 BODIES = {
@@ -35,6 +36,8 @@ BODIES = {
                             "payload" / c.GreedyBytes),
     "UDP_PING": c.Struct("hostID" / HostID, "timestamp" / c.Float64b),
     "UDP_PONG": c.Struct("timestamp" / c.Float64b),
+    "UDP_RELAY_BUNDLE": c.Struct("hostID" / HostID, "flags" / RelayFlags,
+                                 "entries" / BundleEntries),
 }
 
 _Body = messageFormat(DatagramType, BODIES)

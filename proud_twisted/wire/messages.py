@@ -8,7 +8,7 @@ path in L{proud_twisted.wire.relay}; a test checks that both agree.
 import construct as c
 
 from proud_twisted.wire._schema import (
-    AddressStruct, Blob, HostID, RelayFlags, Targets, Token, buildWith,
+    AddressStruct, Blob, BundleEntries, HostID, RelayFlags, Targets, Token, buildWith,
     messageFormat, parseWith,
 )
 
@@ -33,6 +33,7 @@ MessageType = c.Enum(
     PEER_PAIR=15,
     UDP_LOST=16,
     P2P_PATH=17,
+    RELAY_BUNDLE=18,
 )
 
 BODIES = {
@@ -95,6 +96,7 @@ BODIES = {
         "policy" / c.Int8ub,
     ),
     "P2P_PATH": c.Struct("peerID" / HostID, "direct" / c.Flag),
+    "RELAY_BUNDLE": c.Struct("flags" / RelayFlags, "entries" / BundleEntries),
 }
 
 # PEER_PAIR policy bits.

@@ -20,16 +20,23 @@ FLAG_PUNCH = 0x04
 TCP_USER_MESSAGE = 9
 TCP_RELAY_REQUEST = 10
 TCP_RELAYED = 11
+TCP_RELAY_BUNDLE = 18
 # UDP datagram type bytes (see datagrams.DatagramType).
 UDP_USER = 3
 UDP_RELAY = 4
 UDP_RELAYED = 5
+UDP_RELAY_BUNDLE = 8
 
 _RELAY_REQUEST_HEAD = struct.Struct(">BBH")        # type, flags, target count
 _RELAYED_HEAD = struct.Struct(">BIB")              # type, sender, flags
 _UDP_SENDER_HEAD = struct.Struct(">BBIB")          # version, type, host, flags
 _UDP_RELAY_HEAD = struct.Struct(">BBIBH")          # version, type, host, flags, count
 _EPOCH = struct.Struct(">I")
+_BUNDLE_TCP_HEAD = struct.Struct(">BBH")            # type, flags, entry count
+_BUNDLE_UDP_HEAD = struct.Struct(">BBIBH")          # version, type, host, flags, count
+_ENTRY_HEAD = struct.Struct(">IH")                  # target, frame length
+BUNDLE_ENTRY_OVERHEAD = _ENTRY_HEAD.size
+BUNDLE_UDP_OVERHEAD = _BUNDLE_UDP_HEAD.size
 _TARGET_CACHE = {}
 
 
@@ -121,3 +128,49 @@ def decodeSessionFrame(payload: bytes):
     if len(payload) < _EPOCH.size:
         raise ProtocolError("truncated session frame")
     return _EPOCH.unpack_from(payload)[0], payload[_EPOCH.size:]
+
+
+def encodeTcpRelayBundle(flags: int, entries) -> bytes:
+    """One relay request carrying a different frame for each target."""
+    return _BUNDLE_TCP_HEAD.pack(TCP_RELAY_BUNDLE, flags, len(entries)) + _entries(entries)
+
+
+def encodeUdpRelayBundle(hostID: int, flags: int, entries) -> bytes:
+    head = _BUNDLE_UDP_HEAD.pack(WIRE_VERSION, UDP_RELAY_BUNDLE, hostID, flags, len(entries))
+    return head + _entries(entries)
+
+
+def decodeTcpRelayBundle(data: bytes):
+    """Return C{(flags, [(target, frame), ...])} of a RELAY_BUNDLE frame body."""
+    fields = _decodeBundle(data, _BUNDLE_TCP_HEAD)
+    return fields[1], fields[-1]
+
+
+def decodeUdpRelayBundle(data: bytes):
+    """Return C{(host, flags, [(target, frame), ...])} of a UDP_RELAY_BUNDLE datagram."""
+    return _decodeBundle(data, _BUNDLE_UDP_HEAD)[2:]
+
+
+def _entries(entries) -> bytes:
+    pack = _ENTRY_HEAD.pack
+    return b"".join(pack(target, len(frame)) + frame for target, frame in entries)
+
+
+def _decodeBundle(data: bytes, head: struct.Struct):
+    if len(data) < head.size:
+        raise ProtocolError("truncated relay bundle")
+    fields = head.unpack_from(data)
+    offset = head.size
+    entries = []
+    for _ in range(fields[-1]):
+        if len(data) < offset + _ENTRY_HEAD.size:
+            raise ProtocolError("relay bundle shorter than its entry count")
+        target, length = _ENTRY_HEAD.unpack_from(data, offset)
+        offset += _ENTRY_HEAD.size
+        if len(data) < offset + length:
+            raise ProtocolError("relay bundle entry longer than the bundle")
+        entries.append((target, data[offset:offset + length]))
+        offset += length
+    if offset != len(data):
+        raise ProtocolError("trailing bytes after a relay bundle")
+    return fields[:-1] + (entries,)

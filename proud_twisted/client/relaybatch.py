@@ -1,0 +1,83 @@
+"""Gathering the relayed session frames of one reactor turn into bundles.
+
+A group send makes one session datagram per relayed member; instead of one
+relay request each, they leave together: one TCP frame, or as few UDP
+datagrams as the MTU allows, which the server fans out.
+"""
+
+from __future__ import annotations
+
+from proud_twisted.wire import relay
+
+DEFAULT_BUNDLE_MTU = 1200
+# A TCP bundle stays well below the server's maximum frame length.
+TCP_BUNDLE_LIMIT = 32 * 1024
+
+
+class RelayBatcher:
+    """Collects C{(target, frame)} pairs and sends them at the end of the turn.
+
+    @param udpUsable: whether UDP to the server works now (else TCP carries all).
+    """
+
+    def __init__(self, reactor, localID, udpUsable, sendUdp, sendTcp,
+                 mtu: int = DEFAULT_BUNDLE_MTU) -> None:
+        self.reactor = reactor
+        self.localID = localID
+        self.udpUsable = udpUsable
+        self.sendUdp = sendUdp
+        self.sendTcp = sendTcp
+        self.mtu = mtu
+        self.requestsSent = 0
+        self._pending = []
+        self._call = None
+
+    def add(self, target: int, frame: bytes) -> None:
+        self._pending.append((target, frame))
+        if self._call is None:
+            self._call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self.cancel(keepPending=True)
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        flags = relay.FLAG_SESSION
+        if self.udpUsable():
+            host = self.localID()
+            for entries in self._split(pending, self.mtu):
+                if len(entries) == 1:
+                    (target, frame), = entries
+                    self.sendUdp(relay.encodeUdpRelay(host, (target,), flags, frame))
+                else:
+                    self.sendUdp(relay.encodeUdpRelayBundle(host, flags, entries))
+                self.requestsSent += 1
+        else:
+            for entries in self._split(pending, TCP_BUNDLE_LIMIT):
+                if len(entries) == 1:
+                    (target, frame), = entries
+                    self.sendTcp(relay.encodeTcpRelayRequest((target,), flags, frame))
+                else:
+                    self.sendTcp(relay.encodeTcpRelayBundle(flags, entries))
+                self.requestsSent += 1
+
+    def cancel(self, keepPending: bool = False) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if not keepPending:
+            self._pending = []
+
+    @staticmethod
+    def _split(pending, limit: int) -> list:
+        """Consecutive runs of C{pending} whose bundle fits in C{limit} bytes."""
+        bundles, current, size = [], [], relay.BUNDLE_UDP_OVERHEAD
+        for target, frame in pending:
+            entrySize = relay.BUNDLE_ENTRY_OVERHEAD + len(frame)
+            if current and size + entrySize > limit:
+                bundles.append(current)
+                current, size = [], relay.BUNDLE_UDP_OVERHEAD
+            current.append((target, frame))
+            size += entrySize
+        bundles.append(current)
+        return bundles
