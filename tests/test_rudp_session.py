@@ -233,6 +233,32 @@ class Priorities(SynchronousTestCase):
         self.assertEqual([e.payload for e in got], [numbered(i, 1000) for i in (0, 1, 2, 3, 4, 5, 99)])
 
 
+class ReceiveBuffer(SynchronousTestCase):
+
+    def test_beyondBufferNotAcknowledgedThenRetransmitted(self) -> None:
+        config = SessionConfig(maxMessageLength=4000, maxReceiveBufferBytes=9000,
+                               initialWindow=60 * 1200)
+        a, b = ReliableSession(config), ReliableSession(config)
+        messages = [numbered(i, 1000) for i in range(40)]
+        for m in messages:
+            a.send(m, 0.0)
+        out = a.datagramsToSend(0.0)
+        self.assertEqual(len(out), 40)
+        for data in out[1:]:
+            b.receiveDatagram(data, 0.01)
+            self.assertLessEqual(b.stats.receiveBufferBytes, 9000 - 4000)
+        self.assertEqual(events(b), [])
+        acks = b.datagramsToSend(0.01)
+        largest, _, first, gaps = parse(acks[-1])[1]
+        self.assertEqual((largest, first, gaps), (4, 3, []))
+        link = Link(a, b, now=0.02)
+        for data in acks:
+            a.receiveDatagram(data, 0.02)
+        link.run(lambda l: len(l.events[1]) == 40)
+        self.assertEqual(link.messages(1), messages)
+        self.assertGreaterEqual(a.stats.retransmissions, 35)
+
+
 class BackPressure(SynchronousTestCase):
 
     def test_sendQueueFull(self) -> None:
