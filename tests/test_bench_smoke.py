@@ -1,0 +1,34 @@
+"""The benchmark scripts run to the end on tiny sizes and print their ratio
+line.  Their figures are not checked: benchmarks measure, tests do not time."""
+
+import importlib.util
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
+RATIO_LINE = re.compile(r"^[^:\n]+: ours=[\d,.]+ \S+, baseline=[\d,.]+ \S+ .*ratio=[\d.]+",
+                        re.MULTILINE)
+TIMEOUT = 120
+
+
+def needsEnet():
+    return pytest.mark.skipif(importlib.util.find_spec("enet") is None,
+                              reason="pyenet is not installed (pip install -e '.[bench]')")
+
+
+@pytest.mark.parametrize("script, options", [
+    pytest.param("rudp_throughput.py", ["--messages", "200", "--repeat", "1"],
+                 marks=needsEnet()),
+    ("rudp_loss.py", ["--messages", "200"]),
+    ("rudp_rtt.py", ["--messages", "50", "--repeat", "1"]),
+])
+def test_benchmarkPrintsRatio(script, options):
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *options, "--timeout", str(TIMEOUT - 10)],
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert RATIO_LINE.search(done.stdout), done.stdout
