@@ -14,6 +14,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted.rudp import DeliveryMode, MessageReceived, ReliableSession, SessionConfig
 
 
+def drainEvents(session: ReliableSession) -> list:
+    """Every event the session has for us now."""
+    out = []
+    event = session.nextEvent()
+    while event is not None:
+        out.append(event)
+        event = session.nextEvent()
+    return out
+
+
 class Link:
     """Moves datagrams between two sessions with seeded loss, duplication,
     latency, jitter, reordering and an optional bottleneck rate.
@@ -96,11 +106,7 @@ class Link:
 
     def _drain(self) -> None:
         for index, session in enumerate(self.sessions):
-            events = self.events[index]
-            event = session.nextEvent()
-            while event is not None:
-                events.append(event)
-                event = session.nextEvent()
+            self.events[index].extend(drainEvents(session))
 
     def step(self) -> bool:
         """Advance to the next thing that happens; False once nothing will."""

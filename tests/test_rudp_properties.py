@@ -149,6 +149,15 @@ garbage = st.one_of(
 mutations = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4)
 
 
+def mutate(captured: list, which: int, flips: list, cut: int) -> bytes:
+    """One of the captured datagrams with bytes overwritten, then shortened
+    (``cut < 0``) or padded with zeros."""
+    data = bytearray(captured[which % len(captured)])
+    for where, value in flips:
+        data[where % len(data)] = value
+    return bytes(data[:len(data) + cut] if cut < 0 else data + bytes(cut))
+
+
 class Garbage(SynchronousTestCase):
 
     def _exchange(self, config: SessionConfig):
@@ -187,11 +196,7 @@ class Garbage(SynchronousTestCase):
             if isinstance(item, bytes):
                 data = item
             else:
-                which, flips, cut = item
-                data = bytearray(captured[which % len(captured)])
-                for where, value in flips:
-                    data[where % len(data)] = value
-                data = bytes(data[:len(data) + cut] if cut < 0 else data + bytes(cut))
+                data = mutate(captured, *item)
             self._feed(b, data, link.now)
         link._drain()
         for i in range(20, 40):
@@ -213,12 +218,8 @@ class Garbage(SynchronousTestCase):
                                maxReceiveBufferBytes=8000)
         link, captured = self._exchange(config)
         b = link.sessions[1]
-        for which, flips, cut in inputs:
-            data = bytearray(captured[which % len(captured)])
-            for where, value in flips:
-                data[where % len(data)] = value
-            data = bytes(data[:len(data) + cut] if cut < 0 else data + bytes(cut))
-            self._feed(b, data, link.now)
+        for item in inputs:
+            self._feed(b, mutate(captured, *item), link.now)
             self.assertLessEqual(b.stats.receiveBufferBytes, 8000)
         b.handleTimeout(link.now + 10)
         b.datagramsToSend(link.now + 10)

@@ -14,9 +14,9 @@ from proud_twisted.rudp import (
 from proud_twisted.rudp import frames as F
 
 try:
-    from .test_rudp_helpers import Link, numbered, pair
+    from .test_rudp_helpers import Link, drainEvents, numbered, pair
 except ImportError:
-    from test_rudp_helpers import Link, numbered, pair
+    from test_rudp_helpers import Link, drainEvents, numbered, pair
 
 R, U, L = DeliveryMode.RELIABLE, DeliveryMode.UNRELIABLE, DeliveryMode.UNRELIABLE_LATEST
 
@@ -25,19 +25,10 @@ def parse(data: bytes):
     return F.parseDatagram(data, 1 << 20, True)
 
 
-def events(session: ReliableSession) -> list:
-    out = []
-    event = session.nextEvent()
-    while event is not None:
-        out.append(event)
-        event = session.nextEvent()
-    return out
-
-
 def deliver(datagrams, session: ReliableSession, now: float) -> list:
     for data in datagrams:
         session.receiveDatagram(data, now)
-    return events(session)
+    return drainEvents(session)
 
 
 class Config(SynchronousTestCase):
@@ -114,7 +105,7 @@ class Fragmentation(SynchronousTestCase):
                 self.assertLessEqual(b.stats.receiveBufferBytes, 14000 - 8000)
         self.assertGreater(held, 10)
         self.assertGreater(b.stats.receiveBufferBytes, 3000)
-        self.assertEqual(events(b), [])
+        self.assertEqual(drainEvents(b), [])
 
 
 class Modes(SynchronousTestCase):
@@ -247,7 +238,7 @@ class ReceiveBuffer(SynchronousTestCase):
         for data in out[1:]:
             b.receiveDatagram(data, 0.01)
             self.assertLessEqual(b.stats.receiveBufferBytes, 9000 - 4000)
-        self.assertEqual(events(b), [])
+        self.assertEqual(drainEvents(b), [])
         acks = b.datagramsToSend(0.01)
         largest, _, first, gaps = parse(acks[-1])[1]
         self.assertEqual((largest, first, gaps), (4, 3, []))

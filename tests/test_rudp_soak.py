@@ -6,7 +6,7 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted.rudp import DeliveryMode, PathDead, Priority, ReliableSession
+from proud_twisted.rudp import DeliveryMode, PathDead, Priority
 
 try:
     from .test_rudp_helpers import Feeder, Link, logUniformSizes, numbered, pair

@@ -8,7 +8,7 @@ from typing import Callable
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.events import MessageReceived, messageReceived
 from proud_twisted.rudp.frames import (
-    FT_LATEST, FT_LATEST_FRAGMENT, FT_RELIABLE, FT_UNRELIABLE, MASK32, MODE_BITS,
+    FT_LATEST, FT_RELIABLE, FT_UNRELIABLE, MASK32, MODE_BITS,
 )
 
 ENTRY_OVERHEAD = 48

@@ -7,9 +7,8 @@ from collections import deque
 from proud_twisted.errors import SendQueueFull
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.frames import (
-    FRAGMENT_OVERHEAD, FT_LATEST, FT_LATEST_FRAGMENT, FT_RELIABLE,
-    FT_RELIABLE_FRAGMENT, FT_UNRELIABLE_FRAGMENT, MASK32,
-    UNRELIABLE_OVERHEAD, WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
+    FRAGMENT_OVERHEAD, FT_RELIABLE, FT_RELIABLE_FRAGMENT, MASK32, UNRELIABLE_OVERHEAD,
+    WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
 )
 
 MIN_FRAGMENT = 128
@@ -157,53 +156,37 @@ class SendQueue:
             remaining = len(payload) - offset
             avail = room - used
             mode = message.mode
+            whole = False
             if offset == 0:
                 overhead = UNRELIABLE_OVERHEAD if mode == _UNRELIABLE else WHOLE_OVERHEAD
-                if remaining + overhead <= avail:
-                    if mode == _RELIABLE:
-                        frame = SentFrame(
-                            packWhole(FT_RELIABLE, message.channel, self._nextReliableSeq, payload),
-                            remaining, pn)
-                        self._nextReliableSeq += 1
-                        self.unackedBytes += remaining
-                        frames.append(frame)
-                        data = frame.frame
-                    elif mode == _UNRELIABLE:
-                        data = packUnreliable(message.channel, payload)
-                    else:
-                        data = packWhole(FT_LATEST, message.channel, message.seq, payload)
-                    parts.append(data)
-                    used += len(data)
-                    self._finished(message, remaining)
-                    continue
-                if remaining + overhead <= self._maxFrame:
+                whole = remaining + overhead <= avail
+                if not whole and remaining + overhead <= self._maxFrame:
                     self._queues[message.priority].appendleft(message)
                     return used, frames
-            n = min(remaining, avail - FRAGMENT_OVERHEAD)
-            if n < remaining and n < self._minFragment:
-                if offset == 0:
-                    self._queues[message.priority].appendleft(message)
-                return used, frames
-            chunk = payload[offset:offset + n]
-            if mode == _RELIABLE:
-                frame = SentFrame(
-                    packFragment(FT_RELIABLE_FRAGMENT, message.channel, self._nextReliableSeq,
-                                 chunk, len(payload), offset),
-                    n, pn)
-                self._nextReliableSeq += 1
-                self.unackedBytes += n
-                frames.append(frame)
-                data = frame.frame
-            else:
-                if mode == _UNRELIABLE:
-                    ftype = FT_UNRELIABLE_FRAGMENT
+            n = remaining
+            if not whole:
+                n = min(remaining, avail - FRAGMENT_OVERHEAD)
+                if n < remaining and n < self._minFragment:
                     if offset == 0:
-                        message.seq = self._nextUnreliableId
-                        self._nextUnreliableId = (message.seq + 1) & MASK32
-                else:
-                    ftype = FT_LATEST_FRAGMENT
-                data = packFragment(ftype, message.channel, message.seq, chunk,
-                                    len(payload), offset)
+                        self._queues[message.priority].appendleft(message)
+                    return used, frames
+            seq = message.seq
+            if mode == _RELIABLE:
+                seq = self._nextReliableSeq
+                self._nextReliableSeq = seq + 1
+            elif mode == _UNRELIABLE and offset == 0 and not whole:
+                seq = message.seq = self._nextUnreliableId
+                self._nextUnreliableId = (seq + 1) & MASK32
+            if not whole:
+                data = packFragment(FT_RELIABLE_FRAGMENT | mode, message.channel, seq,
+                                    payload[offset:offset + n], len(payload), offset)
+            elif mode == _UNRELIABLE:
+                data = packUnreliable(message.channel, payload)
+            else:
+                data = packWhole(FT_RELIABLE | mode, message.channel, seq, payload)
+            if mode == _RELIABLE:
+                frames.append(SentFrame(data, n, pn))
+                self.unackedBytes += n
             parts.append(data)
             used += len(data)
             if n == remaining:
