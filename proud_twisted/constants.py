@@ -24,6 +24,17 @@ class ErrorType(enum.Enum):
     RELAY_NOT_ALLOWED = "relay between hosts that share no group"
     UDP_SPOOFED = "UDP datagram from an unexpected address"
     USER_CALLBACK_FAILED = "user callback raised"
+    HANDSHAKE_FAILED = "secure handshake failed"
+    RATE_LIMITED = "rate limit exceeded"
+
+
+class HackKind(enum.Enum):
+    """Why the server suspects a client of cheating (``onClientHackSuspected``)."""
+
+    RELAY_NOT_ALLOWED = "asked to relay to a host it shares no group with"
+    RELAY_FLOOD = "relayed more messages or bytes than its rate limit"
+    FORGED_UDP = "UDP datagram with its HostID that failed authentication"
+    BAD_MESSAGE = "sent a message a client may never send"
 
 
 class ServerUdpState(enum.Enum):
@@ -49,6 +60,7 @@ class JoinRefusal(enum.IntEnum):
     VERSION_MISMATCH = 1
     REFUSED_BY_APPLICATION = 2
     SERVER_FULL = 3
+    ENCRYPTION_MISMATCH = 4
 
 
 class HolePunchPolicy(enum.Enum):

@@ -44,6 +44,12 @@ class ConnectionRefusedByServer(JoinFailed):
         self.reply = reply
 
 
+class HandshakeFailed(JoinFailed):
+    """The secure handshake failed: the server could not prove its identity
+    (wrong pinned key, bad signature) or client and server disagree on
+    encryption."""
+
+
 class JoinTimeout(JoinFailed):
     """The server did not complete the join in time."""
 

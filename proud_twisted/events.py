@@ -38,6 +38,9 @@ class NetServerEvents(_NetCoreEvents):
     def onP2PGroupRemoved(self, groupHostID):
         pass
 
+    def onClientHackSuspected(self, hostID, kind):
+        pass
+
 
 @implementer(INetClientEvent)
 class NetClientEvents(_NetCoreEvents):

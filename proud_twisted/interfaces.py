@@ -49,6 +49,13 @@ class INetServerEvent(INetCoreEvent):
     def onP2PGroupRemoved(groupHostID):
         """A P2P group no longer exists."""
 
+    def onClientHackSuspected(hostID, kind):
+        """A client did something no honest client does (C{kind} a L{HackKind}).
+
+        The offending traffic was already dropped; the application decides
+        what else to do (for example L{NetServer.closeConnection}).
+        """
+
 
 class INetClientEvent(INetCoreEvent):
     """Events of a L{NetClient}."""

@@ -243,15 +243,17 @@ def test_malformedAndOversizedInputClosesOnlyTheOffender(server):
     server.createP2PGroup([a.getLocalHostID(), b.getLocalHostID()])
     yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
     garbage = rawConnection(server)
-    garbage.sendall(struct.pack(">I", 3) + b"\xee\x01\x02")
+    garbage.sendall(struct.pack(">I", 3) + b"\x40\x01\x02")     # a broken handshake
     oversized = rawConnection(server)
     oversized.sendall(struct.pack(">I", 10_000_000))
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.sendto(b"\x01\x04garbage", server.getUdpAddress())
     udp.sendto(b"\x07", server.getUdpAddress())
+    stats = server.stats
     yield server.events.rec.wait(
-        lambda: server.stats.malformedMessages >= 1 and server.stats.oversizedMessages >= 1
-        and server.stats.malformedDatagrams >= 2 and server.getConnectionCount() == 2)
+        lambda: stats.failedHandshakes >= 1 and stats.oversizedMessages >= 1
+        and stats.malformedDatagrams + stats.spoofedDatagrams >= 2
+        and server.getConnectionCount() == 2)
     for sock in (garbage, oversized):
         assert closedByServer(sock)
         sock.close()
@@ -262,9 +264,21 @@ def test_malformedAndOversizedInputClosesOnlyTheOffender(server):
     yield disconnectAll([a, b])
 
 
+@pytest.fixture
+def plainServer():
+    """A server with encryption off, so a raw socket can speak to it."""
+    netServer = NetServer(RecordingServerEvents(), VERSION, interface="127.0.0.1",
+                          clientTimeout=2.0, encryption=False)
+    netServer.startService()
+    yield netServer
+    pytest_twisted.blockon(netServer.stopService())
+
+
 @pytest_twisted.inlineCallbacks
-def test_silentClientTimesOut(server):
-    (a,) = yield connectClients(server, 1)
+def test_silentClientTimesOut(plainServer):
+    server = plainServer
+    a = NetClient(RecordingClientEvents(), encryption=False)
+    yield a.connect("127.0.0.1", server.getTcpAddress()[1], VERSION)
     silent = rawConnection(server)
     from proud_twisted.wire.framing import encodeFrame
     from proud_twisted.wire.messages import WIRE_VERSION, encodeMessage

@@ -28,7 +28,7 @@ FIELDS = {
     "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
     "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
-    "comment": blobs, "epoch": u32, "pairSecret": st.binary(min_size=32, max_size=32),
+    "comment": blobs, "padding": blobs, "epoch": u32, "pairSecret": st.binary(min_size=32, max_size=32),
     "policy": st.integers(0, 255), "direct": st.booleans(),
     "entries": st.lists(st.fixed_dictionaries({"target": hostIDs, "frame": blobs}), max_size=8),
 }

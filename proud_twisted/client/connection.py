@@ -4,7 +4,9 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.logger import Logger
 
 from proud_twisted.constants import ErrorType
+from proud_twisted.crypto import ClientHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
+from proud_twisted.protection import SERVER_DATAGRAM_HEADER, openDatagram
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
@@ -17,6 +19,7 @@ _SERVER_MESSAGES = frozenset({
     "PEER_ADDRESSES", "PEER_PAIR", "PONG",
 })
 _SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG"})
+_JOIN_REFUSED = 3   # may come in the clear, before any keys exist
 
 
 class ClientConnection(Protocol):
@@ -28,9 +31,15 @@ class ClientConnection(Protocol):
         self.client = client
         self.decoder = FrameDecoder(maxFrameLength)
         self.closeReason = None
+        self.handshake = None
+        self.tcpChannel = None
 
     def connectionMade(self) -> None:
-        self.client.tcpConnected(self)
+        if self.client.encryption:
+            self.handshake = ClientHandshake(self.client.serverKey)
+            self.transport.write(encodeFrame(self.handshake.start()))
+        else:
+            self.client.tcpConnected(self)
 
     def connectionLost(self, reason) -> None:
         self.client.tcpLost(self, self.closeReason or ErrorType.DISCONNECT_FROM_REMOTE)
@@ -50,6 +59,11 @@ class ClientConnection(Protocol):
             self.abort(ErrorType.PROTOCOL_ERROR, str(e))
 
     def frameReceived(self, body: bytes) -> None:
+        if self.tcpChannel is not None:
+            body = self.tcpChannel.open(body)
+        elif self.handshake is not None and body[0] != _JOIN_REFUSED:
+            self.handshakeFrame(body)
+            return
         kind = body[0]
         if kind == relay.TCP_RELAYED:
             sender, flags, payload = relay.decodeTcpRelayed(body)
@@ -63,11 +77,27 @@ class ClientConnection(Protocol):
                 raise ProtocolError(f"a server may not send {name}")
             getattr(self.client, "server_" + name)(fields)
 
+    def handshakeFrame(self, body: bytes) -> None:
+        try:
+            finished = self.handshake.receive(body)
+        except ProtocolError as e:
+            self.client.handshakeFailed(e)
+            self.abort(ErrorType.HANDSHAKE_FAILED, f"secure handshake failed: {e}")
+            return
+        self.transport.write(encodeFrame(finished))
+        keys = self.handshake.keys
+        self.handshake = None
+        self.tcpChannel = keys.clientChannel("tcp")
+        self.client.udpChannel = keys.clientChannel("udp")
+        self.client.tcpConnected(self)
+
     def sendMessage(self, kind: str, **fields) -> None:
         self.sendBody(encodeMessage(kind, **fields))
 
     def sendBody(self, body: bytes) -> None:
         if self.closeReason is None:
+            if self.tcpChannel is not None:
+                body = self.tcpChannel.seal(body)
             self.transport.write(encodeFrame(body))
 
     def abort(self, reason: ErrorType, why: str) -> None:
@@ -116,6 +146,9 @@ class ClientDatagramProtocol(DatagramProtocol):
         if addr != self.client.serverUdpAddress:
             self.client.malformedDatagram(addr)
             return
+        channel = self.client.udpChannel
+        if channel is not None:
+            data = openDatagram(channel, data, SERVER_DATAGRAM_HEADER)
         kind = data[1] if len(data) > 1 else -1
         if kind == relay.UDP_RELAYED:
             sender, flags, payload = relay.decodeUdpSender(data)

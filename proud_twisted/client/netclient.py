@@ -17,11 +17,12 @@ from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
 )
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, JoinFailed, JoinTimeout, MessageTooLong,
+    ConnectionRefusedByServer, HandshakeFailed, JoinFailed, JoinTimeout, MessageTooLong,
     NotConnected, ProtocolError, ProtocolVersionMismatch, UnknownHostID,
 )
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import MessageContext
+from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, SessionConfig
 from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.server.netserver import FRAME_HEADROOM, versionBytes
@@ -33,6 +34,8 @@ from proud_twisted.wire.messages import WIRE_VERSION
 
 DEFAULT_JOIN_TIMEOUT = 10.0
 DEFAULT_LINGER = 2.0
+# A hello is padded so the server's answer is never larger (no amplification).
+UDP_HELLO_PADDING = bytes(64)
 LINGER_CHECK_INTERVAL = 0.01
 UDP_HELLO_FIRST_INTERVAL = 0.1
 UDP_HELLO_MAX_INTERVAL = 3.0
@@ -48,6 +51,9 @@ class NetClient:
 
     @param events: an L{INetClientEvent} provider (default: a no-op one).
     @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    @param encryption: protect all traffic (default); must match the server.
+    @param serverKey: the server's L{PublicIdentity}; when given, a server
+        that cannot prove it holds the matching private key is refused.
     """
 
     log = Logger()
@@ -57,7 +63,8 @@ class NetClient:
                  udpInterface: str = "",
                  sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
                  pathConfig: PathConfig = PathConfig(),
-                 maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS) -> None:
+                 maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS,
+                 encryption: bool = True, serverKey=None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -66,6 +73,9 @@ class NetClient:
         self.maxMessageLength = maxMessageLength
         self.udpInterface = udpInterface
         self.sessionConfig = sessionConfig
+        self.encryption = encryption
+        self.serverKey = serverKey
+        self.udpChannel = None
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
         self.peerTable = PeerTable()
@@ -100,6 +110,7 @@ class NetClient:
             self._serverSession.close()
         self._serverSession = None
         self.serverUdpAddress = None
+        self.udpChannel = None
 
     # Connecting
 
@@ -258,6 +269,10 @@ class NetClient:
         self._failJoin(JoinFailed(f"cannot connect: {reason.getErrorMessage()}"),
                        ErrorType.CONNECTION_LOST)
 
+    def handshakeFailed(self, error) -> None:
+        self._failJoin(HandshakeFailed(f"secure handshake with the server failed: {error}"),
+                       ErrorType.HANDSHAKE_FAILED)
+
     def tcpLost(self, connection, reason: ErrorType) -> None:
         wasJoined = self._hostID != HOSTID_NONE
         closed = self._closed
@@ -308,6 +323,9 @@ class NetClient:
         if fields.reason == JoinRefusal.VERSION_MISMATCH:
             error, kind = ProtocolVersionMismatch(
                 "the server speaks another protocol version"), ErrorType.PROTOCOL_VERSION_MISMATCH
+        elif fields.reason == JoinRefusal.ENCRYPTION_MISMATCH:
+            error, kind = HandshakeFailed(
+                "client and server disagree on encryption"), ErrorType.HANDSHAKE_FAILED
         else:
             error, kind = ConnectionRefusedByServer(fields.reply), ErrorType.CONNECTION_REFUSED
         self._failJoin(error, kind, fields.reply)
@@ -454,12 +472,15 @@ class NetClient:
 
     def _sendUdpHello(self) -> None:
         self._helloTimer = None
-        self._sendUdp(encodeDatagram("UDP_HELLO", hostID=self._hostID, token=self._udpToken))
+        self._sendUdp(encodeDatagram("UDP_HELLO", hostID=self._hostID, token=self._udpToken,
+                                     padding=UDP_HELLO_PADDING))
         self._helloTimer = self.reactor.callLater(self._helloInterval, self._sendUdpHello)
         self._helloInterval = min(self._helloInterval * 2, UDP_HELLO_MAX_INTERVAL)
 
     def _sendUdp(self, data: bytes) -> None:
         if self._udpPort is not None:
+            if self.udpChannel is not None:
+                data = sealDatagram(self.udpChannel, data, CLIENT_DATAGRAM_HEADER)
             self._udpPort.write(data, self.serverUdpAddress)
 
     def _setUdpState(self, state: ServerUdpState) -> None:

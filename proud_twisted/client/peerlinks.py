@@ -19,7 +19,9 @@ from proud_twisted.client.pathstate import (
     RelayReason as PathRelayReason,
 )
 from proud_twisted.constants import RelayReason
+from proud_twisted.crypto import pairChannel
 from proud_twisted.errors import HolePunchFailed, ProtocolError
+from proud_twisted.protection import pairAad
 from proud_twisted.rudp import MessageReceived
 from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
@@ -54,6 +56,8 @@ class PeerLinks:
     def paired(self, peer, policy: int) -> None:
         """The server paired us with C{peer}: start its session (and path)."""
         client = self.client
+        if client.encryption:
+            peer.channel = pairChannel(peer.pairSecret, client.getLocalHostID(), peer.hostID)
         peer.driver = SessionDriver(client.reactor, self._relayTransmitter(peer),
                                     self._deliverer(peer), client.sessionConfig)
         if policy & POLICY_DIRECT_ALLOWED:
@@ -86,13 +90,14 @@ class PeerLinks:
 
     def relayedFrame(self, sender: int, payload: bytes) -> None:
         """A pair session datagram that came through the server relay."""
-        epoch, datagram = relay.decodeSessionFrame(payload)
         peer = self.client.peerTable.peers.get(sender)
-        if peer is None or peer.driver is None or peer.epoch != epoch:
+        if peer is None or peer.driver is None:
             self.staleFrames += 1
             return
-        self._startPunching(peer)
-        self._feed(peer, datagram)
+        datagram = self._unframe(peer, payload)
+        if datagram is not None:
+            self._startPunching(peer)
+            self._feed(peer, datagram)
 
     def peerDatagram(self, data: bytes, addr) -> None:
         """A datagram on our UDP socket from a peer (L{ProtocolError} if malformed)."""
@@ -113,12 +118,10 @@ class PeerLinks:
         if addr != peer.directAddress and addr not in peer.path.path.candidates:
             self.rejectedDatagrams += 1
             return
-        epoch, datagram = relay.decodeSessionFrame(payload)
-        if epoch != peer.epoch:
-            self.staleFrames += 1
-            return
-        peer.path.path.noteDirectTraffic(self.client.reactor.seconds())
-        self._feed(peer, datagram)
+        datagram = self._unframe(peer, payload)
+        if datagram is not None:
+            peer.path.path.noteDirectTraffic(self.client.reactor.seconds())
+            self._feed(peer, datagram)
 
     def punchRequested(self, sender: int) -> None:
         """The peer started punching toward us: punch toward it too."""
@@ -181,7 +184,7 @@ class PeerLinks:
         batcher = self.client.relayBatcher
 
         def transmit(datagram: bytes) -> None:
-            batcher.add(peer.hostID, relay.encodeSessionFrame(peer.epoch, datagram))
+            batcher.add(peer.hostID, self._frame(peer, datagram))
         return transmit
 
     def _directTransmitter(self, peer, address):
@@ -191,7 +194,7 @@ class PeerLinks:
 
         def transmit(datagram: bytes) -> None:
             client.sendDatagramTo(encodeDirectData(
-                localID, peer.hostID, relay.encodeSessionFrame(peer.epoch, datagram)), address)
+                localID, peer.hostID, self._frame(peer, datagram)), address)
             path.noteDirectSent(client.reactor.seconds())
         return transmit
 
@@ -233,6 +236,28 @@ class PeerLinks:
         waiters, peer.directWaiters = peer.directWaiters, []
         for waiter in waiters:
             waiter.errback(error)
+
+    def _frame(self, peer, datagram: bytes) -> bytes:
+        """A session datagram as it travels: the pair's epoch, then the sealed datagram."""
+        if peer.channel is not None:
+            datagram = peer.channel.seal(datagram, pairAad(
+                peer.epoch, self.client.getLocalHostID(), peer.hostID))
+        return relay.encodeSessionFrame(peer.epoch, datagram)
+
+    def _unframe(self, peer, payload: bytes):
+        """The session datagram in a frame from C{peer}, or None if stale or forged."""
+        epoch, datagram = relay.decodeSessionFrame(payload)
+        if epoch != peer.epoch:
+            self.staleFrames += 1
+            return None
+        if peer.channel is None:
+            return datagram
+        try:
+            return peer.channel.open(datagram, pairAad(
+                epoch, peer.hostID, self.client.getLocalHostID()))
+        except ProtocolError:
+            self.rejectedDatagrams += 1
+            return None
 
     def _feed(self, peer, datagram: bytes) -> None:
         try:

@@ -16,6 +16,7 @@ class Peer:
         self.directAddress = None
         self.epoch = 0
         self.pairSecret = b""
+        self.channel = None         # the pair's SecureChannel (end to end)
         self.driver = None          # the pair's SessionDriver
         self.path = None            # the pair's PathDriver, if direct P2P is allowed
         self.punchAtOnce = False

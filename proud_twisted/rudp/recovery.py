@@ -61,20 +61,35 @@ class SentPackets:
         while order[0].done:
             order.popleft()
         lowest = order[0].pn
+        clipped = []
+        span = 0
         for low, high in ranges:
             if high < lowest:
                 break
             if low < lowest:
                 low = lowest
-            if high - low >= len(byPn):
-                pns = sorted((pn for pn in byPn if low <= pn <= high), reverse=True)
-            else:
-                pns = range(high, low - 1, -1)
-            for pn in pns:
-                packet = byPn.get(pn)
-                if packet is not None:
+            clipped.append((low, high))
+            span += high - low + 1
+        if span <= 2 * len(byPn):
+            for low, high in clipped:
+                for pn in range(high, low - 1, -1):
+                    packet = byPn.get(pn)
+                    if packet is not None:
+                        self._resolve(packet)
+                        acked.append(packet)
+        else:
+            clipped.reverse()
+            i = 0
+            for packet in list(order):
+                pn = packet.pn
+                while i < len(clipped) and clipped[i][1] < pn:
+                    i += 1
+                if i == len(clipped):
+                    break
+                if not packet.done and clipped[i][0] <= pn:
                     self._resolve(packet)
                     acked.append(packet)
+            acked.reverse()
         if acked and acked[0].pn > self.largestAcked:
             self.largestAcked = acked[0].pn
         return acked

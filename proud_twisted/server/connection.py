@@ -7,9 +7,12 @@ L{NetServer} that owns the factory.
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from proud_twisted.constants import ErrorType
+from proud_twisted.constants import ErrorType, JoinRefusal
+from proud_twisted.crypto import ServerHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
+from proud_twisted.protection import SERVER_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.wire import relay
+from proud_twisted.wire.handshake import isHandshakeMessage
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
 
@@ -32,6 +35,15 @@ class ServerConnection(Protocol):
         self.leaveReason = ErrorType.DISCONNECT_FROM_REMOTE
         self.leaveComment = b""
         self.closing = False
+        self.handshake = None
+        self.tcpChannel = self.udpChannel = None     # SecureChannels after the handshake
+        self.relayLimit = None
+        self.joinDeadline = float("inf")
+        self.hackReported = {}
+
+    @property
+    def secured(self) -> bool:
+        return self.tcpChannel is not None
 
     @property
     def joined(self) -> bool:
@@ -39,6 +51,8 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.lastHeard = self.server.reactor.seconds()
+        if self.server.identity is not None:
+            self.handshake = ServerHandshake(self.server.identity)
         self.server.connectionOpened(self)
 
     def connectionLost(self, reason) -> None:
@@ -67,6 +81,11 @@ class ServerConnection(Protocol):
                 return
 
     def frameReceived(self, body: bytes) -> None:
+        if self.tcpChannel is not None:
+            body = self.tcpChannel.open(body)
+        elif self.handshake is not None or isHandshakeMessage(body):
+            self.handshakeFrame(body)
+            return
         kind = body[0]
         if self.joined and kind == relay.TCP_RELAY_REQUEST:
             flags, targets, payload = relay.decodeTcpRelayRequest(body)
@@ -87,6 +106,43 @@ class ServerConnection(Protocol):
         if handler is None:
             raise ProtocolError(f"a client may not send {name}")
         handler(fields)
+
+    def handshakeFrame(self, body: bytes) -> None:
+        """A frame before the session keys exist: only the handshake may speak."""
+        if self.handshake is None:
+            self.refuse(JoinRefusal.ENCRYPTION_MISMATCH,
+                        "client wants encryption, this server has it off")
+            return
+        if not isHandshakeMessage(body):
+            self.refuse(JoinRefusal.ENCRYPTION_MISMATCH,
+                        "client did not start the secure handshake")
+            return
+        try:
+            reply = self.handshake.receive(body)
+        except ProtocolError as e:
+            self.server.stats.failedHandshakes += 1
+            self.abort(ErrorType.HANDSHAKE_FAILED, f"handshake failed: {e}")
+            return
+        if reply is not None:
+            self.transport.write(encodeFrame(reply))
+        if self.handshake.complete:
+            keys = self.handshake.keys
+            self.tcpChannel = keys.serverChannel("tcp")
+            self.udpChannel = keys.serverChannel("udp")
+            self.handshake = None
+
+    def refuse(self, reason: JoinRefusal, why: str) -> None:
+        """Refuse the join with a reason the client turns into a clear error."""
+        self.server.refuse(self, reason, b"", why)
+
+    def sendDatagram(self, data: bytes, address=None) -> None:
+        """Send a datagram to this client's UDP address (sealed when secured)."""
+        address = address or self.udpAddress
+        if address is None:
+            return
+        if self.udpChannel is not None:
+            data = sealDatagram(self.udpChannel, data, SERVER_DATAGRAM_HEADER)
+        self.server.sendUdp(data, address)
 
     def handle_HELLO(self, fields) -> None:
         if self.joined:
@@ -117,6 +173,8 @@ class ServerConnection(Protocol):
 
     def sendBody(self, body: bytes) -> None:
         if not self.closing:
+            if self.tcpChannel is not None:
+                body = self.tcpChannel.seal(body)
             self.transport.write(encodeFrame(body))
 
     def protocolError(self, error: ProtocolError) -> None:

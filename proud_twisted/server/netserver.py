@@ -14,8 +14,10 @@ from twisted.logger import Logger
 from proud_twisted._callbacks import EventDispatcher
 from proud_twisted._oncelog import OnceLog
 from proud_twisted.constants import (
-    HOSTID_SERVER, ErrorType, HolePunchPolicy, JoinRefusal,
+    HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,
 )
+from proud_twisted.crypto import IdentityKey
+from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
 from proud_twisted.errors import MessageTooLong, ProtocolError, UnknownHostID
 from proud_twisted.events import NetServerEvents
 from proud_twisted.info import (
@@ -26,6 +28,7 @@ from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
+from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.server.udp import ServerDatagramProtocol
 from proud_twisted.wire import relay
@@ -37,6 +40,10 @@ from proud_twisted.wire.messages import (
 )
 
 DEFAULT_CLIENT_TIMEOUT = 20.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_MAX_UNAUTHENTICATED = 1000
+DEFAULT_RELAY_FRAMES_PER_SECOND = 5000
+DEFAULT_RELAY_BYTES_PER_SECOND = 8 * 1024 * 1024
 # Room in a frame for headers and relay target lists beyond the payload.
 FRAME_HEADROOM = 8192
 # Room left in each UDP datagram for headers and, later, encryption.
@@ -71,6 +78,9 @@ class NetServer(service.Service):
     @param events: an L{INetServerEvent} provider (default: a no-op one).
     @param protocolVersion: a UUID; clients with another one are refused.
     @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    @param encryption: protect all traffic (default); clients must match.
+    @param identity: the server's long-term L{IdentityKey} (a fresh one if
+        not given); clients pinned to its public key refuse any other server.
     """
 
     log = Logger()
@@ -82,7 +92,12 @@ class NetServer(service.Service):
                  allowEmptyGroups: bool = True,
                  hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD,
                  sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
-                 holePunchPolicy: HolePunchPolicy = HolePunchPolicy.JUST_IN_TIME) -> None:
+                 holePunchPolicy: HolePunchPolicy = HolePunchPolicy.JUST_IN_TIME,
+                 encryption: bool = True, identity: IdentityKey = None,
+                 handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                 maxUnauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
+                 relayFramesPerSecond: float = DEFAULT_RELAY_FRAMES_PER_SECOND,
+                 relayBytesPerSecond: float = DEFAULT_RELAY_BYTES_PER_SECOND) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -98,6 +113,13 @@ class NetServer(service.Service):
         self.sessionConfig = sessionConfig
         self.stats = ServerStats()
         self.holePunchPolicy = holePunchPolicy
+        if encryption and identity is None:
+            identity = IdentityKey.generate()
+        self.identity = identity if encryption else None
+        self.handshakeTimeout = handshakeTimeout
+        self.maxUnauthenticated = maxUnauthenticated
+        self.relayFramesPerSecond = relayFramesPerSecond
+        self.relayBytesPerSecond = relayBytesPerSecond
         self._pairs = {}            # (a, b) -> _Pair
         self._directAllowed = {}    # group -> bool
         self._lastPairEpoch = 0
@@ -128,8 +150,10 @@ class NetServer(service.Service):
         self._sweeper.clock = self.reactor
         self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
         service.Service.startService(self)
-        self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}",
-                      tcp=self.getTcpAddress(), udp=self.getUdpAddress())
+        self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}; {what}",
+                      tcp=self.getTcpAddress(), udp=self.getUdpAddress(),
+                      what=(f"identity {self.identity.publicKey().fingerprint()}"
+                            if self.identity else "encryption OFF"))
 
     def stopService(self):
         """Close every connection and stop listening; a Deferred fires when done."""
@@ -257,6 +281,13 @@ class NetServer(service.Service):
 
     def connectionOpened(self, connection) -> None:
         self._connections.add(connection)
+        waiting = sum(1 for c in self._connections if not c.joined)
+        if waiting > self.maxUnauthenticated:
+            self.stats.unauthenticatedRefused += 1
+            connection.abort(ErrorType.SERVER_FULL,
+                             f"more than {self.maxUnauthenticated} connections not yet joined")
+            return
+        connection.joinDeadline = self.reactor.seconds() + self.handshakeTimeout
 
     def connectionClosed(self, connection) -> None:
         self._connections.discard(connection)
@@ -278,18 +309,20 @@ class NetServer(service.Service):
         peer = connection.transport.getPeer()
         address = (peer.host, peer.port)
         if fields.wireVersion != WIRE_VERSION or fields.protocolVersion != self.protocolVersion:
-            self._refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
+            self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
                          "protocol version mismatch")
             return
         accepted, reply = self._askApplication(address, fields.userData)
         if not accepted:
-            self._refuse(connection, JoinRefusal.REFUSED_BY_APPLICATION, reply,
+            self.refuse(connection, JoinRefusal.REFUSED_BY_APPLICATION, reply,
                          "refused by onConnectionRequest")
             return
         hostID = self._hostIDs.allocate(self.reactor.seconds())
         connection.hostID = hostID
         connection.udpToken = os.urandom(16)
         connection.userData = fields.userData
+        connection.relayLimit = RelayLimit(self.relayFramesPerSecond, self.relayBytesPerSecond,
+                                           self.reactor.seconds())
         connection.udpSession = SessionDriver(
             self.reactor, self._udpTransmitter(connection),
             self._udpDeliverer(connection), self.sessionConfig)
@@ -335,34 +368,43 @@ class NetServer(service.Service):
         self.stats.relayRequests += 1
         rejected = []
         reliable = flags & relay.FLAG_RELIABLE
-        encoded = {}
+        limit = sender.relayLimit
+        now = self.reactor.seconds()
+        tcpFrames = {}
         for targetID, payload in entries:
             target = self._clients.get(targetID)
             if target is None or not self._table.shareGroup(senderID, targetID):
                 rejected.append(targetID)
                 continue
-            useTcp = reliable or target.udpAddress is None
-            key = (useTcp, id(payload))
-            data = encoded.get(key)
-            if data is None:
-                encode = relay.encodeTcpRelayed if useTcp else relay.encodeUdpRelayed
-                data = encoded[key] = encode(senderID, flags, payload)
-            if useTcp:
-                target.sendBody(data)
+            if not limit.allow(len(payload), now):
+                self._relayFlood(sender)
+                continue
+            if reliable or target.udpAddress is None:
+                body = tcpFrames.get(id(payload))
+                if body is None:
+                    body = tcpFrames[id(payload)] = relay.encodeTcpRelayed(
+                        senderID, flags, payload)
+                target.sendBody(body)
             else:
-                self._udp.send(data, target.udpAddress)
+                target.sendDatagram(relay.encodeUdpRelayed(senderID, flags, payload))
             self.stats.framesRelayed += 1
             self.stats.relayBytes += len(payload)
         if rejected:
             self._relayRejected(senderID, rejected)
 
-    def udpHello(self, hostID: int, token: bytes, addr) -> None:
+    def udpHello(self, hostID: int, token: bytes, addr, size: int) -> None:
+        """An authentic UDP_HELLO of C{size} bytes: C{addr} is the client's UDP address."""
         client = self._clients.get(hostID)
         if client is None or not hmac.compare_digest(client.udpToken, token):
             self._spoofed(hostID, addr)
             return
         client.lastHeard = self.reactor.seconds()
-        self.sendDatagram(addr, "UDP_HELLO_ACK", address=addressToWire(addr))
+        ack = encodeDatagram("UDP_HELLO_ACK", address=addressToWire(addr))
+        if client.udpAddress != addr and len(ack) > size:
+            # Never send an unverified address more than it sent us.
+            self.stats.amplificationRefused += 1
+            return
+        client.sendDatagram(ack, addr)
         if client.udpAddress != addr:
             client.udpAddress = addr
             self._announceAddresses(client)
@@ -391,8 +433,24 @@ class NetServer(service.Service):
         client.lastHeard = self.reactor.seconds()
         return client
 
-    def sendDatagram(self, addr, kind: str, **fields) -> None:
-        self._udp.send(encodeDatagram(kind, **fields), addr)
+    def sendUdp(self, data: bytes, addr) -> None:
+        self._udp.send(data, addr)
+
+    def openDatagram(self, data: bytes, addr):
+        """Authenticate a client datagram; the opened datagram, or None if dropped."""
+        if self.identity is None:
+            return data
+        hostID = datagramHostID(data)
+        client = self._clients.get(hostID)
+        if client is None or client.udpChannel is None:
+            self._spoofed(hostID, addr)
+            return None
+        try:
+            return openDatagram(client.udpChannel, data, CLIENT_DATAGRAM_HEADER)
+        except ProtocolError:
+            self._spoofed(hostID, addr)
+            self._hackSuspected(client, HackKind.FORGED_UDP)
+            return None
 
     def malformedDatagram(self, addr, error) -> None:
         self.stats.malformedDatagrams += 1
@@ -403,9 +461,8 @@ class NetServer(service.Service):
 
     def _udpTransmitter(self, connection):
         def transmit(datagram: bytes) -> None:
-            if connection.udpAddress is not None:
-                self._udp.send(relay.encodeUdpUser(HOSTID_SERVER, relay.FLAG_SESSION,
-                                                   datagram), connection.udpAddress)
+            connection.sendDatagram(relay.encodeUdpUser(HOSTID_SERVER, relay.FLAG_SESSION,
+                                                        datagram))
         return transmit
 
     def _udpDeliverer(self, connection):
@@ -453,7 +510,7 @@ class NetServer(service.Service):
         accepted, reply = answer
         return bool(accepted), bytes(reply)
 
-    def _refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
+    def refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
         self.stats.joinsRefused += 1
         self.log.info("refusing {peer}: {why}", peer=connection.transport.getPeer(), why=why)
         connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
@@ -513,11 +570,28 @@ class NetServer(service.Service):
                 self._directAllowed.pop(effect.groupID, None)
                 self.dispatch("onP2PGroupRemoved", effect.groupID)
 
+    def _hackSuspected(self, client, kind: HackKind) -> None:
+        """Tell the application, at most once a second per client and kind."""
+        self.stats.hackSuspicions += 1
+        now = self.reactor.seconds()
+        last = client.hackReported.get(kind)
+        if last is not None and now - last < 1.0:
+            return
+        client.hackReported[kind] = now
+        self._onceLog.warn(("hack", client.hostID, kind), "client {hostID} suspected: "
+                           "{kind}", hostID=client.hostID, kind=kind.value)
+        self.dispatch("onClientHackSuspected", client.hostID, kind)
+
+    def _relayFlood(self, sender) -> None:
+        self.stats.relayRateLimited += 1
+        self._hackSuspected(sender, HackKind.RELAY_FLOOD)
+
     def _relayRejected(self, senderID: int, targets) -> None:
         self.stats.relayRejected += len(targets)
         comment = f"relay from {senderID} to {sorted(targets)} refused: no shared group"
         self._onceLog.warn(("relay", senderID), "{comment}", comment=comment)
         self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, senderID, comment))
+        self._hackSuspected(self._clients[senderID], HackKind.RELAY_NOT_ALLOWED)
 
     def _spoofed(self, hostID: int, addr) -> None:
         self.stats.spoofedDatagrams += 1
@@ -525,9 +599,16 @@ class NetServer(service.Service):
                            "{hostID} from unexpected address {addr}", hostID=hostID, addr=addr)
 
     def _dropSilentClients(self) -> None:
-        deadline = self.reactor.seconds() - self.clientTimeout
+        now = self.reactor.seconds()
+        deadline = now - self.clientTimeout
         for connection in list(self._connections):
-            if connection.lastHeard < deadline and not connection.closing:
+            if connection.closing:
+                continue
+            if not connection.joined and now >= connection.joinDeadline:
+                self.stats.handshakeTimeouts += 1
+                connection.abort(ErrorType.TIMEOUT,
+                                 f"did not join within {self.handshakeTimeout} s")
+            elif connection.lastHeard < deadline:
                 self.stats.clientsTimedOut += 1
                 connection.abort(ErrorType.TIMEOUT,
                                  f"silent for more than {self.clientTimeout} s")

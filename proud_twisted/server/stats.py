@@ -19,6 +19,12 @@ class ServerStats:
     oversizedMessages: int = 0
     spoofedDatagrams: int = 0
     malformedDatagrams: int = 0
+    failedHandshakes: int = 0
+    handshakeTimeouts: int = 0
+    unauthenticatedRefused: int = 0
+    amplificationRefused: int = 0
+    relayRateLimited: int = 0
+    hackSuspicions: int = 0
 
     def asDict(self) -> dict:
         return asdict(self)

@@ -5,7 +5,7 @@ from twisted.logger import Logger
 
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
-from proud_twisted.wire.datagrams import decodeDatagram
+from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram
 
 
 class ServerDatagramProtocol(DatagramProtocol):
@@ -20,11 +20,14 @@ class ServerDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr) -> None:
         try:
-            self._dispatch(data, addr)
+            self._dispatch(data, addr, len(data))
         except ProtocolError as e:
             self.server.malformedDatagram(addr, e)
 
-    def _dispatch(self, data: bytes, addr) -> None:
+    def _dispatch(self, data: bytes, addr, size: int) -> None:
+        data = self.server.openDatagram(data, addr)
+        if data is None:
+            return
         kind = data[1] if len(data) > 1 else -1
         if kind == relay.UDP_RELAY:
             hostID, flags, targets, payload = relay.decodeUdpRelay(data)
@@ -46,11 +49,11 @@ class ServerDatagramProtocol(DatagramProtocol):
             return
         name, fields = decodeDatagram(data)
         if name == "UDP_HELLO":
-            self.server.udpHello(fields.hostID, fields.token, addr)
+            self.server.udpHello(fields.hostID, fields.token, addr, size)
         elif name == "UDP_PING":
             client = self.server.verifiedUdpClient(fields.hostID, addr)
             if client is not None:
-                self.server.sendDatagram(addr, "UDP_PONG", timestamp=fields.timestamp)
+                client.sendDatagram(encodeDatagram("UDP_PONG", timestamp=fields.timestamp))
         else:
             raise ProtocolError(f"a client may not send {name}")
 

@@ -26,7 +26,7 @@ DatagramType = c.Enum(
 )
 
 BODIES = {
-    "UDP_HELLO": c.Struct("hostID" / HostID, "token" / Token),
+    "UDP_HELLO": c.Struct("hostID" / HostID, "token" / Token, "padding" / c.GreedyBytes),
     "UDP_HELLO_ACK": c.Struct("address" / AddressStruct),
     "UDP_USER": c.Struct("hostID" / HostID, "flags" / RelayFlags,
                          "payload" / c.GreedyBytes),
