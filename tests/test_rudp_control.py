@@ -1,11 +1,16 @@
-"""RTT estimation (RFC 6298) and the congestion window, checked by hand."""
+"""RTT estimation (RFC 6298), the congestion window, loss detection and
+acknowledgement ranges, checked by hand and against sets."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.rudp import SessionConfig
+from proud_twisted.rudp.acks import REPORTS, ReceivedPackets
 from proud_twisted.rudp.congestion import CongestionWindow
+from proud_twisted.rudp.frames import encodeDatagram, parseDatagram
+from proud_twisted.rudp.recovery import SentPacket, SentPackets
 from proud_twisted.rudp.rtt import RttEstimator
 
 CONFIG = SessionConfig()
@@ -136,3 +141,114 @@ class Window(SynchronousTestCase):
         cc.onLost(0.0, 1.0)
         cc.reset()
         self.assertEqual((cc.window, cc.ssthresh), (CONFIG.initialWindow, float("inf")))
+
+
+def ackRanges(frame: bytes) -> list[tuple[int, int]]:
+    """Decode an ACK frame into (low, high) ranges, highest first."""
+    _, ack, _, _ = parseDatagram(encodeDatagram(0, [frame], False), 1 << 20)
+    largest, _, first, gaps = ack
+    low = largest - first
+    ranges = [(low, largest)]
+    for gap, length in gaps:
+        high = low - gap - 2
+        low = high - length
+        ranges.append((low, high))
+    return ranges
+
+
+class Sent(SynchronousTestCase):
+
+    def _inFlight(self, pns) -> SentPackets:
+        sent = SentPackets()
+        for pn in pns:
+            sent.add(SentPacket(pn, pn * 0.01, 100, []))
+        return sent
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.sets(st.integers(0, 300), min_size=1),
+           st.lists(st.integers(0, 400), max_size=12, unique=True))
+    def test_onAckMatchesSets(self, pns, bounds) -> None:
+        bounds.sort()
+        ranges = list(zip(bounds[::2], bounds[1::2]))[::-1]
+        sent = self._inFlight(sorted(pns))
+        acked = sent.onAck(ranges)
+        want = sorted((pn for pn in pns if any(lo <= pn <= hi for lo, hi in ranges)),
+                      reverse=True)
+        self.assertEqual([p.pn for p in acked], want)
+        self.assertEqual(len(sent), len(pns) - len(want))
+        self.assertEqual(sent.bytesInFlight, 100 * len(sent))
+        self.assertEqual(sent.onAck(ranges), [])
+
+    def test_packetThreshold(self) -> None:
+        sent = self._inFlight(range(10))
+        sent.onAck([(5, 5)])
+        lost, lossTime = sent.detectLosses(0.05, 1.0)
+        self.assertEqual([p.pn for p in lost], [0, 1, 2])
+        self.assertAlmostEqual(lossTime, 0.03 + 1.0)
+
+    def test_timeThreshold(self) -> None:
+        sent = self._inFlight(range(10))
+        sent.onAck([(4, 4)])
+        lost, lossTime = sent.detectLosses(0.1, 0.08)
+        self.assertEqual([p.pn for p in lost], [0, 1, 2])
+        self.assertAlmostEqual(lossTime, 0.03 + 0.08)
+        lost, lossTime = sent.detectLosses(0.11, 0.08)
+        self.assertEqual(([p.pn for p in lost], lossTime), ([3], None))
+        self.assertEqual(len(sent), 5)
+
+    def test_oldestAndClear(self) -> None:
+        sent = self._inFlight(range(5))
+        sent.onAck([(0, 0)])
+        self.assertEqual([p.pn for p in sent.oldest(2)], [1, 2])
+        self.assertEqual([p.pn for p in sent.clear()], [3, 4])
+        self.assertEqual((len(sent), sent.bytesInFlight), (0, 0))
+
+
+class Received(SynchronousTestCase):
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(0, 500), max_size=200))
+    def test_rangesAndAcks(self, arrivals) -> None:
+        received = ReceivedPackets(0.005)
+        seen = set()
+        for pn in arrivals:
+            self.assertEqual(received.isNew(pn), pn not in seen and pn >= received._floor)
+            if received.isNew(pn):
+                received.record(pn, 0.0, True)
+                seen.add(pn)
+            flat = [pn for lo, hi, _ in received._ranges for pn in range(lo, hi + 1)]
+            self.assertEqual(flat, sorted(p for p in seen if p >= received._floor))
+            if received.ackPending and len(seen) % 3 == 0:
+                reported = ackRanges(received.buildAck(0.0))
+                self.assertEqual(reported[0][1], max(seen))
+                for lo, hi in reported:
+                    self.assertTrue(all(p in seen for p in range(lo, hi + 1)))
+
+    def test_delayAndImmediate(self) -> None:
+        received = ReceivedPackets(0.005)
+        received.record(0, 1.0, True)
+        self.assertEqual(received.ackDeadline, 1.005)
+        received.record(1, 1.001, False)
+        self.assertEqual(received.ackDeadline, 1.005)
+        received.record(2, 1.002, True)
+        self.assertEqual(received.ackDeadline, 1.002)
+        received.buildAck(1.002)
+        received.record(9, 1.003, True)
+        self.assertEqual(received.ackDeadline, 1.003)
+
+    def test_refusedPacketIsSeenButNotAcknowledged(self) -> None:
+        received = ReceivedPackets(0.005)
+        received.record(0, 0.0, True)
+        received.record(1, 0.0, True, acknowledge=False)
+        self.assertFalse(received.isNew(1))
+        self.assertEqual(ackRanges(received.buildAck(0.0)), [(0, 0)])
+
+    def test_oldHolesStopBeingReported(self) -> None:
+        received = ReceivedPackets(0.005)
+        for pn in (0, 2, 4, 6):
+            received.record(pn, 0.0, True)
+        for _ in range(REPORTS):
+            self.assertEqual(len(ackRanges(received.buildAck(0.0))), 4)
+        self.assertEqual(ackRanges(received.buildAck(0.0)), [(6, 6)])
+        received.record(3, 0.0, True)
+        self.assertEqual(ackRanges(received.buildAck(0.0)), [(6, 6), (2, 4)])
