@@ -170,6 +170,14 @@ class Modes(SynchronousTestCase):
         self.assertEqual((a.sendQueueLength, a.sendQueueBytes), (2, 105))
         got = deliver(a.datagramsToSend(0.0), b, 0.01)
         self.assertEqual([e.payload for e in got], [b"\x04" * 100, b"other"])
+        a.send(b"", 0.0, L, channel=3)
+        a.datagramsToSend(0.0)
+        a.send(b"", 0.0, L, channel=3)
+        self.assertEqual(a.sendQueueLength, 1)
+        a.send(b"x" * 3000, 0.0, L, channel=4)
+        a.datagramsToSend(0.0)
+        a.send(b"y", 0.0, L, channel=4)
+        self.assertEqual((a.sendQueueLength, a.sendQueueBytes), (1, 1))
 
 
 class Priorities(SynchronousTestCase):

@@ -67,6 +67,7 @@ class SendQueue:
         self._nextUnreliableId = 0
         self._latestSeq: dict[int, int] = {}
         self._latestQueued: dict[int, _Message] = {}
+        """Per channel, the latest-only message not yet started."""
         self.queuedBytes = 0
         self.unackedBytes = 0
         self.length = 0
@@ -78,8 +79,6 @@ class SendQueue:
         freed = 0
         if mode == DeliveryMode.UNRELIABLE_LATEST:
             old = self._latestQueued.get(channel)
-            if old is not None and (old.offset or old.cancelled):
-                old = None
             if old is not None:
                 freed = len(old.payload)
         total = self.queuedBytes + self.unackedBytes - freed + len(payload)
@@ -171,6 +170,8 @@ class SendQueue:
                         self._queues[message.priority].appendleft(message)
                     return used, frames
             seq = message.seq
+            if offset == 0 and self._latestQueued.get(message.channel) is message:
+                del self._latestQueued[message.channel]
             if mode == _RELIABLE:
                 seq = self._nextReliableSeq
                 self._nextReliableSeq = seq + 1
