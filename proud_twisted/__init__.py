@@ -6,10 +6,12 @@ server relay from the moment a group forms.
 
 from proud_twisted.client import NetClient
 from proud_twisted.constants import (
-    HOSTID_NONE, HOSTID_SERVER, ErrorType, HolePunchPolicy, RelayReason, ServerUdpState,
+    HOSTID_NONE, HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, RelayReason,
+    ServerUdpState,
 )
+from proud_twisted.crypto import IdentityKey, PublicIdentity
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, HolePunchFailed, InvalidGroupOperation, JoinFailed,
+    ConnectionRefusedByServer, HandshakeFailed, HolePunchFailed, InvalidGroupOperation, JoinFailed,
     JoinTimeout, MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch,
     ProudError, SendQueueFull, UnknownHostID,
 )
@@ -31,9 +33,10 @@ __all__ = [
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
     "P2PConnectionStats", "ServerStats",
     "DeliveryMode", "Priority", "SessionConfig", "SessionStats",
-    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HolePunchPolicy", "RelayReason",
+    "IdentityKey", "PublicIdentity",
+    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "RelayReason",
     "ServerUdpState",
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
-    "ConnectionRefusedByServer", "JoinTimeout", "SendQueueFull", "HolePunchFailed",
+    "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "SendQueueFull", "HolePunchFailed",
 ]

@@ -33,7 +33,6 @@ class HackKind(enum.Enum):
 
     RELAY_NOT_ALLOWED = "asked to relay to a host it shares no group with"
     RELAY_FLOOD = "relayed more messages or bytes than its rate limit"
-    FORGED_UDP = "UDP datagram with its HostID that failed authentication"
     BAD_MESSAGE = "sent a message a client may never send"
 
 

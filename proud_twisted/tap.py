@@ -2,29 +2,50 @@
 
     twistd -n proudserver                          # the rooms example app
     twistd -n proudserver --tcp 40000 --udp 40001 --events mygame.server.Events \\
-        --protocol-version 0d9e3f5a-...
+        --protocol-version 0d9e3f5a-... --key-file /etc/mygame/server.key
 
 C{--events} names a class (C{package.module.ClassName}) that implements
 L{INetServerEvent}, usually a subclass of L{NetServerEvents}. It is called
 with no arguments; if the instance has an C{attachServer} method, that method
 is called with the L{NetServer} before the server starts, so the events can
 create and manage P2P groups.
+
+The server proves who it is with a long-term Ed25519 identity key kept in
+C{--key-file} (default C{proudserver.key} in the working directory). Parsing
+the options loads it, or creates it if the file does not exist yet; a key
+file that cannot be read or holds no usable key is a usage error. The
+server logs the key's fingerprint and its public key in hex when it starts,
+for clients to pin (C{NetClient(serverKey=PublicIdentity.fromHex(...))}).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 import uuid
+from pathlib import Path
 
 from twisted.application import service
+from twisted.logger import Logger
 from twisted.python import reflect, usage
 
+from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
+from proud_twisted.errors import ProtocolError
 from proud_twisted.interfaces import INetServerEvent
 from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION
-from proud_twisted.server.netserver import DEFAULT_CLIENT_TIMEOUT, NetServer
+from proud_twisted.server.netserver import (
+    DEFAULT_CLIENT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND, NetServer,
+)
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
 DEFAULT_PORT = 33333
 DEFAULT_EVENTS = "proud_twisted.rooms.RoomServerEvents"
+DEFAULT_KEY_FILE = "proudserver.key"
+KEY_FILE_MODE = 0o600
+MIN_RELAY_BYTES = 1200
+"""The smallest C{--relay-bytes}: one full-size UDP datagram a second."""
 
 
 class Options(usage.Options):
@@ -33,7 +54,16 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("Run a proud_twisted game server: clients join over TCP, confirm "
                 "a UDP path, and message the members of their P2P groups through "
-                "the server relay. Without --events it runs the built-in rooms app.")
+                "the server relay. Without --events it runs the built-in rooms app. "
+                "All traffic is encrypted and the server authenticates itself with "
+                "the identity key in --key-file, created on first start.")
+
+    optFlags = [
+        ["no-encryption", None,
+         "Turn encryption and server authentication off (clients must use "
+         "NetClient(encryption=False)). For tests and benchmarks only: anyone "
+         "on the path can then read, forge and replay every message."],
+    ]
 
     optParameters = [
         ["tcp", None, DEFAULT_PORT, "TCP port to listen on (0: any free port)."],
@@ -45,14 +75,26 @@ class Options(usage.Options):
          "Dotted name of the INetServerEvent class to run; it is called with "
          "no arguments, and its attachServer(server) method, if any, with the "
          "NetServer."],
+        ["key-file", None, None,
+         "PEM file of the server's Ed25519 identity key; created (mode 0600) "
+         f"if missing. [default: {DEFAULT_KEY_FILE} in the working directory]"],
         ["max-message-length", None, DEFAULT_MAX_MESSAGE_LENGTH,
          "Longest user message in bytes."],
         ["client-timeout", None, DEFAULT_CLIENT_TIMEOUT,
          "Seconds of silence after which a client is dropped."],
+        ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
+         "Seconds a new connection has to finish the secure handshake and join."],
+        ["max-unauthenticated", None, DEFAULT_MAX_UNAUTHENTICATED,
+         "Most connections that have not joined yet; more are dropped at once."],
+        ["relay-rate", None, DEFAULT_RELAY_FRAMES_PER_SECOND,
+         "Frames a second each client may have relayed (bursts of one second's worth)."],
+        ["relay-bytes", None, DEFAULT_RELAY_BYTES_PER_SECOND,
+         "Bytes a second each client may have relayed (bursts of one second's worth)."],
     ]
 
     compData = usage.Completions(
-        optActions={"interface": usage.CompleteNetInterfaces()})
+        optActions={"interface": usage.CompleteNetInterfaces(),
+                    "key-file": usage.CompleteFiles()})
 
     def postOptions(self) -> None:
         for name in ("tcp", "udp"):
@@ -60,10 +102,28 @@ class Options(usage.Options):
         self["protocol-version"] = _convert(
             "protocol-version", self["protocol-version"], uuid.UUID)
         self["max-message-length"] = _convert(
-            "max-message-length", self["max-message-length"], _positive(int))
-        self["client-timeout"] = _convert(
-            "client-timeout", self["client-timeout"], _positive(float))
+            "max-message-length", self["max-message-length"], _atLeast(int, 1))
+        for name in ("client-timeout", "handshake-timeout"):
+            self[name] = _convert(name, self[name], _positive(float))
+        self["max-unauthenticated"] = _convert(
+            "max-unauthenticated", self["max-unauthenticated"], _atLeast(int, 1))
+        # The bucket holds one second's worth: below one frame (or one full
+        # datagram) a second it would never let anything through.
+        self["relay-rate"] = _convert("relay-rate", self["relay-rate"], _atLeast(float, 1))
+        self["relay-bytes"] = _convert(
+            "relay-bytes", self["relay-bytes"], _atLeast(float, MIN_RELAY_BYTES))
         self["events"] = _loadEventsClass(self["events"])
+        # Last, so that a mistake in another option creates no key file.
+        self["identity"], self["key-created"] = None, False
+        if self["no-encryption"]:
+            if self["key-file"] is not None:
+                raise usage.UsageError(
+                    "--key-file: not used with --no-encryption (an unencrypted "
+                    "server has no identity); drop one of the two")
+            return
+        path = Path(self["key-file"] or DEFAULT_KEY_FILE)
+        self["key-file"] = path = path.expanduser().absolute()
+        self["identity"], self["key-created"] = _loadOrCreateIdentity(path)
 
 
 def _convert(name: str, value, convert):
@@ -78,6 +138,15 @@ def _positive(kind):
         number = kind(value)
         if not number > 0:
             raise ValueError("must be greater than 0")
+        return number
+    return convert
+
+
+def _atLeast(kind, least):
+    def convert(value):
+        number = kind(value)
+        if not number >= least:
+            raise ValueError(f"must be at least {least:g}")
         return number
     return convert
 
@@ -102,18 +171,179 @@ def _loadEventsClass(name):
     return eventsClass
 
 
-def makeService(config) -> service.MultiService:
-    """A L{MultiService} holding the configured L{NetServer}."""
+# The identity key file
+
+def _loadOrCreateIdentity(path: Path) -> tuple[IdentityKey, bool]:
+    """The identity in C{path}, made and saved first if there is none yet.
+
+    @return: C{(key, created)}.
+    @raise usage.UsageError: the file cannot be read or created, or holds
+        no usable key.
+    """
+    for _ in range(2):
+        try:
+            return _readIdentity(path), False
+        except FileNotFoundError:
+            pass
+        key = IdentityKey.generate()
+        try:
+            writeNewKeyFile(path, identityToPem(key))
+        except FileExistsError:
+            continue    # another server created it meanwhile: use that one
+        except OSError as e:
+            raise usage.UsageError(
+                f"--key-file: cannot create {path}: {e.strerror or e}") from None
+        return key, True
+    raise usage.UsageError(
+        f"--key-file: {path} can be neither read nor created (a dangling symbolic link?)")
+
+
+def _readIdentity(path: Path) -> IdentityKey:
+    """Load C{path}; C{FileNotFoundError} if it is missing, else a usage error."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise usage.UsageError(
+                f"--key-file: cannot create {path}: directory {path.parent} "
+                "does not exist") from None
+        raise
+    except IsADirectoryError:
+        raise usage.UsageError(f"--key-file: {path} is a directory, not a key file") from None
+    except OSError as e:
+        raise usage.UsageError(f"--key-file: cannot read {path}: {e.strerror or e}") from None
+    try:
+        return identityFromPem(data)
+    except ProtocolError as e:
+        raise usage.UsageError(
+            f"--key-file: {path} holds no usable server identity key ({e}). It must "
+            "be the unencrypted PKCS#8 PEM Ed25519 private key that twistd "
+            "proudserver writes. To start over with a new identity, move the file "
+            "away: clients pinned to the old public key will then refuse this "
+            "server until they are given the new one.") from None
+
+
+def writeNewKeyFile(path: Path, pem: bytes) -> None:
+    """Write C{pem} to C{path}, readable by its owner only, all at once.
+
+    The bytes go to a temporary file in the same directory (mode 0600, synced
+    to disk), which then appears under C{path} in one step: as a hard link,
+    which never replaces a file that another process created meanwhile
+    (C{FileExistsError}), or, where the file system has no hard links, by
+    rename. Either way no reader ever sees a partial key file.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                     dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), KEY_FILE_MODE)
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            if path.exists():
+                raise FileExistsError(f"{path} exists") from None
+            os.replace(temporary, path)
+        _syncDirectory(path.parent)
+    finally:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+
+
+def _syncDirectory(directory: Path) -> None:
+    """Make a new directory entry durable where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# The service
+
+class ProudServerService(service.MultiService):
+    """What C{twistd proudserver} runs: the L{NetServer} (named C{proudserver}).
+
+    On start it logs the server's identity for clients to pin, or a warning
+    that encryption is off.
+    """
+
+    log = Logger()
+
+    def __init__(self, identity: IdentityKey | None, keyFile: Path | None,
+                 keyCreated: bool) -> None:
+        super().__init__()
+        self.identity = identity
+        self.keyFile = keyFile
+        self.keyCreated = keyCreated
+
+    def startService(self) -> None:
+        self.logIdentity()
+        super().startService()
+
+    def logIdentity(self) -> None:
+        if self.identity is None:
+            self.log.warn(
+                "ENCRYPTION IS OFF (--no-encryption): anyone on the network path can "
+                "read, forge and replay every message, and clients cannot tell this "
+                "server from an impostor. Use it for tests and benchmarks only; "
+                "clients must connect with NetClient(encryption=False).")
+            return
+        public = self.identity.publicKey()
+        self.log.info(
+            "server identity {how} {keyFile}: fingerprint {fingerprint}, public key "
+            "{publicKey}; pin it in clients with NetClient(serverKey="
+            "PublicIdentity.fromHex(\"{publicKey}\"))",
+            how="created in" if self.keyCreated else "loaded from",
+            keyFile=str(self.keyFile), fingerprint=public.fingerprint(),
+            publicKey=public.toHex())
+        if self.keyCreated:
+            self.log.info("keep {keyFile} secret and back it up: with a new key, "
+                          "pinned clients refuse the server", keyFile=str(self.keyFile))
+        mode = _fileMode(self.keyFile)
+        if mode is not None and mode & 0o077:
+            self.log.warn("{keyFile} is readable by other users (mode {mode:o}); "
+                          "chmod 600 it", keyFile=str(self.keyFile), mode=mode)
+
+
+def _fileMode(path: Path | None):
+    if path is None or os.name != "posix":
+        return None
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
+def makeService(config) -> ProudServerService:
+    """A L{ProudServerService} (a C{MultiService}) holding the configured L{NetServer}."""
     events = config["events"]()
     server = NetServer(
         events, config["protocol-version"], tcpPort=config["tcp"],
         udpPort=config["udp"], interface=config["interface"],
         maxMessageLength=config["max-message-length"],
-        clientTimeout=config["client-timeout"])
+        clientTimeout=config["client-timeout"],
+        encryption=not config["no-encryption"], identity=config["identity"],
+        handshakeTimeout=config["handshake-timeout"],
+        maxUnauthenticated=config["max-unauthenticated"],
+        relayFramesPerSecond=config["relay-rate"],
+        relayBytesPerSecond=config["relay-bytes"])
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)
-    top = service.MultiService()
+    top = ProudServerService(config["identity"], config["key-file"], config["key-created"])
     server.setName("proudserver")
     server.setServiceParent(top)
     return top

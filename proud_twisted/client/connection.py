@@ -76,6 +76,8 @@ class ClientConnection(Protocol):
             if name not in _SERVER_MESSAGES:
                 raise ProtocolError(f"a server may not send {name}")
             getattr(self.client, "server_" + name)(fields)
+            if name == "JOIN_REFUSED":
+                self.close(ErrorType.CONNECTION_REFUSED)
 
     def handshakeFrame(self, body: bytes) -> None:
         try:
@@ -163,6 +165,8 @@ class ClientDatagramProtocol(DatagramProtocol):
             if name not in _SERVER_DATAGRAMS:
                 raise ProtocolError(f"a server may not send {name}")
             getattr(self.client, "server_" + name)(fields)
+            if name == "JOIN_REFUSED":
+                self.close(ErrorType.CONNECTION_REFUSED)
 
     def send(self, data: bytes, addr) -> None:
         if self.transport is not None:

@@ -329,7 +329,6 @@ class NetClient:
         else:
             error, kind = ConnectionRefusedByServer(fields.reply), ErrorType.CONNECTION_REFUSED
         self._failJoin(error, kind, fields.reply)
-        self._connection.close(kind)
 
     def server_MEMBER_JOIN(self, fields) -> None:
         addresses = (addressFromWire(fields.udpAddress), addressFromWire(fields.lanAddress))

@@ -448,8 +448,8 @@ class NetServer(service.Service):
         try:
             return openDatagram(client.udpChannel, data, CLIENT_DATAGRAM_HEADER)
         except ProtocolError:
+            # Forged, damaged or replayed: whoever sent it, it was not this client.
             self._spoofed(hostID, addr)
-            self._hackSuspected(client, HackKind.FORGED_UDP)
             return None
 
     def malformedDatagram(self, addr, error) -> None:
