@@ -35,6 +35,7 @@ class ClientConnection(Protocol):
         self.tcpChannel = None
 
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)      # small game messages must not wait
         if self.client.encryption:
             self.handshake = ClientHandshake(self.client.serverKey)
             self.transport.write(encodeFrame(self.handshake.start()))

@@ -9,6 +9,8 @@ switching paths loses, duplicates or reorders no reliable message.
 
 from __future__ import annotations
 
+import struct
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -26,11 +28,15 @@ from proud_twisted.rudp import MessageReceived
 from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
 from proud_twisted.wire.messages import POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE
-from proud_twisted.wire.punch import (
-    DIRECT_DATA, decodeDirectData, decodePeerDatagram, encodeDirectData,
-)
+from proud_twisted.wire.punch import DIRECT_DATA, decodeDirectData, encodeDirectData
+
+_PEER_IDS = struct.Struct(">II")
 
 DEFAULT_MAX_DIRECT_PEERS = 64
+# Relayed frames (UDP) may overtake the PEER_PAIR (TCP) that introduces their
+# sender; this many are kept for this long until it arrives.
+EARLY_FRAMES_KEPT = 64
+EARLY_FRAME_LIFETIME = 2.0
 
 _RELAY_REASONS = {
     PathRelayReason.DIRECT_PATH_DIED: RelayReason.DIRECT_PATH_DIED,
@@ -50,6 +56,7 @@ class PeerLinks:
         self.maxDirectPeers = maxDirectPeers
         self.staleFrames = 0
         self.rejectedDatagrams = 0
+        self._early = []            # (arrival time, sender, payload)
 
     # Peers come and go
 
@@ -66,6 +73,7 @@ class PeerLinks:
             peer.path = PathDriver(client.reactor, state, client.sendDatagramTo,
                                    self._pathEventHandler(peer))
             peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
+        self._replayEarlyFrames(peer.hostID)
 
     def addressesChanged(self, peer) -> None:
         if peer.path is None or not peer.candidates:
@@ -92,7 +100,7 @@ class PeerLinks:
         """A pair session datagram that came through the server relay."""
         peer = self.client.peerTable.peers.get(sender)
         if peer is None or peer.driver is None:
-            self.staleFrames += 1
+            self._keepEarlyFrame(sender, payload)
             return
         datagram = self._unframe(peer, payload)
         if datagram is not None:
@@ -104,8 +112,11 @@ class PeerLinks:
         if data[1] == DIRECT_DATA:
             sender, receiver, payload = decodeDirectData(data)
         else:
-            message = decodePeerDatagram(data)
-            sender, receiver, payload = message.sender, message.receiver, None
+            # Only the HostIDs here; the path state parses and authenticates the rest.
+            if len(data) < _PEER_IDS.size + 2:
+                raise ProtocolError("truncated peer datagram")
+            sender, receiver = _PEER_IDS.unpack_from(data, 2)
+            payload = None
         peer = self.client.peerTable.peers.get(sender)
         if (receiver != self.client.getLocalHostID() or peer is None
                 or peer.path is None):
@@ -143,6 +154,9 @@ class PeerLinks:
         if peer.path is None:
             return defer.fail(HolePunchFailed(
                 f"direct P2P with {peer.hostID} is not allowed by the server"))
+        if peer.path.path.mode is PathMode.FORCED_RELAY:
+            return defer.fail(HolePunchFailed(
+                f"the path to {peer.hostID} is forced onto the relay"))
         waiter = defer.Deferred(lambda d: peer.directWaiters.remove(d))
         peer.directWaiters.append(waiter)
         peer.punchRequested = False     # an explicit wish: try again even after giving up
@@ -258,6 +272,21 @@ class PeerLinks:
         except ProtocolError:
             self.rejectedDatagrams += 1
             return None
+
+    def _keepEarlyFrame(self, sender: int, payload: bytes) -> None:
+        now = self.client.reactor.seconds()
+        self._early = [e for e in self._early if now - e[0] < EARLY_FRAME_LIFETIME]
+        if len(self._early) >= EARLY_FRAMES_KEPT:
+            self.staleFrames += 1
+            return
+        self._early.append((now, sender, payload))
+
+    def _replayEarlyFrames(self, sender: int) -> None:
+        frames = [e for e in self._early if e[1] == sender]
+        if frames:
+            self._early = [e for e in self._early if e[1] != sender]
+            for _, _, payload in frames:
+                self.relayedFrame(sender, payload)
 
     def _feed(self, peer, datagram: bytes) -> None:
         try:

@@ -50,6 +50,7 @@ class ServerConnection(Protocol):
         return self.hostID != 0
 
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)      # small game messages must not wait
         self.lastHeard = self.server.reactor.seconds()
         if self.server.identity is not None:
             self.handshake = ServerHandshake(self.server.identity)
