@@ -9,20 +9,27 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import importlib.util
 import io
+import os
 import pstats
 import random
 import socket
 import statistics
 import struct
+import sys
 import time
 
 from twisted.internet import defer, task
 from twisted.internet.protocol import DatagramProtocol
 
-from proud_twisted.errors import SendQueueFull
-from proud_twisted.rudp import MessageReceived, SessionConfig
-from proud_twisted.sessiondriver import SessionDriver
+if importlib.util.find_spec("proud_twisted") is None:
+    # Not installed: use the checkout this folder belongs to.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from proud_twisted.errors import SendQueueFull  # noqa: E402
+from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402
+from proud_twisted.sessiondriver import SessionDriver  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 ENET_SOCKET_BUFFER = 256 * 1024
@@ -75,7 +82,8 @@ def report(name: str, ours: float, baseline: float, unit: str, baselineName: str
     verdict = ""
     if goal is not None:
         met = ratio >= goal if higherIsBetter else ratio <= goal
-        verdict = f" (goal {'>=' if higherIsBetter else '<='} {goal:g}: {'met' if met else 'MISSED'})"
+        sign = ">=" if higherIsBetter else "<="
+        verdict = f" (goal {sign} {goal:g}: {'met' if met else 'MISSED'})"
     print(f"{name}: ours={ours:,.1f} {unit}, baseline={baseline:,.1f} {unit} ({baselineName}),"
           f" ratio={ratio:.3f}{verdict}")
     return ratio
