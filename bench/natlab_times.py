@@ -105,8 +105,8 @@ def oneRun() -> dict:
     return result
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:8.1f} ms"
+def ms(seconds: float, digits: int = 1) -> str:
+    return f"{seconds * 1000:8.{digits}f} ms"
 
 
 def main() -> int:
@@ -123,12 +123,12 @@ def main() -> int:
     for i in range(args.runs):
         r = oneRun()
         runs.append(r)
-        print(f"run {i + 1}: baseline rtt {ms(r['baseline'])}  first relayed "
+        print(f"run {i + 1}: baseline rtt {ms(r['baseline'], 3)}  first relayed "
               f"{ms(r['firstRelayed'])}  both relayed {ms(r['bothRelayed'])}  first direct "
               f"{ms(r['firstDirect'])}  both direct {ms(r['bothDirect'])}")
     base = statistics.median(r["baseline"] for r in runs)
     print(f"median of {args.runs} runs (ratio to the bare Twisted UDP echo round trip,"
-          f" {ms(base).strip()}):")
+          f" {ms(base, 3).strip()}):")
     for key, label in (("firstRelayed", "first message relayed"),
                        ("bothRelayed", "relayed both ways"),
                        ("firstDirect", "first side direct"),

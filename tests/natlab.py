@@ -172,6 +172,7 @@ class NatLab:
         with _openLabsLock:
             _openLabs.add(self)
         try:
+            _exitOnSigterm()
             self._addNamespace(self.pub)
             self._ip(self.pub, "link", "add", self.bridge, "type", "bridge")
             self._ip(self.pub, "addr", "add", f"{self.serverAddress}/24", "dev", self.bridge)
@@ -184,18 +185,25 @@ class NatLab:
     def __exit__(self, *excinfo) -> None:
         self.close()
 
-    def addRouter(self, kind: str = "cone") -> Router:
-        """A NAT router of C{kind} (C{"cone"} or C{"symmetric"}) on the public segment."""
+    def addRouter(self, kind: str = "cone", lanPrefix: str | None = None) -> Router:
+        """A NAT router of C{kind} (C{"cone"} or C{"symmetric"}) on the public segment.
+
+        Its LAN is C{lanPrefix}0/24 (default C{10.<n>.0.}, one per router);
+        give two routers the same one to model two homes that both use, say,
+        C{"192.168.1."}.
+        """
         if kind not in NAT_KINDS:
             raise ValueError(f"kind must be one of {NAT_KINDS}")
         index = len(self.routers) + 1
         if index > 200:
             raise LabError("too many routers")
+        if lanPrefix is None:
+            lanPrefix = f"10.{index}.0."
         ns = self._name(f"r{index}")
         router = Router(index, ns, kind, wan=self._name(f"r{index}w"),
                         wanAddress=f"{PUBLIC_PREFIX}{10 + index}",
-                        lan=self._name(f"r{index}l"), lanAddress=f"10.{index}.0.1",
-                        lanPrefix=f"10.{index}.0.")
+                        lan=self._name(f"r{index}l"), lanAddress=f"{lanPrefix}1",
+                        lanPrefix=lanPrefix)
         self._addNamespace(ns)
         port = self._name(f"r{index}b")
         self._ip(ns, "link", "add", router.wan, "type", "veth", "peer", "name", port,
@@ -402,6 +410,27 @@ def _signalGroup(process: subprocess.Popen, sig: int) -> None:
             process.send_signal(sig)
         except ProcessLookupError:
             pass
+
+
+_terminated = []
+
+
+def _exitOnSigterm() -> None:
+    """Turn a default SIGTERM (a CI timeout, say) into SystemExit, so that
+    finally blocks and atexit still delete the lab's namespaces.
+
+    Only once: after it, no new lab is built and SIGTERM is the default again.
+    """
+    if _terminated:
+        raise LabError("terminating (SIGTERM): no new lab")
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def terminate(signum, frame):
+            _terminated.append(signum)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, terminate)
 
 
 @atexit.register

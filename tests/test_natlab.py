@@ -10,6 +10,7 @@ skipped, except under CI (C{CI=true}) where they fail instead.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -217,6 +218,26 @@ def test_twoClientsBehindOneNatGoDirectOverTheLan(lab):
     assert info["directAddress"] == info["lanAddress"], info
 
 
+def test_coneToConeWithTheSameLanSubnetGoesDirectOverPublicAddresses(lab):
+    """Two homes, both 192.168.1.0/24: each host's LAN candidate for the
+    other is its own address; the public one must win."""
+    routerA = lab.addRouter("cone", "192.168.1.")
+    routerB = lab.addRouter("cone", "192.168.1.")
+    hostA, hostB = lab.addHost(routerA), lab.addHost(routerB)
+    assert hostA.address == hostB.address
+    server = lab.startServer()
+    a = lab.startClient(hostA, "alice", wait=False)
+    b = lab.startClient(hostB, "bob", wait=False)
+    pair = Pair(server, a, b, a.waitFor("joined", JOIN_WAIT)["hostID"],
+                b.waitFor("joined", JOIN_WAIT)["hostID"], routerA, routerB, hostA, hostB)
+    da, db = waitDirect(pair)
+    assert da["address"][0] == routerB.wanAddress, da
+    assert db["address"][0] == routerA.wanAddress, db
+    pair.a.command("send", to=pair.idb, count=100, prefix="a")
+    assertDelivered(pair.b, pair.ida, "a", 100)
+    assertHelloOnce(pair)
+
+
 def test_directPathCutFallsBackToRelayAndHeals(lab):
     pair = startPair(lab, "cone", "cone")
     waitDirect(pair)
@@ -225,6 +246,7 @@ def test_directPathCutFallsBackToRelayAndHeals(lab):
     # 2,000 reliable messages over about 6 s; the path is cut early in the stream.
     pair.a.command("send", to=pair.idb, count=count, prefix="s", batch=10, interval=0.03)
     pair.b.waitFor(lambda events: len(streamed(pair.b, pair.ida, "s")) >= 200, 10)
+    cutAt = time.monotonic()        # the agents' clock
     lab.cut(pair.routerA, pair.routerB)
     atCut = serverStats(pair)
     # The first ~200 went direct: (almost) nothing through the relay.
@@ -233,8 +255,12 @@ def test_directPathCutFallsBackToRelayAndHeals(lab):
     ra = pair.a.waitFor("relay_state", FALLBACK_WAIT, peer=pair.idb, relayed=True)
     rb = pair.b.waitFor("relay_state", FALLBACK_WAIT, peer=pair.ida, relayed=True)
     assert ra["reason"] == rb["reason"] == "DIRECT_PATH_DIED", (ra, rb)
-    assert len(streamed(pair.b, pair.ida, "s")) < count, "the stream ended before the cut"
+    pair.a.command("info", peer=pair.idb)
+    info = pair.a.waitFor("peer_info", 5, peer=pair.idb)
+    assert info["relayed"] is True and info["directAddress"] is None, info
     assertDelivered(pair.b, pair.ida, "s", count)
+    sent = pair.a.waitFor("sent", 5, prefix="s")
+    assert sent["t"] > cutAt, "the stream ended before the cut"
     # The rest of the stream came through the relay.
     after = serverStats(pair)
     assert after["framesRelayed"] - atCut["framesRelayed"] > 20, (atCut, after)
