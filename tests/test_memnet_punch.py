@@ -219,6 +219,10 @@ class DirectPathDiesTests(SynchronousTestCase):
             lambda: len(b.events.messagesFrom(ida)) >= len(sent), 60))
         self.assertTrue(b.events.messagesFrom(ida) == sent,
                         "reliable stream lost, duplicated or reordered across the fallback")
+        contexts = [ctx for sender, _, ctx in b.events.rec.named("onReceiveUserMessage")
+                    if sender == ida]
+        self.assertFalse(contexts[0].relayed)       # before the cut: direct
+        self.assertTrue(contexts[-1].relayed)       # after the fallback: the relay
         world.net.heal(natA, natB)
         self.assertTrue(world.net.runUntil(lambda: world.direct(0) and world.direct(1), 70))
 

@@ -105,7 +105,7 @@ class PeerLinks:
         datagram = self._unframe(peer, payload)
         if datagram is not None:
             self._startPunching(peer)
-            self._feed(peer, datagram)
+            self._feed(peer, datagram, relayed=True)
 
     def peerDatagram(self, data: bytes, addr) -> None:
         """A datagram on our UDP socket from a peer (L{ProtocolError} if malformed)."""
@@ -132,7 +132,7 @@ class PeerLinks:
         datagram = self._unframe(peer, payload)
         if datagram is not None:
             peer.path.path.noteDirectTraffic(self.client.reactor.seconds())
-            self._feed(peer, datagram)
+            self._feed(peer, datagram, relayed=False)
 
     def punchRequested(self, sender: int) -> None:
         """The peer started punching toward us: punch toward it too."""
@@ -215,7 +215,7 @@ class PeerLinks:
     def _deliverer(self, peer):
         def deliver(event) -> None:
             if type(event) is MessageReceived:
-                self.client.deliverMessage(peer.hostID, event, peer.relayed)
+                self.client.deliverMessage(peer.hostID, event, peer.arrivalRelayed)
         return deliver
 
     def _pathEventHandler(self, peer):
@@ -288,7 +288,9 @@ class PeerLinks:
             for _, _, payload in frames:
                 self.relayedFrame(sender, payload)
 
-    def _feed(self, peer, datagram: bytes) -> None:
+    def _feed(self, peer, datagram: bytes, relayed: bool) -> None:
+        """Feed the session; messages it completes now came by the path C{relayed} says."""
+        peer.arrivalRelayed = relayed
         try:
             peer.driver.receiveDatagram(datagram)
         except ProtocolError:

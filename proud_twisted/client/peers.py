@@ -21,6 +21,7 @@ class Peer:
         self.path = None            # the pair's PathDriver, if direct P2P is allowed
         self.punchAtOnce = False
         self.punchRequested = False
+        self.arrivalRelayed = True  # how the datagram being processed arrived
         self.directWaiters = []
 
     @property

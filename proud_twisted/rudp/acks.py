@@ -61,7 +61,12 @@ class ReceivedPackets:
         if not acknowledge:
             self._rememberUnacked(pn)
             return
-        self._insert(pn, now)
+        ranges = self._ranges
+        if ranges and ranges[-1][1] + 1 == pn:
+            ranges[-1][1] = pn
+            self._topTime = now
+        else:
+            self._insert(pn, now)
         if elicits:
             self.ackPending = True
             self._waiting += 1

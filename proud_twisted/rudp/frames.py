@@ -197,18 +197,19 @@ def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = Fa
     n = len(data)
     if n < 5:
         raise ProtocolError(f"datagram of {n} bytes is shorter than its header")
-    form, pn = _unpackHeader(data, 0)
-    if form == VERSION:
-        if requireChecksum:
-            raise ProtocolError("datagram without checksum refused")
-        pos = 5
-    elif form == VERSION | CHECKSUM_FLAG:
+    form = data[0]
+    if form == VERSION | CHECKSUM_FLAG:
         if n < 9:
             raise ProtocolError(f"datagram of {n} bytes is shorter than its header")
         _, checksum, pn = _unpackChecked(data, 0)
         if crc32(data[5:]) != checksum:
             raise ProtocolError("datagram checksum mismatch")
         pos = 9
+    elif form == VERSION:
+        if requireChecksum:
+            raise ProtocolError("datagram without checksum refused")
+        _, pn = _unpackHeader(data, 0)
+        pos = 5
     else:
         raise ProtocolError(f"unsupported datagram format 0x{form:02x}")
     ack = None

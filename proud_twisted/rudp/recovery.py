@@ -39,11 +39,12 @@ class SentPackets:
     def __len__(self) -> int:
         return len(self._byPn)
 
-    def add(self, packet: SentPacket) -> None:
-        self._byPn[packet.pn] = packet
+    def add(self, pn: int, timeSent: float, size: int, frames: list) -> None:
+        packet = SentPacket(pn, timeSent, size, frames)
+        self._byPn[pn] = packet
         self._order.append(packet)
-        self.bytesInFlight += packet.size
-        self.lastSentTime = packet.timeSent
+        self.bytesInFlight += size
+        self.lastSentTime = timeSent
 
     def _resolve(self, packet: SentPacket) -> None:
         del self._byPn[packet.pn]

@@ -17,6 +17,7 @@ whole datagram holds less)."""
 
 _RELIABLE = DeliveryMode.RELIABLE
 _UNRELIABLE = DeliveryMode.UNRELIABLE
+_LATEST = DeliveryMode.UNRELIABLE_LATEST
 
 
 class SentFrame:
@@ -33,12 +34,11 @@ class SentFrame:
 
 
 class _Message:
-    __slots__ = ("payload", "mode", "priority", "channel", "seq", "offset", "cancelled")
+    __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled")
 
-    def __init__(self, payload: bytes, mode: int, priority: int, channel: int, seq: int) -> None:
+    def __init__(self, payload: bytes, mode: int, channel: int, seq: int) -> None:
         self.payload = payload
         self.mode = mode
-        self.priority = priority
         self.channel = channel
         self.seq = seq
         self.offset = 0
@@ -93,7 +93,7 @@ class SendQueue:
                 old.cancelled = True
                 self.queuedBytes -= freed
                 self.length -= 1
-        message = _Message(payload, mode, priority, channel, seq)
+        message = _Message(payload, mode, channel, seq)
         if mode == DeliveryMode.UNRELIABLE_LATEST:
             self._latestQueued[channel] = message
         self._queues[priority].append(message)
@@ -101,10 +101,12 @@ class SendQueue:
         self.length += 1
 
     def hasData(self) -> bool:
+        if self.length:
+            return True
         retransmit = self._retransmit
         while retransmit and retransmit[0].acked:
             retransmit.popleft().queued = False
-        return bool(retransmit) or self.length > 0
+        return bool(retransmit)
 
     def requeue(self, frame: SentFrame) -> None:
         """Send ``frame`` again (unless acknowledged or already waiting)."""
@@ -116,14 +118,6 @@ class SendQueue:
         if not frame.acked:
             frame.acked = True
             self.unackedBytes -= frame.size
-
-    def _next(self) -> _Message | None:
-        for queue in self._queues:
-            while queue:
-                message = queue.popleft()
-                if not message.cancelled:
-                    return message
-        return None
 
     def fill(self, parts: list, room: int, pn: int) -> tuple[int, list]:
         """Append frames of at most ``room`` bytes in all to ``parts`` for packet
@@ -144,12 +138,19 @@ class SendQueue:
                 self.retransmissions += 1
             retransmit.popleft()
             frame.queued = False
+        queues = self._queues
         while True:
             message = self._current
             if message is None:
-                message = self._next()
-                if message is None:
+                for queue in queues:
+                    if queue:
+                        break
+                else:
                     return used, frames
+                message = queue[0]
+                if message.cancelled:
+                    queue.popleft()
+                    continue
             payload = message.payload
             offset = message.offset
             remaining = len(payload) - offset
@@ -160,18 +161,17 @@ class SendQueue:
                 overhead = UNRELIABLE_OVERHEAD if mode == _UNRELIABLE else WHOLE_OVERHEAD
                 whole = remaining + overhead <= avail
                 if not whole and remaining + overhead <= self._maxFrame:
-                    self._queues[message.priority].appendleft(message)
                     return used, frames
             n = remaining
             if not whole:
                 n = min(remaining, avail - FRAGMENT_OVERHEAD)
                 if n < remaining and n < self._minFragment:
-                    if offset == 0:
-                        self._queues[message.priority].appendleft(message)
                     return used, frames
             seq = message.seq
-            if offset == 0 and self._latestQueued.get(message.channel) is message:
-                del self._latestQueued[message.channel]
+            if offset == 0:
+                queue.popleft()
+                if mode == _LATEST and self._latestQueued.get(message.channel) is message:
+                    del self._latestQueued[message.channel]
             if mode == _RELIABLE:
                 seq = self._nextReliableSeq
                 self._nextReliableSeq = seq + 1
@@ -190,18 +190,14 @@ class SendQueue:
                 self.unackedBytes += n
             parts.append(data)
             used += len(data)
+            self.queuedBytes -= n
             if n == remaining:
-                self._finished(message, n)
+                message.offset = len(payload)
+                self._current = None
+                self.length -= 1
             else:
                 message.offset = offset + n
-                self.queuedBytes -= n
                 self._current = message
-
-    def _finished(self, message: _Message, n: int) -> None:
-        message.offset = len(message.payload)
-        self._current = None
-        self.queuedBytes -= n
-        self.length -= 1
 
     def clear(self) -> None:
         """Forget everything queued or unacknowledged."""

@@ -155,9 +155,12 @@ class ReliableSession:
         received = self._received
         sent = self._sent
         mtu = self._mtu
+        window = int(self._cc.window)
         while True:
-            room = min(mtu, int(self._cc.window) - sent.bytesInFlight)
-            sendData = room >= _MIN_ROOM and (self._probe or queue.hasData())
+            room = window - sent.bytesInFlight
+            if room > mtu:
+                room = mtu
+            sendData = room >= _MIN_ROOM and (queue.length or self._probe or queue.hasData())
             if not sendData and not (received.ackPending and received.ackDeadline <= now):
                 break
             pn = self._nextPn
@@ -181,9 +184,9 @@ class ReliableSession:
             self._datagramsSent += 1
             out.append(encodeDatagram(pn, parts, self._checksum))
             if used:
-                if not len(sent) and not self._ptoCount:
+                if not sent.bytesInFlight and not self._ptoCount:
                     self._progressTime = now
-                sent.add(SentPacket(pn, now, size, frames))
+                sent.add(pn, now, size, frames)
                 self._probe = False
         return out
 
