@@ -10,7 +10,7 @@ from proud_twisted.rudp import SessionConfig
 from proud_twisted.rudp.acks import REPORTS, ReceivedPackets
 from proud_twisted.rudp.congestion import CongestionWindow
 from proud_twisted.rudp.frames import encodeDatagram, parseDatagram
-from proud_twisted.rudp.recovery import SentPacket, SentPackets
+from proud_twisted.rudp.recovery import SentPackets
 from proud_twisted.rudp.rtt import RttEstimator
 
 CONFIG = SessionConfig()
@@ -161,7 +161,7 @@ class Sent(SynchronousTestCase):
     def _inFlight(self, pns) -> SentPackets:
         sent = SentPackets()
         for pn in pns:
-            sent.add(SentPacket(pn, pn * 0.01, 100, []))
+            sent.add(pn, pn * 0.01, 100, [])
         return sent
 
     @settings(max_examples=200, deadline=None)
