@@ -166,8 +166,6 @@ class ClientDatagramProtocol(DatagramProtocol):
             if name not in _SERVER_DATAGRAMS:
                 raise ProtocolError(f"a server may not send {name}")
             getattr(self.client, "server_" + name)(fields)
-            if name == "JOIN_REFUSED":
-                self.close(ErrorType.CONNECTION_REFUSED)
 
     def send(self, data: bytes, addr) -> None:
         if self.transport is not None:

@@ -8,6 +8,20 @@ from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram
 
 
+# Per-message datagrams: type byte -> (fast decoder, what the server does with it).
+_FAST_PATHS = {
+    relay.UDP_RELAY: (relay.decodeUdpRelay,
+                      lambda server, client, flags, targets, payload:
+                      server.relay(client, targets, flags, payload)),
+    relay.UDP_RELAY_BUNDLE: (relay.decodeUdpRelayBundle,
+                             lambda server, client, flags, entries:
+                             server.relayBundle(client, flags, entries)),
+    relay.UDP_USER: (relay.decodeUdpSender,
+                     lambda server, client, flags, payload:
+                     server.userMessage(client, flags, payload)),
+}
+
+
 class ServerDatagramProtocol(DatagramProtocol):
     """Every client's UDP datagrams arrive here on one socket."""
 
@@ -28,24 +42,13 @@ class ServerDatagramProtocol(DatagramProtocol):
         data = self.server.openDatagram(data, addr)
         if data is None:
             return
-        kind = data[1] if len(data) > 1 else -1
-        if kind == relay.UDP_RELAY:
-            hostID, flags, targets, payload = relay.decodeUdpRelay(data)
+        fastPath = _FAST_PATHS.get(data[1] if len(data) > 1 else -1)
+        if fastPath is not None:
+            decode, handle = fastPath
+            hostID, *fields = decode(data)
             client = self.server.verifiedUdpClient(hostID, addr)
             if client is not None:
-                self.server.relay(client, targets, flags, payload)
-            return
-        if kind == relay.UDP_RELAY_BUNDLE:
-            hostID, flags, entries = relay.decodeUdpRelayBundle(data)
-            client = self.server.verifiedUdpClient(hostID, addr)
-            if client is not None:
-                self.server.relayBundle(client, flags, entries)
-            return
-        if kind == relay.UDP_USER:
-            hostID, flags, payload = relay.decodeUdpSender(data)
-            client = self.server.verifiedUdpClient(hostID, addr)
-            if client is not None:
-                self.server.userMessage(client, flags, payload)
+                handle(self.server, client, *fields)
             return
         name, fields = decodeDatagram(data)
         if name == "UDP_HELLO":
