@@ -407,6 +407,32 @@ class Loss(SynchronousTestCase):
         self.assertEqual(a._cc.ssthresh, after)
 
 
+class Wraparound(SynchronousTestCase):
+
+    def test_countersCross32Bits(self) -> None:
+        """Packet numbers, reliable and latest-only sequence numbers wrap on
+        the wire (32 bits) without a hiccup."""
+        link = pair(loss=0.1, seed=4, jitter=0.005)
+        a, b = link.sessions
+        start = 2**32 - 20
+        a._nextPn = start
+        b._received.largest = start - 1
+        a._queue._nextReliableSeq = start
+        b._reassembly._nextSeq = start
+        a._queue._latestSeq[0] = 2**32 - 10
+        reliable = [numbered(i, 700 + i * 37) for i in range(60)]
+        for i, payload in enumerate(reliable):
+            a.send(payload, 0.0)
+            a.send(numbered(1000 + i, 10), 0.0, L)
+            link.settle(0.002)
+        link.run(lambda l: len(l.messages(1, R)) == 60)
+        self.assertEqual(link.messages(1, R), reliable)
+        latest = link.messages(1, L)
+        self.assertEqual(latest, sorted(latest))
+        self.assertGreater(len(latest), 10)
+        self.assertGreater(a._nextPn, 2**32)
+
+
 class RttOnLink(SynchronousTestCase):
 
     def test_srttMatchesLatency(self) -> None:

@@ -1,6 +1,20 @@
 """Sans-I/O reliable UDP session: no reactor, no sockets, time passed in.
 
-See `ReliableSession`; the datagram layout is in `proud_twisted.rudp.frames`.
+One `ReliableSession` per peer pair carries reliable-ordered, unreliable and
+latest-only messages in three priorities over whatever path moves its
+datagrams::
+
+    session.send(payload, now, DeliveryMode.RELIABLE, Priority.HIGH, channel)
+    for datagram in session.datagramsToSend(now): transport.write(datagram)
+    session.receiveDatagram(datagram, now)          # ProtocolError if malformed
+    session.handleTimeout(now)                      # at session.nextTimeout()
+    while (event := session.nextEvent()) is not None: ...
+
+Modules, one job each: `frames` (datagram layout), `acks` (received packet
+numbers, delayed acks), `recovery` (packets in flight, loss detection),
+`rtt` (RFC 6298), `congestion` (window), `sendqueue` (priorities,
+fragmentation, retransmission queue), `reassembly` (reordering, reassembly,
+receive budget), `session` (ties them together).
 """
 
 from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
