@@ -179,6 +179,21 @@ class Modes(SynchronousTestCase):
         a.send(b"y", 0.0, L, channel=4)
         self.assertEqual((a.sendQueueLength, a.sendQueueBytes), (1, 1))
 
+    def test_latestUpdatesDuringOutageStayBounded(self) -> None:
+        config = SessionConfig(initialWindow=2 * 1200)
+        a, b = ReliableSession(config), ReliableSession(config)
+        a.send(b"r" * 3000, 0.0)
+        blocked = a.datagramsToSend(0.0)
+        for i in range(5000):
+            a.send(numbered(i, 500), 0.0, L, priority=(Priority.HIGH, Priority.LOW)[i % 3 == 0])
+        self.assertEqual((a.sendQueueLength, a.sendQueueBytes), (2, 3000 + 500))
+        self.assertLess(sum(len(q) for q in a._queue._queues), 200)
+        got = deliver(blocked, b, 0.01)
+        for data in b.datagramsToSend(0.01):
+            a.receiveDatagram(data, 0.02)
+        got += deliver(a.datagramsToSend(0.02), b, 0.03)
+        self.assertEqual([e.payload for e in got], [b"r" * 3000, numbered(4999, 500)])
+
 
 class Priorities(SynchronousTestCase):
 

@@ -34,7 +34,7 @@ class SentFrame:
 
 
 class _Message:
-    __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled")
+    __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled", "priority")
 
     def __init__(self, payload: bytes, mode: int, channel: int, seq: int) -> None:
         self.payload = payload
@@ -53,7 +53,8 @@ class SendQueue:
     gone out is finished before any other message starts, so fragments of
     different messages never interleave and reliable sequence numbers follow
     transmission order.  A queued latest-only message that has not started is
-    replaced by a newer one on the same channel.
+    replaced by a newer one on the same channel (in its place in the queue
+    when the priority is the same).
     """
 
     def __init__(self, config: SessionConfig) -> None:
@@ -72,33 +73,44 @@ class SendQueue:
         self.unackedBytes = 0
         self.length = 0
         self.retransmissions = 0
+        self._cancelled = 0
 
     def push(self, payload: bytes, mode: int, priority: int, channel: int) -> None:
         """Queue a message, or raise `SendQueueFull`."""
-        old = None
-        freed = 0
-        if mode == DeliveryMode.UNRELIABLE_LATEST:
-            old = self._latestQueued.get(channel)
-            if old is not None:
-                freed = len(old.payload)
+        latest = mode == DeliveryMode.UNRELIABLE_LATEST
+        old = self._latestQueued.get(channel) if latest else None
+        freed = len(old.payload) if old is not None else 0
         total = self.queuedBytes + self.unackedBytes - freed + len(payload)
         if total > self._maxBytes:
             raise SendQueueFull(
                 f"send queue would hold {total} bytes (max {self._maxBytes})")
-        seq = 0
-        if mode == DeliveryMode.UNRELIABLE_LATEST:
-            seq = self._latestSeq.get(channel, 0)
-            self._latestSeq[channel] = (seq + 1) & MASK32
-            if old is not None:
-                old.cancelled = True
-                self.queuedBytes -= freed
-                self.length -= 1
-        message = _Message(payload, mode, channel, seq)
-        if mode == DeliveryMode.UNRELIABLE_LATEST:
-            self._latestQueued[channel] = message
+        self.queuedBytes += len(payload) - freed
+        if not latest:
+            self._queues[priority].append(_Message(payload, mode, channel, 0))
+            self.length += 1
+            return
+        seq = self._latestSeq.get(channel, 0)
+        self._latestSeq[channel] = (seq + 1) & MASK32
+        if old is not None and old.priority == priority:
+            old.payload = payload
+            old.seq = seq
+            return
+        if old is not None:
+            old.cancelled = True
+            old.payload = b""
+            self.length -= 1
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled > self.length:
+                self._compact()
+        message = self._latestQueued[channel] = _Message(payload, mode, channel, seq)
+        message.priority = priority
         self._queues[priority].append(message)
-        self.queuedBytes += len(payload)
         self.length += 1
+
+    def _compact(self) -> None:
+        """Drop cancelled messages from the queues."""
+        self._queues = tuple(deque(m for m in q if not m.cancelled) for q in self._queues)
+        self._cancelled = 0
 
     def hasData(self) -> bool:
         if self.length:
@@ -150,6 +162,7 @@ class SendQueue:
                 message = queue[0]
                 if message.cancelled:
                     queue.popleft()
+                    self._cancelled -= 1
                     continue
             payload = message.payload
             offset = message.offset
@@ -206,4 +219,4 @@ class SendQueue:
         self._current = None
         self._retransmit.clear()
         self._latestQueued.clear()
-        self.queuedBytes = self.unackedBytes = self.length = 0
+        self.queuedBytes = self.unackedBytes = self.length = self._cancelled = 0
