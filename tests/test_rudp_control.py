@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted.rudp import SessionConfig
 from proud_twisted.rudp.acks import REPORTS, ReceivedPackets
 from proud_twisted.rudp.congestion import CongestionWindow
+from proud_twisted.rudp import frames as F
 from proud_twisted.rudp.frames import encodeDatagram, parseDatagram
 from proud_twisted.rudp.recovery import SentPackets
 from proud_twisted.rudp.rtt import RttEstimator
@@ -147,13 +148,7 @@ def ackRanges(frame: bytes) -> list[tuple[int, int]]:
     """Decode an ACK frame into (low, high) ranges, highest first."""
     _, ack, _, _ = parseDatagram(encodeDatagram(0, [frame], False), 1 << 20)
     largest, _, first, gaps = ack
-    low = largest - first
-    ranges = [(low, largest)]
-    for gap, length in gaps:
-        high = low - gap - 2
-        low = high - length
-        ranges.append((low, high))
-    return ranges
+    return F.ackRanges(largest, first, gaps)
 
 
 class Sent(SynchronousTestCase):

@@ -159,6 +159,18 @@ def encodeDatagram(pn: int, frames: list, checksum: bool) -> bytes:
     return b"".join([_packHeader(VERSION, pn), *frames])
 
 
+def ackRanges(largest: int, firstRange: int, gaps: list) -> list[tuple[int, int]]:
+    """The (low, high) packet number ranges of an ACK frame, highest first
+    (``largest`` already expanded; the lowest ``low`` may come out negative)."""
+    low = largest - firstRange
+    ranges = [(low, largest)]
+    for gap, length in gaps:
+        high = low - gap - 2
+        low = high - length
+        ranges.append((low, high))
+    return ranges
+
+
 def packAck(largest: int, delayUnits: int, firstRange: int, ranges: list) -> bytes:
     """An ACK frame; ``ranges`` is a list of (gap, length) pairs."""
     head = _ACK.pack(FT_ACK, largest & MASK32, delayUnits, len(ranges), firstRange)

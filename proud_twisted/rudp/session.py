@@ -11,7 +11,8 @@ from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.congestion import CongestionWindow
 from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
 from proud_twisted.rudp.frames import (
-    ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, encodeDatagram, expand, headerSize, parseDatagram,
+    ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, ackRanges, encodeDatagram, expand, headerSize,
+    parseDatagram,
 )
 from proud_twisted.rudp.reassembly import Reassembly
 from proud_twisted.rudp.recovery import SentPacket, SentPackets
@@ -291,13 +292,8 @@ class ReliableSession:
         largest = expand(largest32, nextPn - 1)
         if not 0 <= largest < nextPn:
             raise ProtocolError(f"ACK of packet {largest32} that was never sent")
-        low = largest - first
-        ranges = [(low, largest)]
-        for gap, length in gaps:
-            high = low - gap - 2
-            low = high - length
-            ranges.append((low, high))
-        if low < 0:
+        ranges = ackRanges(largest, first, gaps)
+        if ranges[-1][0] < 0:
             raise ProtocolError("ACK range below the first packet number")
         return largest, delay * ACK_DELAY_UNIT, ranges
 
