@@ -7,6 +7,12 @@ from typing import Callable
 from proud_twisted.coredriver import CoreDriver
 from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig
 
+# Room left in each 1200-byte UDP datagram for relay headers and the AEAD record.
+DATAGRAM_HEADROOM = 64
+# Sessions inside the framework: datagrams are sealed with an AEAD (or rely on
+# the UDP checksum when encryption is off), so the session's own CRC is off.
+DEFAULT_SESSION_CONFIG = SessionConfig(mtu=1200 - DATAGRAM_HEADROOM, checksum=False)
+
 
 class SessionDriver(CoreDriver):
     """Drives one L{ReliableSession}.

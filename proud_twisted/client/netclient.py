@@ -24,7 +24,7 @@ from proud_twisted.events import NetClientEvents
 from proud_twisted.info import MessageContext
 from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, SessionConfig
-from proud_twisted.sessiondriver import SessionDriver
+from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 from proud_twisted.server.netserver import FRAME_HEADROOM, versionBytes
 from proud_twisted.wire import relay
 from proud_twisted.wire._schema import addressFromWire, addressToWire
@@ -41,9 +41,6 @@ UDP_HELLO_FIRST_INTERVAL = 0.1
 UDP_HELLO_MAX_INTERVAL = 3.0
 UDP_PING_INTERVAL = 3.0
 UDP_LOST_AFTER = 10.0
-# Room left in each UDP datagram for relay headers and, later, encryption.
-DATAGRAM_HEADROOM = 64
-DEFAULT_SESSION_CONFIG = SessionConfig(mtu=1200 - DATAGRAM_HEADROOM)
 
 
 class NetClient:

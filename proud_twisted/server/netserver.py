@@ -24,7 +24,7 @@ from proud_twisted.info import (
     ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
 )
 from proud_twisted.rudp import DeliveryMode, MessageReceived, SessionConfig
-from proud_twisted.sessiondriver import SessionDriver
+from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
@@ -46,9 +46,6 @@ DEFAULT_RELAY_FRAMES_PER_SECOND = 5000
 DEFAULT_RELAY_BYTES_PER_SECOND = 8 * 1024 * 1024
 # Room in a frame for headers and relay target lists beyond the payload.
 FRAME_HEADROOM = 8192
-# Room left in each UDP datagram for headers and, later, encryption.
-DATAGRAM_HEADROOM = 64
-DEFAULT_SESSION_CONFIG = SessionConfig(mtu=1200 - DATAGRAM_HEADROOM)
 
 
 def versionBytes(protocolVersion) -> bytes:
