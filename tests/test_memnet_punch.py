@@ -227,6 +227,31 @@ class DirectPathDiesTests(SynchronousTestCase):
         self.assertTrue(world.net.runUntil(lambda: world.direct(0) and world.direct(1), 70))
 
 
+    def test_oneWayCutFallsBackOnBothSidesWithinOneTimeout(self):
+        world = PunchWorld(self, (NATType.FULL_CONE, NATType.FULL_CONE), seed=4)
+        world.formGroup()
+        a, b = world.clients
+        ida, idb = world.ids
+        d = a.whenDirect(idb)
+        self.assertTrue(world.net.runUntil(lambda: d.called and world.direct(1), 2))
+        natA, natB = world.nats
+        world.net.setConditions(natA, natB, LinkConditions(blocked=True, latency=0.02))
+        cutAt = world.net.clock.seconds()
+        sent = [b"one-way %d" % i for i in range(600)]
+        for payload in sent:
+            a.send(idb, payload)
+            b.send(ida, payload)
+            world.net.advance(0.01)
+        timeout = a.peerLinks.pathConfig.directTimeout
+        # B stops hearing A and falls back; A follows as soon as B's frames come relayed.
+        self.assertTrue(world.net.runUntil(lambda: not world.direct(0) and not world.direct(1),
+                                           cutAt + timeout + 1.5 - world.net.clock.seconds()))
+        self.assertTrue(world.net.runUntil(lambda: len(b.events.messagesFrom(ida)) >= 600, 30))
+        self.assertEqual(b.events.messagesFrom(ida), sent)
+        self.assertTrue(world.net.runUntil(lambda: len(a.events.messagesFrom(idb)) >= 600, 30))
+        self.assertEqual(a.events.messagesFrom(idb), sent)
+
+
 class ForgedProbeTests(SynchronousTestCase):
     def test_forgedProbesAndAnswersNeverChangeThePath(self):
         world = PunchWorld(self, (NATType.FULL_CONE, NATType.FULL_CONE))

@@ -402,3 +402,30 @@ class MutationTests(SynchronousTestCase):
         mutated = valid[:cut] + tail
         assume(mutated != valid)
         self.assertUnchanged(mutated)
+
+
+class RelayedHintTests(SynchronousTestCase):
+    """Relayed data from a peer we talk to directly means it fell back."""
+
+    def directPath(self):
+        from proud_twisted.client.pathstate import PathBecameDirect, PathState
+        state = PathState(1000, 1001, b"k" * 32, [("198.51.100.2", 4000)])
+        # Skip the punch: pretend it succeeded at t=10.
+        state.mode = PathMode.DIRECT
+        state.directAddress = ("198.51.100.2", 4000)
+        state._lastReceived = state._lastSent = state._directSince = 10.0
+        return state, PathBecameDirect
+
+    def test_ignoredRightAfterGoingDirect(self):
+        state, _ = self.directPath()
+        state.noteRelayedTraffic(10.5)
+        self.assertIs(state.mode, PathMode.DIRECT)
+        self.assertIsNone(state.nextEvent())
+
+    def test_fallsBackWhenTheHintComesLater(self):
+        state, _ = self.directPath()
+        state.noteRelayedTraffic(12.0)
+        self.assertIs(state.mode, PathMode.RELAYED)
+        event = state.nextEvent()
+        self.assertEqual(event.reason, RelayReason.DIRECT_PATH_DIED)
+        self.assertIsNotNone(state.retryAt)

@@ -29,6 +29,10 @@ class PathDriver(CoreDriver):
         self.path.candidatesChanged(candidates, self.reactor.seconds())
         self.flush()
 
+    def noteRelayedTraffic(self) -> None:
+        self.path.noteRelayedTraffic(self.reactor.seconds())
+        self.flush()
+
     def forceRelay(self, on: bool) -> None:
         self.path.forceRelay(on, self.reactor.seconds())
         self.flush()

@@ -97,6 +97,8 @@ class PathConfig:
     retryMax: float = 60.0
     maxRetries: int | None = None
     punch: PunchSchedule = PunchSchedule()
+    # Relayed data from a direct peer older than this means it fell back.
+    relayedHintGrace: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.keepaliveInterval < self.directTimeout:
@@ -132,6 +134,7 @@ class PathState:
         self._wanted = False        # punching was started at least once
         self._fallbacks = 0         # failures since the last direct path
         self._lastReceived = self._lastSent = self._lastPing = 0.0
+        self._directSince = 0.0
         self._pingCounter = 0
         self._peerPingCounter = 0
         self._pings = {}            # nonce -> time sent
@@ -181,6 +184,19 @@ class PathState:
         """Authenticated data from the peer arrived on the direct path."""
         if self.mode is PathMode.DIRECT:
             self._lastReceived = max(self._lastReceived, now)
+
+    def noteRelayedTraffic(self, now: float) -> None:
+        """Authenticated data from the peer arrived through the relay.
+
+        Long after both sides went direct, that means the peer gave up on the
+        direct path (say, only our direction broke): follow it now instead of
+        sending into a dead path until our own timeout.
+        """
+        if (self.mode is PathMode.DIRECT
+                and now - self._directSince > self.config.relayedHintGrace):
+            self._leave(PathMode.RELAYED)
+            self._events.append(PathBecameRelayed(RelayReason.DIRECT_PATH_DIED))
+            self._scheduleRetry(now)
 
     def noteDirectSent(self, now: float) -> None:
         """We sent data to the peer on the direct path."""
@@ -289,7 +305,7 @@ class PathState:
                 self._leave(PathMode.DIRECT)
                 self.directAddress, self.rtt = event.address, event.rtt
                 self._fallbacks = 0
-                self._lastReceived = self._lastSent = now
+                self._lastReceived = self._lastSent = self._directSince = now
                 self._events.append(PathBecameDirect(event.address, event.rtt))
             elif isinstance(event, PunchFailed):
                 self._leave(PathMode.RELAYED)

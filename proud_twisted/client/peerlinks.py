@@ -105,6 +105,8 @@ class PeerLinks:
         datagram = self._unframe(peer, payload)
         if datagram is not None:
             self._startPunching(peer)
+            if peer.path is not None:
+                peer.path.noteRelayedTraffic()
             self._feed(peer, datagram, relayed=True)
 
     def peerDatagram(self, data: bytes, addr) -> None:
