@@ -1,0 +1,406 @@
+"""What the protection costs: the same traffic with encryption on and off.
+
+On loopback (127.0.0.1 only, real reactor, one process), two setups live
+side by side: one whose server and clients encrypt (``NetServer(encryption=
+True)``, clients pinned to its key with ``NetClient(serverKey=...)``), one
+with ``encryption=False`` everywhere. Each has a server and four clients;
+the measurements alternate between the two (on/off, then off/on, ...), so
+that whatever else loads the machine hits both alike.
+
+(a) direct P2P round trip: A and B in a group that allows direct P2P, both
+    sides direct (``whenDirect``); A sends a reliable 64-byte message, B
+    echoes it reliably, A times it and sends the next. ``--pings`` (default
+    2,000) timed round trips per mode, in ``--blocks`` alternating blocks
+    (each after 100 untimed). Compares the medians, on/off. Goal: <= 1.15.
+
+(b) relay forwarding rate: C and D in a group made with
+    ``allowDirectP2P=False``; C sends ``--messages`` (default 20,000)
+    reliable 64-byte messages to D as fast as its session's send queue takes
+    them (refilling after ``SendQueueFull``), D checks their order; messages
+    per second from the first send to the last delivery, through the server
+    relay over UDP. ``--relay-runs`` (default 20) alternating runs per mode;
+    compares the medians, on/off. Goal: >= 0.85.
+
+With protection on, a direct datagram is sealed once and opened once
+(ChaCha20-Poly1305 under the pair's keys); a relayed one is sealed twice by
+its sender (pair, then client-to-server), opened and sealed again by the
+server, and opened twice by its receiver. The relay rate limits are raised
+out of the way (``--default-limits`` keeps the server's defaults). Clients
+and server share one thread, as on a single-core server, so every figure
+includes everyone's CPU time. ``--profile`` prints the share of the
+protection code in each mode's profile, then the top functions.
+
+On a busy machine, run lengths wander by tens of per cent from one run to
+the next whatever the mode; hence many short alternating runs, the medians,
+and the spread of the on/off ratios of neighbouring runs. ``--control`` runs
+both setups without encryption: its ratios show the noise floor.
+
+    python bench/security_overhead.py [--pings 2000] [--relay-runs 20] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import uuid
+
+from twisted.internet import defer, task
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _common  # noqa: E402
+import p2p_times as p2p  # noqa: E402
+
+from proud_twisted import (  # noqa: E402
+    NetClient, NetServer, SendQueueFull, ServerUdpState,
+)
+
+VERSION = uuid.UUID("0b5e55ed-5ec0-4e11-8a7d-c0ffee000001")
+LOOPBACK = _common.LOOPBACK
+RTT_GOAL = 1.15
+RELAY_GOAL = 0.85
+UNLIMITED = 1e12
+"""Relay frames and bytes a second when the limits are out of the way."""
+MODES = {True: "protection ON", False: "protection OFF"}
+
+
+class World:
+    """A server and four joined clients: pair (A, B) for the direct round
+    trip, pair (C, D) for the relay rate; encrypted or not."""
+
+    def __init__(self, server, serverEvents, clients) -> None:
+        self.server = server
+        self.serverEvents = serverEvents
+        self.clients = clients      # [(NetClient, p2p.Events, hostID)]
+
+    def pair(self, first: int, second: int) -> p2p.Setup:
+        (a, eventsA, idA), (b, eventsB, idB) = self.clients[first], self.clients[second]
+        return p2p.Setup(self.server.reactor, self.server, a, b, eventsA, eventsB,
+                         self.serverEvents, idA, idB)
+
+
+async def startWorld(reactor, budget: p2p.Budget, encrypted: bool, args) -> World:
+    encrypted = encrypted and not args.control
+    serverEvents = p2p.ServerEvents()
+    limits = {} if args.default_limits else {
+        "relayFramesPerSecond": UNLIMITED, "relayBytesPerSecond": UNLIMITED}
+    server = NetServer(serverEvents, VERSION, tcpPort=0, udpPort=0, interface=LOOPBACK,
+                       reactor=reactor, encryption=encrypted, **limits)
+    server.startService()
+    pinned = server.identity.publicKey() if encrypted else None
+    port = server.getTcpAddress()[1]
+    clients = []
+    try:
+        for name in "ABCD":
+            events = p2p.Events(name)
+            client = NetClient(events, reactor=reactor, udpInterface=LOOPBACK,
+                               encryption=encrypted, serverKey=pinned)
+            hostID = await budget.wait(client.connect(LOOPBACK, port, VERSION),
+                                       p2p.STEP_WAIT, f"{name} to join")
+            clients.append((client, events, hostID))
+        await budget.until(
+            lambda: all(c.getServerUdpState() is ServerUdpState.CONFIRMED
+                        for c, _, _ in clients),
+            p2p.STEP_WAIT, "every client's UDP to the server")
+        if args.rcvbuf:
+            # Private attributes: a benchmark may look inside.
+            for udpPort in [server._udpPort] + [c._udpPort for c, _, _ in clients]:
+                for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    udpPort.socket.setsockopt(socket.SOL_SOCKET, option, args.rcvbuf)
+    except BaseException:
+        await stopWorld(World(server, serverEvents, clients))
+        raise
+    return World(server, serverEvents, clients)
+
+
+async def stopWorld(world: World) -> None:
+    reactor = world.server.reactor
+    for client, _, _ in world.clients:
+        try:
+            await defer.maybeDeferred(client.disconnect, linger=0.1).addTimeout(2.0, reactor)
+        except Exception as e:      # a benchmark's cleanup: report, do not hide
+            print(f"  (disconnect failed: {e!r})")
+    await world.server.stopService()
+
+
+async def makeGroup(setup: p2p.Setup, budget: p2p.Budget, allowDirect: bool) -> None:
+    """Put the pair in a new group; return once both sides run the pair session."""
+    setup.server.createP2PGroup([setup.idA, setup.idB], allowDirectP2P=allowDirect)
+
+    def paired() -> bool:
+        return (setup.hasPeers() and setup.a.getPeerInfo(setup.idB).stats is not None
+                and setup.b.getPeerInfo(setup.idA).stats is not None)
+
+    await budget.until(paired, p2p.STEP_WAIT, "the pair to be introduced")
+
+
+# (a) the direct round trip
+
+async def directRoundTrips(world: World, budget: p2p.Budget, count: int, size: int,
+                           block: int, profile: _common.Profile) -> list:
+    """The times of C{count} round trips over the (direct) pair A, B."""
+    setup = world.pair(0, 1)
+    profile.start()
+    try:
+        result = await p2p.pingPongOurs(setup, budget, block, count, size,
+                                        expectRelayed=False)
+    finally:
+        profile.stop()
+    if any(result["wrongPath"]) or result["framesRelayed"]:
+        raise p2p.BenchFailure(f"relayed traffic during the direct round trips:"
+                               f" {result}")
+    return result["times"]
+
+
+# (b) the relay forwarding rate
+
+async def relayRate(world: World, budget: p2p.Budget, count: int, size: int,
+                    profile: _common.Profile) -> dict:
+    """Relay C{count} messages from C to D (a relay-only pair)."""
+    setup = world.pair(2, 3)
+    a, idB = setup.a, setup.idB
+    body = _common.filler(size)
+    counter = _common.OrderedCounter(count, size)
+    sent = fullQueue = direct = 0
+
+    def refill() -> None:
+        nonlocal sent, fullQueue
+        while sent < count:
+            try:
+                a.send(idB, _common.payload(sent, body))
+            except SendQueueFull:
+                fullQueue += 1
+                return
+            sent += 1
+
+    def receiveB(sender, payload, context) -> None:
+        nonlocal direct
+        if sender != setup.idA:
+            return
+        direct += not context.relayed
+        counter.take(payload)
+        if sent < count:
+            refill()
+
+    stats = setup.server.stats
+    before = stats.asDict()
+    senderBefore = a.getPeerInfo(idB).stats
+    setup.eventsB.onMessage = receiveB
+    profile.start()
+    start, cpuStart = _common.clock(), _common.cpuClock()
+    try:
+        refill()
+        end = await budget.wait(counter.done, p2p.STEP_WAIT * 6,
+                                f"{count} relayed messages")
+    finally:
+        profile.stop()
+        setup.eventsB.onMessage = None
+    setup.checkHandlers()
+    if direct:
+        raise p2p.BenchFailure(f"{direct} messages of the relay-only pair came directly")
+    after = stats.asDict()
+    sender = a.getPeerInfo(idB).stats
+    return {"rate": count / (end - start), "seconds": end - start,
+            "cpu": _common.cpuClock() - cpuStart, "fullQueue": fullQueue,
+            "server": {k: after[k] - before[k] for k in
+                       ("framesRelayed", "relayRateLimited", "spoofedDatagrams")},
+            "lost": sender.datagramsLost - senderBefore.datagramsLost,
+            "retransmissions": sender.retransmissions - senderBefore.retransmissions,
+            "sender": sender}
+
+
+# running and reporting
+
+PROTECTION_CODE = ("proud_twisted/_crypto/", "proud_twisted/protection.py")
+AEAD_METHODS = ("encrypt' of 'cryptography", "decrypt' of 'cryptography")
+
+
+def protectionShare(profile: _common.Profile) -> tuple[float, float]:
+    """Seconds spent in the protection code (our AEAD wrappers and the
+    cipher calls), and in all, according to the profile."""
+    import pstats
+    stats = pstats.Stats(profile._profile)
+    own = total = 0.0
+    for (filename, _, function), (_, _, tottime, _, _) in stats.stats.items():
+        total += tottime
+        if (any(part in filename for part in PROTECTION_CODE)
+                or any(method in function for method in AEAD_METHODS)):
+            own += tottime
+    return own, total
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} us"
+
+
+def alternating(number: int) -> tuple:
+    """The order of the two setups in run C{number}: on/off, off/on, ..."""
+    return (True, False) if number % 2 == 0 else (False, True)
+
+
+def spread(name: str, ratios: list) -> None:
+    print(f"  {name}: min {min(ratios):.3f}, median {statistics.median(ratios):.3f},"
+          f" max {max(ratios):.3f}")
+
+
+async def roundTripPhase(worlds: dict, budget: p2p.Budget, args, labels: dict,
+                         profiles: dict) -> dict:
+    times = {True: [], False: []}
+    ratios = []
+    pings = max(1, args.pings // args.blocks)
+    for block in range(args.blocks):
+        medians = {}
+        for encrypted in alternating(block):
+            rtt = await directRoundTrips(worlds[encrypted], budget, pings, args.size,
+                                         block, profiles[encrypted])
+            times[encrypted] += rtt
+            medians[encrypted] = statistics.median(rtt)
+        ratios.append(medians[True] / medians[False])
+        if args.verbose:
+            print(f"  round trips, block {block + 1}: {us(medians[True])} and"
+                  f" {us(medians[False])}, ratio {ratios[-1]:.3f}")
+    for encrypted in (True, False):
+        med, p99 = _common.summarise(times[encrypted])
+        print(f"  direct round trip, {labels[encrypted]:14s}: median {us(med)}, p99"
+              f" {us(p99)} (n={len(times[encrypted])})")
+    spread("on/off ratios of the block medians", ratios)
+    return times
+
+
+async def relayPhase(worlds: dict, budget: p2p.Budget, args, labels: dict,
+                     profiles: dict) -> dict:
+    relays = {True: [], False: []}
+    ratios = []
+    for number in range(args.relay_runs):
+        for encrypted in alternating(number):
+            relay = await relayRate(worlds[encrypted], budget, args.messages, args.size,
+                                    profiles[encrypted])
+            relays[encrypted].append(relay)
+            if args.verbose or number < 2:
+                print(f"  relay run {number + 1}, {labels[encrypted]:14s}:"
+                      f" {relay['rate']:8,.0f} msgs/s ({relay['seconds']:.3f} s,"
+                      f" CPU {relay['cpu']:.3f} s); datagrams lost {relay['lost']},"
+                      f" frames resent {relay['retransmissions']}, send queue full"
+                      f" {relay['fullQueue']}x; server {relay['server']}")
+            if args.verbose:
+                print(f"      sender: {_common.formatStats(relay['sender'])}")
+        ratios.append(relays[True][-1]["rate"] / relays[False][-1]["rate"])
+    for encrypted in (True, False):
+        runs = relays[encrypted]
+        print(f"  relay, {labels[encrypted]:14s}: median"
+              f" {statistics.median(r['rate'] for r in runs):,.0f} msgs/s (min"
+              f" {min(r['rate'] for r in runs):,.0f}, max {max(r['rate'] for r in runs):,.0f});"
+              f" datagrams lost {sum(r['lost'] for r in runs)} in"
+              f" {sum(1 for r in runs if r['lost'])} of {len(runs)} runs, frames resent"
+              f" {sum(r['retransmissions'] for r in runs)}, rate-limited"
+              f" {sum(r['server']['relayRateLimited'] for r in runs)}")
+    spread("on/off ratios of the relay rates of neighbouring runs", ratios)
+    return relays
+
+
+async def run(reactor, args) -> None:
+    budget = p2p.Budget(reactor, args.deadline)
+    profiles = {True: _common.Profile(args.profile), False: _common.Profile(args.profile)}
+    labels = ({True: "control A", False: "control B"} if args.control else MODES)
+    print(f"protection on vs off{' (CONTROL: both off)' if args.control else ''}, loopback,"
+          f" {type(reactor).__name__}, {args.size} B messages, relay limits"
+          f" {'server defaults' if args.default_limits else 'out of the way'}, UDP socket"
+          f" buffers {args.rcvbuf or 'OS default'}: (a) {args.pings} timed direct round"
+          f" trips per mode in {args.blocks} alternating blocks (each after {p2p.WARMUP}"
+          f" untimed), (b) {args.relay_runs} alternating runs of {args.messages} reliable"
+          " messages through the relay per mode")
+    worlds = {}
+    try:
+        for encrypted in (True, False):
+            worlds[encrypted] = world = await startWorld(reactor, budget, encrypted, args)
+            await makeGroup(world.pair(0, 1), budget, allowDirect=True)
+            await makeGroup(world.pair(2, 3), budget, allowDirect=False)
+            await p2p.goDirect(world.pair(0, 1), budget, labels[encrypted])
+        times = await roundTripPhase(worlds, budget, args, labels, profiles)
+        relays = await relayPhase(worlds, budget, args, labels, profiles)
+        for world in worlds.values():
+            world.pair(0, 1).checkHandlers()
+            world.pair(2, 3).checkHandlers()
+    finally:
+        for world in worlds.values():
+            await stopWorld(world)
+
+    if args.profile:
+        for encrypted in (True, False):
+            own, total = protectionShare(profiles[encrypted])
+            print(f"==== profile, {labels[encrypted]}: {own:.3f} s of {total:.3f} s"
+                  f" ({own / total:.1%}) in the protection code ====")
+            profiles[encrypted].print(top=args.profile_top)
+    onMed, onP99 = _common.summarise(times[True])
+    offMed, offP99 = _common.summarise(times[False])
+    baseline = labels[False]
+    rate = {e: statistics.median(r["rate"] for r in relays[e]) for e in relays}
+    cpuRate = {e: statistics.median(args.messages / r["cpu"] for r in relays[e])
+               for e in relays}
+    _common.report("direct round trip p99 (information)", onP99 * 1e6, offP99 * 1e6,
+                   "us", baseline)
+    _common.report("direct round trip median", onMed * 1e6, offMed * 1e6, "us", baseline,
+                   RTT_GOAL, higherIsBetter=False)
+    _common.report("relay messages per CPU second, median (information)", cpuRate[True],
+                   cpuRate[False], "msgs/s", baseline)
+    _common.report("relay rate median", rate[True], rate[False], "msgs/s", baseline,
+                   RELAY_GOAL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pings", type=int, default=2000,
+                        help="timed direct round trips per mode (default 2000)")
+    parser.add_argument("--blocks", type=int, default=10,
+                        help="alternating blocks the round trips are split into, each"
+                             f" after {p2p.WARMUP} untimed ones (default 10)")
+    parser.add_argument("--messages", type=int, default=5000,
+                        help="messages relayed per run (default 5000)")
+    parser.add_argument("--relay-runs", type=int, default=20,
+                        help="alternating relay runs per mode (default 20)")
+    parser.add_argument("--size", type=int, default=64, help="message size (default 64)")
+    parser.add_argument("--rcvbuf", type=int, default=_common.ENET_SOCKET_BUFFER * 4,
+                        help="SO_RCVBUF/SO_SNDBUF of every UDP socket, so that bursts are"
+                             " not lost in the kernel (default"
+                             f" {_common.ENET_SOCKET_BUFFER * 4}); 0 keeps the OS default")
+    parser.add_argument("--control", action="store_true",
+                        help="a control run: both setups without encryption, so every"
+                             " ratio should be 1 and its spread is the noise floor")
+    parser.add_argument("--default-limits", action="store_true",
+                        help="keep the server's default relay rate limits")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="give up after this many seconds in all (default 300)")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the measured parts of each mode; print the share of"
+                             " the protection code and the top functions")
+    parser.add_argument("--profile-top", type=int, default=25,
+                        help="functions listed per profile table (default 25)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every round trip block and the relay sender's stats")
+    args = parser.parse_args()
+    if (min(args.pings, args.blocks, args.messages, args.relay_runs) < 1
+            or args.timeout <= 0 or args.blocks > args.pings):
+        parser.error("--pings, --blocks, --messages and --relay-runs must be >= 1,"
+                     " --blocks <= --pings, and --timeout > 0")
+    if args.size < max(p2p._HEADER.size, 8):
+        parser.error(f"--size must be at least {p2p._HEADER.size}")
+    args.deadline = _common.clock() + args.timeout
+
+    def failed(failure):
+        failure.trap(p2p.BenchFailure, defer.TimeoutError)
+        raise SystemExit(f"gave up: {failure.getErrorMessage()}")
+
+    def bounded(reactor):
+        d = defer.ensureDeferred(run(reactor, args))
+        return d.addTimeout(max(0.0, args.deadline - _common.clock()) + 5.0,
+                            reactor).addErrback(failed)
+
+    task.react(bounded)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
