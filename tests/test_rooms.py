@@ -57,9 +57,10 @@ class RecordingRoomClient(RoomClientEvents):
 
 
 @pytest.fixture
-def server():
+def server(tmp_path):
     config = Options()
-    config.parseOptions(["--tcp", "0", "--udp", "0", "--interface", "127.0.0.1"])
+    config.parseOptions(["--tcp", "0", "--udp", "0", "--interface", "127.0.0.1",
+                        "--key-file", str(tmp_path / "server.key")])
     top = makeService(config)
     top.startService()
     yield top.getServiceNamed("proudserver")

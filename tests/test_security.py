@@ -328,3 +328,22 @@ class ResourceLimitTests(SynchronousTestCase):
         self.assertIn((world.ids[2], HackKind.RELAY_NOT_ALLOWED),
                       world.serverEvents.rec.named("onClientHackSuspected"))
         self.assertEqual(a.events.messagesFrom(world.ids[2]), [])
+
+
+class ForbiddenMessageTests(SynchronousTestCase):
+    def test_aMessageOnlyTheServerMaySendIsReportedAndDisconnects(self):
+        world = World(self, clients=2)
+        world.join()
+        cheater, honest = world.clients
+        idc, idh = world.ids
+        cheater._connection.sendMessage("PEER_PAIR", peerID=idh, epoch=1,
+                                        pairSecret=bytes(32), policy=0)
+        self.assertTrue(world.net.runUntil(
+            lambda: cheater.events.rec.count("onLeaveServer") == 1, 5))
+        self.assertIn((idc, HackKind.BAD_MESSAGE),
+                      world.serverEvents.rec.named("onClientHackSuspected"))
+        self.assertEqual(world.server.getClientHostIDs(), [idh])
+
+    def test_relayLimitsThatWouldBlockEverythingAreRefused(self):
+        self.assertRaises(ValueError, NetServer, None, VERSION, relayFramesPerSecond=0.5)
+        self.assertRaises(ValueError, NetServer, None, VERSION, relayBytesPerSecond=100)

@@ -7,7 +7,7 @@ L{NetServer} that owns the factory.
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from proud_twisted.constants import ErrorType, JoinRefusal
+from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
 from proud_twisted.crypto import ServerHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.protection import SERVER_DATAGRAM_HEADER, sealDatagram
@@ -180,12 +180,16 @@ class ServerConnection(Protocol):
 
     def protocolError(self, error: ProtocolError) -> None:
         self.server.stats.malformedMessages += 1
+        if self.joined:
+            self.server.hackSuspected(self, HackKind.BAD_MESSAGE)
         self.abort(ErrorType.PROTOCOL_ERROR, str(error))
 
     def abort(self, reason: ErrorType, why: str) -> None:
-        """Drop this connection at once for a reason logged once."""
-        self.log.warn("closing connection of host {hostID} from {peer}: {why}",
-                      hostID=self.hostID, peer=self.transport.getPeer(), why=why)
+        """Drop this connection at once; the reason is logged once per source host."""
+        peer = self.transport.getPeer()
+        self.server.onceLog.warn((reason, getattr(peer, "host", None)),
+                                 "closing connection of host {hostID} from {peer}: {why}",
+                                 hostID=self.hostID, peer=peer, why=why)
         self.leaveReason = reason
         self.closing = True
         self.transport.abortConnection()

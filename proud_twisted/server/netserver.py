@@ -115,6 +115,9 @@ class NetServer(service.Service):
         self.identity = identity if encryption else None
         self.handshakeTimeout = handshakeTimeout
         self.maxUnauthenticated = maxUnauthenticated
+        if relayFramesPerSecond < 1 or relayBytesPerSecond < self.sessionConfig.mtu:
+            raise ValueError("relay limits below 1 frame/s or one datagram's bytes/s "
+                             "would block every relayed frame")
         self.relayFramesPerSecond = relayFramesPerSecond
         self.relayBytesPerSecond = relayBytesPerSecond
         self._pairs = {}            # (a, b) -> _Pair
@@ -128,7 +131,7 @@ class NetServer(service.Service):
         self._udpPort = None
         self._udp = ServerDatagramProtocol(self)
         self._sweeper = None
-        self._onceLog = OnceLog(self.log)
+        self.onceLog = OnceLog(self.log)
 
     # Service
 
@@ -451,7 +454,7 @@ class NetServer(service.Service):
 
     def malformedDatagram(self, addr, error) -> None:
         self.stats.malformedDatagrams += 1
-        self._onceLog.warn(("malformed", addr), "dropped malformed datagram from {addr}: "
+        self.onceLog.warn(("malformed", addr), "dropped malformed datagram from {addr}: "
                            "{error}", addr=addr, error=error)
 
     # Internals
@@ -567,7 +570,7 @@ class NetServer(service.Service):
                 self._directAllowed.pop(effect.groupID, None)
                 self.dispatch("onP2PGroupRemoved", effect.groupID)
 
-    def _hackSuspected(self, client, kind: HackKind) -> None:
+    def hackSuspected(self, client, kind: HackKind) -> None:
         """Tell the application, at most once a second per client and kind."""
         self.stats.hackSuspicions += 1
         now = self.reactor.seconds()
@@ -575,24 +578,24 @@ class NetServer(service.Service):
         if last is not None and now - last < 1.0:
             return
         client.hackReported[kind] = now
-        self._onceLog.warn(("hack", client.hostID, kind), "client {hostID} suspected: "
+        self.onceLog.warn(("hack", client.hostID, kind), "client {hostID} suspected: "
                            "{kind}", hostID=client.hostID, kind=kind.value)
         self.dispatch("onClientHackSuspected", client.hostID, kind)
 
     def _relayFlood(self, sender) -> None:
         self.stats.relayRateLimited += 1
-        self._hackSuspected(sender, HackKind.RELAY_FLOOD)
+        self.hackSuspected(sender, HackKind.RELAY_FLOOD)
 
     def _relayRejected(self, senderID: int, targets) -> None:
         self.stats.relayRejected += len(targets)
         comment = f"relay from {senderID} to {sorted(targets)} refused: no shared group"
-        self._onceLog.warn(("relay", senderID), "{comment}", comment=comment)
+        self.onceLog.warn(("relay", senderID), "{comment}", comment=comment)
         self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, senderID, comment))
-        self._hackSuspected(self._clients[senderID], HackKind.RELAY_NOT_ALLOWED)
+        self.hackSuspected(self._clients[senderID], HackKind.RELAY_NOT_ALLOWED)
 
     def _spoofed(self, hostID: int, addr) -> None:
         self.stats.spoofedDatagrams += 1
-        self._onceLog.warn(("spoofed", addr), "dropped UDP datagram claiming host "
+        self.onceLog.warn(("spoofed", addr), "dropped UDP datagram claiming host "
                            "{hostID} from unexpected address {addr}", hostID=hostID, addr=addr)
 
     def _dropSilentClients(self) -> None:
