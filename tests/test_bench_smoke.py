@@ -25,6 +25,9 @@ def needsEnet():
                  marks=needsEnet()),
     ("rudp_loss.py", ["--messages", "200"]),
     ("rudp_rtt.py", ["--messages", "50", "--repeat", "1"]),
+    ("p2p_times.py", ["--quick"]),
+    ("security_overhead.py", ["--pings", "50", "--blocks", "1", "--messages", "500",
+                              "--relay-runs", "1"]),
 ])
 def test_benchmarkPrintsRatio(script, options):
     done = subprocess.run(
