@@ -347,3 +347,34 @@ class ForbiddenMessageTests(SynchronousTestCase):
     def test_relayLimitsThatWouldBlockEverythingAreRefused(self):
         self.assertRaises(ValueError, NetServer, None, VERSION, relayFramesPerSecond=0.5)
         self.assertRaises(ValueError, NetServer, None, VERSION, relayBytesPerSecond=100)
+
+
+class RelayedPeerFrameTests(SynchronousTestCase):
+    def test_forgedOrReplayedPeerFrameFromTheServerAddressDeliversNothing(self):
+        world = World(self, clients=2)
+        world.join()
+        a, b = world.clients
+        ida, idb = world.ids
+        world.group(allowDirectP2P=False)
+        from proud_twisted.wire import relay
+        frames = []
+        original = b.peerLinks.relayedFrame
+
+        def capture(sender, payload):
+            frames.append((sender, payload))
+            return original(sender, payload)
+        b.peerLinks.relayedFrame = capture
+        a.send(idb, b"genuine", reliable=False)
+        self.assertTrue(world.net.runUntil(lambda: b.events.messagesFrom(ida), 2))
+        sender, payload = frames[-1]
+        protocol = b._udpPort.protocol
+        serverAddress = b.serverUdpAddress
+        tampered = bytearray(payload)
+        tampered[-1] ^= 1
+        rejected = b.peerLinks.rejectedDatagrams
+        for forged in (bytes(tampered), payload):            # damaged, then replayed
+            protocol.datagramReceived(
+                relay.encodeUdpPeerFrame(ida, relay.FLAG_SESSION, forged), serverAddress)
+        world.net.advance(1)
+        self.assertEqual(b.events.messagesFrom(ida), [b"genuine"])
+        self.assertEqual(b.peerLinks.rejectedDatagrams - rejected, 2)

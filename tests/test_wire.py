@@ -158,6 +158,10 @@ class FastPathTests(SynchronousTestCase):
         relayed = relay.encodeUdpRelayed(host, flags, payload)
         self.assertEqual(relayed, encodeDatagram("UDP_RELAYED", sender=host, flags=flags,
                                                  payload=payload))
+        peerFrame = relay.encodeUdpPeerFrame(host, flags, payload)
+        self.assertEqual(peerFrame, encodeDatagram("UDP_PEER_FRAME", sender=host, flags=flags,
+                                                   payload=payload))
+        self.assertEqual(relay.decodeUdpSender(peerFrame), (host, flags, payload))
         self.assertEqual(relay.decodeUdpSender(user), (host, flags, payload))
         self.assertEqual(relay.decodeUdpSender(relayed), (host, flags, payload))
 

@@ -20,6 +20,7 @@ _SERVER_MESSAGES = frozenset({
 })
 _SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG"})
 _JOIN_REFUSED = 3   # may come in the clear, before any keys exist
+_PEER_FRAME = bytes((relay.UDP_PEER_FRAME,))
 
 
 class ClientConnection(Protocol):
@@ -148,6 +149,13 @@ class ClientDatagramProtocol(DatagramProtocol):
             return
         if addr != self.client.serverUdpAddress:
             self.client.malformedDatagram(addr)
+            return
+        if data[1:2] == _PEER_FRAME:
+            # Relayed as is; the pair's own keys authenticate it.
+            sender, flags, payload = relay.decodeUdpSender(data)
+            if not flags & relay.FLAG_SESSION:
+                raise ProtocolError("a relayed peer frame must be a session frame")
+            self.client.relayedReceived(sender, flags, payload)
             return
         channel = self.client.udpChannel
         if channel is not None:

@@ -64,7 +64,10 @@ class PeerLinks:
         """The server paired us with C{peer}: start its session (and path)."""
         client = self.client
         if client.encryption:
-            peer.channel = pairChannel(peer.pairSecret, client.getLocalHostID(), peer.hostID)
+            localID = client.getLocalHostID()
+            peer.channel = pairChannel(peer.pairSecret, localID, peer.hostID)
+            peer.aadOut = pairAad(peer.epoch, localID, peer.hostID)
+            peer.aadIn = pairAad(peer.epoch, peer.hostID, localID)
         peer.driver = SessionDriver(client.reactor, self._relayTransmitter(peer),
                                     self._deliverer(peer), client.sessionConfig)
         if policy & POLICY_DIRECT_ALLOWED:
@@ -256,8 +259,7 @@ class PeerLinks:
     def _frame(self, peer, datagram: bytes) -> bytes:
         """A session datagram as it travels: the pair's epoch, then the sealed datagram."""
         if peer.channel is not None:
-            datagram = peer.channel.seal(datagram, pairAad(
-                peer.epoch, self.client.getLocalHostID(), peer.hostID))
+            datagram = peer.channel.seal(datagram, peer.aadOut)
         return relay.encodeSessionFrame(peer.epoch, datagram)
 
     def _unframe(self, peer, payload: bytes):
@@ -269,8 +271,7 @@ class PeerLinks:
         if peer.channel is None:
             return datagram
         try:
-            return peer.channel.open(datagram, pairAad(
-                epoch, peer.hostID, self.client.getLocalHostID()))
+            return peer.channel.open(datagram, peer.aadIn)
         except ProtocolError:
             self.rejectedDatagrams += 1
             return None

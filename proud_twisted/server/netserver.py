@@ -385,6 +385,10 @@ class NetServer(service.Service):
                     body = tcpFrames[id(payload)] = relay.encodeTcpRelayed(
                         senderID, flags, payload)
                 target.sendBody(body)
+            elif flags & relay.FLAG_SESSION:
+                # Sealed end to end by the pair: forwarded without opening or re-sealing.
+                self.sendUdp(relay.encodeUdpPeerFrame(senderID, flags, payload),
+                             target.udpAddress)
             else:
                 target.sendDatagram(relay.encodeUdpRelayed(senderID, flags, payload))
             self.stats.framesRelayed += 1

@@ -23,6 +23,7 @@ DatagramType = c.Enum(
     UDP_PING=6,
     UDP_PONG=7,
     UDP_RELAY_BUNDLE=8,
+    UDP_PEER_FRAME=9,
 )
 
 BODIES = {
@@ -36,6 +37,10 @@ BODIES = {
                             "payload" / c.GreedyBytes),
     "UDP_PING": c.Struct("hostID" / HostID, "timestamp" / c.Float64b),
     "UDP_PONG": c.Struct("timestamp" / c.Float64b),
+    # A pair session frame relayed as is: sealed end to end by the pair, so
+    # the server neither opens nor re-seals it.
+    "UDP_PEER_FRAME": c.Struct("sender" / HostID, "flags" / RelayFlags,
+                               "payload" / c.GreedyBytes),
     "UDP_RELAY_BUNDLE": c.Struct("hostID" / HostID, "flags" / RelayFlags,
                                  "entries" / BundleEntries),
 }

@@ -26,6 +26,7 @@ UDP_USER = 3
 UDP_RELAY = 4
 UDP_RELAYED = 5
 UDP_RELAY_BUNDLE = 8
+UDP_PEER_FRAME = 9
 
 _RELAY_REQUEST_HEAD = struct.Struct(">BBH")        # type, flags, target count
 _RELAYED_HEAD = struct.Struct(">BIB")              # type, sender, flags
@@ -93,8 +94,12 @@ def encodeUdpRelay(hostID: int, targets, flags: int, payload: bytes) -> bytes:
     return head + _targetsFormat(len(targets)).pack(*targets) + payload
 
 
+def encodeUdpPeerFrame(sender: int, flags: int, payload: bytes) -> bytes:
+    return _UDP_SENDER_HEAD.pack(WIRE_VERSION, UDP_PEER_FRAME, sender, flags) + payload
+
+
 def decodeUdpSender(data: bytes):
-    """Return C{(host, flags, payload)} of a UDP_USER or UDP_RELAYED datagram."""
+    """Return C{(host, flags, payload)} of a UDP_USER, UDP_RELAYED or UDP_PEER_FRAME."""
     if len(data) < _UDP_SENDER_HEAD.size:
         raise ProtocolError("truncated UDP datagram")
     _, _, host, flags = _UDP_SENDER_HEAD.unpack_from(data)
