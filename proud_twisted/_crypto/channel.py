@@ -84,7 +84,7 @@ class SecureChannel:
     __slots__ = ("_sealer", "_opener", "_sendCounter", "_expected", "strict", "window")
 
     def __init__(self, sendKey: bytes, receiveKey: bytes, replayWindow: int = 1024,
-                 cipher: str = "chacha20poly1305", strict: bool = False) -> None:
+                 cipher: str = "aesgcm", strict: bool = False) -> None:
         try:
             aead = CIPHERS[cipher]
         except KeyError:
