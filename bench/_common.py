@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
-import importlib.util
 import io
 import os
 import pstats
@@ -23,9 +22,9 @@ import time
 from twisted.internet import defer, task
 from twisted.internet.protocol import DatagramProtocol
 
-if importlib.util.find_spec("proud_twisted") is None:
-    # Not installed: use the checkout this folder belongs to.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Measure the checkout this folder belongs to, even where an older copy of the
+# package is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proud_twisted.errors import SendQueueFull  # noqa: E402
 from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402

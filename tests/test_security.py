@@ -11,9 +11,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted import (
     HandshakeFailed, HOSTID_SERVER, NetClient, NetServer, ServerUdpState,
 )
-from proud_twisted.constants import HackKind
+from proud_twisted.constants import ErrorType, HackKind
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.testing import LinkConditions, MemoryNetwork
+from proud_twisted.wire import relay
+from proud_twisted.wire.framing import encodeFrame
+from proud_twisted.wire.messages import encodeMessage
 from tests.support import RecordingClientEvents, RecordingServerEvents
 
 VERSION = uuid.UUID("5ec0e0a1-1a2b-4c3d-8e9f-a0b1c2d3e4f5")
@@ -158,18 +161,12 @@ class TamperingTests(SynchronousTestCase):
         self.assertGreaterEqual(world.server.stats.spoofedDatagrams - spoofedBefore,
                                 len(datagram) * 8 - 8)
 
-    def test_flippedBitInTcpFrameClosesOnlyThatConnection(self):
-        world = World(self, clients=2)
-        world.join()
+    def assertRecordClosesOnlyThatConnection(self, world, seal):
+        """Client a writes C{seal(channel)} as a TCP frame: a goes, b carries on."""
         a, b = world.clients
-        ida, idb = world.ids
-        world.group(allowDirectP2P=False)
+        idb = world.ids[1]
         connection = a._connection
-        from proud_twisted.wire.framing import encodeFrame
-        from proud_twisted.wire.messages import encodeMessage
-        record = bytearray(connection.tcpChannel.seal(encodeMessage("PING", timestamp=1.0)))
-        record[len(record) // 2] ^= 0x10
-        connection.transport.write(encodeFrame(bytes(record)))
+        connection.transport.write(encodeFrame(seal(connection.tcpChannel)))
         self.assertTrue(world.net.runUntil(
             lambda: a.events.rec.count("onLeaveServer") == 1, 5))
         self.assertEqual(world.server.stats.malformedMessages, 1)
@@ -177,6 +174,34 @@ class TamperingTests(SynchronousTestCase):
         world.server.send(idb, b"b carries on")
         self.assertTrue(world.net.runUntil(
             lambda: b.events.messagesFrom(HOSTID_SERVER) == [b"b carries on"], 2))
+
+    def test_flippedBitInTcpFrameClosesOnlyThatConnection(self):
+        world = World(self, clients=2)
+        world.join()
+        world.group(allowDirectP2P=False)
+
+        def tampered(channel):
+            record = bytearray(channel.seal(encodeMessage("PING", timestamp=1.0)))
+            record[len(record) // 2] ^= 0x10
+            return bytes(record)
+        self.assertRecordClosesOnlyThatConnection(world, tampered)
+
+    def test_emptySealedTcpRecordClosesOnlyThatConnection(self):
+        """A genuine record that opens to nothing is malformed, not a crash."""
+        world = World(self, clients=2)
+        world.join()
+        self.assertRecordClosesOnlyThatConnection(world, lambda channel: channel.seal(b""))
+
+    def test_emptySealedTcpRecordFromTheServerIsAProtocolError(self):
+        world = World(self, clients=1)
+        world.join()
+        (a,) = world.clients
+        connection = world.serverConnection(a.getLocalHostID())
+        connection.transport.write(encodeFrame(connection.tcpChannel.seal(b"")))
+        self.assertTrue(world.net.runUntil(
+            lambda: a.events.rec.count("onLeaveServer") == 1, 5))
+        self.assertEqual(a.events.rec.named("onLeaveServer"),
+                         [(ErrorType.PROTOCOL_ERROR,)])
 
     def test_forgedHostIDOnUdpDeliversNothing(self):
         world = World(self, clients=3)
@@ -350,13 +375,30 @@ class ForbiddenMessageTests(SynchronousTestCase):
 
 
 class RelayedPeerFrameTests(SynchronousTestCase):
+    def test_sessionFrameShorterThanItsEpochIsDroppedAndTheReceiverStaysConnected(self):
+        """A member relays reliably (over TCP) a frame too short to hold an epoch."""
+        world = World(self, clients=2)
+        world.join()
+        a, b = world.clients
+        ida, idb = world.ids
+        world.group(allowDirectP2P=False)
+        rejected = b.peerLinks.rejectedDatagrams
+        for short in (b"", b"\x00\x00\x01"):
+            a.sendToServerTcp(relay.encodeTcpRelayRequest(
+                [idb], relay.FLAG_RELIABLE | relay.FLAG_SESSION, short))
+        world.net.advance(1)
+        self.assertEqual(b.peerLinks.rejectedDatagrams - rejected, 2)
+        self.assertEqual(b.events.rec.count("onLeaveServer"), 0)
+        a.send(idb, b"still heard")
+        self.assertTrue(world.net.runUntil(
+            lambda: b.events.messagesFrom(ida) == [b"still heard"], 2))
+
     def test_forgedOrReplayedPeerFrameFromTheServerAddressDeliversNothing(self):
         world = World(self, clients=2)
         world.join()
         a, b = world.clients
         ida, idb = world.ids
         world.group(allowDirectP2P=False)
-        from proud_twisted.wire import relay
         frames = []
         original = b.peerLinks.relayedFrame
 

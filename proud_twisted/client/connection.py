@@ -9,7 +9,7 @@ from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.protection import SERVER_DATAGRAM_HEADER, openDatagram
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram
-from proud_twisted.wire.framing import FrameDecoder, encodeFrame
+from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
 from proud_twisted.wire.punch import PEER_TYPE_FIRST, PEER_TYPE_LAST
 
@@ -66,7 +66,7 @@ class ClientConnection(Protocol):
         elif self.handshake is not None and body[0] != _JOIN_REFUSED:
             self.handshakeFrame(body)
             return
-        kind = body[0]
+        kind = frameKind(body)
         if kind == relay.TCP_RELAYED:
             sender, flags, payload = relay.decodeTcpRelayed(body)
             self.client.relayedReceived(sender, flags, payload)

@@ -263,8 +263,16 @@ class PeerLinks:
         return relay.encodeSessionFrame(peer.epoch, datagram)
 
     def _unframe(self, peer, payload: bytes):
-        """The session datagram in a frame from C{peer}, or None if stale or forged."""
-        epoch, datagram = relay.decodeSessionFrame(payload)
+        """The session datagram in a frame from C{peer}, or None if stale or forged.
+
+        A frame is the peer's word, not the server's: a bad one is counted and
+        dropped, never taken as the server connection's fault.
+        """
+        try:
+            epoch, datagram = relay.decodeSessionFrame(payload)
+        except ProtocolError:
+            self.rejectedDatagrams += 1
+            return None
         if epoch != peer.epoch:
             self.staleFrames += 1
             return None

@@ -13,7 +13,7 @@ from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.protection import SERVER_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.wire import relay
 from proud_twisted.wire.handshake import isHandshakeMessage
-from proud_twisted.wire.framing import FrameDecoder, encodeFrame
+from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
 
 
@@ -87,7 +87,7 @@ class ServerConnection(Protocol):
         elif self.handshake is not None or isHandshakeMessage(body):
             self.handshakeFrame(body)
             return
-        kind = body[0]
+        kind = frameKind(body)
         if self.joined and kind == relay.TCP_RELAY_REQUEST:
             flags, targets, payload = relay.decodeTcpRelayRequest(body)
             self.server.relay(self, targets, flags, payload)

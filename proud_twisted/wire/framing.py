@@ -9,6 +9,17 @@ _LENGTH = struct.Struct(">I")
 PREFIX_SIZE = _LENGTH.size
 
 
+def frameKind(body: bytes) -> int:
+    """The type byte that opens C{body}; L{ProtocolError} if it is empty.
+
+    The decoder refuses empty frames, but a sealed record may still open to
+    nothing.
+    """
+    if not body:
+        raise ProtocolError("empty frame body")
+    return body[0]
+
+
 def encodeFrame(body: bytes) -> bytes:
     """Prefix C{body} with its 4-byte big-endian length."""
     return _LENGTH.pack(len(body)) + body
