@@ -22,9 +22,10 @@ that whatever else loads the machine hits both alike.
     compares the medians, on/off. Goal: >= 0.85.
 
 With protection on, a direct datagram is sealed once and opened once
-(ChaCha20-Poly1305 under the pair's keys); a relayed one is sealed twice by
-its sender (pair, then client-to-server), opened and sealed again by the
-server, and opened twice by its receiver. The relay rate limits are raised
+(AES-256-GCM under the pair's keys); a relayed one is sealed by its sender
+under the pair's keys and again for its channel to the server; the server
+opens only that outer record (which proves the sender) and forwards the
+pair's record as it is, and the receiver opens it once. The relay rate limits are raised
 out of the way (``--default-limits`` keeps the server's defaults). Clients
 and server share one thread, as on a single-core server, so every figure
 includes everyone's CPU time. ``--profile`` prints the share of the
