@@ -66,16 +66,23 @@ class CoreDriver:
         self._timer = self._flushCall = self._timerAt = None
 
     def _armTimer(self) -> None:
+        """Make sure the timer fires by the core's next timeout.
+
+        A timer already due no later is left alone, however much later the
+        core now wants to wake up: it fires early, finds nothing due and
+        re-arms. That keeps the busy path free of cancelled calls.
+        """
         when = self.core.nextTimeout()
-        if when == self._timerAt:
+        if when is None:
             return
-        if self._timer is not None and self._timer.active():
+        armedAt = self._timerAt
+        if armedAt is not None:
+            if armedAt <= when:
+                return
             self._timer.cancel()
-        self._timer = None
         self._timerAt = when
-        if when is not None:
-            delay = max(0.0, when - self.reactor.seconds())
-            self._timer = self.reactor.callLater(delay, self._timeout)
+        self._timer = self.reactor.callLater(
+            max(0.0, when - self.reactor.seconds()), self._timeout)
 
     def _timeout(self) -> None:
         self._timer = None

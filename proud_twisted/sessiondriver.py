@@ -41,10 +41,20 @@ class SessionDriver(CoreDriver):
         self.scheduleFlush()
 
     def receiveDatagram(self, data: bytes) -> None:
-        """Feed a datagram from the peer (raises L{ProtocolError} if malformed)."""
-        self.session.receiveDatagram(data, self.reactor.seconds())
+        """Feed a datagram from the peer (raises L{ProtocolError} if malformed).
+
+        Data it lets go (replies sent from the event callbacks, or what the
+        window now admits) leaves at once, its acknowledgement riding along;
+        an acknowledgement alone waits for the end of the reactor turn, so
+        that one covers every datagram read in that turn.
+        """
+        session = self.session
+        session.receiveDatagram(data, self.reactor.seconds())
         self.drainEvents()
-        self.scheduleFlush()
+        if session.dataReady:
+            self.flush()
+        else:
+            self.scheduleFlush()
 
     def pathChanged(self, transmit: Callable[[bytes], None]) -> None:
         """Carry the session's datagrams on another path from now on."""

@@ -1396,9 +1396,10 @@ class FuzzHarness:
         self._attackerAddrs = {(LOOPBACK, p.getHost().port) for p in self.attackers}
         self._attackerAddrs |= {(LOOPBACK, i.udpPort.getHost().port) for i in self.insiders}
         self.serverUdp = self.server.getUdpAddress()
-        # Some honest traffic before the first sample.
+        # Honest traffic flowing both ways before the first sample.
         self._every(c.honestTick, self._honestTick)
-        yield self._sleep(0.3)
+        yield self._until(lambda: all(d.received > 0 for d in self.directions), 10,
+                          "honest traffic")
         if c.tracemalloc:
             import tracemalloc
             tracemalloc.start()

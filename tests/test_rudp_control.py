@@ -88,6 +88,15 @@ class Rtt(SynchronousTestCase):
 
 class Window(SynchronousTestCase):
 
+    def test_responseScalesWithTheLossRate(self) -> None:
+        """A few per cent lost costs a few per cent of the window; a queue
+        that overflows (most of a window lost) halves it, never more."""
+        for lossRate, kept in ((0.04, 0.98), (0.5, 0.75), (1.0, 0.5)):
+            cc = CongestionWindow(CONFIG)
+            cc.onLost(0.5, 1.0, lossRate)
+            self.assertAlmostEqual(cc.window, CONFIG.initialWindow * kept)
+            self.assertEqual(cc.ssthresh, cc.window)
+
     def test_slowStartThenAvoidance(self) -> None:
         cc = CongestionWindow(CONFIG)
         self.assertEqual(cc.window, CONFIG.initialWindow)

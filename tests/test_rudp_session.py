@@ -393,7 +393,7 @@ class Loss(SynchronousTestCase):
         self.assertAlmostEqual(link.now, 0.2 + 0.005 + 0.02)
         self.assertEqual(a.stats.retransmissions, 1)
 
-    def test_windowHalvesOncePerRecovery(self) -> None:
+    def test_windowShrinksOncePerRecovery(self) -> None:
         link = pair(latency=0.02)
         a = link.sessions[0]
         count = [0]
@@ -406,19 +406,20 @@ class Loss(SynchronousTestCase):
         windows = []
         onLost = a._cc.onLost
 
-        def watch(timeSent, now):
+        def watch(timeSent, now, lossRate):
             before = a._cc.window
-            onLost(timeSent, now)
-            windows.append((before, a._cc.window))
+            onLost(timeSent, now, lossRate)
+            windows.append((before, a._cc.window, lossRate))
 
         a._cc.onLost = watch
         for i in range(12):
             a.send(numbered(i, 1000), 0.0)
         link.run(lambda l: len(l.events[1]) == 12)
         self.assertEqual(len(windows), 3)
-        (before, after), *rest = windows
-        self.assertEqual(after, before / 2)
-        self.assertEqual(rest, [(after, after)] * 2)
+        (before, after, lossRate), *rest = windows
+        self.assertGreater(lossRate, 0)
+        self.assertAlmostEqual(after, before * (1 - lossRate / 2))
+        self.assertEqual([w[:2] for w in rest], [(after, after)] * 2)
         self.assertEqual(a._cc.ssthresh, after)
 
 

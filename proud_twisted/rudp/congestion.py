@@ -9,8 +9,13 @@ class CongestionWindow:
     """How many bytes may be in flight.
 
     Grows by the bytes acknowledged in slow start and by about one MTU per
-    window in congestion avoidance; halves at most once per recovery period
-    (losses of packets sent before the period began are forgiven).  Repeated
+    window in congestion avoidance; shrinks at most once per recovery period
+    (losses of packets sent before the period began are forgiven), in
+    proportion to the share of datagrams recently lost, and by half at the
+    most (as DCTCP scales its response to the share of marked packets).
+    A queue that overflows drops much of a window at once and is answered
+    in full; the odd loss of a noisy wireless link costs a few per cent, so
+    the window stays wide where halving at every loss would starve it.  Repeated
     timeouts drop it to ``minWindow`` but leave ``ssthresh`` at half the
     window before the trouble, so slow start brings throughput back quickly.
     """
@@ -40,12 +45,13 @@ class CongestionWindow:
             window += self._mtu * size / window
         self.window = min(window, self._max)
 
-    def onLost(self, timeSent: float, now: float) -> None:
-        """A packet sent at ``timeSent`` was declared lost."""
+    def onLost(self, timeSent: float, now: float, lossRate: float = 1.0) -> None:
+        """A packet sent at ``timeSent`` was declared lost, with the recent
+        share of datagrams lost at ``lossRate`` (counting this one)."""
         if timeSent <= self.recoveryStart:
             return
         self.recoveryStart = now
-        self.ssthresh = max(self.window / 2, self._min)
+        self.ssthresh = max(self.window * max(0.5, 1 - lossRate / 2), self._min)
         self.window = self.ssthresh
 
     def onPersistentCongestion(self, now: float) -> None:

@@ -48,11 +48,12 @@ class RttEstimator:
         rto = self.srtt + max(GRANULARITY, 4 * self.rttvar)
         self.rto = min(max(rto, self._minRto), self._maxRto)
 
-    def backedOff(self, count: int) -> float:
+    def backedOff(self, count: int, peerMayDelay: bool = True) -> float:
         """The retransmission timer after ``count`` expiries in a row: RTO
-        plus the peer's acknowledgement delay (as RFC 9002's PTO), doubled
-        each time, never above maxRto."""
-        return min((self.rto + self._ackDelay) * (1 << min(count, 30)), self._maxRto)
+        plus, if ``peerMayDelay``, the peer's acknowledgement delay (as RFC
+        9002's PTO), doubled each time, never above maxRto."""
+        base = self.rto + self._ackDelay if peerMayDelay else self.rto
+        return min(base * (1 << min(count, 30)), self._maxRto)
 
     def lossDelay(self) -> float:
         """How long after a later packet was acknowledged an earlier one is

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from proud_twisted.errors import MessageTooLong, ProtocolError, ProudError
-from proud_twisted.rudp.acks import ReceivedPackets
+from proud_twisted.rudp.acks import ACK_EVERY, ReceivedPackets
 from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.congestion import CongestionWindow
 from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
@@ -21,6 +21,8 @@ from proud_twisted.rudp.sendqueue import SendQueue
 
 LOSS_RATE_WEIGHT = 1 / 32
 """Weight of each resolved datagram in the smoothed `SessionStats.lossRate`."""
+PERSISTENT_CONGESTION_PTOS = 3
+"""Probe timeouts in a row that collapse the window (RFC 9002 7.6)."""
 _MIN_ROOM = 32
 _MODES = frozenset(DeliveryMode)
 _PRIORITIES = frozenset(Priority)
@@ -191,6 +193,13 @@ class ReliableSession:
                 self._probe = False
         return out
 
+    @property
+    def dataReady(self) -> bool:
+        """Whether `datagramsToSend` would now send data, not only an ACK."""
+        return (not self._closed
+                and self._cc.window - self._sent.bytesInFlight >= _MIN_ROOM
+                and (self._probe or self._queue.hasData()))
+
     def nextTimeout(self) -> float | None:
         """When `handleTimeout` (then `datagramsToSend`) must next run."""
         if self._closed:
@@ -203,7 +212,7 @@ class ReliableSession:
             if self._lossTime is not None:
                 timer = self._lossTime
             else:
-                timer = self._sent.lastSentTime + self._rtt.backedOff(self._ptoCount)
+                timer = self._sent.lastSentTime + self._probeTimeout()
             if not self._dead:
                 timer = min(timer, self._progressTime + self._config.deadPathTimeout)
             if deadline is None or timer < deadline:
@@ -220,7 +229,7 @@ class ReliableSession:
         if self._lossTime is not None:
             if now >= self._lossTime:
                 self._detectLosses(now)
-        elif (len(sent) or self._ptoCount) and now >= sent.lastSentTime + self._rtt.backedOff(self._ptoCount):
+        elif (len(sent) or self._ptoCount) and now >= sent.lastSentTime + self._probeTimeout():
             self._onProbeTimeout(now)
         if (not self._dead and (len(sent) or self._ptoCount)
                 and now >= self._progressTime + self._config.deadPathTimeout):
@@ -321,10 +330,11 @@ class ReliableSession:
     def _detectLosses(self, now: float) -> None:
         lost, self._lossTime = self._sent.detectLosses(now, self._rtt.lossDelay())
         if lost:
-            onLost = self._cc.onLost
-            for packet in lost:
-                onLost(packet.timeSent, now)
             self._declareLost(lost)
+            onLost = self._cc.onLost
+            lossRate = self._lossRate
+            for packet in lost:
+                onLost(packet.timeSent, now, lossRate)
 
     def _declareLost(self, lost: list[SentPacket]) -> None:
         self._datagramsLost += len(lost)
@@ -343,13 +353,19 @@ class ReliableSession:
                 if frame.lastPn == pn:
                     requeue(frame)
 
+    def _probeTimeout(self) -> float:
+        """How long after the last ack-eliciting datagram the probe timer
+        fires.  The peer acknowledges at once when ACK_EVERY datagrams wait
+        (or one came out of order), so its delay counts only below that."""
+        return self._rtt.backedOff(self._ptoCount, len(self._sent) < ACK_EVERY)
+
     def _onProbeTimeout(self, now: float) -> None:
         """Nothing acknowledged for a (backed-off) RTO: resend the oldest two
-        packets' data; from the second timeout in a row, collapse the window
-        and resend everything in flight."""
+        packets' data; from the third timeout in a row (RFC 9002's persistent
+        congestion), collapse the window and resend everything in flight."""
         self._ptoCount += 1
         self._lossTime = None
-        if self._ptoCount >= 2:
+        if self._ptoCount >= PERSISTENT_CONGESTION_PTOS:
             self._cc.onPersistentCongestion(now)
             self._declareLost(self._sent.clear())
         else:
