@@ -324,6 +324,28 @@ class Acknowledgements(SynchronousTestCase):
         self.assertEqual(ack[:3], (2, 0, 0))
         self.assertEqual(ack[3], [(0, 0)])
 
+    def test_datagramThatFillsTheWindowAsksForAnImmediateAck(self) -> None:
+        """A sender blocked by its window marks its last datagram with a
+        PING; the peer acknowledges it at once, not after its delay."""
+        config = SessionConfig(initialWindow=3 * 1200, minWindow=1200)
+        a, b = ReliableSession(config), ReliableSession(config)
+        a.send(b"one", 0.0)
+        single = a.datagramsToSend(0.0)
+        self.assertEqual(parse(single[0])[2], True)
+        for i in range(10):
+            a.send(numbered(i, 1000), 0.0)
+        out = a.datagramsToSend(0.0)
+        self.assertEqual([parse(d)[2] for d in out], [True] * (len(out) - 1) + [F.ACK_NOW])
+        self.assertEqual(a.datagramsToSend(0.0), [], "the window is full")
+        deliver(single, b, 1.0)
+        self.assertAlmostEqual(b.nextTimeout(), 1.0 + config.delayedAckTime)
+        self.assertEqual(len(b.datagramsToSend(1.005)), 1)
+        deliver(out[:-1], b, 1.01)
+        self.assertEqual(len(b.datagramsToSend(1.01)), 1)
+        self.assertIsNone(b.nextTimeout())
+        deliver(out[-1:], b, 1.02)      # in order, alone: only its PING hurries the ACK
+        self.assertEqual(b.nextTimeout(), 1.02)
+
     def test_piggyback(self) -> None:
         a, b = ReliableSession(), ReliableSession()
         a.send(b"ping", 0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from proud_twisted.rudp.frames import ACK_DELAY_UNIT, packAck
+from proud_twisted.rudp.frames import ACK_DELAY_UNIT, ACK_NOW, packAck
 
 MAX_RANGES = 64
 """Ranges remembered; older ones are forgotten and anything below them is
@@ -70,7 +70,7 @@ class ReceivedPackets:
         if elicits:
             self.ackPending = True
             self._waiting += 1
-            if outOfOrder or self._waiting >= ACK_EVERY:
+            if outOfOrder or self._waiting >= ACK_EVERY or elicits == ACK_NOW:
                 self.ackDeadline = now
             elif self.ackDeadline is None:
                 self.ackDeadline = now + self._delayedAckTime

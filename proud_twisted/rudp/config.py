@@ -52,7 +52,10 @@ class SessionConfig:
     """Nothing acknowledged for this long while data is outstanding: PathDead."""
     initialWindow: int = 16 * 1200
     minWindow: int = 2 * 1200
-    maxWindow: int = 1024 * 1024
+    maxWindow: int = 256 * 1024
+    """Most bytes in flight: 20 Mbit/s at a 100 ms RTT, far above a game's
+    needs (ENet allows 64 KiB).  A larger window only queues in socket
+    buffers (Linux gives a UDP socket about 208 KiB) and overflows them."""
     unreliableReassemblyTimeout: float = 1.0
     """A partly received unreliable message is forgotten after this long."""
     checksum: bool = True

@@ -7,7 +7,7 @@ schema by the tests.  All integers are big-endian::
     datagram  = format:u8  [checksum:u32]  packetNumber:u32  frame*
     ACK       = 0x01 largest:u32 ackDelay:u16 rangeCount:u8 firstRange:u16
                      (gap:u16 length:u16) * rangeCount
-    PING      = 0x02
+    PING      = 0x02   (elicits an acknowledgement without delay)
     RELIABLE  = 0x10 channel:u8 seq:u32 length:u16 payload
     UNRELIABLE= 0x11 channel:u8 length:u16 payload
     LATEST    = 0x12 channel:u8 seq:u32 length:u16 payload
@@ -42,6 +42,8 @@ VERSION = 1
 CHECKSUM_FLAG = 0x80
 ACK_DELAY_UNIT = 1e-5
 MASK32 = 0xFFFFFFFF
+ACK_NOW = 2
+"""What `parseDatagram` says of a datagram with a PING: acknowledge at once."""
 
 FT_ACK = 0x01
 FT_PING = 0x02
@@ -201,6 +203,8 @@ def _truncated(what: str, pos: int) -> ProtocolError:
 def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = False):
     """Split a datagram into ``(packetNumber32, ack, elicitsAck, dataFrames)``.
 
+    ``elicitsAck`` is false, true, or `ACK_NOW` (2: a PING asks for the
+    acknowledgement without delay).
     ``ack`` is None or ``(largest32, delayUnits, firstRange, [(gap, length)...])``;
     each data frame is ``(type, channel, seq32, payload, total, offset)`` (a
     whole message has ``total == len(payload)`` and ``offset == 0``).  Raises
@@ -225,7 +229,7 @@ def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = Fa
     else:
         raise ProtocolError(f"unsupported datagram format 0x{form:02x}")
     ack = None
-    eliciting = False
+    eliciting = ping = False
     frames = []
     append = frames.append
     while pos < n:
@@ -282,7 +286,7 @@ def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = Fa
             pos = end
         elif ftype == FT_PING:
             pos += 1
-            eliciting = True
+            ping = True
         else:
             raise ProtocolError(f"unknown frame type 0x{ftype:02x} at byte {pos}")
-    return pn, ack, eliciting, frames
+    return pn, ack, ACK_NOW if ping else eliciting, frames

@@ -7,7 +7,7 @@ from collections import deque
 from proud_twisted.errors import SendQueueFull
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.frames import (
-    FRAGMENT_OVERHEAD, FT_RELIABLE, FT_RELIABLE_FRAGMENT, MASK32, UNRELIABLE_OVERHEAD,
+    FRAGMENT_OVERHEAD, FT_RELIABLE, FT_RELIABLE_FRAGMENT, MASK32, PING, UNRELIABLE_OVERHEAD,
     WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
 )
 
@@ -59,7 +59,9 @@ class SendQueue:
 
     def __init__(self, config: SessionConfig) -> None:
         self._maxBytes = config.maxSendQueueBytes
-        self._maxFrame = config.mtu - headerSize(config.checksum)
+        # Room for data in an otherwise empty datagram, less the PING that
+        # may close it (see ReliableSession.datagramsToSend).
+        self._maxFrame = config.mtu - headerSize(config.checksum) - len(PING)
         self._minFragment = min(MIN_FRAGMENT, self._maxFrame - FRAGMENT_OVERHEAD)
         self._queues: tuple[deque, ...] = (deque(), deque(), deque())
         self._current: _Message | None = None

@@ -175,11 +175,19 @@ class ReliableSession:
                 size += len(ack)
             used = 0
             if sendData:
-                used, frames = queue.fill(parts, room - size, pn)
-                if self._probe and not used:
+                # One byte kept for a PING, which asks the peer to acknowledge
+                # at once: on a probe, and when this datagram fills the window
+                # while more data waits (the sender is blocked until an ACK).
+                used, frames = queue.fill(parts, room - size - 1, pn)
+                if not used:
+                    if self._probe:
+                        parts.append(PING)
+                        used = 1
+                        frames = []
+                elif (window - sent.bytesInFlight - size - used < mtu
+                        and (queue.length or queue.hasData())):
                     parts.append(PING)
-                    used = 1
-                    frames = []
+                    used += 1
             if not parts:
                 break
             size += used
