@@ -212,8 +212,8 @@ class Context:
 
 
 def _address(rng: random.Random) -> dict:
-    # Loopback or empty only: nobody sends to these, but keep them harmless.
-    return {"host": rng.choice(("127.0.0.1", "127.0.0.2", "")),
+    # Loopback, empty or not an IP address: nothing may be sent elsewhere.
+    return {"host": rng.choice(("127.0.0.1", "127.0.0.2", "", "localhost", "256.0.0.1")),
             "port": rng.choice((0, 1, 33333, 65535, rng.randrange(65536)))}
 
 

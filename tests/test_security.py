@@ -369,6 +369,20 @@ class ForbiddenMessageTests(SynchronousTestCase):
                       world.serverEvents.rec.named("onClientHackSuspected"))
         self.assertEqual(world.server.getClientHostIDs(), [idh])
 
+    def test_aLanAddressThatIsNoIpAddressIsReportedAndDisconnects(self):
+        """Peers would hand it to a UDP write, which refuses hostnames."""
+        world = World(self, clients=2)
+        world.join()
+        cheater, honest = world.clients
+        idc, idh = world.ids
+        cheater._connection.sendMessage("LAN_ADDRESS",
+                                        address={"host": "localhost", "port": 9})
+        self.assertTrue(world.net.runUntil(
+            lambda: cheater.events.rec.count("onLeaveServer") == 1, 5))
+        self.assertIn((idc, HackKind.BAD_MESSAGE),
+                      world.serverEvents.rec.named("onClientHackSuspected"))
+        self.assertEqual(world.server.getClientHostIDs(), [idh])
+
     def test_relayLimitsThatWouldBlockEverythingAreRefused(self):
         self.assertRaises(ValueError, NetServer, None, VERSION, relayFramesPerSecond=0.5)
         self.assertRaises(ValueError, NetServer, None, VERSION, relayBytesPerSecond=100)

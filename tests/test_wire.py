@@ -15,7 +15,7 @@ u32 = st.integers(0, 2**32 - 1)
 blobs = st.binary(max_size=300)
 addresses = st.one_of(
     st.none(),
-    st.tuples(st.text("0123456789.abcdef:", min_size=1, max_size=45), st.integers(1, 65535)))
+    st.tuples(st.ip_addresses().map(str), st.integers(1, 65535)))
 wireAddresses = addresses.map(addressToWire)
 floats = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -70,6 +70,14 @@ class RoundTripTests(SynchronousTestCase):
     @given(addresses)
     def test_addressRoundTrip(self, address):
         self.assertEqual(addressFromWire(_Obj(**addressToWire(address))), address)
+
+    def test_addressThatIsNoIpAddressIsAProtocolError(self):
+        """A hostname would be looked up by a later send; port 0 reaches nobody."""
+        for host, port in (("localhost", 1), ("game.example", 33333), ("256.0.0.1", 1),
+                           ("", 5), ("10.0.0.1", 0)):
+            self.assertRaises(ProtocolError, addressFromWire,
+                              _Obj(**addressToWire((host, port))))
+        self.assertEqual(addressFromWire(_Obj(**addressToWire(("::1", 7)))), ("::1", 7))
 
     def test_unencodableFieldIsProtocolError(self):
         self.assertRaises(ProtocolError, encodeMessage, "MEMBER_JOIN_ACK", ackID=-1)

@@ -1,5 +1,7 @@
 """construct helpers shared by the TCP and UDP schemas."""
 
+import ipaddress
+
 import construct as c
 
 from proud_twisted.errors import ProtocolError
@@ -23,9 +25,19 @@ def addressToWire(address):
 
 
 def addressFromWire(container):
-    if not container.host and not container.port:
+    """C{(host, port)}, or None for "unknown"; L{ProtocolError} unless the
+    host is an IP literal and the port is not 0 (a hostname would make a
+    later send look it up, and a UDP write refuses it)."""
+    host, port = container.host, container.port
+    if not host and not port:
         return None
-    return (container.host, container.port)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ProtocolError(f"address host {host!r} is not an IP address") from None
+    if not port:
+        raise ProtocolError(f"address {host} has port 0")
+    return (host, port)
 
 
 def messageFormat(typeEnum, bodies):
