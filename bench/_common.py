@@ -26,6 +26,7 @@ from twisted.internet.protocol import DatagramProtocol
 # package is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from proud_twisted._udpwrite import datagramWriter  # noqa: E402
 from proud_twisted.errors import SendQueueFull  # noqa: E402
 from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402
 from proud_twisted.sessiondriver import SessionDriver  # noqa: E402
@@ -243,8 +244,12 @@ class SessionEndpoint(DatagramProtocol):
         self.driver = SessionDriver(
             reactor, self.link if loss else self._write, deliver, config)
 
+    def startProtocol(self) -> None:
+        # The framework's own UDP write (see proud_twisted._udpwrite).
+        self._send = datagramWriter(self.transport)
+
     def _write(self, data: bytes) -> None:
-        self.transport.write(data, self.peer)
+        self._send(data, self.peer)
 
     def datagramReceived(self, data: bytes, addr) -> None:
         self.driver.receiveDatagram(data)

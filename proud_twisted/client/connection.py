@@ -3,6 +3,7 @@
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.logger import Logger
 
+from proud_twisted._udpwrite import datagramWriter
 from proud_twisted.constants import ErrorType
 from proud_twisted.crypto import ClientHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
@@ -175,6 +176,11 @@ class ClientDatagramProtocol(DatagramProtocol):
                 raise ProtocolError(f"a server may not send {name}")
             getattr(self.client, "server_" + name)(fields)
 
+    def startProtocol(self) -> None:
+        self.send = datagramWriter(self.transport)
+
+    def stopProtocol(self) -> None:
+        del self.send
+
     def send(self, data: bytes, addr) -> None:
-        if self.transport is not None:
-            self.transport.write(data, addr)
+        """Send C{data} to C{addr} (nothing, while the port is not listening)."""

@@ -92,6 +92,7 @@ class NetClient:
         self._closed = None
         self._udpToken = b""
         self._udpPort = None
+        self._udp = ClientDatagramProtocol(self)    # sends nothing until it listens
         self._udpState = ServerUdpState.UNCONFIRMED
         self._publicUdpAddress = None
         self._helloTimer = None
@@ -300,8 +301,8 @@ class NetClient:
         self._serverTimeout = fields.clientTimeoutMs / 1000.0
         peer = self._connection.transport.getPeer()
         self.serverUdpAddress = (peer.host, fields.udpPort)
-        self._udpPort = self.reactor.listenUDP(0, ClientDatagramProtocol(self),
-                                               interface=self.udpInterface)
+        self._udp = ClientDatagramProtocol(self)
+        self._udpPort = self.reactor.listenUDP(0, self._udp, interface=self.udpInterface)
         local = self._connection.transport.getHost()
         self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
             (local.host, self._udpPort.getHost().port)))
@@ -402,8 +403,7 @@ class NetClient:
     # Used by PeerLinks
 
     def sendDatagramTo(self, data: bytes, address) -> None:
-        if self._udpPort is not None:
-            self._udpPort.write(data, address)
+        self._udp.send(data, address)
 
     def sendToServerTcp(self, body: bytes) -> None:
         if self._connection is not None:
@@ -477,7 +477,7 @@ class NetClient:
         if self._udpPort is not None:
             if self.udpChannel is not None:
                 data = sealDatagram(self.udpChannel, data, CLIENT_DATAGRAM_HEADER)
-            self._udpPort.write(data, self.serverUdpAddress)
+            self._udp.send(data, self.serverUdpAddress)
 
     def _setUdpState(self, state: ServerUdpState) -> None:
         if state is self._udpState:

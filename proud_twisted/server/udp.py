@@ -3,6 +3,7 @@
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from proud_twisted._udpwrite import datagramWriter
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram
@@ -60,6 +61,11 @@ class ServerDatagramProtocol(DatagramProtocol):
         else:
             raise ProtocolError(f"a client may not send {name}")
 
+    def startProtocol(self) -> None:
+        self.send = datagramWriter(self.transport)
+
+    def stopProtocol(self) -> None:
+        del self.send
+
     def send(self, data: bytes, addr) -> None:
-        if self.transport is not None:
-            self.transport.write(data, addr)
+        """Send C{data} to C{addr} (nothing, while the port is not listening)."""
