@@ -29,6 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from proud_twisted._udpwrite import datagramWriter  # noqa: E402
 from proud_twisted.errors import SendQueueFull  # noqa: E402
 from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402
+# The sessions as the framework runs them (no CRC of their own: the framework
+# seals every datagram, or relies on the UDP checksum).
+from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
 from proud_twisted.sessiondriver import SessionDriver  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -274,7 +277,7 @@ def connectPair(reactor, a, b, bufferSize: int) -> list:
 
 
 def sessionPair(reactor, deliverA, deliverB, args, loss: float = 0.0,
-                config: SessionConfig = SessionConfig()):
+                config: SessionConfig = DEFAULT_SESSION_CONFIG):
     """Two `SessionEndpoint`s on loopback; each drops what it sends with
     probability ``loss`` (separately seeded from ``args.seed``)."""
     a = SessionEndpoint(reactor, deliverA, config, loss, random.Random(args.seed))
@@ -339,7 +342,7 @@ class StreamResult:
 
 async def stream(reactor, args, count: int, size: int, loss: float = 0.0,
                  profile: Profile = NO_PROFILE,
-                 config: SessionConfig = SessionConfig()) -> StreamResult:
+                 config: SessionConfig = DEFAULT_SESSION_CONFIG) -> StreamResult:
     """Send ``count`` reliable messages of ``size`` bytes from one session to
     another over loopback, the sender keeping its send queue full
     (back-pressure), the receiver checking order; time first send to last

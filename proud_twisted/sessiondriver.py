@@ -29,6 +29,7 @@ class SessionDriver(CoreDriver):
         super().__init__(reactor, ReliableSession(config, reactor.seconds()),
                          transmit, deliver)
         self.session = self.core
+        self._receiving = False
 
     @property
     def stats(self):
@@ -36,9 +37,11 @@ class SessionDriver(CoreDriver):
 
     def send(self, payload: bytes, mode: DeliveryMode = DeliveryMode.RELIABLE,
              priority: Priority = Priority.MEDIUM, channel: int = 0) -> None:
-        """Queue a message; it goes out at the end of this reactor turn."""
+        """Queue a message; it goes out at the end of this reactor turn (or,
+        sent while a received datagram is handled, right after it)."""
         self.session.send(payload, self.reactor.seconds(), mode, priority, channel)
-        self.scheduleFlush()
+        if not self._receiving:
+            self.scheduleFlush()
 
     def receiveDatagram(self, data: bytes) -> None:
         """Feed a datagram from the peer (raises L{ProtocolError} if malformed).
@@ -50,7 +53,11 @@ class SessionDriver(CoreDriver):
         """
         session = self.session
         session.receiveDatagram(data, self.reactor.seconds())
-        self.drainEvents()
+        self._receiving = True
+        try:
+            self.drainEvents()
+        finally:
+            self._receiving = False
         if session.dataReady:
             self.flush()
         else:

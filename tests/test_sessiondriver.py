@@ -1,0 +1,83 @@
+"""SessionDriver on a Clock: when datagrams leave, and which timers stay armed."""
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from proud_twisted.rudp import MessageReceived
+from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
+
+
+class Pair:
+    """Two drivers on one clock; what each transmits is kept, not delivered."""
+
+    def __init__(self, replyFromB=None):
+        self.clock = task.Clock()
+        self.clock.advance(100)
+        self.outA, self.outB = [], []
+        self.receivedB = []
+
+        def deliverB(event):
+            if type(event) is MessageReceived:
+                self.receivedB.append(event.payload)
+                if replyFromB is not None:
+                    self.b.send(replyFromB)
+        self.a = SessionDriver(self.clock, self.outA.append, lambda event: None,
+                               DEFAULT_SESSION_CONFIG)
+        self.b = SessionDriver(self.clock, self.outB.append, deliverB, DEFAULT_SESSION_CONFIG)
+
+    def toB(self):
+        sent, self.outA[:] = list(self.outA), []
+        for datagram in sent:
+            self.b.receiveDatagram(datagram)
+
+
+class SessionDriverTests(SynchronousTestCase):
+    def test_sendsLeaveTogetherAtTheEndOfTheTurn(self):
+        pair = Pair()
+        for i in range(3):
+            pair.a.send(b"m%d" % i)
+        self.assertEqual(pair.outA, [])
+        pair.clock.advance(0)
+        self.assertEqual(len(pair.outA), 1, "three small messages, one datagram")
+
+    def test_replyToAReceivedMessageLeavesAtOnceWithTheAck(self):
+        pair = Pair(replyFromB=b"pong")
+        pair.a.send(b"ping")
+        pair.clock.advance(0)
+        pair.toB()
+        self.assertEqual(pair.receivedB, [b"ping"])
+        self.assertEqual(len(pair.outB), 1, "sent before the clock moved")
+        pair.a.receiveDatagram(pair.outB[0])
+        self.assertEqual(pair.a.stats.bytesInFlight, 0, "the reply carried the ACK")
+
+    def test_anAckAloneWaitsForTheEndOfTheTurnAndCoversAllItRead(self):
+        pair = Pair()
+        pair.a.send(b"x" * 3000)            # three datagrams
+        pair.clock.advance(0)
+        self.assertEqual(len(pair.outA), 3)
+        pair.toB()
+        self.assertEqual(pair.outB, [])
+        pair.clock.advance(0)
+        self.assertEqual(len(pair.outB), 1)
+
+    def test_timerIsMovedEarlierButNeverReplacedByALaterOne(self):
+        pair = Pair()
+        pair.a.send(b"one")
+        pair.clock.advance(0)
+        calls = pair.clock.getDelayedCalls()
+        self.assertEqual(len(calls), 1)
+        armed = calls[0]
+        pair.clock.advance(0.01)
+        pair.a.send(b"two")                  # a later probe deadline
+        pair.clock.advance(0)
+        self.assertEqual(pair.clock.getDelayedCalls(), [armed])
+        self.assertLessEqual(armed.getTime(), pair.a.session.nextTimeout())
+
+    def test_closeLeavesNoCallScheduled(self):
+        pair = Pair()
+        pair.a.send(b"one")
+        pair.clock.advance(0)
+        pair.a.send(b"two")
+        pair.a.close()
+        pair.b.close()
+        self.assertEqual(pair.clock.getDelayedCalls(), [])
