@@ -5,10 +5,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.wire import relay
-from proud_twisted.wire._schema import addressFromWire, addressToWire
-from proud_twisted.wire.datagrams import BODIES as UDP_BODIES, decodeDatagram, encodeDatagram
+from proud_twisted.wire._schema import addressFromWire, addressToWire, buildWith, parseWith
+from proud_twisted.wire.datagrams import (
+    BODIES as UDP_BODIES, FAST_CODECS as UDP_FAST, Datagram, decodeDatagram, encodeDatagram,
+)
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
-from proud_twisted.wire.messages import BODIES as TCP_BODIES, decodeMessage, encodeMessage
+from proud_twisted.wire.messages import (
+    BODIES as TCP_BODIES, FAST_CODECS as TCP_FAST, TcpMessage, decodeMessage, encodeMessage,
+)
 
 hostIDs = st.integers(0, 2**32 - 1)
 u32 = st.integers(0, 2**32 - 1)
@@ -214,3 +218,75 @@ class FramingTests(SynchronousTestCase):
 
     def test_emptyFrameRejected(self):
         self.assertRaises(ProtocolError, FrameDecoder(100).feed, b"\x00\x00\x00\x00")
+
+
+def _schemaParse(fmt, data, what):
+    """construct's reading of C{data}: ("ok", kind, fields) or ("error",)."""
+    try:
+        parsed = parseWith(fmt, data, what)
+    except ProtocolError:
+        return ("error",)
+    message = parsed.message if "message" in parsed else parsed
+    return ("ok", str(message.type), plain(message.body))
+
+
+def _fastParse(decode, data):
+    try:
+        kind, fields = decode(data)
+    except ProtocolError:
+        return ("error",)
+    return ("ok", kind, plain(fields))
+
+
+def _mutated(encoded: bytes, data) -> bytes:
+    encoded = bytearray(encoded)
+    for _ in range(data.draw(st.integers(0, 3))):
+        position = data.draw(st.integers(0, len(encoded)))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip" and position < len(encoded):
+            encoded[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif action == "cut":
+            del encoded[position:]
+        else:
+            encoded[position:position] = data.draw(st.binary(min_size=1, max_size=4))
+    return bytes(encoded)
+
+
+class FastCodecTests(SynchronousTestCase):
+    """The codecs made from the declarations agree with construct byte for byte."""
+
+    def test_theGroupMessagesHaveOne(self):
+        self.assertLessEqual({"MEMBER_JOIN", "MEMBER_JOIN_ACK", "MEMBER_LEAVE", "PEER_PAIR",
+                              "PEER_ADDRESSES"}, set(TCP_FAST))
+        self.assertLessEqual({"UDP_PING", "UDP_PONG", "UDP_HELLO"}, set(UDP_FAST))
+
+    @settings(max_examples=600)
+    @given(messages({k: TCP_BODIES[k] for k in TCP_FAST}), st.data())
+    def test_tcp(self, message, data):
+        kind, fields = message
+        built = buildWith(TcpMessage, {"type": kind, "body": fields}, kind)
+        self.assertEqual(encodeMessage(kind, **fields), built)
+        for sample in (built, _mutated(built, data)):
+            self.assertEqual(_fastParse(decodeMessage, sample),
+                             _schemaParse(TcpMessage, sample, "TCP message"))
+
+    @settings(max_examples=400)
+    @given(messages({k: UDP_BODIES[k] for k in UDP_FAST}), st.data())
+    def test_udp(self, message, data):
+        kind, fields = message
+        built = buildWith(Datagram, {"message": {"type": kind, "body": fields}}, kind)
+        self.assertEqual(encodeDatagram(kind, **fields), built)
+        for sample in (built, _mutated(built, data)):
+            self.assertEqual(_fastParse(decodeDatagram, sample),
+                             _schemaParse(Datagram, sample, "UDP datagram"))
+
+    def test_badFieldsAreProtocolErrors(self):
+        for kind, fields in (
+                ("PEER_PAIR", dict(peerID=1, epoch=1, pairSecret=b"short", policy=0)),
+                ("MEMBER_LEAVE", dict(groupID=-1, memberID=1, memberCount=1)),
+                ("MEMBER_LEAVE", dict(groupID=1, memberID=1)),
+                ("PEER_ADDRESSES", dict(peerID=1, udpAddress={"host": "é", "port": 1},
+                                        lanAddress={"host": "", "port": 0})),
+                ("PEER_ADDRESSES", dict(peerID=1, udpAddress={"host": "1" * 256, "port": 1},
+                                        lanAddress={"host": "", "port": 0}))):
+            self.assertRaises(ProtocolError, encodeMessage, kind, **fields)

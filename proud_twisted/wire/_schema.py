@@ -1,6 +1,7 @@
 """construct helpers shared by the TCP and UDP schemas."""
 
 import ipaddress
+import struct
 
 import construct as c
 
@@ -63,3 +64,108 @@ def buildWith(fmt, container, what: str) -> bytes:
         return fmt.build(container)
     except (c.ConstructError, UnicodeEncodeError, ValueError, OverflowError) as e:
         raise ProtocolError(f"cannot encode {what}: {e}") from None
+
+
+class FastCodec:
+    """C{struct} encoding and decoding of one message type whose body
+    C{construct} declares with fixed-size fields, addresses and at most a
+    trailing C{GreedyBytes}: the same bytes and fields as the declaration
+    (a test holds the two together), at a fraction of its cost. Group
+    changes send and receive such messages by the square of the members.
+
+    Fields decode into a C{construct.Container}, as the declaration's do.
+    """
+
+    def __init__(self, kind: str, prefix: bytes, body: c.Struct) -> None:
+        self.kind = kind
+        self.prefix = prefix
+        segments = []           # (what, names, struct.Struct or None), in order
+        run, names = ">", []
+        for sub in body.subcons:
+            field = sub.subcon
+            if isinstance(field, c.FormatField):
+                run += field.fmtstr[1:]
+            elif isinstance(field, c.Bytes) and isinstance(field.length, int):
+                run += f"{field.length}s"
+            else:
+                if names:
+                    segments.append(("fixed", names, struct.Struct(run)))
+                    run, names = ">", []
+                if field is AddressStruct:
+                    segments.append(("address", [sub.name], None))
+                elif field is c.GreedyBytes and sub is body.subcons[-1]:
+                    segments.append(("tail", [sub.name], None))
+                else:
+                    raise TypeError(f"{kind}: field {sub.name} has no fast path")
+                continue
+            names.append(sub.name)
+        if names:
+            segments.append(("fixed", names, struct.Struct(run)))
+        self._segments = segments
+        self._exactBytes = {sub.name: sub.subcon.length for sub in body.subcons
+                            if isinstance(sub.subcon, c.Bytes)}
+
+    @classmethod
+    def forBodies(cls, typeEnum, bodies: dict, prefix: bytes = b"") -> dict:
+        """C{{kind: codec}} for every body the fast path can carry."""
+        codecs = {}
+        for kind, body in bodies.items():
+            try:
+                codec = cls(kind, prefix + bytes([typeEnum.encmapping[kind]]), body)
+            except TypeError:
+                continue
+            codecs[kind] = codec
+        return codecs
+
+    def encode(self, fields: dict) -> bytes:
+        try:
+            for name, length in self._exactBytes.items():
+                if len(fields[name]) != length:
+                    raise ValueError(f"{name} must be {length} bytes")
+            parts = [self.prefix]
+            for what, names, layout in self._segments:
+                if what == "fixed":
+                    parts.append(layout.pack(*[fields[name] for name in names]))
+                elif what == "address":
+                    address = fields[names[0]]
+                    host = address["host"].encode("ascii")
+                    parts.append(bytes((len(host),)) + host + _PORT.pack(address["port"]))
+                else:
+                    parts.append(bytes(fields[names[0]]))
+            return b"".join(parts)
+        except (struct.error, KeyError, TypeError, ValueError, UnicodeEncodeError) as e:
+            raise ProtocolError(f"cannot encode {self.kind}: {e}") from None
+
+    def decode(self, data: bytes) -> c.Container:
+        """The fields of C{data}, whose prefix and type byte were checked."""
+        fields = c.Container()
+        position = len(self.prefix)
+        end = len(data)
+        for what, names, layout in self._segments:
+            if what == "fixed":
+                if end - position < layout.size:
+                    raise ProtocolError(f"malformed {self.kind}: truncated")
+                fields.update(zip(names, layout.unpack_from(data, position)))
+                position += layout.size
+            elif what == "address":
+                if position >= end:
+                    raise ProtocolError(f"malformed {self.kind}: truncated address")
+                hostEnd = position + 1 + data[position]
+                if hostEnd + 2 > end:
+                    raise ProtocolError(f"malformed {self.kind}: truncated address")
+                try:
+                    host = data[position + 1:hostEnd].decode("ascii")
+                except UnicodeDecodeError:
+                    raise ProtocolError(f"malformed {self.kind}: address host") from None
+                (port,) = _PORT.unpack_from(data, hostEnd)
+                fields[names[0]] = c.Container(host=host, port=port)
+                position = hostEnd + 2
+            else:
+                fields[names[0]] = data[position:]
+                position = end
+        if position != end:
+            raise ProtocolError(f"malformed {self.kind}: trailing bytes")
+        return fields
+
+
+_PORT = struct.Struct(">H")

@@ -8,7 +8,7 @@ import construct as c
 
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire._schema import (
-    AddressStruct, BundleEntries, HostID, RelayFlags, Targets, Token, buildWith,
+    AddressStruct, BundleEntries, FastCodec, HostID, RelayFlags, Targets, Token, buildWith,
     messageFormat, parseWith,
 )
 from proud_twisted.wire.messages import WIRE_VERSION
@@ -50,8 +50,15 @@ Datagram = c.Struct("wireVersion" / c.Const(WIRE_VERSION, c.Int8ub),
                     "message" / _Body)
 
 
+FAST_CODECS = FastCodec.forBodies(DatagramType, BODIES, prefix=bytes([WIRE_VERSION]))
+_FAST_BY_TYPE = {codec.prefix[-1]: codec for codec in FAST_CODECS.values()}
+
+
 def encodeDatagram(kind: str, **fields) -> bytes:
     """Build a whole UDP datagram of type C{kind}."""
+    codec = FAST_CODECS.get(kind)
+    if codec is not None:
+        return codec.encode(fields)
     return buildWith(Datagram, {"message": {"type": kind, "body": fields}}, kind)
 
 
@@ -59,5 +66,8 @@ def decodeDatagram(data: bytes):
     """Parse a UDP datagram into C{(kind, fields)}; raises L{ProtocolError}."""
     if data[:1] != bytes([WIRE_VERSION]):
         raise ProtocolError("UDP datagram of an unknown wire version")
+    codec = _FAST_BY_TYPE.get(data[1]) if len(data) > 1 else None
+    if codec is not None:
+        return codec.kind, codec.decode(data)
     parsed = parseWith(Datagram, data, "UDP datagram")
     return str(parsed.message.type), parsed.message.body

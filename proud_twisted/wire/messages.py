@@ -2,14 +2,16 @@
 
 Each frame body is a type byte followed by that type's fields, declared once
 below with construct. Relay frames, the hot path, also have a C{struct} fast
-path in L{proud_twisted.wire.relay}; a test checks that both agree.
+path in L{proud_twisted.wire.relay}, and every message of plain fields
+(membership notices, pair keys, acknowledgements) one made from its
+declaration (L{FastCodec}); tests check that each agrees with construct.
 """
 
 import construct as c
 
 from proud_twisted.wire._schema import (
-    AddressStruct, Blob, BundleEntries, HostID, RelayFlags, Targets, Token, buildWith,
-    messageFormat, parseWith,
+    AddressStruct, Blob, BundleEntries, FastCodec, HostID, RelayFlags, Targets, Token,
+    buildWith, messageFormat, parseWith,
 )
 
 WIRE_VERSION = 1
@@ -104,14 +106,22 @@ POLICY_DIRECT_ALLOWED = 0x01
 POLICY_PUNCH_AT_ONCE = 0x02
 
 TcpMessage = messageFormat(MessageType, BODIES)
+FAST_CODECS = FastCodec.forBodies(MessageType, BODIES)
+_FAST_BY_TYPE = {codec.prefix[-1]: codec for codec in FAST_CODECS.values()}
 
 
 def encodeMessage(kind: str, **fields) -> bytes:
     """Build the frame body of a C{kind} message (without length prefix)."""
+    codec = FAST_CODECS.get(kind)
+    if codec is not None:
+        return codec.encode(fields)
     return buildWith(TcpMessage, {"type": kind, "body": fields}, kind)
 
 
 def decodeMessage(data: bytes):
     """Parse a frame body into C{(kind, fields)}; raises L{ProtocolError}."""
+    codec = _FAST_BY_TYPE.get(data[0]) if data else None
+    if codec is not None:
+        return codec.kind, codec.decode(data)
     parsed = parseWith(TcpMessage, data, "TCP message")
     return str(parsed.type), parsed.body
