@@ -116,18 +116,9 @@ class GarbageTests(SynchronousTestCase):
     @given(messages(TCP_BODIES) | messages(UDP_BODIES), st.data())
     def test_mutatedValidMessages(self, message, data):
         kind, fields = message
-        encoded = bytearray(encodeMessage(kind, **fields) if kind in TCP_BODIES
-                            else encodeDatagram(kind, **fields))
-        for _ in range(data.draw(st.integers(1, 4))):
-            position = data.draw(st.integers(0, len(encoded)))
-            action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
-            if action == "flip" and position < len(encoded):
-                encoded[position] ^= 1 << data.draw(st.integers(0, 7))
-            elif action == "cut":
-                del encoded[position:]
-            else:
-                encoded[position:position] = data.draw(st.binary(min_size=1, max_size=4))
-        self.assertOnlyProtocolError(bytes(encoded))
+        encoded = (encodeMessage(kind, **fields) if kind in TCP_BODIES
+                   else encodeDatagram(kind, **fields))
+        self.assertOnlyProtocolError(_mutated(encoded, data, least=1, most=4))
 
     def test_unknownTypeRejected(self):
         self.assertRaises(ProtocolError, decodeMessage, b"\xee")
@@ -238,9 +229,10 @@ def _fastParse(decode, data):
     return ("ok", kind, plain(fields))
 
 
-def _mutated(encoded: bytes, data) -> bytes:
+def _mutated(encoded: bytes, data, least: int = 0, most: int = 3) -> bytes:
+    """C{encoded} with C{least} to C{most} bits flipped, cuts or insertions."""
     encoded = bytearray(encoded)
-    for _ in range(data.draw(st.integers(0, 3))):
+    for _ in range(data.draw(st.integers(least, most))):
         position = data.draw(st.integers(0, len(encoded)))
         action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
         if action == "flip" and position < len(encoded):
