@@ -11,15 +11,72 @@ from __future__ import annotations
 
 from typing import Callable
 
+from twisted.logger import Logger
+
+MAX_PASSES = 16
+"""Passes one L{TurnEnd} run makes over work queued while it runs; anything
+queued after that waits for the next turn."""
+
+
+class TurnEnd:
+    """Runs the calls queued during a reactor turn once it is done, all from
+    one C{callLater(0)}, in the order queued.
+
+    A call queued by one of them runs in the same pass: a session flushed at
+    the end of the turn hands its frames to a relay batch, which leaves right
+    after, not one turn later. Share one among the drivers of a host.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self._queue: list = []
+        self._call = None
+        self._running = False
+
+    def add(self, call: Callable[[], None]) -> None:
+        self._queue.append(call)
+        if self._call is None and not self._running:
+            self._call = self.reactor.callLater(0, self._run)
+
+    def cancel(self) -> None:
+        """Forget what is queued (when everything using it has closed)."""
+        self._queue = []
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _run(self) -> None:
+        self._call = None
+        self._running = True
+        try:
+            for _ in range(MAX_PASSES):
+                queued, self._queue = self._queue, []
+                if not queued:
+                    return
+                for call in queued:
+                    try:
+                        call()
+                    except Exception:
+                        self.log.failure("end-of-turn call {call!r} failed", call=call)
+        finally:
+            self._running = False
+            if self._queue and self._call is None:
+                self._call = self.reactor.callLater(0, self._run)
+
 
 class CoreDriver:
     """Drives one sans-I/O core.
 
     @param transmit: called with each item of C{core.datagramsToSend(now)}.
     @param deliver: called with each event of C{core.nextEvent()}.
+    @param turnEnd: the L{TurnEnd} its deferred flushes run from (one of its
+        own if not given).
     """
 
-    def __init__(self, reactor, core, transmit: Callable, deliver: Callable) -> None:
+    def __init__(self, reactor, core, transmit: Callable, deliver: Callable,
+                 turnEnd: TurnEnd | None = None) -> None:
         self.reactor = reactor
         self.core = core
         self.transmit = transmit
@@ -27,14 +84,13 @@ class CoreDriver:
         self.closed = False
         self._timer = None
         self._timerAt = None
-        self._flushCall = None
+        self._ownTurnEnd = turnEnd is None
+        self._turnEnd = TurnEnd(reactor) if turnEnd is None else turnEnd
+        self._flushQueued = False
 
     def flush(self) -> None:
         """Send everything the core has ready, hand out its events, re-arm its timer."""
-        if self._flushCall is not None:
-            if self._flushCall.active():
-                self._flushCall.cancel()
-            self._flushCall = None
+        self._flushQueued = False
         if self.closed:
             return
         transmit = self.transmit
@@ -45,8 +101,13 @@ class CoreDriver:
 
     def scheduleFlush(self) -> None:
         """Flush at the end of this reactor turn (once, however often asked)."""
-        if self._flushCall is None and not self.closed:
-            self._flushCall = self.reactor.callLater(0, self.flush)
+        if not self._flushQueued and not self.closed:
+            self._flushQueued = True
+            self._turnEnd.add(self._queuedFlush)
+
+    def _queuedFlush(self) -> None:
+        if self._flushQueued:
+            self.flush()
 
     def drainEvents(self) -> None:
         nextEvent = self.core.nextEvent
@@ -60,10 +121,12 @@ class CoreDriver:
     def close(self) -> None:
         """Stop driving: cancel every call; the core gets no more calls from here."""
         self.closed = True
-        for call in (self._timer, self._flushCall):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._flushCall = self._timerAt = None
+        self._flushQueued = False
+        if self._ownTurnEnd:
+            self._turnEnd.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._timerAt = None
 
     def _armTimer(self) -> None:
         """Make sure the timer fires by the core's next timeout.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from proud_twisted.coredriver import CoreDriver
+from proud_twisted.coredriver import CoreDriver, TurnEnd
 from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig
 
 # Room left in each 1200-byte UDP datagram for relay headers and the AEAD record.
@@ -25,9 +25,10 @@ class SessionDriver(CoreDriver):
 
     def __init__(self, reactor, transmit: Callable[[bytes], None],
                  deliver: Callable[[object], None],
-                 config: SessionConfig = SessionConfig()) -> None:
+                 config: SessionConfig = SessionConfig(),
+                 turnEnd: TurnEnd | None = None) -> None:
         super().__init__(reactor, ReliableSession(config, reactor.seconds()),
-                         transmit, deliver)
+                         transmit, deliver, turnEnd)
         self.session = self.core
         self._receiving = False
 

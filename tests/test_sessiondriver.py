@@ -3,6 +3,7 @@
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
+from proud_twisted.coredriver import MAX_PASSES, TurnEnd
 from proud_twisted.rudp import MessageReceived
 from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 
@@ -81,3 +82,58 @@ class SessionDriverTests(SynchronousTestCase):
         pair.a.close()
         pair.b.close()
         self.assertEqual(pair.clock.getDelayedCalls(), [])
+
+
+class TurnEndTests(SynchronousTestCase):
+    def test_oneCallRunsWhatIsQueuedAndWhatThatQueues(self):
+        clock = task.Clock()
+        turnEnd = TurnEnd(clock)
+        ran = []
+        turnEnd.add(lambda: ran.append("first") or turnEnd.add(lambda: ran.append("later")))
+        turnEnd.add(lambda: ran.append("second"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual(ran, ["first", "second", "later"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_aFailingCallIsLoggedAndTheRestRun(self):
+        clock = task.Clock()
+        turnEnd = TurnEnd(clock)
+        ran = []
+        turnEnd.add(lambda: 1 / 0)
+        turnEnd.add(lambda: ran.append("after"))
+        clock.advance(0)
+        self.assertEqual(ran, ["after"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_endlessRequeueingWaitsForTheNextTurn(self):
+        clock = task.Clock()
+        turnEnd = TurnEnd(clock)
+        count = [0]
+
+        def again():
+            count[0] += 1
+            turnEnd.add(again)
+        turnEnd.add(again)
+        (call,) = clock.getDelayedCalls()
+        # Run it as the reactor would, once (Clock.advance(0) would also run,
+        # at once, the call it schedules for the next turn).
+        clock.calls.remove(call)
+        call.func()
+        self.assertEqual(count[0], MAX_PASSES)
+        self.assertEqual(len(clock.getDelayedCalls()), 1, "the rest waits for the next turn")
+        turnEnd.cancel()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_driversSharingOneFlushTogether(self):
+        clock = task.Clock()
+        turnEnd = TurnEnd(clock)
+        out = []
+        drivers = [SessionDriver(clock, out.append, lambda event: None,
+                                 DEFAULT_SESSION_CONFIG, turnEnd) for _ in range(5)]
+        for driver in drivers:
+            driver.send(b"hi")
+        self.assertEqual(len(clock.getDelayedCalls()), 1, "one end-of-turn call for all")
+        clock.advance(0)
+        self.assertEqual(len(out), len(drivers))
+        self.assertEqual(len(clock.getDelayedCalls()), len(drivers), "each its own timer")

@@ -13,6 +13,7 @@ from proud_twisted.client.pathstate import PathConfig
 from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS, PeerLinks
 from proud_twisted.client.peers import PeerTable
 from proud_twisted.client.relaybatch import RelayBatcher
+from proud_twisted.coredriver import TurnEnd
 from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
 )
@@ -77,8 +78,10 @@ class NetClient:
         self.malformedDatagrams = 0
         self.peerTable = PeerTable()
         self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
+        # One end-of-turn flush for every session, path and the relay batch.
+        self.turnEnd = TurnEnd(self.reactor)
         self.relayBatcher = RelayBatcher(
-            self.reactor, self.getLocalHostID,
+            self.turnEnd, self.getLocalHostID,
             lambda: self._udpState is ServerUdpState.CONFIRMED,
             self._sendUdp, self.sendToServerTcp)
         self._serverSession = None
@@ -104,6 +107,7 @@ class NetClient:
         for peer in self.peerTable.clear():
             self.peerLinks.gone(peer)
         self.relayBatcher.cancel()
+        self.turnEnd.cancel()
         if self._serverSession is not None:
             self._serverSession.close()
         self._serverSession = None
@@ -310,7 +314,8 @@ class NetClient:
         self._keepalive.clock = self.reactor
         self._keepalive.start(max(self._serverTimeout / 5, 0.05), now=False)
         self._serverSession = SessionDriver(
-            self.reactor, self._serverTransmit, self._serverDeliver, self.sessionConfig)
+            self.reactor, self._serverTransmit, self._serverDeliver, self.sessionConfig,
+            self.turnEnd)
         self._sendUdpHello()
         joining, self._joining = self._joining, None
         self._cancelJoinTimer()

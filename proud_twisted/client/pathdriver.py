@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from proud_twisted.client.pathstate import PathState
-from proud_twisted.coredriver import CoreDriver
+from proud_twisted.coredriver import CoreDriver, TurnEnd
 
 
 class PathDriver(CoreDriver):
     """Drives one pair's L{PathState}; C{sendTo(data, address)} is the UDP socket."""
 
-    def __init__(self, reactor, path: PathState, sendTo, deliver) -> None:
-        super().__init__(reactor, path, lambda item: sendTo(*item), deliver)
+    def __init__(self, reactor, path: PathState, sendTo, deliver,
+                 turnEnd: TurnEnd | None = None) -> None:
+        super().__init__(reactor, path, lambda item: sendTo(*item), deliver, turnEnd)
         self.path = path
         self._sendTo = sendTo
 

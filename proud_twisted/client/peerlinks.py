@@ -69,12 +69,13 @@ class PeerLinks:
             peer.aadOut = pairAad(peer.epoch, localID, peer.hostID)
             peer.aadIn = pairAad(peer.epoch, peer.hostID, localID)
         peer.driver = SessionDriver(client.reactor, self._relayTransmitter(peer),
-                                    self._deliverer(peer), client.sessionConfig)
+                                    self._deliverer(peer), client.sessionConfig,
+                                    client.turnEnd)
         if policy & POLICY_DIRECT_ALLOWED:
             state = PathState(client.getLocalHostID(), peer.hostID,
                               deriveProbeKey(peer.pairSecret), (), self.pathConfig)
             peer.path = PathDriver(client.reactor, state, client.sendDatagramTo,
-                                   self._pathEventHandler(peer))
+                                   self._pathEventHandler(peer), client.turnEnd)
             peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
         self._replayEarlyFrames(peer.hostID)
 

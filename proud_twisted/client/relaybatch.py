@@ -15,14 +15,15 @@ TCP_BUNDLE_LIMIT = 32 * 1024
 
 
 class RelayBatcher:
-    """Collects C{(target, frame)} pairs and sends them at the end of the turn.
+    """Collects C{(target, frame)} pairs and sends them at the end of the turn
+    (from C{turnEnd}, a L{proud_twisted.coredriver.TurnEnd}).
 
     @param udpUsable: whether UDP to the server works now (else TCP carries all).
     """
 
-    def __init__(self, reactor, localID, udpUsable, sendUdp, sendTcp,
+    def __init__(self, turnEnd, localID, udpUsable, sendUdp, sendTcp,
                  mtu: int = DEFAULT_BUNDLE_MTU) -> None:
-        self.reactor = reactor
+        self.turnEnd = turnEnd
         self.localID = localID
         self.udpUsable = udpUsable
         self.sendUdp = sendUdp
@@ -30,15 +31,20 @@ class RelayBatcher:
         self.mtu = mtu
         self.requestsSent = 0
         self._pending = []
-        self._call = None
+        self._queued = False
 
     def add(self, target: int, frame: bytes) -> None:
         self._pending.append((target, frame))
-        if self._call is None:
-            self._call = self.reactor.callLater(0, self.flush)
+        if not self._queued:
+            self._queued = True
+            self.turnEnd.add(self._queuedFlush)
+
+    def _queuedFlush(self) -> None:
+        if self._queued:
+            self.flush()
 
     def flush(self) -> None:
-        self.cancel(keepPending=True)
+        self._queued = False
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -61,12 +67,10 @@ class RelayBatcher:
                     self.sendTcp(relay.encodeTcpRelayBundle(flags, entries))
                 self.requestsSent += 1
 
-    def cancel(self, keepPending: bool = False) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if not keepPending:
-            self._pending = []
+    def cancel(self) -> None:
+        """Drop what is pending."""
+        self._queued = False
+        self._pending = []
 
     @staticmethod
     def _split(pending, limit: int) -> list:

@@ -16,6 +16,7 @@ from proud_twisted._oncelog import OnceLog
 from proud_twisted.constants import (
     HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,
 )
+from proud_twisted.coredriver import TurnEnd
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
 from proud_twisted.errors import MessageTooLong, ProtocolError, UnknownHostID
@@ -130,6 +131,7 @@ class NetServer(service.Service):
         self._tcpPort = None
         self._udpPort = None
         self._udp = ServerDatagramProtocol(self)
+        self._turnEnd = TurnEnd(self.reactor)      # the clients' UDP sessions flush from it
         self._sweeper = None
         self.onceLog = OnceLog(self.log)
 
@@ -325,7 +327,7 @@ class NetServer(service.Service):
                                            self.reactor.seconds())
         connection.udpSession = SessionDriver(
             self.reactor, self._udpTransmitter(connection),
-            self._udpDeliverer(connection), self.sessionConfig)
+            self._udpDeliverer(connection), self.sessionConfig, self._turnEnd)
         self._clients[hostID] = connection
         self._table.addClient(hostID)
         connection.sendMessage(
