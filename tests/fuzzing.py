@@ -1654,15 +1654,15 @@ class FuzzHarness:
 
     def _capture(self, client: NetClient) -> None:
         """Keep copies of the real sealed datagrams C{client} sends the server."""
-        port = client._udpPort
-        write = port.write
+        protocol = client._udp
+        send = protocol.send
         server = client.serverUdpAddress
 
-        def captureWrite(data, addr=None):
+        def captureSend(data, addr):
             if addr == server:
                 self.captured.append(data)
-            return write(data, addr)
-        port.write = captureWrite
+            return send(data, addr)
+        protocol.send = captureSend
 
     def _serverSizes(self) -> dict:
         server = self.server

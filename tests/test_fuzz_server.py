@@ -37,6 +37,7 @@ def test_shortFuzzRunPasses():
     assert set(result.tcpByKind) == {"raw", "handshake", "join"}
     assert result.tcpJoined > 0
     assert result.udpByKind.get("insider", 0) > 0
+    assert result.udpByKind.get("captured replayed", 0) > 0
     assert result.udpReadByServer > 0.9 * result.udpDatagrams
     assert result.serverStats["spoofedDatagrams"] > 0
     assert result.serverStats["failedHandshakes"] > 0
