@@ -32,6 +32,11 @@ from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402
 # The sessions as the framework runs them (no CRC of their own: the framework
 # seals every datagram, or relies on the UDP checksum).
 from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
+from proud_twisted import rudp  # noqa: E402
+
+IMPLEMENTATION = ("compiled with mypyc" if rudp.COMPILED
+                  else "pure Python (python setup.py build_ext --inplace compiles it)")
+print(f"reliable-UDP core: {IMPLEMENTATION}", flush=True)
 from proud_twisted.sessiondriver import SessionDriver  # noqa: E402
 
 LOOPBACK = "127.0.0.1"

@@ -74,8 +74,12 @@ class Link:
     def pump(self) -> None:
         """Let both sessions send what they may."""
         for src, session in enumerate(self.sessions):
-            for data in session.datagramsToSend(self.now):
+            for data in self.datagramsFrom(session):
                 self._transmit(src, data)
+
+    def datagramsFrom(self, session: ReliableSession) -> list[bytes]:
+        """What C{session} sends now (a subclass may check it)."""
+        return session.datagramsToSend(self.now)
 
     def _transmit(self, src: int, data: bytes) -> None:
         self.sent[src] += 1

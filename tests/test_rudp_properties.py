@@ -55,21 +55,15 @@ class Checked(Link):
         super().__init__(ReliableSession(config), ReliableSession(config), **options)
         self.config = config
         self.beforeStep.append(Checked.check)
-        for session in self.sessions:
-            session.datagramsToSend = self._windowChecked(session)
 
-    @staticmethod
-    def _windowChecked(session: ReliableSession):
-        original = session.datagramsToSend
-
-        def datagramsToSend(now: float) -> list[bytes]:
-            before = session.stats.bytesInFlight
-            out = original(now)
-            stats = session.stats
-            if stats.bytesInFlight > before:
-                assert stats.bytesInFlight <= stats.window, (stats.bytesInFlight, stats.window)
-            return out
-        return datagramsToSend
+    def datagramsFrom(self, session: ReliableSession) -> list[bytes]:
+        """Never more in flight than the window, whenever data goes out."""
+        before = session.stats.bytesInFlight
+        out = super().datagramsFrom(session)
+        stats = session.stats
+        if stats.bytesInFlight > before:
+            assert stats.bytesInFlight <= stats.window, (stats.bytesInFlight, stats.window)
+        return out
 
     def check(self) -> None:
         config = self.config

@@ -15,13 +15,19 @@ numbers, delayed acks), `recovery` (packets in flight, loss detection),
 `rtt` (RFC 6298), `congestion` (window), `sendqueue` (priorities,
 fragmentation, retransmission queue), `reassembly` (reordering, reassembly,
 receive budget), `session` (ties them together).
+
+An install compiles these modules with mypyc where it can (see setup.py);
+`COMPILED` says whether this process runs that build or the pure-Python one.
 """
 
+from proud_twisted.rudp import session as _session
 from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
 from proud_twisted.rudp.session import ReliableSession, SessionClosed, SessionStats
 
+COMPILED = not _session.__file__.endswith(".py")
+
 __all__ = [
     "ReliableSession", "SessionConfig", "SessionStats", "SessionClosed",
-    "DeliveryMode", "Priority", "MessageReceived", "PathDead", "PathAlive",
+    "DeliveryMode", "Priority", "MessageReceived", "PathDead", "PathAlive", "COMPILED",
 ]

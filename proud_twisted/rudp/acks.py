@@ -52,7 +52,7 @@ class ReceivedPackets:
         i = bisect_right(ranges, pn, key=_low) - 1
         return i < 0 or pn > ranges[i][1]
 
-    def record(self, pn: int, now: float, elicits: bool, acknowledge: bool = True) -> None:
+    def record(self, pn: int, now: float, elicits: int, acknowledge: bool = True) -> None:
         """Note a new packet (``isNew(pn)`` must be true).  With ``acknowledge``
         false it is remembered only as seen: its reliable data was refused."""
         outOfOrder = pn != self.largest + 1

@@ -230,7 +230,7 @@ def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = Fa
         raise ProtocolError(f"unsupported datagram format 0x{form:02x}")
     ack = None
     eliciting = ping = False
-    frames = []
+    frames: list[tuple] = []
     append = frames.append
     while pos < n:
         ftype = data[pos]

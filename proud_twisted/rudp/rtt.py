@@ -39,13 +39,14 @@ class RttEstimator:
             self.minRtt = rtt
         if rtt - ackDelay >= self.minRtt:
             rtt -= ackDelay
-        if self.srtt is None:
-            self.srtt = rtt
-            self.rttvar = rtt / 2
+        srtt, rttvar = self.srtt, self.rttvar
+        if srtt is None or rttvar is None:
+            srtt, rttvar = rtt, rtt / 2
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        rto = self.srtt + max(GRANULARITY, 4 * self.rttvar)
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt)
+            srtt = 0.875 * srtt + 0.125 * rtt
+        self.srtt, self.rttvar = srtt, rttvar
+        rto = srtt + max(GRANULARITY, 4 * rttvar)
         self.rto = min(max(rto, self._minRto), self._maxRto)
 
     def backedOff(self, count: int, peerMayDelay: bool = True) -> float:
@@ -58,6 +59,7 @@ class RttEstimator:
     def lossDelay(self) -> float:
         """How long after a later packet was acknowledged an earlier one is
         declared lost (RFC 9002 time threshold, 9/8 of an RTT)."""
-        if self.srtt is None:
+        srtt, latest = self.srtt, self.latest
+        if srtt is None or latest is None:
             return self.rto
-        return max(1.125 * max(self.srtt, self.latest), GRANULARITY)
+        return max(1.125 * max(srtt, latest), GRANULARITY)

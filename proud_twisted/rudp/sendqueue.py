@@ -36,13 +36,15 @@ class SentFrame:
 class _Message:
     __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled", "priority")
 
-    def __init__(self, payload: bytes, mode: int, channel: int, seq: int) -> None:
+    def __init__(self, payload: bytes, mode: int, channel: int, seq: int,
+                 priority: int = 0) -> None:
         self.payload = payload
         self.mode = mode
         self.channel = channel
         self.seq = seq
         self.offset = 0
         self.cancelled = False
+        self.priority = priority
 
 
 class SendQueue:
@@ -63,7 +65,7 @@ class SendQueue:
         # may close it (see ReliableSession.datagramsToSend).
         self._maxFrame = config.mtu - headerSize(config.checksum) - len(PING)
         self._minFragment = min(MIN_FRAGMENT, self._maxFrame - FRAGMENT_OVERHEAD)
-        self._queues: tuple[deque, ...] = (deque(), deque(), deque())
+        self._queues: tuple[deque[_Message], ...] = (deque(), deque(), deque())
         self._current: _Message | None = None
         self._retransmit: deque[SentFrame] = deque()
         self._nextReliableSeq = 0
@@ -104,8 +106,7 @@ class SendQueue:
             self._cancelled += 1
             if self._cancelled > 64 and self._cancelled > self.length:
                 self._compact()
-        message = self._latestQueued[channel] = _Message(payload, mode, channel, seq)
-        message.priority = priority
+        message = self._latestQueued[channel] = _Message(payload, mode, channel, seq, priority)
         self._queues[priority].append(message)
         self.length += 1
 

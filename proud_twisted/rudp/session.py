@@ -95,8 +95,9 @@ class ReliableSession:
 
     # application side
 
-    def send(self, payload: bytes, now: float, mode: DeliveryMode = DeliveryMode.RELIABLE,
-             priority: Priority = Priority.MEDIUM, channel: int = 0) -> None:
+    def send(self, payload: bytes | bytearray | memoryview, now: float,
+             mode: int = DeliveryMode.RELIABLE, priority: int = Priority.MEDIUM,
+             channel: int = 0) -> None:
         """Queue a message.
 
         Reliable messages are delivered exactly once, in the order they are
@@ -107,14 +108,13 @@ class ReliableSession:
         """
         if self._closed:
             raise SessionClosed("send on a closed session")
-        if type(payload) is not bytes:
-            payload = bytes(payload)
-        if len(payload) > self._maxMessageLength:
+        data = payload if type(payload) is bytes else bytes(payload)
+        if len(data) > self._maxMessageLength:
             raise MessageTooLong(
-                f"message of {len(payload)} bytes exceeds {self._maxMessageLength}")
+                f"message of {len(data)} bytes exceeds {self._maxMessageLength}")
         if mode not in _MODES or priority not in _PRIORITIES or not 0 <= channel <= 255:
             raise ValueError(f"bad mode {mode!r}, priority {priority!r} or channel {channel!r}")
-        self._queue.push(payload, mode, priority, channel)
+        self._queue.push(data, mode, priority, channel)
 
     def nextEvent(self) -> MessageReceived | PathDead | PathAlive | None:
         events = self._events
@@ -122,11 +122,13 @@ class ReliableSession:
 
     # network side
 
-    def receiveDatagram(self, data: bytes, now: float) -> None:
+    def receiveDatagram(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Take a datagram from the peer.  Raises `ProtocolError` on malformed
         data, before changing any state."""
         if self._closed:
             return
+        if type(data) is not bytes:
+            data = bytes(data)
         pn32, ack, elicits, frames = parseDatagram(data, self._maxMessageLength, self._checksum)
         received = self._received
         expected = received.largest + 1
@@ -164,8 +166,10 @@ class ReliableSession:
             if room > mtu:
                 room = mtu
             sendData = room >= _MIN_ROOM and (queue.length or self._probe or queue.hasData())
-            if not sendData and not (received.ackPending and received.ackDeadline <= now):
-                break
+            if not sendData:
+                deadline = received.ackDeadline
+                if not received.ackPending or deadline is None or deadline > now:
+                    break
             pn = self._nextPn
             parts = []
             size = self._headerSize
