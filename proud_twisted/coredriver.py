@@ -9,7 +9,7 @@ callback. Work triggered in one reactor turn is flushed together.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.logger import Logger
 
@@ -30,9 +30,9 @@ class TurnEnd:
     log = Logger()
 
     def __init__(self, reactor) -> None:
-        self.reactor = reactor
-        self._queue: list = []
-        self._call = None
+        self.reactor: Any = reactor
+        self._queue: list[Callable[[], None]] = []
+        self._call: Any = None
         self._running = False
 
     def add(self, call: Callable[[], None]) -> None:
@@ -77,13 +77,13 @@ class CoreDriver:
 
     def __init__(self, reactor, core, transmit: Callable, deliver: Callable,
                  turnEnd: TurnEnd | None = None) -> None:
-        self.reactor = reactor
-        self.core = core
+        self.reactor: Any = reactor
+        self.core: Any = core
         self.transmit = transmit
         self.deliver = deliver
         self.closed = False
-        self._timer = None
-        self._timerAt = None
+        self._timer: Any = None
+        self._timerAt: float | None = None
         self._ownTurnEnd = turnEnd is None
         self._turnEnd = TurnEnd(reactor) if turnEnd is None else turnEnd
         self._flushQueued = False

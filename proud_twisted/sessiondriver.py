@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from proud_twisted.coredriver import CoreDriver, TurnEnd
-from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig
+from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig, SessionStats
 
 # Room left in each 1200-byte UDP datagram for relay headers and the AEAD record.
 DATAGRAM_HEADROOM = 64
@@ -33,7 +33,7 @@ class SessionDriver(CoreDriver):
         self._receiving = False
 
     @property
-    def stats(self):
+    def stats(self) -> SessionStats:
         return self.session.stats
 
     def send(self, payload: bytes, mode: DeliveryMode = DeliveryMode.RELIABLE,
