@@ -78,6 +78,12 @@ class World:
             "onP2PGroupJoinMemberAckComplete") >= len(self.clients), 5)
         return group
 
+    def relayedPair(self):
+        """Join both clients and group them on the relay: (a, b, ida, idb)."""
+        self.join()
+        self.group(allowDirectP2P=False)
+        return (*self.clients, *self.ids)
+
     def serverConnection(self, hostID):
         return self.server._clients[hostID]
 
@@ -392,10 +398,7 @@ class RelayedPeerFrameTests(SynchronousTestCase):
     def test_sessionFrameShorterThanItsEpochIsDroppedAndTheReceiverStaysConnected(self):
         """A member relays reliably (over TCP) a frame too short to hold an epoch."""
         world = World(self, clients=2)
-        world.join()
-        a, b = world.clients
-        ida, idb = world.ids
-        world.group(allowDirectP2P=False)
+        a, b, ida, idb = world.relayedPair()
         rejected = b.peerLinks.rejectedDatagrams
         for short in (b"", b"\x00\x00\x01"):
             a.sendToServerTcp(relay.encodeTcpRelayRequest(
@@ -409,10 +412,7 @@ class RelayedPeerFrameTests(SynchronousTestCase):
 
     def test_forgedOrReplayedPeerFrameFromTheServerAddressDeliversNothing(self):
         world = World(self, clients=2)
-        world.join()
-        a, b = world.clients
-        ida, idb = world.ids
-        world.group(allowDirectP2P=False)
+        a, b, ida, idb = world.relayedPair()
         frames = []
         original = b.peerLinks.relayedFrame
 
