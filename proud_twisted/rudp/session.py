@@ -21,6 +21,7 @@ from proud_twisted.rudp.sendqueue import SendQueue
 
 LOSS_RATE_WEIGHT = 1 / 32
 """Weight of each resolved datagram in the smoothed `SessionStats.lossRate`."""
+_LOSS_RATE_KEEP = 1 - LOSS_RATE_WEIGHT
 PERSISTENT_CONGESTION_PTOS = 3
 """Probe timeouts in a row that collapse the window (RFC 9002 7.6)."""
 _MIN_ROOM = 32
@@ -336,10 +337,14 @@ class ReliableSession:
             onAcked(packet.size, packet.timeSent)
             for frame in packet.frames:
                 acknowledge(frame)
-        self._lossRate *= (1 - LOSS_RATE_WEIGHT) ** len(acked)
+        count = len(acked)
+        self._lossRate *= _LOSS_RATE_KEEP if count == 1 else _LOSS_RATE_KEEP ** count
         self._detectLosses(now)
 
     def _detectLosses(self, now: float) -> None:
+        if not len(self._sent):
+            self._lossTime = None
+            return
         lost, self._lossTime = self._sent.detectLosses(now, self._rtt.lossDelay())
         if lost:
             self._declareLost(lost)
@@ -350,10 +355,9 @@ class ReliableSession:
 
     def _declareLost(self, lost: list[SentPacket]) -> None:
         self._datagramsLost += len(lost)
-        keep = 1 - LOSS_RATE_WEIGHT
         rate = self._lossRate
         for _ in lost:
-            rate = rate * keep + LOSS_RATE_WEIGHT
+            rate = rate * _LOSS_RATE_KEEP + LOSS_RATE_WEIGHT
         self._lossRate = rate
         self._requeue(lost)
 
