@@ -15,6 +15,7 @@ import socket
 from typing import Callable
 
 from twisted.internet import error
+from twisted.internet.protocol import DatagramProtocol
 
 # A datagram that meets one of these is lost, as on the network: the kernel's
 # queue is full, the address is of the other family or unreachable, an
@@ -53,3 +54,17 @@ def datagramWriter(port) -> Callable[[bytes, tuple], None]:
                 raise
 
     return write
+
+
+class DatagramSender(DatagramProtocol):
+    """A UDP protocol whose C{send(data, address)} uses L{datagramWriter}
+    while its port listens, and sends nothing before or after."""
+
+    def startProtocol(self) -> None:
+        self.send = datagramWriter(self.transport)
+
+    def stopProtocol(self) -> None:
+        del self.send
+
+    def send(self, data: bytes, addr) -> None:
+        """Send C{data} to C{addr} (nothing, while the port is not listening)."""

@@ -1,9 +1,9 @@
 """The client's TCP protocol to the server and its UDP protocol."""
 
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
-from proud_twisted._udpwrite import datagramWriter
+from proud_twisted._udpwrite import DatagramSender
 from proud_twisted.constants import ErrorType
 from proud_twisted.crypto import ClientHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
@@ -130,7 +130,7 @@ class ClientConnectionFactory(ClientFactory):
         self.client.tcpConnectFailed(reason)
 
 
-class ClientDatagramProtocol(DatagramProtocol):
+class ClientDatagramProtocol(DatagramSender):
     """The client's one UDP socket, for the server and for every peer."""
 
     noisy = False
@@ -175,12 +175,3 @@ class ClientDatagramProtocol(DatagramProtocol):
             if name not in _SERVER_DATAGRAMS:
                 raise ProtocolError(f"a server may not send {name}")
             getattr(self.client, "server_" + name)(fields)
-
-    def startProtocol(self) -> None:
-        self.send = datagramWriter(self.transport)
-
-    def stopProtocol(self) -> None:
-        del self.send
-
-    def send(self, data: bytes, addr) -> None:
-        """Send C{data} to C{addr} (nothing, while the port is not listening)."""

@@ -1,9 +1,8 @@
 """The server's UDP protocol: parses datagrams and hands them to the server."""
 
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from proud_twisted._udpwrite import datagramWriter
+from proud_twisted._udpwrite import DatagramSender
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram
@@ -23,7 +22,7 @@ _FAST_PATHS = {
 }
 
 
-class ServerDatagramProtocol(DatagramProtocol):
+class ServerDatagramProtocol(DatagramSender):
     """Every client's UDP datagrams arrive here on one socket."""
 
     noisy = False
@@ -60,12 +59,3 @@ class ServerDatagramProtocol(DatagramProtocol):
                 client.sendDatagram(encodeDatagram("UDP_PONG", timestamp=fields.timestamp))
         else:
             raise ProtocolError(f"a client may not send {name}")
-
-    def startProtocol(self) -> None:
-        self.send = datagramWriter(self.transport)
-
-    def stopProtocol(self) -> None:
-        del self.send
-
-    def send(self, data: bytes, addr) -> None:
-        """Send C{data} to C{addr} (nothing, while the port is not listening)."""
