@@ -9,11 +9,11 @@ callback. Work triggered in one reactor turn is flushed together.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from twisted.logger import Logger
 
-MAX_PASSES = 16
+MAX_PASSES: Final = 16
 """Passes one L{TurnEnd} run makes over work queued while it runs; anything
 queued after that waits for the next turn."""
 
@@ -94,10 +94,20 @@ class CoreDriver:
         if self.closed:
             return
         transmit = self.transmit
-        for item in self.core.datagramsToSend(self.reactor.seconds()):
+        for item in self._datagramsToSend(self.reactor.seconds()):
             transmit(item)
         self.drainEvents()
         self._armTimer()
+
+    def _datagramsToSend(self, now: float) -> list:
+        """C{core.datagramsToSend(now)} (a typed core's driver calls it natively)."""
+        return self.core.datagramsToSend(now)
+
+    def _nextEvent(self) -> Any:
+        return self.core.nextEvent()
+
+    def _nextTimeout(self) -> float | None:
+        return self.core.nextTimeout()
 
     def scheduleFlush(self) -> None:
         """Flush at the end of this reactor turn (once, however often asked)."""
@@ -110,13 +120,12 @@ class CoreDriver:
             self.flush()
 
     def drainEvents(self) -> None:
-        nextEvent = self.core.nextEvent
-        event = nextEvent()
+        event = self._nextEvent()
         while event is not None:
             self.deliver(event)
             if self.closed:
                 return
-            event = nextEvent()
+            event = self._nextEvent()
 
     def close(self) -> None:
         """Stop driving: cancel every call; the core gets no more calls from here."""
@@ -135,7 +144,7 @@ class CoreDriver:
         core now wants to wake up: it fires early, finds nothing due and
         re-arms. That keeps the busy path free of cancelled calls.
         """
-        when = self.core.nextTimeout()
+        when = self._nextTimeout()
         if when is None:
             return
         armedAt = self._timerAt

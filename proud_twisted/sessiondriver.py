@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Final
 
 from proud_twisted.coredriver import CoreDriver, TurnEnd
 from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig, SessionStats
 
 # Room left in each 1200-byte UDP datagram for relay headers and the AEAD record.
-DATAGRAM_HEADROOM = 64
+DATAGRAM_HEADROOM: Final = 64
 # Sessions inside the framework: datagrams are sealed with an AEAD (or rely on
 # the UDP checksum when encryption is off), so the session's own CRC is off.
 DEFAULT_SESSION_CONFIG = SessionConfig(mtu=1200 - DATAGRAM_HEADROOM, checksum=False)
@@ -27,10 +27,19 @@ class SessionDriver(CoreDriver):
                  deliver: Callable[[object], None],
                  config: SessionConfig = SessionConfig(),
                  turnEnd: TurnEnd | None = None) -> None:
-        super().__init__(reactor, ReliableSession(config, reactor.seconds()),
-                         transmit, deliver, turnEnd)
-        self.session = self.core
+        session = ReliableSession(config, reactor.seconds())
+        super().__init__(reactor, session, transmit, deliver, turnEnd)
+        self.session: ReliableSession = session
         self._receiving = False
+
+    def _datagramsToSend(self, now: float) -> list[bytes]:
+        return self.session.datagramsToSend(now)
+
+    def _nextEvent(self) -> object:
+        return self.session.nextEvent()
+
+    def _nextTimeout(self) -> float | None:
+        return self.session.nextTimeout()
 
     @property
     def stats(self) -> SessionStats:

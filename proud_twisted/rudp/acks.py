@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Final
 
 from proud_twisted.rudp.frames import ACK_DELAY_UNIT, ACK_NOW, packAck
 
-MAX_RANGES = 64
+MAX_RANGES: Final = 64
 """Ranges remembered; older ones are forgotten and anything below them is
 treated as already seen (a late packet there is dropped unacknowledged, so its
 reliable data is retransmitted)."""
-MAX_ACK_RANGES = 16
+MAX_ACK_RANGES: Final = 16
 """Ranges reported in one ACK frame (the newest ones)."""
-REPORTS = 3
+REPORTS: Final = 3
 """ACK frames a range below the newest appears in before it is left out:
 by then the peer has almost surely heard of it, and a hole left by a lost
 packet (whose data goes again under a new number) never fills."""
-MAX_UNACKED = 1024
+MAX_UNACKED: Final = 1024
 """Packets seen but deliberately not acknowledged, remembered so that a
 duplicate of one is still recognised."""
-ACK_EVERY = 2
+ACK_EVERY: Final = 2
 """Acknowledge at once when this many ack-eliciting packets are waiting."""
 
 

@@ -29,6 +29,7 @@ names its message; LATEST seqs count messages per channel.
 from __future__ import annotations
 
 import struct
+from typing import Final
 from zlib import crc32
 
 from construct import (
@@ -38,55 +39,53 @@ from construct import (
 
 from proud_twisted.errors import ProtocolError
 
-VERSION = 1
-CHECKSUM_FLAG = 0x80
-ACK_DELAY_UNIT = 1e-5
-MASK32 = 0xFFFFFFFF
-ACK_NOW = 2
+VERSION: Final = 1
+CHECKSUM_FLAG: Final = 0x80
+ACK_DELAY_UNIT: Final = 1e-5
+MASK32: Final = 0xFFFFFFFF
+ACK_NOW: Final = 2
 """What `parseDatagram` says of a datagram with a PING: acknowledge at once."""
 
-FT_ACK = 0x01
-FT_PING = 0x02
-FT_RELIABLE = 0x10
-FT_UNRELIABLE = 0x11
-FT_LATEST = 0x12
-FRAGMENT = 0x04
-FT_RELIABLE_FRAGMENT = FT_RELIABLE | FRAGMENT
-FT_UNRELIABLE_FRAGMENT = FT_UNRELIABLE | FRAGMENT
-FT_LATEST_FRAGMENT = FT_LATEST | FRAGMENT
-MODE_BITS = 0x03
+FT_ACK: Final = 0x01
+FT_PING: Final = 0x02
+FT_RELIABLE: Final = 0x10
+FT_UNRELIABLE: Final = 0x11
+FT_LATEST: Final = 0x12
+FRAGMENT: Final = 0x04
+FT_RELIABLE_FRAGMENT: Final = FT_RELIABLE | FRAGMENT
+FT_UNRELIABLE_FRAGMENT: Final = FT_UNRELIABLE | FRAGMENT
+FT_LATEST_FRAGMENT: Final = FT_LATEST | FRAGMENT
+MODE_BITS: Final = 0x03
 
-_HEADER = struct.Struct("!BI")
-_CHECKED_HEADER = struct.Struct("!BII")
-_PN = struct.Struct("!I")
-_ACK = struct.Struct("!BIHBH")
-_ACK_RANGE = struct.Struct("!HH")
-_WHOLE = struct.Struct("!BBIH")
-_UNRELIABLE = struct.Struct("!BBH")
-_FRAGMENT = struct.Struct("!BBIHII")
+_HEADER: Final = struct.Struct("!BI")
+_CHECKED_HEADER: Final = struct.Struct("!BII")
+_PN: Final = struct.Struct("!I")
+_ACK: Final = struct.Struct("!BIHBH")
+_ACK_RANGE: Final = struct.Struct("!HH")
+_WHOLE: Final = struct.Struct("!BBIH")
+_UNRELIABLE: Final = struct.Struct("!BBH")
+_FRAGMENT: Final = struct.Struct("!BBIHII")
 
-HEADER_SIZE = _HEADER.size
-CHECKED_HEADER_SIZE = _CHECKED_HEADER.size
-ACK_SIZE = _ACK.size
-ACK_RANGE_SIZE = _ACK_RANGE.size
-WHOLE_OVERHEAD = _WHOLE.size
-UNRELIABLE_OVERHEAD = _UNRELIABLE.size
-FRAGMENT_OVERHEAD = _FRAGMENT.size
-PING = bytes([FT_PING])
+HEADER_SIZE: Final = _HEADER.size
+CHECKED_HEADER_SIZE: Final = _CHECKED_HEADER.size
+ACK_SIZE: Final = _ACK.size
+ACK_RANGE_SIZE: Final = _ACK_RANGE.size
+WHOLE_OVERHEAD: Final = _WHOLE.size
+UNRELIABLE_OVERHEAD: Final = _UNRELIABLE.size
+FRAGMENT_OVERHEAD: Final = _FRAGMENT.size
+PING: Final = bytes([FT_PING])
 
-_unpackHeader = _HEADER.unpack_from
-_unpackChecked = _CHECKED_HEADER.unpack_from
-_packChecked = _CHECKED_HEADER.pack
-_packPn = _PN.pack
-_unpackAck = _ACK.unpack_from
-_unpackAckRange = _ACK_RANGE.unpack_from
-_unpackWhole = _WHOLE.unpack_from
-_unpackUnreliable = _UNRELIABLE.unpack_from
-_unpackFragment = _FRAGMENT.unpack_from
-_packHeader = _HEADER.pack
-_packWhole = _WHOLE.pack
-_packUnreliable = _UNRELIABLE.pack
-_packFragment = _FRAGMENT.pack
+AckFrame = tuple[int, int, int, list[tuple[int, int]]]
+"""A parsed ACK: ``(largest32, delayUnits, firstRange, [(gap, length), ...])``."""
+DataFrame = tuple[int, int, int, bytes, int, int]
+"""A parsed data frame: ``(type, channel, seq32, payload, total, offset)``."""
+
+_packChecked: Final = _CHECKED_HEADER.pack
+_packPn: Final = _PN.pack
+_packHeader: Final = _HEADER.pack
+_packWhole: Final = _WHOLE.pack
+_packUnreliable: Final = _UNRELIABLE.pack
+_packFragment: Final = _FRAGMENT.pack
 
 
 _AckRange = Struct("gap" / Int16ub, "length" / Int16ub)
@@ -150,7 +149,7 @@ def headerSize(checksum: bool) -> int:
     return CHECKED_HEADER_SIZE if checksum else HEADER_SIZE
 
 
-def encodeDatagram(pn: int, frames: list, checksum: bool) -> bytes:
+def encodeDatagram(pn: int, frames: list[bytes], checksum: bool) -> bytes:
     """The datagram numbered ``pn`` carrying the encoded ``frames``."""
     pn &= MASK32
     if checksum:
@@ -161,7 +160,8 @@ def encodeDatagram(pn: int, frames: list, checksum: bool) -> bytes:
     return b"".join([_packHeader(VERSION, pn), *frames])
 
 
-def ackRanges(largest: int, firstRange: int, gaps: list) -> list[tuple[int, int]]:
+def ackRanges(largest: int, firstRange: int,
+              gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The (low, high) packet number ranges of an ACK frame, highest first
     (``largest`` already expanded; the lowest ``low`` may come out negative)."""
     low = largest - firstRange
@@ -173,7 +173,8 @@ def ackRanges(largest: int, firstRange: int, gaps: list) -> list[tuple[int, int]
     return ranges
 
 
-def packAck(largest: int, delayUnits: int, firstRange: int, ranges: list) -> bytes:
+def packAck(largest: int, delayUnits: int, firstRange: int,
+            ranges: list[tuple[int, int]]) -> bytes:
     """An ACK frame; ``ranges`` is a list of (gap, length) pairs."""
     head = _ACK.pack(FT_ACK, largest & MASK32, delayUnits, len(ranges), firstRange)
     if not ranges:
@@ -200,10 +201,22 @@ def _truncated(what: str, pos: int) -> ProtocolError:
     return ProtocolError(f"datagram truncated inside {what} frame at byte {pos}")
 
 
-def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = False):
+# Big-endian reads by byte indexing: compiled, these are a few machine
+# instructions each, where a struct call boxes every field it returns.
+
+def _u16(data: bytes, pos: int) -> int:
+    return data[pos] << 8 | data[pos + 1]
+
+
+def _u32(data: bytes, pos: int) -> int:
+    return data[pos] << 24 | data[pos + 1] << 16 | data[pos + 2] << 8 | data[pos + 3]
+
+
+def parseDatagram(data: bytes, maxMessageLength: int,
+                  requireChecksum: bool = False) -> tuple[int, AckFrame | None, int, list[DataFrame]]:
     """Split a datagram into ``(packetNumber32, ack, elicitsAck, dataFrames)``.
 
-    ``elicitsAck`` is false, true, or `ACK_NOW` (2: a PING asks for the
+    ``elicitsAck`` is 0, 1, or `ACK_NOW` (2: a PING asks for the
     acknowledgement without delay).
     ``ack`` is None or ``(largest32, delayUnits, firstRange, [(gap, length)...])``;
     each data frame is ``(type, channel, seq32, payload, total, offset)`` (a
@@ -217,72 +230,75 @@ def parseDatagram(data: bytes, maxMessageLength: int, requireChecksum: bool = Fa
     if form == VERSION | CHECKSUM_FLAG:
         if n < 9:
             raise ProtocolError(f"datagram of {n} bytes is shorter than its header")
-        _, checksum, pn = _unpackChecked(data, 0)
-        if crc32(data[5:]) != checksum:
+        if crc32(data[5:]) != _u32(data, 1):
             raise ProtocolError("datagram checksum mismatch")
+        pn = _u32(data, 5)
         pos = 9
     elif form == VERSION:
         if requireChecksum:
             raise ProtocolError("datagram without checksum refused")
-        _, pn = _unpackHeader(data, 0)
+        pn = _u32(data, 1)
         pos = 5
     else:
         raise ProtocolError(f"unsupported datagram format 0x{form:02x}")
-    ack = None
-    eliciting = ping = False
-    frames: list[tuple] = []
-    append = frames.append
+    ack: AckFrame | None = None
+    eliciting = 0
+    ping = False
+    frames: list[DataFrame] = []
     while pos < n:
         ftype = data[pos]
         if ftype == FT_RELIABLE or ftype == FT_LATEST:
             if pos + 8 > n:
                 raise _truncated("data", pos)
-            _, channel, seq, length = _unpackWhole(data, pos)
-            pos += 8
-            end = pos + length
-            if end > n:
-                raise _truncated("data", pos)
-            append((ftype, channel, seq, data[pos:end], length, 0))
-            pos = end
-            eliciting = True
+            length = _u16(data, pos + 6)
+            start = pos + 8
+            pos = start + length
+            if pos > n:
+                raise _truncated("data", start)
+            frames.append((ftype, data[start - 7], _u32(data, start - 6),
+                           data[start:pos], length, 0))
+            eliciting = 1
         elif ftype == FT_UNRELIABLE:
             if pos + 4 > n:
                 raise _truncated("unreliable", pos)
-            _, channel, length = _unpackUnreliable(data, pos)
-            pos += 4
-            end = pos + length
-            if end > n:
-                raise _truncated("unreliable", pos)
-            append((ftype, channel, 0, data[pos:end], length, 0))
-            pos = end
-            eliciting = True
+            length = _u16(data, pos + 2)
+            start = pos + 4
+            pos = start + length
+            if pos > n:
+                raise _truncated("unreliable", start)
+            frames.append((ftype, data[start - 3], 0, data[start:pos], length, 0))
+            eliciting = 1
         elif FT_RELIABLE_FRAGMENT <= ftype <= FT_LATEST_FRAGMENT:
             if pos + 16 > n:
                 raise _truncated("fragment", pos)
-            _, channel, seq, length, total, offset = _unpackFragment(data, pos)
-            pos += 16
-            end = pos + length
-            if end > n:
-                raise _truncated("fragment", pos)
+            length = _u16(data, pos + 6)
+            total = _u32(data, pos + 8)
+            offset = _u32(data, pos + 12)
+            start = pos + 16
+            if start + length > n:
+                raise _truncated("fragment", start)
             if length == 0 or offset + length > total or total > maxMessageLength:
                 raise ProtocolError(
                     f"bad fragment: {length} bytes at {offset} of {total}"
                     f" (max message {maxMessageLength})")
-            append((ftype, channel, seq, data[pos:end], total, offset))
-            pos = end
-            eliciting = True
+            frames.append((ftype, data[pos + 1], _u32(data, pos + 2),
+                           data[start:start + length], total, offset))
+            pos = start + length
+            eliciting = 1
         elif ftype == FT_ACK:
             if ack is not None:
                 raise ProtocolError("two ACK frames in one datagram")
             if pos + 10 > n:
                 raise _truncated("ACK", pos)
-            _, largest, delay, count, first = _unpackAck(data, pos)
-            pos += 10
-            end = pos + 4 * count
+            count = data[pos + 7]
+            start = pos + 10
+            end = start + 4 * count
             if end > n:
-                raise _truncated("ACK", pos)
-            unpack = _unpackAckRange
-            ack = (largest, delay, first, [unpack(data, p) for p in range(pos, end, 4)])
+                raise _truncated("ACK", start)
+            ranges: list[tuple[int, int]] = []
+            for p in range(start, end, 4):
+                ranges.append((_u16(data, p), _u16(data, p + 2)))
+            ack = (_u32(data, pos + 1), _u16(data, pos + 5), _u16(data, pos + 8), ranges)
             pos = end
         elif ftype == FT_PING:
             pos += 1

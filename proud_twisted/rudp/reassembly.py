@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Final
 
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.events import MessageReceived, messageReceived
@@ -11,12 +11,12 @@ from proud_twisted.rudp.frames import (
     FT_LATEST, FT_RELIABLE, FT_UNRELIABLE, MASK32, MODE_BITS,
 )
 
-ENTRY_OVERHEAD = 48
+ENTRY_OVERHEAD: Final = 48
 """Bookkeeping bytes charged per buffered fragment on top of its payload, so
 that many tiny fragments cannot exhaust memory within the byte budget."""
-_HALF = 0x80000000
-_MODES = tuple(DeliveryMode)
-_RELIABLE = DeliveryMode.RELIABLE
+_HALF: Final = 0x80000000
+_MODES: Final = tuple(DeliveryMode)
+_RELIABLE: Final = DeliveryMode.RELIABLE
 
 
 class _Partial:

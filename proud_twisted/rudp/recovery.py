@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
-PACKET_THRESHOLD = 3
+PACKET_THRESHOLD: Final = 3
 """A packet is lost once one sent this many packets later is acknowledged
 (RFC 9002 kPacketThreshold)."""
 

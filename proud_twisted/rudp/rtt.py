@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from proud_twisted.rudp.config import SessionConfig
 
-GRANULARITY = 0.001
+GRANULARITY: Final = 0.001
 """The clock granularity G of RFC 6298: RTO >= SRTT + G."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from proud_twisted.errors import SendQueueFull
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
@@ -11,13 +12,13 @@ from proud_twisted.rudp.frames import (
     WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
 )
 
-MIN_FRAGMENT = 128
+MIN_FRAGMENT: Final = 128
 """Smallest fragment worth cutting to fill the end of a datagram (less when a
 whole datagram holds less)."""
 
-_RELIABLE = DeliveryMode.RELIABLE
-_UNRELIABLE = DeliveryMode.UNRELIABLE
-_LATEST = DeliveryMode.UNRELIABLE_LATEST
+_RELIABLE: Final = int(DeliveryMode.RELIABLE)
+_UNRELIABLE: Final = int(DeliveryMode.UNRELIABLE)
+_LATEST: Final = int(DeliveryMode.UNRELIABLE_LATEST)
 
 
 class SentFrame:
@@ -81,7 +82,7 @@ class SendQueue:
 
     def push(self, payload: bytes, mode: int, priority: int, channel: int) -> None:
         """Queue a message, or raise `SendQueueFull`."""
-        latest = mode == DeliveryMode.UNRELIABLE_LATEST
+        latest = mode == _LATEST
         old = self._latestQueued.get(channel) if latest else None
         freed = len(old.payload) if old is not None else 0
         total = self.queuedBytes + self.unackedBytes - freed + len(payload)

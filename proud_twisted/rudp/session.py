@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from proud_twisted.errors import MessageTooLong, ProtocolError, ProudError
 from proud_twisted.rudp.acks import ACK_EVERY, ReceivedPackets
@@ -11,23 +12,23 @@ from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.congestion import CongestionWindow
 from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
 from proud_twisted.rudp.frames import (
-    ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, ackRanges, encodeDatagram, expand, headerSize,
-    parseDatagram,
+    ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, AckFrame, ackRanges, encodeDatagram, expand,
+    headerSize, parseDatagram,
 )
 from proud_twisted.rudp.reassembly import Reassembly
 from proud_twisted.rudp.recovery import SentPacket, SentPackets
 from proud_twisted.rudp.rtt import RttEstimator
 from proud_twisted.rudp.sendqueue import SendQueue
 
-LOSS_RATE_WEIGHT = 1 / 32
+LOSS_RATE_WEIGHT: Final = 1 / 32
 """Weight of each resolved datagram in the smoothed `SessionStats.lossRate`."""
-_LOSS_RATE_KEEP = 1 - LOSS_RATE_WEIGHT
-PERSISTENT_CONGESTION_PTOS = 3
+_LOSS_RATE_KEEP: Final = 1 - LOSS_RATE_WEIGHT
+PERSISTENT_CONGESTION_PTOS: Final = 3
 """Probe timeouts in a row that collapse the window (RFC 9002 7.6)."""
-_MIN_ROOM = 32
-_MODES = frozenset(DeliveryMode)
-_PRIORITIES = frozenset(Priority)
+_MIN_ROOM: Final = 32
 """Congestion-window room (bytes) below which no data datagram is started."""
+_MODES: Final = frozenset(DeliveryMode)
+_PRIORITIES: Final = frozenset(Priority)
 
 
 class SessionClosed(ProudError):
@@ -128,9 +129,8 @@ class ReliableSession:
         data, before changing any state."""
         if self._closed:
             return
-        if type(data) is not bytes:
-            data = bytes(data)
-        pn32, ack, elicits, frames = parseDatagram(data, self._maxMessageLength, self._checksum)
+        raw = data if isinstance(data, bytes) else bytes(data)
+        pn32, ack, elicits, frames = parseDatagram(raw, self._maxMessageLength, self._checksum)
         received = self._received
         expected = received.largest + 1
         pn = expected + ((((pn32 - expected) & MASK32) ^ 0x80000000) - 0x80000000)
@@ -138,9 +138,10 @@ class ReliableSession:
             raise ProtocolError(f"packet number {pn32} before the first packet")
         if ack is not None:
             largest, ackDelay, ranges = self._ackRanges(ack)
-        self._datagramsReceived += 1
-        if ack is not None:
+            self._datagramsReceived += 1
             self._onAck(largest, ackDelay, ranges, now)
+        else:
+            self._datagramsReceived += 1
         if not received.isNew(pn):
             return
         accepted = True
@@ -308,7 +309,7 @@ class ReliableSession:
 
     # acknowledgements and loss
 
-    def _ackRanges(self, ack: tuple) -> tuple[int, float, list[tuple[int, int]]]:
+    def _ackRanges(self, ack: AckFrame) -> tuple[int, float, list[tuple[int, int]]]:
         largest32, delay, first, gaps = ack
         nextPn = self._nextPn
         largest = expand(largest32, nextPn - 1)
