@@ -18,6 +18,8 @@ COMPILED = [
     "proud_twisted/coredriver.py",
     "proud_twisted/rudp/acks.py",
     "proud_twisted/rudp/congestion.py",
+    "proud_twisted/rudp/events.py",
+    "proud_twisted/rudp/fifo.py",
     "proud_twisted/rudp/frames.py",
     "proud_twisted/rudp/reassembly.py",
     "proud_twisted/rudp/recovery.py",

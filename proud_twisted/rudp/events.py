@@ -1,44 +1,73 @@
-"""What `ReliableSession.nextEvent` hands out."""
+"""What `ReliableSession.nextEvent` hands out.
+
+Immutable values (compiled, their fields refuse assignment) that compare
+and hash by their fields; the receive path makes one per message, so they are
+plain classes the compiled core builds natively rather than dataclasses.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar, Final
 
 from proud_twisted.rudp.config import DeliveryMode
 
 
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
+class _Value:
+    """Equality, hash and repr from `_values` and the names in `__match_args__`."""
+
+    __slots__ = ()
+    __match_args__: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self) or not isinstance(other, _Value):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}"
+                           for name, value in zip(self.__match_args__, self._values()))
+        return f"{type(self).__name__}({fields})"
+
+
+class MessageReceived(_Value):
     """A whole message from the peer."""
 
-    payload: bytes
-    mode: DeliveryMode
-    channel: int
+    __slots__ = ("payload", "mode", "channel")
+    __match_args__ = ("payload", "mode", "channel")
+
+    def __init__(self, payload: bytes, mode: DeliveryMode, channel: int) -> None:
+        self.payload: Final = payload
+        self.mode: Final = mode
+        self.channel: Final = channel
+
+    def _values(self) -> tuple[object, ...]:
+        return self.payload, self.mode, self.channel
 
 
-@dataclass(frozen=True, slots=True)
-class PathDead:
+class PathDead(_Value):
     """Nothing was acknowledged since ``since`` while data was outstanding."""
 
-    since: float
+    __slots__ = ("since",)
+    __match_args__ = ("since",)
+
+    def __init__(self, since: float) -> None:
+        self.since: Final = since
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.since,)
 
 
-@dataclass(frozen=True, slots=True)
-class PathAlive:
+class PathAlive(_Value):
     """Acknowledgements arrive again after a `PathDead`."""
 
-
-_new = object.__new__
-_setPayload = MessageReceived.payload.__set__
-_setMode = MessageReceived.mode.__set__
-_setChannel = MessageReceived.channel.__set__
+    __slots__ = ()
 
 
-def messageReceived(payload: bytes, mode: DeliveryMode, channel: int) -> MessageReceived:
-    """``MessageReceived(payload, mode, channel)`` at half the cost (it skips
-    the frozen dataclass's ``__init__``; the receive hot path makes many)."""
-    event = _new(MessageReceived)
-    _setPayload(event, payload)
-    _setMode(event, mode)
-    _setChannel(event, channel)
-    return event
+Event = MessageReceived | PathDead | PathAlive
+"""What `ReliableSession.nextEvent` returns."""

@@ -81,6 +81,8 @@ DataFrame = tuple[int, int, int, bytes, int, int]
 """A parsed data frame: ``(type, channel, seq32, payload, total, offset)``."""
 
 _packChecked: Final = _CHECKED_HEADER.pack
+_packAck: Final = _ACK.pack
+_packAckRange: Final = _ACK_RANGE.pack
 _packPn: Final = _PN.pack
 _packHeader: Final = _HEADER.pack
 _packWhole: Final = _WHOLE.pack
@@ -176,11 +178,10 @@ def ackRanges(largest: int, firstRange: int,
 def packAck(largest: int, delayUnits: int, firstRange: int,
             ranges: list[tuple[int, int]]) -> bytes:
     """An ACK frame; ``ranges`` is a list of (gap, length) pairs."""
-    head = _ACK.pack(FT_ACK, largest & MASK32, delayUnits, len(ranges), firstRange)
+    head = _packAck(FT_ACK, largest & MASK32, delayUnits, len(ranges), firstRange)
     if not ranges:
         return head
-    pack = _ACK_RANGE.pack
-    return head + b"".join([pack(g, n) for g, n in ranges])
+    return head + b"".join([_packAckRange(g, n) for g, n in ranges])
 
 
 def packWhole(ftype: int, channel: int, seq: int, payload: bytes) -> bytes:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Final
+from typing import Final
 
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
-from proud_twisted.rudp.events import MessageReceived, messageReceived
+from proud_twisted.rudp.events import Event, MessageReceived
+from proud_twisted.rudp.fifo import Fifo
 from proud_twisted.rudp.frames import (
     FT_LATEST, FT_RELIABLE, FT_UNRELIABLE, MASK32, MODE_BITS,
 )
@@ -41,8 +42,8 @@ class Reassembly:
     evicting the oldest others.
     """
 
-    def __init__(self, config: SessionConfig, deliver: Callable[[MessageReceived], None]) -> None:
-        self._deliver = deliver
+    def __init__(self, config: SessionConfig, events: Fifo[Event]) -> None:
+        self._events = events
         self._spareLimit = config.maxReceiveBufferBytes - config.maxMessageLength
         self._timeout = config.unreliableReassemblyTimeout
         self._nextSeq = 0
@@ -77,7 +78,7 @@ class Reassembly:
                 self._nextSeq = nxt + 1
                 self._assembly = None
                 self.delivered += 1
-                self._deliver(messageReceived(payload, _RELIABLE, channel))
+                self._events.append(MessageReceived(payload, _RELIABLE, channel))
                 return True
             self._inOrder(ftype, channel, payload, total, offset)
             nxt += 1
@@ -102,7 +103,7 @@ class Reassembly:
         if ftype == FT_RELIABLE:
             self._assembly = None
             self.delivered += 1
-            self._deliver(messageReceived(payload, _RELIABLE, channel))
+            self._events.append(MessageReceived(payload, _RELIABLE, channel))
             return
         assembly = self._assembly
         if offset == 0:
@@ -117,7 +118,7 @@ class Reassembly:
         if len(assembly) == total:
             self._assembly = None
             self.delivered += 1
-            self._deliver(messageReceived(bytes(assembly), _RELIABLE, self._assemblyChannel))
+            self._events.append(MessageReceived(bytes(assembly), _RELIABLE, self._assemblyChannel))
         else:
             self._assembly = assembly
 
@@ -176,7 +177,7 @@ class Reassembly:
                 return
             self._latest[channel] = seq32
         self.delivered += 1
-        self._deliver(messageReceived(payload, _MODES[ftype & MODE_BITS], channel))
+        self._events.append(MessageReceived(payload, _MODES[ftype & MODE_BITS], channel))
 
     def _drop(self, key: tuple) -> None:
         partial = self._partials.pop(key)
@@ -192,6 +193,9 @@ class Reassembly:
             self._drop(key)
 
     def nextExpiry(self) -> float | None:
-        for partial in self._partials.values():
+        partials = self._partials
+        if not partials:
+            return None
+        for partial in partials.values():
             return partial.expires
         return None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
+
+from proud_twisted.rudp.fifo import Fifo
 
 PACKET_THRESHOLD: Final = 3
 """A packet is lost once one sent this many packets later is acknowledged
@@ -32,7 +33,7 @@ class SentPackets:
 
     def __init__(self) -> None:
         self._byPn: dict[int, SentPacket] = {}
-        self._order: deque[SentPacket] = deque()
+        self._order: Fifo[SentPacket] = Fifo()
         self.bytesInFlight = 0
         self.largestAcked = -1
         self.lastSentTime = 0.0
@@ -60,9 +61,9 @@ class SentPackets:
         if not byPn:
             return acked
         order = self._order
-        while order[0].done:
+        while order.first().done:
             order.popleft()
-        lowest = order[0].pn
+        lowest = order.first().pn
         clipped = []
         span = 0
         for low, high in ranges:
@@ -82,7 +83,7 @@ class SentPackets:
         else:
             clipped.reverse()
             i = 0
-            for packet in list(order):
+            for packet in order:
                 pn = packet.pn
                 while i < len(clipped) and clipped[i][1] < pn:
                     i += 1
@@ -103,7 +104,7 @@ class SentPackets:
         order = self._order
         largest = self.largestAcked
         while order:
-            packet = order[0]
+            packet = order.first()
             if packet.done:
                 order.popleft()
                 continue

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
 
 from proud_twisted.errors import SendQueueFull
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
+from proud_twisted.rudp.fifo import Fifo
 from proud_twisted.rudp.frames import (
     FRAGMENT_OVERHEAD, FT_RELIABLE, FT_RELIABLE_FRAGMENT, MASK32, PING, UNRELIABLE_OVERHEAD,
     WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
@@ -66,9 +66,9 @@ class SendQueue:
         # may close it (see ReliableSession.datagramsToSend).
         self._maxFrame = config.mtu - headerSize(config.checksum) - len(PING)
         self._minFragment = min(MIN_FRAGMENT, self._maxFrame - FRAGMENT_OVERHEAD)
-        self._queues: tuple[deque[_Message], ...] = (deque(), deque(), deque())
+        self._queues: tuple[Fifo[_Message], ...] = (Fifo(), Fifo(), Fifo())
         self._current: _Message | None = None
-        self._retransmit: deque[SentFrame] = deque()
+        self._retransmit: Fifo[SentFrame] = Fifo()
         self._nextReliableSeq = 0
         self._nextUnreliableId = 0
         self._latestSeq: dict[int, int] = {}
@@ -113,14 +113,14 @@ class SendQueue:
 
     def _compact(self) -> None:
         """Drop cancelled messages from the queues."""
-        self._queues = tuple(deque(m for m in q if not m.cancelled) for q in self._queues)
+        self._queues = tuple(Fifo([m for m in q if not m.cancelled]) for q in self._queues)
         self._cancelled = 0
 
     def hasData(self) -> bool:
         if self.length:
             return True
         retransmit = self._retransmit
-        while retransmit and retransmit[0].acked:
+        while retransmit and retransmit.first().acked:
             retransmit.popleft().queued = False
         return bool(retransmit)
 
@@ -142,7 +142,7 @@ class SendQueue:
         frames: list[SentFrame] = []
         retransmit = self._retransmit
         while retransmit:
-            frame = retransmit[0]
+            frame = retransmit.first()
             if not frame.acked:
                 n = len(frame.frame)
                 if n > room - used:
@@ -163,7 +163,7 @@ class SendQueue:
                         break
                 else:
                     return used, frames
-                message = queue[0]
+                message = queue.first()
                 if message.cancelled:
                     queue.popleft()
                     self._cancelled -= 1

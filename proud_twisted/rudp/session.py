@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -10,7 +9,8 @@ from proud_twisted.errors import MessageTooLong, ProtocolError, ProudError
 from proud_twisted.rudp.acks import ACK_EVERY, ReceivedPackets
 from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.congestion import CongestionWindow
-from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
+from proud_twisted.rudp.events import Event, PathAlive, PathDead
+from proud_twisted.rudp.fifo import Fifo
 from proud_twisted.rudp.frames import (
     ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, AckFrame, ackRanges, encodeDatagram, expand,
     headerSize, parseDatagram,
@@ -76,13 +76,13 @@ class ReliableSession:
         self._maxMessageLength = config.maxMessageLength
         self._checksum = config.checksum
         self._headerSize = headerSize(config.checksum)
-        self._events: deque = deque()
+        self._events: Fifo[Event] = Fifo()
         self._rtt = RttEstimator(config)
         self._cc = CongestionWindow(config)
         self._sent = SentPackets()
         self._received = ReceivedPackets(config.delayedAckTime)
         self._queue = SendQueue(config)
-        self._reassembly = Reassembly(config, self._events.append)
+        self._reassembly = Reassembly(config, self._events)
         self._nextPn = 0
         self._lossTime: float | None = None
         self._ptoCount = 0
@@ -118,7 +118,7 @@ class ReliableSession:
             raise ValueError(f"bad mode {mode!r}, priority {priority!r} or channel {channel!r}")
         self._queue.push(data, mode, priority, channel)
 
-    def nextEvent(self) -> MessageReceived | PathDead | PathAlive | None:
+    def nextEvent(self) -> Event | None:
         events = self._events
         return events.popleft() if events else None
 
@@ -271,7 +271,7 @@ class ReliableSession:
         self._queue.clear()
         self._sent.clear()
         self._events.clear()
-        self._reassembly = Reassembly(self._config, self._events.append)
+        self._reassembly = Reassembly(self._config, self._events)
         self._received = ReceivedPackets(self._config.delayedAckTime)
         self._lossTime = None
         self._ptoCount = 0
