@@ -14,6 +14,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
+    "proud_twisted/_crypto/channel.py",
     "proud_twisted/client/pathdriver.py",
     "proud_twisted/coredriver.py",
     "proud_twisted/rudp/acks.py",
