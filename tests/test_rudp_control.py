@@ -39,13 +39,21 @@ class Rtt(SynchronousTestCase):
         self.assertState(rtt, 0.2166015625, 0.270703125, 0.2166015625 + 4 * 0.270703125)
 
     def test_clamped(self) -> None:
-        rtt = RttEstimator(CONFIG)
+        config = SessionConfig(minRto=0.005)
+        rtt = RttEstimator(config)
         for _ in range(100):
             rtt.sample(0.001)
-        self.assertEqual(rtt.rto, CONFIG.minRto)
+        self.assertEqual(rtt.rto, config.minRto)
         for _ in range(100):
             rtt.sample(5.0)
-        self.assertEqual(rtt.rto, CONFIG.maxRto)
+        self.assertEqual(rtt.rto, config.maxRto)
+
+    def test_defaultFloorIsTheClockGranularity(self) -> None:
+        """On a fast path the timer is SRTT plus the granularity G, as in QUIC."""
+        rtt = RttEstimator(CONFIG)
+        for _ in range(100):
+            rtt.sample(0.0001)
+        self.assertAlmostEqual(rtt.rto, 0.0001 + 0.001, places=9)
 
     def test_granularity(self) -> None:
         config = SessionConfig(minRto=0.001, initialRto=0.001)

@@ -40,11 +40,11 @@ class SessionConfig:
     """Bound on reorder and reassembly buffers.  ``maxMessageLength`` of it is
     reserved for the reliable message being reassembled in order."""
     initialRto: float = 0.2
-    minRto: float = 0.002
-    """Floor of the retransmission timer.  Low, as in QUIC (which has none
-    but the clock's granularity): SRTT + 4 RTTVAR already keeps spurious
-    retransmissions rare, and a lost acknowledgement on a fast path costs
-    no more than a few RTTs of stall."""
+    minRto: float = 0.001
+    """Floor of the retransmission timer: the clock granularity, as in QUIC
+    (the timer is never below SRTT + 1 ms anyway).  SRTT + 4 RTTVAR already
+    keeps spurious retransmissions rare, and a lost acknowledgement on a
+    fast path costs no more than a millisecond of stall."""
     maxRto: float = 2.0
     delayedAckTime: float = 0.005
     """How long an acknowledgement may wait for data to ride on."""
