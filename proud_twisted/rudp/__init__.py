@@ -14,7 +14,8 @@ Modules, one job each: `frames` (datagram layout), `acks` (received packet
 numbers, delayed acks), `recovery` (packets in flight, loss detection),
 `rtt` (RFC 6298), `congestion` (window), `sendqueue` (priorities,
 fragmentation, retransmission queue), `reassembly` (reordering, reassembly,
-receive budget), `session` (ties them together).
+receive budget), `events` (what `nextEvent` returns), `fifo` (the queue they
+share), `session` (ties them together).
 
 An install compiles these modules with mypyc where it can (see setup.py);
 `COMPILED` says whether this process runs that build or the pure-Python one.
