@@ -107,8 +107,12 @@ class SecureChannel:
         self._decrypt: Aead = aead(receiveKey).decrypt
         self._sendCounter = 0
         self._expected = 0
-        self.strict = strict
         self.window: ReplayWindow | None = None if strict else ReplayWindow(replayWindow)
+
+    @property
+    def strict(self) -> bool:
+        """Whether incoming counters must come exactly in sequence (no window)."""
+        return self.window is None
 
     @property
     def sent(self) -> int:

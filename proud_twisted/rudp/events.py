@@ -13,13 +13,13 @@ from proud_twisted.rudp.config import DeliveryMode
 
 
 class _Value:
-    """Equality, hash and repr from `_values` and the names in `__match_args__`."""
+    """Equality, hash and repr over the fields named in `__match_args__`."""
 
     __slots__ = ()
     __match_args__: ClassVar[tuple[str, ...]] = ()
 
     def _values(self) -> tuple[object, ...]:
-        return ()
+        return tuple([getattr(self, name) for name in self.__match_args__])
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self) or not isinstance(other, _Value):
@@ -38,29 +38,23 @@ class _Value:
 class MessageReceived(_Value):
     """A whole message from the peer."""
 
-    __slots__ = ("payload", "mode", "channel")
     __match_args__ = ("payload", "mode", "channel")
+    __slots__ = __match_args__
 
     def __init__(self, payload: bytes, mode: DeliveryMode, channel: int) -> None:
         self.payload: Final = payload
         self.mode: Final = mode
         self.channel: Final = channel
 
-    def _values(self) -> tuple[object, ...]:
-        return self.payload, self.mode, self.channel
-
 
 class PathDead(_Value):
     """Nothing was acknowledged since ``since`` while data was outstanding."""
 
-    __slots__ = ("since",)
     __match_args__ = ("since",)
+    __slots__ = __match_args__
 
     def __init__(self, since: float) -> None:
         self.since: Final = since
-
-    def _values(self) -> tuple[object, ...]:
-        return (self.since,)
 
 
 class PathAlive(_Value):

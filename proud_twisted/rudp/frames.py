@@ -253,21 +253,22 @@ def parseDatagram(data: bytes, maxMessageLength: int,
                 raise _truncated("data", pos)
             length = _u16(data, pos + 6)
             start = pos + 8
-            pos = start + length
-            if pos > n:
+            end = start + length
+            if end > n:
                 raise _truncated("data", start)
-            frames.append((ftype, data[start - 7], _u32(data, start - 6),
-                           data[start:pos], length, 0))
+            frames.append((ftype, data[pos + 1], _u32(data, pos + 2), data[start:end], length, 0))
+            pos = end
             eliciting = 1
         elif ftype == FT_UNRELIABLE:
             if pos + 4 > n:
                 raise _truncated("unreliable", pos)
             length = _u16(data, pos + 2)
             start = pos + 4
-            pos = start + length
-            if pos > n:
+            end = start + length
+            if end > n:
                 raise _truncated("unreliable", start)
-            frames.append((ftype, data[start - 3], 0, data[start:pos], length, 0))
+            frames.append((ftype, data[pos + 1], 0, data[start:end], length, 0))
+            pos = end
             eliciting = 1
         elif FT_RELIABLE_FRAGMENT <= ftype <= FT_LATEST_FRAGMENT:
             if pos + 16 > n:
@@ -276,15 +277,16 @@ def parseDatagram(data: bytes, maxMessageLength: int,
             total = _u32(data, pos + 8)
             offset = _u32(data, pos + 12)
             start = pos + 16
-            if start + length > n:
+            end = start + length
+            if end > n:
                 raise _truncated("fragment", start)
             if length == 0 or offset + length > total or total > maxMessageLength:
                 raise ProtocolError(
                     f"bad fragment: {length} bytes at {offset} of {total}"
                     f" (max message {maxMessageLength})")
-            frames.append((ftype, data[pos + 1], _u32(data, pos + 2),
-                           data[start:start + length], total, offset))
-            pos = start + length
+            frames.append((ftype, data[pos + 1], _u32(data, pos + 2), data[start:end],
+                           total, offset))
+            pos = end
             eliciting = 1
         elif ftype == FT_ACK:
             if ack is not None:

@@ -138,10 +138,9 @@ class ReliableSession:
             raise ProtocolError(f"packet number {pn32} before the first packet")
         if ack is not None:
             largest, ackDelay, ranges = self._ackRanges(ack)
-            self._datagramsReceived += 1
+        self._datagramsReceived += 1
+        if ack is not None:
             self._onAck(largest, ackDelay, ranges, now)
-        else:
-            self._datagramsReceived += 1
         if not received.isNew(pn):
             return
         accepted = True
