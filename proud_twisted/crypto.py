@@ -25,7 +25,7 @@ Records::
     record = tcp.seal(b"payload"); server.keys.serverChannel("tcp").open(record)
 
 Peer pairs: the server sends C{newPairSecret()} to both peers; each calls
-C{pairChannel(secret, myHostID, peerHostID)} and C{pairProbeKey(secret)}.
+C{pairChannel(secret, myHostID, peerHostID, epoch)} and C{pairProbeKey(secret)}.
 """
 
 from proud_twisted._crypto.channel import (

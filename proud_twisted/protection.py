@@ -1,4 +1,4 @@
-"""Sealing client <-> server datagrams and pair session frames (pure).
+"""Sealing client <-> server datagrams (pure).
 
 A datagram keeps its routing header in the clear, authenticated as
 associated data; everything after it becomes one AEAD record of the
@@ -6,14 +6,11 @@ sender's L{SecureChannel}. Client datagrams carry the sender's HostID in the
 header so the server knows which keys to open them with.
 """
 
-import struct
-
 from proud_twisted.errors import ProtocolError
 
 # version, type, HostID (client -> server); version, type (server -> client)
 CLIENT_DATAGRAM_HEADER = 6
 SERVER_DATAGRAM_HEADER = 2
-_PAIR_AAD = struct.Struct(">III")
 
 
 def sealDatagram(channel, data: bytes, headerSize: int) -> bytes:
@@ -34,8 +31,3 @@ def datagramHostID(data: bytes) -> int:
     if len(data) < CLIENT_DATAGRAM_HEADER:
         raise ProtocolError("truncated datagram header")
     return int.from_bytes(data[2:CLIENT_DATAGRAM_HEADER], "big")
-
-
-def pairAad(epoch: int, sender: int, receiver: int) -> bytes:
-    """What a pair session frame is bound to: its epoch and both HostIDs."""
-    return _PAIR_AAD.pack(epoch, sender, receiver)

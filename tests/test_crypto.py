@@ -240,6 +240,42 @@ class ReplayTests(SynchronousTestCase):
                 seen.add(counter)
                 highest = max(highest, counter)
 
+    def test_windowRemembersAcrossWordBoundaries(self):
+        """Every counter still inside the window stays refused as it moves on."""
+        for size in (1, 31, 32, 33, 64, 65, 100, 1024):
+            for stride in (1, 3, 31, 32, 33):
+                window, accepted = ReplayWindow(size), []
+                for counter in range(0, 40 * stride + 2 * size, stride):
+                    window.accept(counter)
+                    accepted.append(counter)
+                    inside = [c for c in accepted if c > counter - size]
+                    for old in (inside[0], inside[len(inside) // 2], counter):
+                        self.assertRaises(ProtocolError, window.check, old)
+                    fresh = counter - 1
+                    if stride > 1 and fresh > counter - size:
+                        window.check(fresh)     # never seen, inside: still welcome
+
+    @settings(max_examples=200)
+    @given(st.sampled_from([31, 32, 33, 64, 100, 1024, 1025]),
+           st.lists(st.tuples(st.booleans(), st.integers(0, 40) | st.integers(0, 1200)),
+                    max_size=300))
+    def test_wideWindowMatchesAModel(self, size, steps):
+        """Windows of many words, moved by runs forward and probes backward."""
+        window = ReplayWindow(size)
+        seen, highest = set(), -1
+        for forward, distance in steps:
+            counter = highest + 1 + distance if forward else max(0, highest - distance)
+            expected = counter not in seen and counter > highest - size
+            try:
+                window.accept(counter)
+                accepted = True
+            except ProtocolError:
+                accepted = False
+            self.assertEqual(accepted, expected, (size, counter, highest))
+            if accepted:
+                seen.add(counter)
+                highest = max(highest, counter)
+
 
 class PairTests(SynchronousTestCase):
     def test_newPairSecret(self):
@@ -263,6 +299,14 @@ class PairTests(SynchronousTestCase):
         self.assertRaises(ProtocolError, pairChannel(secret, 1001, 1002).open, record)
         self.assertNotEqual(pairProbeKey(secret), pairProbeKey(other))
 
+    def test_keysAreBoundToTheEpoch(self):
+        """Records carry no associated data: the epoch is in the keys."""
+        secret = newPairSecret(seeded("pair"))
+        record = pairChannel(secret, 1000, 1001, epoch=7).seal(b"epoch 7")
+        self.assertRaises(ProtocolError, pairChannel(secret, 1001, 1000, epoch=8).open,
+                          record)
+        self.assertEqual(pairChannel(secret, 1001, 1000, epoch=7).open(record), b"epoch 7")
+
     def test_pairChannelToleratesReordering(self):
         secret = newPairSecret(seeded("pair"))
         a, b = pairChannel(secret, 1000, 1001), pairChannel(secret, 1001, 1000)
@@ -280,6 +324,7 @@ class PairTests(SynchronousTestCase):
         secret = newPairSecret()
         self.assertRaises(ValueError, pairChannel, secret, 1000, 1000)
         self.assertRaises(ValueError, pairChannel, secret, -1, 1000)
+        self.assertRaises(ValueError, pairChannel, secret, 1000, 1001, 2 ** 32)
         self.assertRaises(ProtocolError, pairChannel, b"short", 1000, 1001)
         self.assertRaises(ProtocolError, pairProbeKey, b"short")
 

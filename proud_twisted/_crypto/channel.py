@@ -11,8 +11,7 @@ the AEAD through bound methods.
 
 from __future__ import annotations
 
-import struct
-from typing import Callable, Final
+from typing import Callable, Final, Optional
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -22,14 +21,19 @@ from proud_twisted.errors import ProtocolError, ProudError
 HEADER_SIZE: Final = 8
 TAG_SIZE: Final = 16
 OVERHEAD: Final = HEADER_SIZE + TAG_SIZE
-COUNTER_LIMIT: Final = 2 ** 64
+COUNTER_BITS: Final = 64
+COUNTER_LIMIT: Final = 2 ** COUNTER_BITS
+NONCE_SIZE: Final = 12
 CIPHERS: Final[dict[str, type[AESGCM] | type[ChaCha20Poly1305]]] = {
     "chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
 
-_NONCE_PREFIX: Final = bytes(4)
-_packCounter: Final = struct.Struct(">Q").pack
+_NONCE_ZEROS: Final = NONCE_SIZE - HEADER_SIZE
+_NONCE_ZERO_BYTES: Final = bytes(_NONCE_ZEROS)
+_WORD_BITS: Final = 32
+_WORD_SHIFT: Final = 5
+_BIT: Final = _WORD_BITS - 1
 
-Aead = Callable[[bytes, bytes, bytes], bytes]
+Aead = Callable[[bytes, bytes, Optional[bytes]], bytes]
 """An AEAD's C{encrypt} or C{decrypt}: (nonce, data, associated data) -> bytes."""
 
 
@@ -50,6 +54,11 @@ class ReplayWindow:
     Counters more than C{size - 1} below the highest seen are refused as too
     old. Call L{check} before authenticating a record and L{update} only after
     it authenticated, so forged records cannot move the window.
+
+    The seen counters are bits in a ring of 32-bit words (RFC 6479): moving
+    the window clears the words it passes instead of shifting one wide
+    bitmap, so every step costs a few small-integer operations whatever the
+    window's size.
     """
 
     def __init__(self, size: int = 1024) -> None:
@@ -57,9 +66,13 @@ class ReplayWindow:
             raise ValueError("replay window size must be at least 1")
         self.size = size
         self.highest = -1
-        # Bit i stands for counter (highest - i).
-        self._bitmap = 0
-        self._mask = (1 << size) - 1
+        words = 1
+        # One spare word, so the word of the oldest counter in the window is
+        # never the one a newer counter reuses.
+        while words * _WORD_BITS < size + _WORD_BITS:
+            words *= 2
+        self._words: list[int] = [0] * words
+        self._ring = words - 1
 
     def check(self, counter: int) -> None:
         """Raise L{ProtocolError} if C{counter} was seen or is too old."""
@@ -68,20 +81,24 @@ class ReplayWindow:
             return
         if offset >= self.size:
             raise ProtocolError(f"record {counter} is older than the replay window")
-        if (self._bitmap >> offset) & 1:
+        if (self._words[(counter >> _WORD_SHIFT) & self._ring] >> (counter & _BIT)) & 1:
             raise ProtocolError(f"replayed record {counter}")
 
     def update(self, counter: int) -> None:
         """Record C{counter} as seen (it must have passed L{check})."""
-        shift = counter - self.highest
-        if shift >= self.size:
-            self._bitmap = 1
-        elif shift > 0:
-            self._bitmap = ((self._bitmap << shift) | 1) & self._mask
-        else:
-            self._bitmap |= 1 << -shift
-        if shift > 0:
+        words = self._words
+        ring = self._ring
+        index = counter >> _WORD_SHIFT
+        if counter > self.highest:
+            first = (self.highest >> _WORD_SHIFT) + 1
+            if index - first >= ring:
+                for i in range(ring + 1):
+                    words[i] = 0
+            else:
+                for i in range(first, index + 1):
+                    words[i & ring] = 0
             self.highest = counter
+        words[index & ring] |= 1 << (counter & _BIT)
 
     def accept(self, counter: int) -> None:
         """L{check} and L{update} in one step."""
@@ -119,16 +136,16 @@ class SecureChannel:
         """How many records this channel has sealed."""
         return self._sendCounter
 
-    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+    def seal(self, plaintext: bytes, aad: bytes | None = None) -> bytes:
         """Encrypt and authenticate C{plaintext} (and C{aad}) into one record."""
         counter = self._sendCounter
-        if counter >= COUNTER_LIMIT:
+        if counter >> COUNTER_BITS:     # counter >= 2**64, without a wide-integer compare
             raise CounterExhausted("record counter exhausted; rekey the session")
         self._sendCounter = counter + 1
-        header = _packCounter(counter)
-        return header + self._encrypt(_NONCE_PREFIX + header, plaintext, aad)
+        nonce = counter.to_bytes(NONCE_SIZE, "big")     # 4 zero bytes, then the counter
+        return nonce[_NONCE_ZEROS:] + self._encrypt(nonce, plaintext, aad)
 
-    def open(self, record: bytes, aad: bytes = b"") -> bytes:
+    def open(self, record: bytes, aad: bytes | None = None) -> bytes:
         """The plaintext of C{record}; L{ProtocolError} if forged, cut or replayed."""
         if len(record) < OVERHEAD:
             raise ProtocolError(f"record of {len(record)} bytes is too short")
@@ -141,7 +158,7 @@ class SecureChannel:
         elif counter <= window.highest:
             window.check(counter)
         try:
-            plaintext = self._decrypt(_NONCE_PREFIX + record[:HEADER_SIZE],
+            plaintext = self._decrypt(_NONCE_ZERO_BYTES + record[:HEADER_SIZE],
                                       record[HEADER_SIZE:], aad)
         except InvalidTag:
             raise ProtocolError(f"record {counter} failed authentication") from None

@@ -1,7 +1,10 @@
 """Keys for a peer pair, derived from a secret the server issues to both peers.
 
 Both peers call L{pairChannel} with their own HostID first; the key one side
-sends with is the key the other receives with. The server knows the pair
+sends with is the key the other receives with. Each key is bound to the
+pairing's epoch and to both HostIDs by its derivation, so a record sealed for
+one direction, pair or pairing opens under no other key, and the records need
+no associated data. The server knows the pair
 secret, as it must to hand it out.
 """
 
@@ -18,9 +21,9 @@ from proud_twisted.errors import ProtocolError
 
 PAIR_SECRET_SIZE = 32
 PROBE_TAG_SIZE = 16
-_DIRECTION_INFO = b"proud_twisted p2p direction v1"
+_DIRECTION_INFO = b"proud_twisted p2p direction v2"
 _PROBE_INFO = b"proud_twisted p2p probe v1"
-_hostIDs = struct.Struct(">II")
+_direction = struct.Struct(">III")     # epoch, sender, receiver
 
 
 def newPairSecret(randomBytes=os.urandom) -> bytes:
@@ -31,14 +34,16 @@ def newPairSecret(randomBytes=os.urandom) -> bytes:
     return secret
 
 
-def _directionKey(pairSecret: bytes, sender: int, receiver: int) -> bytes:
-    return hkdf(pairSecret, _DIRECTION_INFO + _hostIDs.pack(sender, receiver), 32)
+def _directionKey(pairSecret: bytes, epoch: int, sender: int, receiver: int) -> bytes:
+    return hkdf(pairSecret, _DIRECTION_INFO + _direction.pack(epoch, sender, receiver), 32)
 
 
-def pairChannel(pairSecret: bytes, localHostID: int, peerHostID: int,
+def pairChannel(pairSecret: bytes, localHostID: int, peerHostID: int, epoch: int = 0,
                 **options) -> SecureChannel:
     """This host's L{SecureChannel} to C{peerHostID} (a replay window, not strict).
 
+    @param epoch: the pairing's epoch (from the server's PEER_PAIR), bound
+        into both keys.
     C{options} are passed on to L{SecureChannel} (C{replayWindow}, C{cipher}).
     """
     if len(pairSecret) != PAIR_SECRET_SIZE:
@@ -46,10 +51,10 @@ def pairChannel(pairSecret: bytes, localHostID: int, peerHostID: int,
     if localHostID == peerHostID:
         raise ValueError("a pair needs two different HostIDs")
     try:
-        send = _directionKey(pairSecret, localHostID, peerHostID)
-        receive = _directionKey(pairSecret, peerHostID, localHostID)
+        send = _directionKey(pairSecret, epoch, localHostID, peerHostID)
+        receive = _directionKey(pairSecret, epoch, peerHostID, localHostID)
     except struct.error:
-        raise ValueError("HostIDs must be unsigned 32-bit integers") from None
+        raise ValueError("the epoch and HostIDs must be unsigned 32-bit integers") from None
     return SecureChannel(send, receive, **options)
 
 

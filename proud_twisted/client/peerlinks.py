@@ -23,7 +23,6 @@ from proud_twisted.client.pathstate import (
 from proud_twisted.constants import RelayReason
 from proud_twisted.crypto import pairChannel
 from proud_twisted.errors import HolePunchFailed, ProtocolError
-from proud_twisted.protection import pairAad
 from proud_twisted.rudp import MessageReceived
 from proud_twisted.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
@@ -64,10 +63,8 @@ class PeerLinks:
         """The server paired us with C{peer}: start its session (and path)."""
         client = self.client
         if client.encryption:
-            localID = client.getLocalHostID()
-            peer.channel = pairChannel(peer.pairSecret, localID, peer.hostID)
-            peer.aadOut = pairAad(peer.epoch, localID, peer.hostID)
-            peer.aadIn = pairAad(peer.epoch, peer.hostID, localID)
+            peer.channel = pairChannel(peer.pairSecret, client.getLocalHostID(),
+                                       peer.hostID, peer.epoch)
         peer.driver = SessionDriver(client.reactor, self._relayTransmitter(peer),
                                     self._deliverer(peer), client.sessionConfig,
                                     client.turnEnd)
@@ -260,7 +257,7 @@ class PeerLinks:
     def _frame(self, peer, datagram: bytes) -> bytes:
         """A session datagram as it travels: the pair's epoch, then the sealed datagram."""
         if peer.channel is not None:
-            datagram = peer.channel.seal(datagram, peer.aadOut)
+            datagram = peer.channel.seal(datagram)
         return relay.encodeSessionFrame(peer.epoch, datagram)
 
     def _unframe(self, peer, payload: bytes):
@@ -280,7 +277,7 @@ class PeerLinks:
         if peer.channel is None:
             return datagram
         try:
-            return peer.channel.open(datagram, peer.aadIn)
+            return peer.channel.open(datagram)
         except ProtocolError:
             self.rejectedDatagrams += 1
             return None

@@ -17,7 +17,6 @@ class Peer:
         self.epoch = 0
         self.pairSecret = b""
         self.channel = None         # the pair's SecureChannel (end to end)
-        self.aadOut = self.aadIn = b""  # what sealed frames each way are bound to
         self.driver = None          # the pair's SessionDriver
         self.path = None            # the pair's PathDriver, if direct P2P is allowed
         self.punchAtOnce = False
