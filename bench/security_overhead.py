@@ -21,6 +21,13 @@ that whatever else loads the machine hits both alike.
     relay over UDP. ``--relay-runs`` (default 20) alternating runs per mode;
     compares the medians, on/off. Goal: >= 0.85.
 
+(c) with ``--floor``, what the AEAD calls alone cost in place: the
+    protected pair's direct round trip with its pair channels wrapped in a
+    stand-in that seals and opens through them, against the same stand-in
+    doing no cryptography (it only adds the record's 24 bytes, so every
+    datagram keeps its size), alternating blocks. Information: the part of
+    (a) that is ``cryptography``'s AES-GCM itself, called where it runs.
+
 With protection on, a direct datagram is sealed once and opened once
 (AES-256-GCM under the pair's keys); a relayed one is sealed by its sender
 under the pair's keys and again for its channel to the server; the server
@@ -36,7 +43,7 @@ the next whatever the mode; hence many short alternating runs, the medians,
 and the spread of the on/off ratios of neighbouring runs. ``--control`` runs
 both setups without encryption: its ratios show the noise floor.
 
-    python bench/security_overhead.py [--pings 2000] [--relay-runs 20] [--profile]
+    python bench/security_overhead.py [--pings 2000] [--relay-runs 20] [--floor] [--profile]
 """
 
 from __future__ import annotations
@@ -154,6 +161,60 @@ async def directRoundTrips(world: World, budget: p2p.Budget, count: int, size: i
         raise p2p.BenchFailure(f"relayed traffic during the direct round trips:"
                                f" {result}")
     return result["times"]
+
+
+# (c) the AEAD calls alone
+
+class _ThroughChannel:
+    """A pair channel stand-in that seals and opens through the real one."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return self.channel.seal(plaintext)
+
+    def open(self, record: bytes) -> bytes:
+        return self.channel.open(record)
+
+
+class _WithoutCipher:
+    """The same stand-in without the cryptography: records of the same size."""
+
+    HEADER, TAG = bytes(8), bytes(16)
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return self.HEADER + plaintext + self.TAG
+
+    def open(self, record: bytes) -> bytes:
+        return record[8:-16]
+
+
+async def aeadFloor(world: World, budget: p2p.Budget, args) -> dict:
+    """Round trip times of the protected pair A, B with its records sealed
+    through L{_ThroughChannel} and through L{_WithoutCipher}, alternating."""
+    setup = world.pair(0, 1)
+    peers = (setup.a.peerTable.peers[setup.idB], setup.b.peerTable.peers[setup.idA])
+    channels = [peer.channel for peer in peers]
+    times = {_ThroughChannel: [], _WithoutCipher: []}
+    pings = max(1, args.pings // args.blocks)
+    try:
+        for block in range(args.blocks):
+            order = (_ThroughChannel, _WithoutCipher) if block % 2 == 0 else (
+                _WithoutCipher, _ThroughChannel)
+            for standIn in order:
+                for peer, channel in zip(peers, channels):
+                    peer.channel = standIn(channel)
+                result = await p2p.pingPongOurs(setup, budget, block, pings, args.size,
+                                                expectRelayed=False)
+                times[standIn] += result["times"]
+    finally:
+        for peer, channel in zip(peers, channels):
+            peer.channel = channel
+    return times
 
 
 # (b) the relay forwarding rate
@@ -322,6 +383,7 @@ async def run(reactor, args) -> None:
             await p2p.goDirect(world.pair(0, 1), budget, labels[encrypted])
         times = await roundTripPhase(worlds, budget, args, labels, profiles)
         relays = await relayPhase(worlds, budget, args, labels, profiles)
+        floor = await aeadFloor(worlds[True], budget, args) if args.floor else None
         for world in worlds.values():
             world.pair(0, 1).checkHandlers()
             world.pair(2, 3).checkHandlers()
@@ -349,6 +411,11 @@ async def run(reactor, args) -> None:
                    cpuRate[False], "msgs/s", baseline)
     _common.report("relay rate median", rate[True], rate[False], "msgs/s", baseline,
                    RELAY_GOAL)
+    if floor is not None:
+        _common.report("direct round trip median, AES-GCM calls alone (information)",
+                       statistics.median(floor[_ThroughChannel]) * 1e6,
+                       statistics.median(floor[_WithoutCipher]) * 1e6, "us",
+                       f"{labels[True]}, the same records without the cipher")
 
 
 def main() -> int:
@@ -379,6 +446,9 @@ def main() -> int:
                              " the protection code and the top functions")
     parser.add_argument("--profile-top", type=int, default=25,
                         help="functions listed per profile table (default 25)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure (c): the protected round trip with and without"
+                             " the AEAD calls themselves")
     parser.add_argument("--verbose", action="store_true",
                         help="print every round trip block and the relay sender's stats")
     args = parser.parse_args()
