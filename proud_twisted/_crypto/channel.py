@@ -22,7 +22,6 @@ HEADER_SIZE: Final = 8
 TAG_SIZE: Final = 16
 OVERHEAD: Final = HEADER_SIZE + TAG_SIZE
 COUNTER_BITS: Final = 64
-COUNTER_LIMIT: Final = 2 ** COUNTER_BITS
 NONCE_SIZE: Final = 12
 CIPHERS: Final[dict[str, type[AESGCM] | type[ChaCha20Poly1305]]] = {
     "chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}

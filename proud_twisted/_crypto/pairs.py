@@ -4,8 +4,8 @@ Both peers call L{pairChannel} with their own HostID first; the key one side
 sends with is the key the other receives with. Each key is bound to the
 pairing's epoch and to both HostIDs by its derivation, so a record sealed for
 one direction, pair or pairing opens under no other key, and the records need
-no associated data. The server knows the pair
-secret, as it must to hand it out.
+no associated data. The server knows the pair secret, as it must to hand it
+out.
 """
 
 import hmac
