@@ -65,6 +65,7 @@ import p2p_times as p2p  # noqa: E402
 from proud_twisted import (  # noqa: E402
     NetClient, NetServer, SendQueueFull, ServerUdpState,
 )
+from proud_twisted._crypto import channel as channelModule  # noqa: E402
 
 VERSION = uuid.UUID("0b5e55ed-5ec0-4e11-8a7d-c0ffee000001")
 LOOPBACK = _common.LOOPBACK
@@ -163,60 +164,6 @@ async def directRoundTrips(world: World, budget: p2p.Budget, count: int, size: i
     return result["times"]
 
 
-# (c) the AEAD calls alone
-
-class _ThroughChannel:
-    """A pair channel stand-in that seals and opens through the real one."""
-
-    def __init__(self, channel) -> None:
-        self.channel = channel
-
-    def seal(self, plaintext: bytes) -> bytes:
-        return self.channel.seal(plaintext)
-
-    def open(self, record: bytes) -> bytes:
-        return self.channel.open(record)
-
-
-class _WithoutCipher:
-    """The same stand-in without the cryptography: records of the same size."""
-
-    HEADER, TAG = bytes(8), bytes(16)
-
-    def __init__(self, channel) -> None:
-        self.channel = channel
-
-    def seal(self, plaintext: bytes) -> bytes:
-        return self.HEADER + plaintext + self.TAG
-
-    def open(self, record: bytes) -> bytes:
-        return record[8:-16]
-
-
-async def aeadFloor(world: World, budget: p2p.Budget, args) -> dict:
-    """Round trip times of the protected pair A, B with its records sealed
-    through L{_ThroughChannel} and through L{_WithoutCipher}, alternating."""
-    setup = world.pair(0, 1)
-    peers = (setup.a.peerTable.peers[setup.idB], setup.b.peerTable.peers[setup.idA])
-    channels = [peer.channel for peer in peers]
-    times = {_ThroughChannel: [], _WithoutCipher: []}
-    pings = max(1, args.pings // args.blocks)
-    try:
-        for block in range(args.blocks):
-            order = (_ThroughChannel, _WithoutCipher) if block % 2 == 0 else (
-                _WithoutCipher, _ThroughChannel)
-            for standIn in order:
-                for peer, channel in zip(peers, channels):
-                    peer.channel = standIn(channel)
-                result = await p2p.pingPongOurs(setup, budget, block, pings, args.size,
-                                                expectRelayed=False)
-                times[standIn] += result["times"]
-    finally:
-        for peer, channel in zip(peers, channels):
-            peer.channel = channel
-    return times
-
-
 # (b) the relay forwarding rate
 
 async def relayRate(world: World, budget: p2p.Budget, count: int, size: int,
@@ -272,6 +219,60 @@ async def relayRate(world: World, budget: p2p.Budget, count: int, size: int,
             "lost": sender.datagramsLost - senderBefore.datagramsLost,
             "retransmissions": sender.retransmissions - senderBefore.retransmissions,
             "sender": sender}
+
+
+# (c) the AEAD calls alone
+
+class _ThroughChannel:
+    """A pair channel stand-in that seals and opens through the real one."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return self.channel.seal(plaintext)
+
+    def open(self, record: bytes) -> bytes:
+        return self.channel.open(record)
+
+
+class _WithoutCipher:
+    """The same stand-in without the cryptography: records of the same size."""
+
+    HEADER, TAG = bytes(channelModule.HEADER_SIZE), bytes(channelModule.TAG_SIZE)
+
+    def __init__(self, channel) -> None:
+        pass    # takes the channel it stands in for, as L{_ThroughChannel} does
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return self.HEADER + plaintext + self.TAG
+
+    def open(self, record: bytes) -> bytes:
+        return record[channelModule.HEADER_SIZE:-channelModule.TAG_SIZE]
+
+
+async def aeadFloor(world: World, budget: p2p.Budget, args) -> dict:
+    """Round trip times of the protected pair A, B with its records sealed
+    through L{_ThroughChannel} and through L{_WithoutCipher}, alternating."""
+    setup = world.pair(0, 1)
+    peers = (setup.a.peerTable.peers[setup.idB], setup.b.peerTable.peers[setup.idA])
+    channels = [peer.channel for peer in peers]
+    times = {_ThroughChannel: [], _WithoutCipher: []}
+    pings = max(1, args.pings // args.blocks)
+    try:
+        for block in range(args.blocks):
+            order = (_ThroughChannel, _WithoutCipher) if block % 2 == 0 else (
+                _WithoutCipher, _ThroughChannel)
+            for standIn in order:
+                for peer, channel in zip(peers, channels):
+                    peer.channel = standIn(channel)
+                result = await p2p.pingPongOurs(setup, budget, block, pings, args.size,
+                                                expectRelayed=False)
+                times[standIn] += result["times"]
+    finally:
+        for peer, channel in zip(peers, channels):
+            peer.channel = channel
+    return times
 
 
 # running and reporting

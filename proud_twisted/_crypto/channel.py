@@ -11,7 +11,7 @@ the AEAD through bound methods.
 
 from __future__ import annotations
 
-from typing import Callable, Final, Optional
+from typing import Callable, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -32,7 +32,7 @@ _WORD_BITS: Final = 32
 _WORD_SHIFT: Final = 5
 _BIT: Final = _WORD_BITS - 1
 
-Aead = Callable[[bytes, bytes, Optional[bytes]], bytes]
+Aead = Callable[[bytes, bytes, bytes | None], bytes]
 """An AEAD's C{encrypt} or C{decrypt}: (nonce, data, associated data) -> bytes."""
 
 
