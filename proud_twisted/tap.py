@@ -30,6 +30,7 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
+from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.errors import ProtocolError
 from proud_twisted.interfaces import INetServerEvent
@@ -90,6 +91,11 @@ class Options(usage.Options):
          "Frames a second each client may have relayed (bursts of one second's worth)."],
         ["relay-bytes", None, DEFAULT_RELAY_BYTES_PER_SECOND,
          "Bytes a second each client may have relayed (bursts of one second's worth)."],
+        ["udp-buffer", None, DEFAULT_SERVER_UDP_BUFFER,
+         "Bytes of kernel receive and send buffer to ask for on the UDP port, so "
+         "that bursts are not dropped (0: the OS defaults). Linux caps it at "
+         "net.core.rmem_max / wmem_max unless the server has CAP_NET_ADMIN; the "
+         "server logs a warning if it gets less."],
     ]
 
     compData = usage.Completions(
@@ -112,6 +118,7 @@ class Options(usage.Options):
         self["relay-rate"] = _convert("relay-rate", self["relay-rate"], _atLeast(float, 1))
         self["relay-bytes"] = _convert(
             "relay-bytes", self["relay-bytes"], _atLeast(float, MIN_RELAY_BYTES))
+        self["udp-buffer"] = _convert("udp-buffer", self["udp-buffer"], _atLeast(int, 0))
         self["events"] = _loadEventsClass(self["events"])
         # Last, so that a mistake in another option creates no key file.
         self["identity"], self["key-created"] = None, False
@@ -339,7 +346,8 @@ def makeService(config) -> ProudServerService:
         handshakeTimeout=config["handshake-timeout"],
         maxUnauthenticated=config["max-unauthenticated"],
         relayFramesPerSecond=config["relay-rate"],
-        relayBytesPerSecond=config["relay-bytes"])
+        relayBytesPerSecond=config["relay-bytes"],
+        udpBufferSize=config["udp-buffer"])
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)

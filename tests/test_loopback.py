@@ -1,5 +1,6 @@
 """A whole server and clients over real loopback sockets (pytest-twisted)."""
 
+import os
 import socket
 import struct
 import uuid
@@ -10,8 +11,9 @@ from twisted.internet import defer, reactor
 
 from proud_twisted import (
     ConnectionRefusedByServer, ErrorType, HOSTID_SERVER, NetClient, NetServer,
-    ProtocolVersionMismatch, ServerUdpState,
+    ProtocolVersionMismatch, ServerUdpState, SocketBuffers,
 )
+from proud_twisted._udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, DEFAULT_SERVER_UDP_BUFFER
 from tests.support import RecordingClientEvents, RecordingServerEvents
 
 VERSION = uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100")
@@ -332,3 +334,44 @@ def test_startFailureLeavesNothingListening():
         clash.startService()
     yield clash.stopService()      # nothing to stop, and no error
     yield taken.stopService()
+
+
+def _buffersOf(udpPort):
+    sock = udpPort.socket       # a test may look inside
+    return SocketBuffers(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                         sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+
+
+def _osDefaultReceiveBuffer():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+@pytest_twisted.inlineCallbacks
+def test_serverAndClientsGrowTheirUdpBuffers(server):
+    (client,) = yield connectClients(server, 1)
+    default = _osDefaultReceiveBuffer()
+    for host in (server, client):
+        assert host.udpSocketBuffers == _buffersOf(host._udpPort)
+        assert host.udpSocketBuffers.receive > default
+    if os.geteuid() == 0:       # beyond net.core.rmem_max with CAP_NET_ADMIN
+        assert min(server.udpSocketBuffers) >= DEFAULT_SERVER_UDP_BUFFER
+        assert min(client.udpSocketBuffers) >= DEFAULT_CLIENT_UDP_BUFFER
+    yield disconnectAll([client])
+
+
+@pytest_twisted.inlineCallbacks
+def test_udpBufferSizeZeroKeepsTheOSDefaults():
+    server = NetServer(RecordingServerEvents(), VERSION, interface="127.0.0.1",
+                       encryption=False, udpBufferSize=0)
+    server.startService()
+    try:
+        client = NetClient(RecordingClientEvents(), encryption=False, udpBufferSize=0)
+        yield client.connect("127.0.0.1", server.getTcpAddress()[1], VERSION)
+        default = _osDefaultReceiveBuffer()
+        for host in (server, client):
+            assert host.udpSocketBuffers is None
+            assert _buffersOf(host._udpPort).receive == default
+        yield client.disconnect()
+    finally:
+        yield server.stopService()

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from proud_twisted import INetServerEvent, NetServer, NetServerEvents
 from proud_twisted import tap
+from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION, RoomServerEvents
 from proud_twisted.server.netserver import (
@@ -95,6 +96,7 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual(config["max-unauthenticated"], DEFAULT_MAX_UNAUTHENTICATED)
         self.assertEqual(config["relay-rate"], DEFAULT_RELAY_FRAMES_PER_SECOND)
         self.assertEqual(config["relay-bytes"], DEFAULT_RELAY_BYTES_PER_SECOND)
+        self.assertEqual(config["udp-buffer"], DEFAULT_SERVER_UDP_BUFFER)
 
     def test_everyOption(self):
         config = parse("--tcp", "0", "--udp", "65535", "--interface", "127.0.0.1",
@@ -103,7 +105,7 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
                        "--max-message-length", "1000", "--client-timeout", "2.5",
                        "--key-file", "server.pem", "--handshake-timeout", "1.5",
                        "--max-unauthenticated", "7", "--relay-rate", "100",
-                       "--relay-bytes", "65536")
+                       "--relay-bytes", "65536", "--udp-buffer", "0")
         self.assertEqual((config["tcp"], config["udp"]), (0, 65535))
         self.assertEqual(config["interface"], "127.0.0.1")
         self.assertEqual(config["protocol-version"], uuid.UUID(VERSION))
@@ -115,6 +117,7 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual(config["max-unauthenticated"], 7)
         self.assertEqual(config["relay-rate"], 100)
         self.assertEqual(config["relay-bytes"], 65536)
+        self.assertEqual(config["udp-buffer"], 0)
 
     def test_eventsNeedOnlyProvideTheInterface(self):
         self.assertIs(parse("--events", "tests.test_tap.BareEvents")["events"], BareEvents)
@@ -142,6 +145,8 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
             (["--relay-rate", "fast"], "--relay-rate"),
             (["--relay-bytes", "-1"], "--relay-bytes"),
             (["--relay-bytes", "100"], "--relay-bytes"),
+            (["--udp-buffer", "-1"], "--udp-buffer"),
+            (["--udp-buffer", "big"], "--udp-buffer"),
         ]:
             with self.assertRaises(usage.UsageError, msg=args) as caught:
                 parse(*args)
@@ -157,7 +162,8 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
         for option in ("--tcp", "--udp", "--interface", "--protocol-version",
                        "--events", "--max-message-length", "--client-timeout",
                        "--key-file", "--no-encryption", "--handshake-timeout",
-                       "--max-unauthenticated", "--relay-rate", "--relay-bytes"):
+                       "--max-unauthenticated", "--relay-rate", "--relay-bytes",
+                       "--udp-buffer"):
             self.assertIn(option, text)
         self.assertIn("proudserver.key", text)
 
@@ -333,11 +339,13 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
     def test_limitsArePassedToTheServer(self):
         server = makeService(parse(
             "--handshake-timeout", "2.5", "--max-unauthenticated", "7",
-            "--relay-rate", "100", "--relay-bytes", "65536")).getServiceNamed("proudserver")
+            "--relay-rate", "100", "--relay-bytes", "65536",
+            "--udp-buffer", "262144")).getServiceNamed("proudserver")
         self.assertEqual(server.handshakeTimeout, 2.5)
         self.assertEqual(server.maxUnauthenticated, 7)
         self.assertEqual(server.relayFramesPerSecond, 100)
         self.assertEqual(server.relayBytesPerSecond, 65536)
+        self.assertEqual(server.udpBufferSize, 262144)
 
     def test_defaultLimitsAreTheServerDefaults(self):
         server = makeService(parse()).getServiceNamed("proudserver")
@@ -345,6 +353,7 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual(server.maxUnauthenticated, DEFAULT_MAX_UNAUTHENTICATED)
         self.assertEqual(server.relayFramesPerSecond, DEFAULT_RELAY_FRAMES_PER_SECOND)
         self.assertEqual(server.relayBytesPerSecond, DEFAULT_RELAY_BYTES_PER_SECOND)
+        self.assertEqual(server.udpBufferSize, DEFAULT_SERVER_UDP_BUFFER)
 
     def test_noEncryptionGivesAServerWithoutIdentity(self):
         server = makeService(parse("--no-encryption")).getServiceNamed("proudserver")

@@ -6,6 +6,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
+from proud_twisted._udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers, sizeUdpBuffers
 from proud_twisted.client.connection import (
     ClientConnectionFactory, ClientDatagramProtocol,
 )
@@ -52,6 +53,9 @@ class NetClient:
     @param encryption: protect all traffic (default); must match the server.
     @param serverKey: the server's L{PublicIdentity}; when given, a server
         that cannot prove it holds the matching private key is refused.
+    @param udpBufferSize: bytes of kernel receive and send buffer to ask for
+        on the UDP port (0: the OS defaults); L{udpSocketBuffers} holds the
+        sizes in force once joined.
     """
 
     log = Logger()
@@ -62,7 +66,8 @@ class NetClient:
                  sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
                  pathConfig: PathConfig = PathConfig(),
                  maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS,
-                 encryption: bool = True, serverKey=None) -> None:
+                 encryption: bool = True, serverKey=None,
+                 udpBufferSize: int = DEFAULT_CLIENT_UDP_BUFFER) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -73,6 +78,10 @@ class NetClient:
         self.sessionConfig = sessionConfig
         self.encryption = encryption
         self.serverKey = serverKey
+        if udpBufferSize < 0:
+            raise ValueError("udpBufferSize must be 0 (the OS defaults) or more")
+        self.udpBufferSize = udpBufferSize
+        self.udpSocketBuffers: SocketBuffers | None = None
         self.udpChannel = None
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
@@ -307,6 +316,8 @@ class NetClient:
         self.serverUdpAddress = (peer.host, fields.udpPort)
         self._udp = ClientDatagramProtocol(self)
         self._udpPort = self.reactor.listenUDP(0, self._udp, interface=self.udpInterface)
+        self.udpSocketBuffers = sizeUdpBuffers(self._udpPort, self.udpBufferSize,
+                                               self.log.info)
         local = self._connection.transport.getHost()
         self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
             (local.host, self._udpPort.getHost().port)))

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
 from proud_twisted._oncelog import OnceLog
+from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuffers, sizeUdpBuffers
 from proud_twisted.constants import (
     HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,
 )
@@ -79,6 +80,10 @@ class NetServer(service.Service):
     @param encryption: protect all traffic (default); clients must match.
     @param identity: the server's long-term L{IdentityKey} (a fresh one if
         not given); clients pinned to its public key refuse any other server.
+    @param udpBufferSize: bytes of kernel receive and send buffer to ask for
+        on the UDP port, so that bursts are not dropped (0: the OS defaults);
+        a warning is logged if the OS gives less. L{udpSocketBuffers} holds
+        the sizes in force once the server listens.
     """
 
     log = Logger()
@@ -95,7 +100,8 @@ class NetServer(service.Service):
                  handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                  maxUnauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
                  relayFramesPerSecond: float = DEFAULT_RELAY_FRAMES_PER_SECOND,
-                 relayBytesPerSecond: float = DEFAULT_RELAY_BYTES_PER_SECOND) -> None:
+                 relayBytesPerSecond: float = DEFAULT_RELAY_BYTES_PER_SECOND,
+                 udpBufferSize: int = DEFAULT_SERVER_UDP_BUFFER) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -121,6 +127,10 @@ class NetServer(service.Service):
                              "would block every relayed frame")
         self.relayFramesPerSecond = relayFramesPerSecond
         self.relayBytesPerSecond = relayBytesPerSecond
+        if udpBufferSize < 0:
+            raise ValueError("udpBufferSize must be 0 (the OS defaults) or more")
+        self.udpBufferSize = udpBufferSize
+        self.udpSocketBuffers: SocketBuffers | None = None
         self._pairs = {}            # (a, b) -> _Pair
         self._directAllowed = {}    # group -> bool
         self._lastPairEpoch = 0
@@ -148,12 +158,16 @@ class NetServer(service.Service):
             self._tcpPort.stopListening()
             self._tcpPort = None
             raise
+        self.udpSocketBuffers = sizeUdpBuffers(self._udpPort, self.udpBufferSize,
+                                               self.log.warn)
         self._sweeper = task.LoopingCall(self._dropSilentClients)
         self._sweeper.clock = self.reactor
         self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
         service.Service.startService(self)
-        self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}; {what}",
+        self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}"
+                      " (socket buffers {buffers}); {what}",
                       tcp=self.getTcpAddress(), udp=self.getUdpAddress(),
+                      buffers=self.udpSocketBuffers or "OS defaults",
                       what=(f"identity {self.identity.publicKey().fingerprint()}"
                             if self.identity else "encryption OFF"))
 
