@@ -69,7 +69,9 @@ class Options(usage.Options):
     optParameters = [
         ["tcp", None, DEFAULT_PORT, "TCP port to listen on (0: any free port)."],
         ["udp", None, DEFAULT_PORT, "UDP port to listen on (0: any free port)."],
-        ["interface", None, "", "Address to bind both ports to; empty: every address."],
+        ["interface", None, "",
+         "Address to bind both ports to; empty: every IPv4 address; '::': every "
+         "IPv6 address and, on Linux, every IPv4 address too."],
         ["protocol-version", None, str(ROOMS_PROTOCOL_VERSION),
          "UUID that clients must present; others are refused."],
         ["events", None, DEFAULT_EVENTS,

@@ -29,10 +29,10 @@ def server():
 
 
 @defer.inlineCallbacks
-def connectClients(server, count):
+def connectClients(server, count, host="127.0.0.1"):
     clients = [NetClient(RecordingClientEvents()) for _ in range(count)]
     port = server.getTcpAddress()[1]
-    yield defer.gatherResults([c.connect("127.0.0.1", port, VERSION) for c in clients])
+    yield defer.gatherResults([c.connect(host, port, VERSION) for c in clients])
     yield defer.gatherResults([
         c.events.rec.wait(lambda c=c: c.getServerUdpState() is ServerUdpState.CONFIRMED)
         for c in clients])
@@ -373,5 +373,48 @@ def test_udpBufferSizeZeroKeepsTheOSDefaults():
             assert host.udpSocketBuffers is None
             assert _buffersOf(host._udpPort).receive == default
         yield client.disconnect()
+    finally:
+        yield server.stopService()
+
+
+def _hasIPv6Loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _hasIPv6Loopback(), reason="no IPv6 loopback (::1) here")
+@pytest.mark.parametrize("interface, host", [
+    ("::1", "::1"),             # an IPv6 server
+    ("::", "::1"),              # a dual-stack server, IPv6 clients
+    ("::", "127.0.0.1"),        # a dual-stack server, IPv4 clients
+])
+@pytest_twisted.inlineCallbacks
+def test_ipv6AndDualStackServersConfirmUdpAndGoDirect(interface, host):
+    server = NetServer(RecordingServerEvents(), VERSION, interface=interface)
+    server.startService()
+    try:
+        a, b = yield connectClients(server, 2, host)
+        idA, idB = a.getLocalHostID(), b.getLocalHostID()
+        # The server tells IPv4 clients their addresses as IPv4, not as the
+        # ::ffff:a.b.c.d its dual-stack socket sees: IPv4 peers can send to that.
+        assert a.getPublicUdpAddress()[0] == host
+        server.createP2PGroup([idA, idB])
+        yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2)
+        assert b.getPeerInfo(idA).udpAddress == a.getPublicUdpAddress()
+        info = server.getClientInfo(idA)
+        assert (info.tcpAddress[0], info.udpAddress) == (host, a.getPublicUdpAddress())
+        assert server.events.rec.named("onConnectionRequest")[0][0][0] == host
+        a.send(idB, b"first")
+        address = yield a.whenDirect(idB).addTimeout(10, reactor)
+        assert address[0] == host
+        a.send(idB, b"second")
+        yield b.events.rec.wait(lambda: len(b.events.messagesFrom(idA)) >= 2)
+        assert b.events.messagesFrom(idA) == [b"first", b"second"]
+        assert not b.events.rec.named("onReceiveUserMessage")[-1][2].relayed
+        yield disconnectAll([a, b])
     finally:
         yield server.stopService()

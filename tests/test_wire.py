@@ -1,11 +1,15 @@
 """Wire schemas: round trips, garbage, and the fast path against construct."""
 
+import ipaddress
+
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.wire import relay
-from proud_twisted.wire._schema import addressFromWire, addressToWire, buildWith, parseWith
+from proud_twisted.wire._schema import (
+    addressFromWire, addressToWire, buildWith, parseWith, plainAddress,
+)
 from proud_twisted.wire.datagrams import (
     BODIES as UDP_BODIES, FAST_CODECS as UDP_FAST, Datagram, decodeDatagram, encodeDatagram,
 )
@@ -22,6 +26,10 @@ addresses = st.one_of(
     st.tuples(st.ip_addresses().map(str), st.integers(1, 65535)))
 wireAddresses = addresses.map(addressToWire)
 floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def _isIPv4Mapped(host: str) -> bool:
+    return getattr(ipaddress.ip_address(host), "ipv4_mapped", None) is not None
 
 FIELDS = {
     "wireVersion": st.integers(0, 255), "protocolVersion": st.binary(min_size=16, max_size=16),
@@ -71,9 +79,25 @@ class RoundTripTests(SynchronousTestCase):
         decoded = decodeDatagram(encodeDatagram(kind, **fields))
         self.assertEqual((decoded[0], plain(decoded[1])), (kind, plain(fields)))
 
-    @given(addresses)
+    @given(addresses.filter(lambda a: a is None or not _isIPv4Mapped(a[0])))
     def test_addressRoundTrip(self, address):
         self.assertEqual(addressFromWire(_Obj(**addressToWire(address))), address)
+
+    def test_plainAddressUnmapsOnlyIPv4MappedHosts(self):
+        for address, plain in [(None, None), (("192.0.2.1", 5), ("192.0.2.1", 5)),
+                               (("::1", 5), ("::1", 5)), (("2001:db8::1", 5), ("2001:db8::1", 5)),
+                               (("::ffff:192.0.2.1", 5), ("192.0.2.1", 5)),
+                               (("::ffff:c000:201", 5), ("192.0.2.1", 5)),
+                               (("not:an:ip", 5), ("not:an:ip", 5))]:
+            self.assertEqual(plainAddress(address), plain)
+
+    @given(st.ip_addresses(v=4), st.integers(1, 65535))
+    def test_ipv4MappedAddressesTravelAsIPv4(self, ipv4, port):
+        """A dual-stack server sees IPv4 clients as ::ffff:a.b.c.d; their
+        peers, on IPv4 sockets, can only send to a.b.c.d."""
+        for mapped in (f"::ffff:{ipv4}", str(ipaddress.IPv6Address(f"::ffff:{ipv4}"))):
+            self.assertEqual(addressFromWire(_Obj(**addressToWire((mapped, port)))),
+                             (str(ipv4), port))
 
     def test_addressThatIsNoIpAddressIsAProtocolError(self):
         """A hostname would be looked up by a later send; port 0 reaches nobody."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer, task
+from twisted.internet.abstract import isIPv6Address
 from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
@@ -53,6 +54,8 @@ class NetClient:
     @param encryption: protect all traffic (default); must match the server.
     @param serverKey: the server's L{PublicIdentity}; when given, a server
         that cannot prove it holds the matching private key is refused.
+    @param udpInterface: the address to bind the UDP socket to; empty (the
+        default): every address of the family the server was reached by.
     @param udpBufferSize: bytes of kernel receive and send buffer to ask for
         on the UDP port (0: the OS defaults); L{udpSocketBuffers} holds the
         sizes in force once joined.
@@ -315,7 +318,9 @@ class NetClient:
         peer = self._connection.transport.getPeer()
         self.serverUdpAddress = (peer.host, fields.udpPort)
         self._udp = ClientDatagramProtocol(self)
-        self._udpPort = self.reactor.listenUDP(0, self._udp, interface=self.udpInterface)
+        # One socket for the server and every peer, of the server's family.
+        interface = self.udpInterface or ("::" if isIPv6Address(peer.host) else "")
+        self._udpPort = self.reactor.listenUDP(0, self._udp, interface=interface)
         self.udpSocketBuffers = sizeUdpBuffers(self._udpPort, self.udpBufferSize,
                                                self.log.info)
         local = self._connection.transport.getHost()

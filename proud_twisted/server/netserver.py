@@ -34,7 +34,7 @@ from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.server.udp import ServerDatagramProtocol
 from proud_twisted.wire import relay
-from proud_twisted.wire._schema import addressFromWire, addressToWire
+from proud_twisted.wire._schema import addressFromWire, addressToWire, plainAddress
 from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 from proud_twisted.wire.messages import (
@@ -323,7 +323,7 @@ class NetServer(service.Service):
 
     def hello(self, connection, fields) -> None:
         peer = connection.transport.getPeer()
-        address = (peer.host, peer.port)
+        address = plainAddress((peer.host, peer.port))
         if fields.wireVersion != WIRE_VERSION or fields.protocolVersion != self.protocolVersion:
             self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
                          "protocol version mismatch")
@@ -518,8 +518,9 @@ class NetServer(service.Service):
     def _info(self, client) -> ClientInfo:
         peer = client.transport.getPeer()
         groups = self._table.groupsOf(client.hostID) if self._table.hasClient(client.hostID) else frozenset()
-        return ClientInfo(client.hostID, (peer.host, peer.port), client.udpAddress,
-                          client.lanAddress, groups, client.userData)
+        return ClientInfo(client.hostID, plainAddress((peer.host, peer.port)),
+                          plainAddress(client.udpAddress), client.lanAddress, groups,
+                          client.userData)
 
     def _askApplication(self, address, userData: bytes):
         answer = self.dispatch("onConnectionRequest", address, userData)

@@ -19,10 +19,25 @@ Targets = c.PrefixedArray(c.Int16ub, HostID)
 BundleEntries = c.PrefixedArray(c.Int16ub, c.Struct("target" / HostID, "frame" / Blob))
 
 
+def plainAddress(address):
+    """C{(host, port)} with an IPv4-mapped IPv6 host (C{::ffff:192.0.2.1}: how
+    a dual-stack socket sees an IPv4 peer) as plain IPv4, the form an IPv4
+    socket can send to and a person expects; None stays None."""
+    if address is None or ":" not in address[0]:
+        return address
+    try:
+        mapped = ipaddress.IPv6Address(address[0]).ipv4_mapped
+    except ValueError:
+        return address      # no IP: a receiver refuses it (L{addressFromWire})
+    return address if mapped is None else (str(mapped), address[1])
+
+
 def addressToWire(address):
+    """The wire form of L{plainAddress}C{(address)}; None means "unknown"."""
     if address is None:
         return {"host": "", "port": 0}
-    return {"host": address[0], "port": address[1]}
+    host, port = plainAddress(address)
+    return {"host": host, "port": port}
 
 
 def addressFromWire(container):
