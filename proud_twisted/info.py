@@ -25,7 +25,12 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class MessageContext:
-    """How a user message arrived."""
+    """How a user message arrived.
+
+    C{relayed} is the path of the datagram whose arrival delivered the
+    message: for one held back behind an earlier message, the datagram that
+    released it.
+    """
 
     sender: int
     reliable: bool

@@ -5,7 +5,11 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class ServerStats:
-    """Monotonic counters; read them any time, e.g. for metrics."""
+    """Monotonic counters; read them any time, e.g. for metrics.
+
+    C{framesRelayed} counts every session frame forwarded between peers:
+    user messages, and also acknowledgements, punch requests and resends.
+    """
 
     clientsJoined: int = 0
     clientsLeft: int = 0
