@@ -125,18 +125,27 @@ def summarise(values: list[float]) -> tuple[float, float]:
 
 # running
 
-def runBounded(main, args: argparse.Namespace) -> None:
-    """Run ``main(reactor)`` (a coroutine or Deferred) on the global reactor,
-    then exit: 0 when it finished, 1 with a ``gave up`` line if it had not by
-    ``args.deadline`` (the reactor is stopped then), 1 if it failed."""
+class BenchFailure(Exception):
+    """The benchmark cannot go on: an expected event is missing, or came wrong."""
 
-    def timedOut(failure):
-        failure.trap(defer.TimeoutError)
-        raise SystemExit(f"gave up: not finished within --timeout {args.timeout:g} s")
+
+def runBounded(main, args: argparse.Namespace, grace: float = 0.0) -> None:
+    """Run ``main(reactor)`` (a coroutine or Deferred) on the global reactor,
+    then exit: 0 when it finished, 1 with a ``gave up`` line if it raised
+    L{BenchFailure} or a timeout, or had not finished ``grace`` seconds after
+    ``args.deadline`` (its own bounded waits may end first, more precisely)."""
+
+    def overrun(result, timeout):
+        raise BenchFailure(f"not finished within --timeout {args.timeout:g} s")
+
+    def gaveUp(failure):
+        failure.trap(BenchFailure, defer.TimeoutError)
+        raise SystemExit(f"gave up: {failure.getErrorMessage()}")
 
     def bounded(reactor):
         d = defer.ensureDeferred(main(reactor))
-        return d.addTimeout(max(0.0, args.deadline - clock()), reactor).addErrback(timedOut)
+        return d.addTimeout(max(0.0, args.deadline - clock()) + grace, reactor,
+                            onTimeoutCancel=overrun).addErrback(gaveUp)
 
     task.react(bounded)
 

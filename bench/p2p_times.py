@@ -40,6 +40,7 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _common  # noqa: E402
 from proud_twisted import (  # noqa: E402
     HolePunchPolicy, NetClient, NetClientEvents, NetServer, NetServerEvents, ServerUdpState,
 )
@@ -67,8 +68,7 @@ def parse(payload: bytes):
     return _HEADER.unpack_from(payload)
 
 
-class BenchFailure(Exception):
-    pass
+BenchFailure = _common.BenchFailure
 
 
 # Waiting, always bounded
@@ -669,15 +669,7 @@ def main() -> int:
         parser.error(f"--size must be at least {_HEADER.size}")
     args.deadline = clock() + args.timeout
 
-    def failed(failure):
-        failure.trap(BenchFailure, defer.TimeoutError)
-        raise SystemExit(f"gave up: {failure.getErrorMessage()}")
-
-    def bounded(reactor):
-        d = defer.ensureDeferred(run(reactor, args))
-        return d.addTimeout(max(0.0, args.deadline - clock()) + 5.0, reactor).addErrback(failed)
-
-    task.react(bounded)
+    _common.runBounded(lambda reactor: run(reactor, args), args, grace=5.0)
     return 0
 
 

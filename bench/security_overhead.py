@@ -54,7 +54,7 @@ import statistics
 import sys
 import uuid
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -457,16 +457,7 @@ def main() -> int:
         parser.error(f"--size must be at least {p2p._HEADER.size}")
     args.deadline = _common.clock() + args.timeout
 
-    def failed(failure):
-        failure.trap(p2p.BenchFailure, defer.TimeoutError)
-        raise SystemExit(f"gave up: {failure.getErrorMessage()}")
-
-    def bounded(reactor):
-        d = defer.ensureDeferred(run(reactor, args))
-        return d.addTimeout(max(0.0, args.deadline - _common.clock()) + 5.0,
-                            reactor).addErrback(failed)
-
-    task.react(bounded)
+    _common.runBounded(lambda reactor: run(reactor, args), args, grace=5.0)
     return 0
 
 

@@ -28,6 +28,8 @@ def needsEnet():
     ("p2p_times.py", ["--quick"]),
     ("security_overhead.py", ["--pings", "50", "--blocks", "2", "--messages", "500",
                               "--relay-runs", "1", "--floor"]),
+    ("group_churn.py", ["--clients", "4", "--group-size", "3", "--rounds", "2",
+                        "--steps", "5"]),
 ])
 def test_benchmarkPrintsRatio(script, options):
     done = subprocess.run(
