@@ -106,6 +106,10 @@ class RoundTripTests(SynchronousTestCase):
             self.assertRaises(ProtocolError, addressFromWire,
                               _Obj(**addressToWire((host, port))))
         self.assertEqual(addressFromWire(_Obj(**addressToWire(("::1", 7)))), ("::1", 7))
+        self.assertEqual(addressFromWire(_Obj(**addressToWire(("fe80::1%eth0", 7)))),
+                         ("fe80::1%eth0", 7))
+        for host in ("01.2.3.4", "1.2.3.4\x00", " 1.2.3.4", "fe80::1%"):
+            self.assertRaises(ProtocolError, addressFromWire, _Obj(host=host, port=1))
 
     def test_unencodableFieldIsProtocolError(self):
         self.assertRaises(ProtocolError, encodeMessage, "MEMBER_JOIN_ACK", ackID=-1)

@@ -1,6 +1,7 @@
 """construct helpers shared by the TCP and UDP schemas."""
 
 import ipaddress
+import socket
 import struct
 
 import construct as c
@@ -40,6 +41,22 @@ def addressToWire(address):
     return {"host": host, "port": port}
 
 
+def _isIPLiteral(host: str) -> bool:
+    """Whether C{host} is an IPv4 or IPv6 literal (a scoped one too), checked
+    by the C library first: each membership notice carries two addresses."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except (OSError, ValueError):
+            pass
+    try:
+        ipaddress.ip_address(host)      # fe80::1%eth0, which inet_pton refuses
+    except ValueError:
+        return False
+    return True
+
+
 def addressFromWire(container):
     """C{(host, port)}, or None for "unknown"; L{ProtocolError} unless the
     host is an IP literal and the port is not 0 (a hostname would make a
@@ -47,10 +64,8 @@ def addressFromWire(container):
     host, port = container.host, container.port
     if not host and not port:
         return None
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ProtocolError(f"address host {host!r} is not an IP address") from None
+    if not _isIPLiteral(host):
+        raise ProtocolError(f"address host {host!r} is not an IP address")
     if not port:
         raise ProtocolError(f"address {host} has port 0")
     return (host, port)
