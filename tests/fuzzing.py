@@ -305,7 +305,8 @@ class Corpus:
             "MEMBER_JOIN": lambda: dict(
                 groupID=anyID(), memberID=anyID(), memberCount=u32(), ackID=u32(),
                 udpAddress=_address(rng), lanAddress=_address(rng), message=_payload(rng)),
-            "MEMBER_JOIN_ACK": lambda: dict(ackID=rng.choice((0, 1, 2, 3, u32()))),
+            "MEMBER_JOIN_ACK": lambda: dict(ackIDs=[rng.choice((0, 1, 2, 3, u32()))
+                                                    for _ in range(rng.randrange(4))]),
             "MEMBER_LEAVE": lambda: dict(groupID=anyID(), memberID=anyID(),
                                          memberCount=u32()),
             "PEER_ADDRESSES": lambda: dict(peerID=anyID(), udpAddress=_address(rng),
@@ -904,7 +905,7 @@ class Insider(Protocol):
             if kind == "JOIN_ACCEPTED":
                 self.joined(fields)
             elif kind == "MEMBER_JOIN" and fields.ackID:
-                self.sendMessage("MEMBER_JOIN_ACK", ackID=fields.ackID)
+                self.sendMessage("MEMBER_JOIN_ACK", ackIDs=[fields.ackID])
 
     def joined(self, fields) -> None:
         self.hostID = fields.hostID

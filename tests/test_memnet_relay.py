@@ -5,10 +5,13 @@ Deterministic (one virtual clock), so these run under trial and pytest.
 
 import random
 import uuid
+from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import NetClient, NetServer, SendQueueFull, ServerUdpState
+from proud_twisted.client import netclient
+from proud_twisted.server.connection import ServerConnection
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from tests.support import RecordingClientEvents, RecordingServerEvents
 
@@ -209,3 +212,39 @@ class GroupSendTests(SynchronousTestCase):
         self.assertGreaterEqual(world.server.stats.relayRequests - serverBefore, 1)
         self.assertGreaterEqual(world.server.stats.framesRelayed - framesBefore, 3)
         self.assertEqual(a.events.messagesFrom(a.getLocalHostID()), [])
+
+
+class JoinAckTests(SynchronousTestCase):
+    """A client acknowledges the join notices it processed in one turn together."""
+
+    def acksReceived(self):
+        """Record every MEMBER_JOIN_ACK message the server handles."""
+        received = []
+        original = ServerConnection.handle_MEMBER_JOIN_ACK
+
+        def spy(connection, fields):
+            received.append((connection.hostID, list(fields.ackIDs)))
+            original(connection, fields)
+
+        patcher = mock.patch.object(ServerConnection, "handle_MEMBER_JOIN_ACK", spy)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return received
+
+    def test_eachMemberAcknowledgesAFormingGroupInOneMessage(self):
+        world = RelayWorld(self, clients=5)
+        received = self.acksReceived()
+        world.formGroup()
+        self.assertEqual(sorted(hostID for hostID, _ in received), sorted(world.ids()))
+        self.assertTrue(all(len(ackIDs) == 5 for _, ackIDs in received))
+        self.assertEqual(sorted(m for _, m, _ in world.serverEvents.rec.named(
+            "onP2PGroupJoinMemberAckComplete")), sorted(world.ids()))
+
+    def test_manyAcknowledgementsAreSplitAcrossMessages(self):
+        world = RelayWorld(self, clients=5)
+        received = self.acksReceived()
+        with mock.patch.object(netclient, "MAX_JOIN_ACKS", 2):
+            world.formGroup()
+        self.assertEqual(len(received), 5 * 3)      # 2 + 2 + 1 notices each
+        self.assertEqual(sorted(len(ackIDs) for _, ackIDs in received), [1] * 5 + [2] * 10)
+        self.assertEqual(world.serverEvents.rec.count("onP2PGroupJoinMemberAckComplete"), 5)

@@ -37,6 +37,7 @@ FIELDS = {
     "token": st.binary(min_size=16, max_size=16), "udpPort": st.integers(0, 65535),
     "clientTimeoutMs": u32, "reply": blobs, "reason": st.integers(0, 255),
     "groupID": hostIDs, "memberID": hostIDs, "memberCount": u32, "ackID": u32,
+    "ackIDs": st.lists(u32, max_size=40),
     "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
     "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
@@ -112,7 +113,8 @@ class RoundTripTests(SynchronousTestCase):
             self.assertRaises(ProtocolError, addressFromWire, _Obj(host=host, port=1))
 
     def test_unencodableFieldIsProtocolError(self):
-        self.assertRaises(ProtocolError, encodeMessage, "MEMBER_JOIN_ACK", ackID=-1)
+        self.assertRaises(ProtocolError, encodeMessage, "MEMBER_JOIN_ACK", ackIDs=[-1])
+        self.assertRaises(ProtocolError, encodeMessage, "MEMBER_JOIN_ACK", ackIDs=[2 ** 32])
 
 
 class _Obj:
@@ -158,7 +160,7 @@ class GarbageTests(SynchronousTestCase):
 
     def test_trailingBytesRejected(self):
         self.assertRaises(ProtocolError, decodeMessage,
-                          encodeMessage("MEMBER_JOIN_ACK", ackID=1) + b"x")
+                          encodeMessage("MEMBER_JOIN_ACK", ackIDs=[1]) + b"x")
 
 
 class FastPathTests(SynchronousTestCase):

@@ -44,6 +44,8 @@ UDP_HELLO_FIRST_INTERVAL = 0.1
 UDP_HELLO_MAX_INTERVAL = 3.0
 UDP_PING_INTERVAL = 3.0
 UDP_LOST_AFTER = 10.0
+MAX_JOIN_ACKS = 1024
+"""Most join notices acknowledged in one message (4 bytes each)."""
 
 
 class NetClient:
@@ -116,6 +118,7 @@ class NetClient:
         self._lastHeardUdp = 0.0
         self._serverTimeout = 20.0
         self._keepalive = None
+        self._joinAcks = []         # notices processed this turn, acknowledged at its end
         for peer in self.peerTable.clear():
             self.peerLinks.gone(peer)
         self.relayBatcher.cancel()
@@ -358,7 +361,18 @@ class NetClient:
         self.dispatch("onP2PMemberJoin", fields.memberID, fields.groupID,
                       fields.memberCount, fields.message)
         if fields.ackID:
-            self._connection.sendMessage("MEMBER_JOIN_ACK", ackID=fields.ackID)
+            if not self._joinAcks:
+                self.turnEnd.add(self._sendJoinAcks)
+            self._joinAcks.append(fields.ackID)
+
+    def _sendJoinAcks(self) -> None:
+        """Acknowledge the join notices processed this turn, in one message
+        (a group of G members forming sends each member G notices)."""
+        acks, self._joinAcks = self._joinAcks, []
+        if self._connection is not None:
+            for start in range(0, len(acks), MAX_JOIN_ACKS):
+                self._connection.sendMessage("MEMBER_JOIN_ACK",
+                                             ackIDs=acks[start:start + MAX_JOIN_ACKS])
 
     def server_PEER_PAIR(self, fields) -> None:
         peer, old = self.peerTable.pairIntroduced(fields.peerID, fields.epoch,

@@ -151,7 +151,8 @@ class ServerConnection(Protocol):
         self.server.hello(self, fields)
 
     def handle_MEMBER_JOIN_ACK(self, fields) -> None:
-        self.server.memberJoinAcknowledged(self, fields.ackID)
+        for ackID in fields.ackIDs:
+            self.server.memberJoinAcknowledged(self, ackID)
 
     def handle_LAN_ADDRESS(self, fields) -> None:
         self.server.lanAddressReported(self, fields.address)

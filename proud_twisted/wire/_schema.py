@@ -99,7 +99,8 @@ def buildWith(fmt, container, what: str) -> bytes:
 class FastCodec:
     """C{struct} encoding and decoding of one message type whose body
     C{construct} declares with fixed-size fields, addresses and at most a
-    trailing C{GreedyBytes}: the same bytes and fields as the declaration
+    trailing C{GreedyBytes} or C{GreedyRange} of one fixed-size number (a
+    list): the same bytes and fields as the declaration
     (a test holds the two together), at a fraction of its cost. Group
     changes send and receive such messages by the square of the members.
 
@@ -125,6 +126,9 @@ class FastCodec:
                     segments.append(("address", [sub.name], None))
                 elif field is c.GreedyBytes and sub is body.subcons[-1]:
                     segments.append(("tail", [sub.name], None))
+                elif (isinstance(field, c.GreedyRange) and sub is body.subcons[-1]
+                      and isinstance(field.subcon, c.FormatField)):
+                    segments.append(("list", [sub.name], struct.Struct(field.subcon.fmtstr)))
                 else:
                     raise TypeError(f"{kind}: field {sub.name} has no fast path")
                 continue
@@ -160,6 +164,8 @@ class FastCodec:
                     address = fields[names[0]]
                     host = address["host"].encode("ascii")
                     parts.append(bytes((len(host),)) + host + _PORT.pack(address["port"]))
+                elif what == "list":
+                    parts.extend(map(layout.pack, fields[names[0]]))
                 else:
                     parts.append(bytes(fields[names[0]]))
             return b"".join(parts)
@@ -190,6 +196,11 @@ class FastCodec:
                 (port,) = _PORT.unpack_from(data, hostEnd)
                 fields[names[0]] = c.Container(host=host, port=port)
                 position = hostEnd + 2
+            elif what == "list":
+                if (end - position) % layout.size:
+                    raise ProtocolError(f"malformed {self.kind}: partial list item")
+                fields[names[0]] = [item for (item,) in layout.iter_unpack(data[position:])]
+                position = end
             else:
                 fields[names[0]] = data[position:]
                 position = end

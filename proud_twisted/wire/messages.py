@@ -14,7 +14,7 @@ from proud_twisted.wire._schema import (
     buildWith, messageFormat, parseWith,
 )
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 
 MessageType = c.Enum(
     c.Int8ub,
@@ -64,7 +64,8 @@ BODIES = {
         "lanAddress" / AddressStruct,
         "message" / c.GreedyBytes,
     ),
-    "MEMBER_JOIN_ACK": c.Struct("ackID" / c.Int32ub),
+    # The notices a client processed in one turn, acknowledged together.
+    "MEMBER_JOIN_ACK": c.Struct("ackIDs" / c.GreedyRange(c.Int32ub)),
     "MEMBER_LEAVE": c.Struct(
         "groupID" / HostID,
         "memberID" / HostID,
