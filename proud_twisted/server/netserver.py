@@ -48,6 +48,9 @@ DEFAULT_RELAY_FRAMES_PER_SECOND = 5000
 DEFAULT_RELAY_BYTES_PER_SECOND = 8 * 1024 * 1024
 # Room in a frame for headers and relay target lists beyond the payload.
 FRAME_HEADROOM = 8192
+# A pair's direct-path reports (see NetServer._pairs).
+_DIRECT_A, _DIRECT_B = 1, 2
+_BOTH_DIRECT = _DIRECT_A | _DIRECT_B
 
 
 def versionBytes(protocolVersion) -> bytes:
@@ -59,16 +62,6 @@ def versionBytes(protocolVersion) -> bytes:
     if isinstance(protocolVersion, bytes) and len(protocolVersion) == 16:
         return protocolVersion
     raise TypeError("protocolVersion must be a UUID, its string, or 16 bytes")
-
-
-class _Pair:
-    """What the server keeps about one pair of clients that share a group."""
-
-    __slots__ = ("epoch", "direct")
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.direct = set()     # the clients that report a direct path
 
 
 class NetServer(service.Service):
@@ -131,7 +124,10 @@ class NetServer(service.Service):
             raise ValueError("udpBufferSize must be 0 (the OS defaults) or more")
         self.udpBufferSize = udpBufferSize
         self.udpSocketBuffers: SocketBuffers | None = None
-        self._pairs = {}            # (a, b) -> _Pair
+        # (a, b) with a < b -> which of the two report a direct path: bit 1 a,
+        # bit 2 b. An int, not an object per pair: a garbage collection
+        # visits every object, and a server keeps pairs by the tens of thousands.
+        self._pairs = {}
         self._directAllowed = {}    # group -> bool
         self._lastPairEpoch = 0
         self._table = g.P2PGroupTable(allowEmptyGroups)
@@ -268,8 +264,7 @@ class NetServer(service.Service):
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 total += 1
-                pair = self._pairs.get((a, b))
-                if pair is not None and len(pair.direct) == 2:
+                if self._pairs.get((a, b)) == _BOTH_DIRECT:
                     direct += 1
         return P2PConnectionStats(total, direct)
 
@@ -432,13 +427,11 @@ class NetServer(service.Service):
     def pathReported(self, connection, peerID: int, direct: bool) -> None:
         """A client says whether its path to C{peerID} is direct (statistics)."""
         a, b = sorted((connection.hostID, peerID))
-        pair = self._pairs.get((a, b))
-        if pair is None:
+        reports = self._pairs.get((a, b))
+        if reports is None:
             return
-        if direct:
-            pair.direct.add(connection.hostID)
-        else:
-            pair.direct.discard(connection.hostID)
+        bit = _DIRECT_A if connection.hostID == a else _DIRECT_B
+        self._pairs[(a, b)] = reports | bit if direct else reports & ~bit
 
     def udpLost(self, connection) -> None:
         """The client's UDP path stopped working: relay to it over TCP until it is back."""
@@ -498,7 +491,7 @@ class NetServer(service.Service):
         """Give both clients of a new pair a fresh epoch, secret and path policy."""
         self._lastPairEpoch = self._lastPairEpoch % 0xFFFFFFFF + 1
         secret = os.urandom(32)
-        self._pairs[(a, b)] = _Pair(self._lastPairEpoch)
+        self._pairs[(a, b)] = 0
         policy = 0
         if self._directAllowed.get(groupID, True):
             policy |= POLICY_DIRECT_ALLOWED
