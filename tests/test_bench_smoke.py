@@ -30,6 +30,7 @@ def needsEnet():
                               "--relay-runs", "1", "--floor"]),
     ("group_churn.py", ["--clients", "4", "--group-size", "3", "--rounds", "2",
                         "--steps", "5"]),
+    ("server_gc.py", ["--clients", "6", "--group-size", "3"]),
 ])
 def test_benchmarkPrintsRatio(script, options):
     done = subprocess.run(
