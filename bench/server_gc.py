@@ -295,6 +295,7 @@ def serve(argv: list) -> int:
     parser.add_argument("--group-size", type=int, required=True)
     parser.add_argument("--no-encryption", action="store_true")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true")
     parser.add_argument("--lifetime", type=float, required=True,
                         help="stop after this many seconds whatever happens")
     args = parser.parse_args(argv)
@@ -314,6 +315,12 @@ def serve(argv: list) -> int:
         holder = BareHub(reactor, args.group_size)
     else:
         holder = oursHolder(reactor, args.group_size, not args.no_encryption)
+    if args.gc_freeze and args.bare:
+        gc.collect()        # the same two steps; the bare server imports Twisted only
+        gc.freeze()
+    elif args.gc_freeze:
+        from proud_twisted import freezeStartupObjects
+        freezeStartupObjects()      # what twistd proudserver does once it listens
     control = Control(holder, reactor, args.verbose)
     stdio.StandardIO(control, reactor=reactor)
     reactor.callLater(args.lifetime, control.stop)
@@ -403,6 +410,8 @@ async def startServer(reactor, budget, args, bare: bool) -> tuple:
         command.append("--no-encryption")
     if args.verbose:
         command.append("--verbose")
+    if args.gc_freeze:
+        command.append("--gc-freeze")
     process = ServerProcess(label)
     reactor.spawnProcess(process, sys.executable, command, env=os.environ.copy(),
                          childFDs={0: "w", 1: "r", 2: 2})
@@ -661,6 +670,9 @@ def main() -> int:
                         help="our server and clients without encryption")
     parser.add_argument("--verbose", action="store_true",
                         help="print the object types each server holds per client")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="both servers freeze what exists once they listen out of"
+                             " garbage collection (gc.freeze), as twistd proudserver does")
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="give up after this many seconds in all (default 180)")
     args = parser.parse_args()

@@ -4,6 +4,7 @@ The server owns every P2P group; members message each other through the
 server relay from the moment a group forms.
 """
 
+from proud_twisted._gcfreeze import freezeStartupObjects
 from proud_twisted._udpbuffers import SocketBuffers
 from proud_twisted.client import NetClient
 from proud_twisted.constants import (
@@ -32,7 +33,7 @@ __all__ = [
     "INetCoreEvent", "INetServerEvent", "INetClientEvent",
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
-    "P2PConnectionStats", "ServerStats", "SocketBuffers",
+    "P2PConnectionStats", "ServerStats", "SocketBuffers", "freezeStartupObjects",
     "DeliveryMode", "Priority", "SessionConfig", "SessionStats",
     "IdentityKey", "PublicIdentity",
     "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "RelayReason",

@@ -30,6 +30,7 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
+from proud_twisted._gcfreeze import freezeStartupObjects
 from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.errors import ProtocolError
@@ -60,6 +61,11 @@ class Options(usage.Options):
                 "the identity key in --key-file, created on first start.")
 
     optFlags = [
+        ["no-gc-freeze", None,
+         "Keep the objects that exist once the server listens (modules, classes, "
+         "functions: some 40,000) in every later garbage collection, instead of "
+         "freezing them out of it (gc.freeze), which shortens each full "
+         "collection, a pause every player feels."],
         ["no-encryption", None,
          "Turn encryption and server authentication off (clients must use "
          "NetClient(encryption=False)). For tests and benchmarks only: anyone "
@@ -292,15 +298,19 @@ class ProudServerService(service.MultiService):
     log = Logger()
 
     def __init__(self, identity: IdentityKey | None, keyFile: Path | None,
-                 keyCreated: bool) -> None:
+                 keyCreated: bool, gcFreeze: bool = True) -> None:
         super().__init__()
         self.identity = identity
         self.keyFile = keyFile
         self.keyCreated = keyCreated
+        self.gcFreeze = gcFreeze
 
     def startService(self) -> None:
         self.logIdentity()
         super().startService()
+        if self.gcFreeze:
+            self.log.info("{count} objects from startup frozen out of garbage collection "
+                          "(--no-gc-freeze keeps them in)", count=freezeStartupObjects())
 
     def logIdentity(self) -> None:
         if self.identity is None:
@@ -353,7 +363,8 @@ def makeService(config) -> ProudServerService:
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)
-    top = ProudServerService(config["identity"], config["key-file"], config["key-created"])
+    top = ProudServerService(config["identity"], config["key-file"], config["key-created"],
+                             gcFreeze=not config["no-gc-freeze"])
     server.setName("proudserver")
     server.setServiceParent(top)
     return top

@@ -1,6 +1,7 @@
 """C{twistd proudserver}: its options, the identity key file, the service it
 makes, and the plugin."""
 
+import gc
 import json
 import os
 import shutil
@@ -163,7 +164,7 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
                        "--events", "--max-message-length", "--client-timeout",
                        "--key-file", "--no-encryption", "--handshake-timeout",
                        "--max-unauthenticated", "--relay-rate", "--relay-bytes",
-                       "--udp-buffer"):
+                       "--udp-buffer", "--no-gc-freeze"):
             self.assertIn(option, text)
         self.assertIn("proudserver.key", text)
 
@@ -419,6 +420,41 @@ class IdentityLogTests(InTemporaryDirectory, SynchronousTestCase):
         server.startService = lambda: calls.append("server")
         top.startService()
         self.assertEqual(calls, [False, "server"])
+
+
+class GcFreezeTests(InTemporaryDirectory, SynchronousTestCase):
+    def test_freezeStartupObjectsTakesWhatLivesOutOfCollection(self):
+        self.addCleanup(gc.unfreeze)
+        alive = [[]]
+        frozen = tap.freezeStartupObjects()
+        self.assertEqual(frozen, gc.get_freeze_count())
+        self.assertGreater(frozen, 1000)
+        self.assertFalse(any(o is alive for o in gc.get_objects()))
+        later = [[]]
+        self.assertTrue(any(o is later for o in gc.get_objects()))
+
+    def started(self, *args):
+        """Start the service with the server stubbed out; what was frozen when."""
+        top = makeService(parse("--no-encryption", *args))
+        (server,) = list(top)
+        calls = []
+        server.startService = lambda: calls.append("server")
+        events = []
+        top.log = Logger(observer=events.append)
+        with mock.patch.object(tap, "freezeStartupObjects",
+                               lambda: calls.append("freeze") or 40000):
+            top.startService()
+        return calls, [formatEvent(event) for event in events]
+
+    def test_theServiceFreezesOnceTheServerListens(self):
+        calls, lines = self.started()
+        self.assertEqual(calls, ["server", "freeze"])
+        self.assertIn("40000 objects from startup frozen out of garbage collection", lines[-1])
+
+    def test_noGcFreeze(self):
+        calls, lines = self.started("--no-gc-freeze")
+        self.assertEqual(calls, ["server"])
+        self.assertFalse(any("frozen" in line for line in lines))
 
 
 class TwistdTests(InTemporaryDirectory, SynchronousTestCase):
