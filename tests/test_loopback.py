@@ -8,9 +8,12 @@ import uuid
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution
+from zope.interface import implementer
 
 from proud_twisted import (
-    ConnectionRefusedByServer, ErrorType, HOSTID_SERVER, NetClient, NetServer,
+    ConnectionRefusedByServer, ErrorType, HOSTID_SERVER, JoinFailed, NetClient, NetServer,
     ProtocolVersionMismatch, ServerUdpState, SocketBuffers,
 )
 from proud_twisted._udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, DEFAULT_SERVER_UDP_BUFFER
@@ -418,3 +421,61 @@ def test_ipv6AndDualStackServersConfirmUdpAndGoDirect(interface, host):
         yield disconnectAll([a, b])
     finally:
         yield server.stopService()
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name):
+        self.name = name
+
+    def cancel(self):
+        pass
+
+
+@implementer(IHostnameResolver)
+class _OneNameResolver:
+    """Resolves C{name} to C{address}, and nothing else."""
+
+    def __init__(self, name, address):
+        self.name, self.address = name, address
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
+                        transportSemantics="TCP"):
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        if hostName == self.name:
+            kind = IPv6Address if ":" in self.address else IPv4Address
+            receiver.addressResolved(kind("TCP", self.address, portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+@pytest.mark.skipif(not _hasIPv6Loopback(), reason="no IPv6 loopback (::1) here")
+@pytest_twisted.inlineCallbacks
+def test_aNameWithOnlyAnIPv6AddressIsJoined():
+    """An IPv6-only network (DNS64) gives a server's name no IPv4 address."""
+    server = NetServer(RecordingServerEvents(), VERSION, interface="::1")
+    server.startService()
+    previous = reactor.installNameResolver(_OneNameResolver("game.test", "::1"))
+    try:
+        client = NetClient(RecordingClientEvents())
+        yield client.connect("game.test", server.getTcpAddress()[1], VERSION)
+        yield client.events.rec.wait(
+            lambda: client.getServerUdpState() is ServerUdpState.CONFIRMED)
+        assert client.getPublicUdpAddress()[0] == "::1"
+        yield client.disconnect()
+    finally:
+        reactor.installNameResolver(previous)
+        yield server.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_aNameThatResolvesNowhereFailsTheJoin(server):
+    previous = reactor.installNameResolver(_OneNameResolver("game.test", "::1"))
+    try:
+        client = NetClient(RecordingClientEvents())
+        with pytest.raises(JoinFailed, match="cannot connect"):
+            yield client.connect("elsewhere.test", server.getTcpAddress()[1], VERSION,
+                                 timeout=5)
+    finally:
+        reactor.installNameResolver(previous)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from twisted.internet import defer, task
-from twisted.internet.abstract import isIPv6Address
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
@@ -135,6 +137,10 @@ class NetClient:
                 timeout: float = DEFAULT_JOIN_TIMEOUT) -> defer.Deferred:
         """Join the server at C{host}:C{port}.
 
+        C{host} is an IP address or a name; a name's IPv6 and IPv4 addresses
+        are both tried (Twisted's C{HostnameEndpoint}), so an IPv6-only
+        network, whose DNS gives no IPv4 address, reaches the server too.
+
         @return: a Deferred firing with the local HostID once joined, or
             failing with a L{JoinFailed} subclass.
         """
@@ -142,12 +148,25 @@ class NetClient:
             raise JoinFailed("already connected or connecting")
         self._protocolVersion = versionBytes(protocolVersion)
         self._userData = userData
-        self._joining = defer.Deferred()
+        self._joining = joining = defer.Deferred()
         self._joinTimer = self.reactor.callLater(timeout, self._joinTimedOut, timeout)
-        self._connector = self.reactor.connectTCP(
-            host, port, ClientConnectionFactory(self, self.maxMessageLength + FRAME_HEADROOM),
-            timeout=timeout)
-        return self._joining
+        factory = ClientConnectionFactory(self, self.maxMessageLength + FRAME_HEADROOM)
+        if (isIPAddress(host) or isIPv6Address(host)
+                or not IReactorPluggableNameResolver.providedBy(self.reactor)):
+            self._stopConnecting = self.reactor.connectTCP(
+                host, port, factory, timeout=timeout).disconnect
+        else:
+            # A name: its IPv6 and IPv4 addresses both (an IPv6-only mobile
+            # network's DNS64 gives no IPv4 one), the first to answer wins.
+            attempt = HostnameEndpoint(self.reactor, host, port, timeout=timeout).connect(
+                factory)
+            self._stopConnecting = attempt.cancel
+            attempt.addErrback(self._nameConnectFailed)     # may fail the join at once
+        return joining
+
+    def _nameConnectFailed(self, reason) -> None:
+        if not reason.check(defer.CancelledError):     # not our own cancel
+            self.tcpConnectFailed(reason)
 
     def disconnect(self, comment: bytes = b"", linger: float = DEFAULT_LINGER) -> defer.Deferred:
         """Leave the server; the Deferred fires once the connection is closed.
@@ -157,7 +176,7 @@ class NetClient:
         """
         if self._connection is None:
             if self._joining is not None:
-                self._connector.disconnect()
+                self._stopConnecting()
             return defer.succeed(None)
         if self._closed is None:
             self._closed = defer.Deferred()
@@ -481,7 +500,7 @@ class NetClient:
         if self._connection is not None:
             self._connection.abort(ErrorType.TIMEOUT, "join timed out")
         else:
-            self._connector.disconnect()
+            self._stopConnecting()
 
     def _cancelJoinTimer(self) -> None:
         if self._joinTimer is not None and self._joinTimer.active():
