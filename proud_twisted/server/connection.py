@@ -7,7 +7,7 @@ L{NetServer} that owns the factory.
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
+from proud_twisted.constants import HOSTID_SERVER, ErrorType, HackKind, JoinRefusal
 from proud_twisted.crypto import ServerHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.protection import SERVER_DATAGRAM_HEADER, sealDatagram
@@ -144,6 +144,15 @@ class ServerConnection(Protocol):
         if self.udpChannel is not None:
             data = sealDatagram(self.udpChannel, data, SERVER_DATAGRAM_HEADER)
         self.server.sendUdp(data, address)
+
+    # The client's reliable UDP session (bound methods, not closures: a
+    # server keeps one per client, and a garbage collection visits each object)
+
+    def transmitSessionDatagram(self, datagram: bytes) -> None:
+        self.sendDatagram(relay.encodeUdpUser(HOSTID_SERVER, relay.FLAG_SESSION, datagram))
+
+    def sessionEvent(self, event) -> None:
+        self.server.sessionEvent(self, event)
 
     def handle_HELLO(self, fields) -> None:
         if self.joined:

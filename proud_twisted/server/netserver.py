@@ -14,9 +14,7 @@ from twisted.logger import Logger
 from proud_twisted._callbacks import EventDispatcher
 from proud_twisted._oncelog import OnceLog
 from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuffers, sizeUdpBuffers
-from proud_twisted.constants import (
-    HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,
-)
+from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRefusal
 from proud_twisted.coredriver import TurnEnd
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
@@ -335,8 +333,8 @@ class NetServer(service.Service):
         connection.relayLimit = RelayLimit(self.relayFramesPerSecond, self.relayBytesPerSecond,
                                            self.reactor.seconds())
         connection.udpSession = SessionDriver(
-            self.reactor, self._udpTransmitter(connection),
-            self._udpDeliverer(connection), self.sessionConfig, self._turnEnd)
+            self.reactor, connection.transmitSessionDatagram, connection.sessionEvent,
+            self.sessionConfig, self._turnEnd)
         self._clients[hostID] = connection
         self._table.addClient(hostID)
         connection.sendMessage(
@@ -472,20 +470,12 @@ class NetServer(service.Service):
 
     # Internals
 
-    def _udpTransmitter(self, connection):
-        def transmit(datagram: bytes) -> None:
-            connection.sendDatagram(relay.encodeUdpUser(HOSTID_SERVER, relay.FLAG_SESSION,
-                                                        datagram))
-        return transmit
-
-    def _udpDeliverer(self, connection):
-        def deliver(event) -> None:
-            if type(event) is MessageReceived:
-                context = MessageContext(connection.hostID, False, False, event.mode,
-                                         event.channel)
-                self.dispatch("onReceiveUserMessage", connection.hostID, event.payload,
-                              context)
-        return deliver
+    def sessionEvent(self, connection, event) -> None:
+        """An event of the client's reliable UDP session with the server."""
+        if type(event) is MessageReceived:
+            context = MessageContext(connection.hostID, False, False, event.mode,
+                                     event.channel)
+            self.dispatch("onReceiveUserMessage", connection.hostID, event.payload, context)
 
     def _introducePair(self, a: int, b: int, groupID) -> None:
         """Give both clients of a new pair a fresh epoch, secret and path policy."""
