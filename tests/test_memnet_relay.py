@@ -9,7 +9,7 @@ from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted import NetClient, NetServer, SendQueueFull, ServerUdpState
+from proud_twisted import HOSTID_SERVER, NetClient, NetServer, SendQueueFull, ServerUdpState
 from proud_twisted.client import netclient
 from proud_twisted.server.connection import ServerConnection
 from proud_twisted.testing import LinkConditions, MemoryNetwork
@@ -248,3 +248,27 @@ class JoinAckTests(SynchronousTestCase):
         self.assertEqual(len(received), 5 * 3)      # 2 + 2 + 1 notices each
         self.assertEqual(sorted(len(ackIDs) for _, ackIDs in received), [1] * 5 + [2] * 10)
         self.assertEqual(world.serverEvents.rec.count("onP2PGroupJoinMemberAckComplete"), 5)
+
+
+class ServerSessionTests(SynchronousTestCase):
+    """The server makes a client's UDP session with it at its first use."""
+
+    def test_madeByTheFirstUnreliableMessageEitherWay(self):
+        world = RelayWorld(self, clients=2)
+        a, b = world.clients
+        connections = [world.server._clients[c.getLocalHostID()] for c in (a, b)]
+        self.assertEqual([c.udpSession for c in connections], [None, None])
+        world.server.send(a.getLocalHostID(), b"to a", reliable=False)
+        b.send(HOSTID_SERVER, b"from b", reliable=False)
+        self.assertTrue(world.net.runUntil(
+            lambda: a.events.messagesFrom(HOSTID_SERVER) == [b"to a"]
+            and world.serverEvents.rec.count("onReceiveUserMessage") == 1, 5))
+        self.assertEqual(world.serverEvents.rec.named("onReceiveUserMessage")[0][:2],
+                         (b.getLocalHostID(), b"from b"))
+        self.assertTrue(all(c.udpSession is not None for c in connections))
+        # Both sessions go on from there, either way.
+        world.server.send(b.getLocalHostID(), b"to b", reliable=False)
+        a.send(HOSTID_SERVER, b"from a", reliable=False)
+        self.assertTrue(world.net.runUntil(
+            lambda: b.events.messagesFrom(HOSTID_SERVER) == [b"to b"]
+            and world.serverEvents.rec.count("onReceiveUserMessage") == 2, 5))
