@@ -11,6 +11,7 @@ the AEAD through bound methods.
 
 from __future__ import annotations
 
+from array import array
 from typing import Callable, Final
 
 from cryptography.exceptions import InvalidTag
@@ -70,7 +71,9 @@ class ReplayWindow:
         # never the one a newer counter reuses.
         while words * _WORD_BITS < size + _WORD_BITS:
             words *= 2
-        self._words: list[int] = [0] * words
+        # Unsigned 32-bit words in an array: no object per word for every
+        # garbage collection to visit (a server keeps a window per client).
+        self._words = array("I", bytes(4 * words))
         self._ring = words - 1
 
     def check(self, counter: int) -> None:
