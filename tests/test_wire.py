@@ -14,6 +14,10 @@ from proud_twisted.wire.datagrams import (
     BODIES as UDP_BODIES, FAST_CODECS as UDP_FAST, Datagram, decodeDatagram, encodeDatagram,
 )
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
+from proud_twisted.wire.handshake import (
+    BODIES as HANDSHAKE_BODIES, FAST_CODECS as HANDSHAKE_FAST, HandshakeMessage,
+    decodeHandshake, encodeHandshake,
+)
 from proud_twisted.wire.messages import (
     BODIES as TCP_BODIES, FAST_CODECS as TCP_FAST, TcpMessage, decodeMessage, encodeMessage,
 )
@@ -38,6 +42,11 @@ FIELDS = {
     "clientTimeoutMs": u32, "reply": blobs, "reason": st.integers(0, 255),
     "groupID": hostIDs, "memberID": hostIDs, "memberCount": u32, "ackID": u32,
     "ackIDs": st.lists(u32, max_size=40),
+    "version": st.integers(0, 255), "ephemeral": st.binary(min_size=32, max_size=32),
+    "random": st.binary(min_size=32, max_size=32),
+    "identity": st.binary(min_size=32, max_size=32),
+    "signature": st.binary(min_size=64, max_size=64),
+    "confirmation": st.binary(min_size=48, max_size=48),
     "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
     "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
@@ -291,6 +300,17 @@ class FastCodecTests(SynchronousTestCase):
         for sample in (built, _mutated(built, data)):
             self.assertEqual(_fastParse(decodeMessage, sample),
                              _schemaParse(TcpMessage, sample, "TCP message"))
+
+    @settings(max_examples=300)
+    @given(messages(HANDSHAKE_BODIES), st.data())
+    def test_handshake(self, message, data):
+        kind, fields = message
+        self.assertEqual(set(HANDSHAKE_FAST), set(HANDSHAKE_BODIES))
+        built = buildWith(HandshakeMessage, {"type": kind, "body": fields}, kind)
+        self.assertEqual(encodeHandshake(kind, **fields), built)
+        for sample in (built, _mutated(built, data)):
+            self.assertEqual(_fastParse(decodeHandshake, sample),
+                             _schemaParse(HandshakeMessage, sample, "handshake message"))
 
     @settings(max_examples=400)
     @given(messages({k: UDP_BODIES[k] for k in UDP_FAST}), st.data())
