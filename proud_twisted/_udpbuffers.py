@@ -44,6 +44,13 @@ class SocketBuffers(NamedTuple):
     send: int
 
 
+def checkedBufferSize(size: int) -> int:
+    """C{size}, a C{udpBufferSize} setting; L{ValueError} if negative."""
+    if size < 0:
+        raise ValueError("udpBufferSize must be 0 (the OS defaults) or more")
+    return size
+
+
 def growBuffers(sock, size: int) -> SocketBuffers:
     """Ask for receive and send buffers of at least C{size} bytes on C{sock}.
 

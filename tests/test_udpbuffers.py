@@ -173,3 +173,11 @@ class BurstTests(SynchronousTestCase):
             self.skipTest(f"this OS's default receive buffer ({default}) holds the burst")
         _, arrived = self.receive(0)
         self.assertLess(len(arrived), self.DATAGRAMS)
+
+
+class SettingTests(SynchronousTestCase):
+    def test_aNegativeSizeIsRefusedByServerAndClient(self):
+        from proud_twisted import NetClient, NetServer
+        self.assertRaises(ValueError, NetServer, udpBufferSize=-1, encryption=False)
+        self.assertRaises(ValueError, NetClient, udpBufferSize=-1)
+        self.assertEqual(NetServer(udpBufferSize=0, encryption=False).udpBufferSize, 0)

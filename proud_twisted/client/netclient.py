@@ -9,7 +9,9 @@ from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
-from proud_twisted._udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers, sizeUdpBuffers
+from proud_twisted._udpbuffers import (
+    DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers, checkedBufferSize, sizeUdpBuffers,
+)
 from proud_twisted.client.connection import (
     ClientConnectionFactory, ClientDatagramProtocol,
 )
@@ -85,9 +87,7 @@ class NetClient:
         self.sessionConfig = sessionConfig
         self.encryption = encryption
         self.serverKey = serverKey
-        if udpBufferSize < 0:
-            raise ValueError("udpBufferSize must be 0 (the OS defaults) or more")
-        self.udpBufferSize = udpBufferSize
+        self.udpBufferSize = checkedBufferSize(udpBufferSize)
         self.udpSocketBuffers: SocketBuffers | None = None
         self.udpChannel = None
         self.serverUdpAddress = None

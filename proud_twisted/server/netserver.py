@@ -13,7 +13,9 @@ from twisted.logger import Logger
 
 from proud_twisted._callbacks import EventDispatcher
 from proud_twisted._oncelog import OnceLog
-from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuffers, sizeUdpBuffers
+from proud_twisted._udpbuffers import (
+    DEFAULT_SERVER_UDP_BUFFER, SocketBuffers, checkedBufferSize, sizeUdpBuffers,
+)
 from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRefusal
 from proud_twisted.coredriver import TurnEnd
 from proud_twisted.crypto import IdentityKey
@@ -118,9 +120,7 @@ class NetServer(service.Service):
                              "would block every relayed frame")
         self.relayFramesPerSecond = relayFramesPerSecond
         self.relayBytesPerSecond = relayBytesPerSecond
-        if udpBufferSize < 0:
-            raise ValueError("udpBufferSize must be 0 (the OS defaults) or more")
-        self.udpBufferSize = udpBufferSize
+        self.udpBufferSize = checkedBufferSize(udpBufferSize)
         self.udpSocketBuffers: SocketBuffers | None = None
         # (a, b) with a < b -> which of the two report a direct path: bit 1 a,
         # bit 2 b. An int, not an object per pair: a garbage collection
