@@ -26,6 +26,8 @@ class ErrorType(enum.Enum):
     USER_CALLBACK_FAILED = "user callback raised"
     HANDSHAKE_FAILED = "secure handshake failed"
     RATE_LIMITED = "rate limit exceeded"
+    SLOW_CONSUMER = "the client left too much unread output queued for too long"
+    LOGIN_FAILED = "the server's login check failed or timed out"
 
 
 class HackKind(enum.Enum):
@@ -60,6 +62,10 @@ class JoinRefusal(enum.IntEnum):
     REFUSED_BY_APPLICATION = 2
     SERVER_FULL = 3
     ENCRYPTION_MISMATCH = 4
+    LOGIN_ERROR = 5
+    """The server's login check (``onConnectionRequest``) raised or failed."""
+    LOGIN_TIMEOUT = 6
+    """The server's login check did not answer within its login timeout."""
 
 
 class HolePunchPolicy(enum.Enum):
