@@ -80,6 +80,12 @@ class SendQueue:
         self.retransmissions = 0
         self._cancelled = 0
 
+    def fits(self, size: int, mode: int, channel: int) -> bool:
+        """Whether `push` would take a message of ``size`` bytes now (changes nothing)."""
+        old = self._latestQueued.get(channel) if mode == _LATEST else None
+        freed = len(old.payload) if old is not None else 0
+        return self.queuedBytes + self.unackedBytes - freed + size <= self._maxBytes
+
     def push(self, payload: bytes, mode: int, priority: int, channel: int) -> None:
         """Queue a message, or raise `SendQueueFull`."""
         latest = mode == _LATEST

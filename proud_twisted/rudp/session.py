@@ -118,6 +118,12 @@ class ReliableSession:
             raise ValueError(f"bad mode {mode!r}, priority {priority!r} or channel {channel!r}")
         self._queue.push(data, mode, priority, channel)
 
+    def canSend(self, size: int, mode: int = DeliveryMode.RELIABLE, channel: int = 0) -> bool:
+        """Whether `send` would now find room for a message of ``size`` bytes
+        (changes nothing): lets a caller check several sessions before it
+        queues a message to all of them."""
+        return not self._closed and self._queue.fits(size, mode, channel)
+
     def nextEvent(self) -> Event | None:
         events = self._events
         return events.popleft() if events else None
