@@ -398,3 +398,59 @@ async def stream(reactor, args, count: int, size: int, loss: float = 0.0,
                           a.link.dropped + b.link.dropped, windows)
     await closePair(a, b, ports)
     return result
+
+
+# another process, seen from outside (Linux /proc)
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def processRssBytes(pid: int) -> int | None:
+    """The resident set size of process ``pid`` (VmRSS), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def processCpuSeconds(pid: int) -> float | None:
+    """User plus system CPU seconds process ``pid`` has used, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name (field 2) may hold spaces: count from its ")".
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def tcpExtCounters(*names: str) -> dict[str, int]:
+    """The kernel's TcpExt counters ``names`` (e.g. ListenOverflows) from
+    /proc/net/netstat; a counter it does not have is missing from the result."""
+    try:
+        with open("/proc/net/netstat") as netstat:
+            lines = netstat.read().splitlines()
+    except OSError:
+        return {}
+    for heads, values in zip(lines[::2], lines[1::2]):
+        if heads.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(heads.split()[1:], values.split()[1:]))
+            return {name: int(table[name]) for name in names if name in table}
+    return {}
+
+
+def raiseFileLimit() -> int | None:
+    """Raise this process's open-files limit to its hard limit; the new soft
+    limit (None where there is no such limit)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return None if hard == resource.RLIM_INFINITY else hard

@@ -31,6 +31,8 @@ def needsEnet():
     ("group_churn.py", ["--clients", "4", "--group-size", "3", "--rounds", "2",
                         "--steps", "5"]),
     ("server_gc.py", ["--clients", "6", "--group-size", "3"]),
+    ("attacks.py", ["--quick", "--seconds", "1", "--scenario", "slow-consumer",
+                    "--scenario", "rejected-relay-flood"]),
 ])
 def test_benchmarkPrintsRatio(script, options):
     done = subprocess.run(
