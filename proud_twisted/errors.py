@@ -1,5 +1,11 @@
 """Exceptions raised by proud_twisted."""
 
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError
+
+from proud_twisted.constants import JoinRefusal
+
 
 class ProudError(Exception):
     """Base class of every exception this package raises on purpose."""
@@ -36,12 +42,29 @@ class ProtocolVersionMismatch(JoinFailed):
     """Client and server speak different protocol versions."""
 
 
-class ConnectionRefusedByServer(JoinFailed):
-    """The server application refused the connection request."""
+_REFUSALS = {
+    JoinRefusal.REFUSED_BY_APPLICATION: "refused by the server application",
+    JoinRefusal.SERVER_FULL: "the server is full",
+    JoinRefusal.LOGIN_ERROR: "the server's login check failed",
+    JoinRefusal.LOGIN_TIMEOUT: "the server's login check timed out",
+}
 
-    def __init__(self, reply: bytes = b"") -> None:
-        super().__init__(f"server refused the connection (reply {reply!r})")
+
+class ConnectionRefusedByServer(JoinFailed):
+    """The server refused the join: its application said no, it is full, or
+    its login check failed or did not answer in time.
+
+    @ivar reason: why, a L{JoinRefusal} member (C{REFUSED_BY_APPLICATION},
+        C{SERVER_FULL}, C{LOGIN_ERROR} or C{LOGIN_TIMEOUT}).
+    @ivar reply: the bytes the server application answered with.
+    """
+
+    def __init__(self, reply: bytes = b"",
+                 reason: JoinRefusal = JoinRefusal.REFUSED_BY_APPLICATION) -> None:
+        why = _REFUSALS.get(reason, reason.name.lower().replace("_", " "))
+        super().__init__(f"server refused the connection: {why} (reply {reply!r})")
         self.reply = reply
+        self.reason = reason
 
 
 class HandshakeFailed(JoinFailed):
@@ -54,8 +77,25 @@ class JoinTimeout(JoinFailed):
     """The server did not complete the join in time."""
 
 
+class JoinCancelled(JoinFailed, CancelledError):
+    """The join was given up here: the Deferred C{connect} returned was
+    cancelled, or C{disconnect} was called before the join completed.
+
+    Both a L{JoinFailed} and Twisted's C{CancelledError}, so either check
+    finds it.
+    """
+
+
 class SendQueueFull(ProudError):
-    """A send would exceed the configured send-queue bound (back-pressure)."""
+    """A send would exceed the configured send-queue bound (back-pressure).
+
+    @ivar hostIDs: for a send to several hosts, those whose queue lacked
+        room (the message then went to none of them); empty otherwise.
+    """
+
+    def __init__(self, message: str = "", hostIDs: tuple = ()) -> None:
+        super().__init__(message)
+        self.hostIDs = tuple(hostIDs)
 
 
 class HolePunchFailed(ProudError):
