@@ -37,8 +37,10 @@ from proud_twisted.errors import ProtocolError
 from proud_twisted.interfaces import INetServerEvent
 from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION
 from proud_twisted.server.netserver import (
-    DEFAULT_CLIENT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_UNAUTHENTICATED,
-    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND, NetServer,
+    DEFAULT_BACKLOG, DEFAULT_CLIENT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_CLIENT_OUTPUT, DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND, FRAME_HEADROOM,
+    NetServer,
 )
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
@@ -94,7 +96,17 @@ class Options(usage.Options):
         ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
          "Seconds a new connection has to finish the secure handshake and join."],
         ["max-unauthenticated", None, DEFAULT_MAX_UNAUTHENTICATED,
-         "Most connections that have not joined yet; more are dropped at once."],
+         "Most connections that have not joined yet; more are refused at once "
+         "(the client's join fails with JoinRefusal.SERVER_FULL)."],
+        ["login-timeout", None, DEFAULT_LOGIN_TIMEOUT,
+         "Seconds the events' onConnectionRequest (which may return a Deferred) "
+         "has to answer; a late, failed or raising login refuses the client."],
+        ["max-client-output", None, DEFAULT_MAX_CLIENT_OUTPUT,
+         "Bytes of unsent output held for a client that does not read; past it "
+         "the client is disconnected (SLOW_CONSUMER)."],
+        ["backlog", None, DEFAULT_BACKLOG,
+         "TCP listen queue length, for join storms (Linux caps it at "
+         "net.core.somaxconn)."],
         ["relay-rate", None, DEFAULT_RELAY_FRAMES_PER_SECOND,
          "Frames a second each client may have relayed (bursts of one second's worth)."],
         ["relay-bytes", None, DEFAULT_RELAY_BYTES_PER_SECOND,
@@ -117,7 +129,7 @@ class Options(usage.Options):
             "protocol-version", self["protocol-version"], uuid.UUID)
         self["max-message-length"] = _convert(
             "max-message-length", self["max-message-length"], _atLeast(int, 1))
-        for name in ("client-timeout", "handshake-timeout"):
+        for name in ("client-timeout", "handshake-timeout", "login-timeout"):
             self[name] = _convert(name, self[name], _positive(float))
         self["max-unauthenticated"] = _convert(
             "max-unauthenticated", self["max-unauthenticated"], _atLeast(int, 1))
@@ -127,6 +139,10 @@ class Options(usage.Options):
         self["relay-bytes"] = _convert(
             "relay-bytes", self["relay-bytes"], _atLeast(float, MIN_RELAY_BYTES))
         self["udp-buffer"] = _convert("udp-buffer", self["udp-buffer"], _atLeast(int, 0))
+        self["backlog"] = _convert("backlog", self["backlog"], _atLeast(int, 1))
+        self["max-client-output"] = _convert(
+            "max-client-output", self["max-client-output"],
+            _atLeast(int, self["max-message-length"] + FRAME_HEADROOM))
         self["events"] = _loadEventsClass(self["events"])
         # Last, so that a mistake in another option creates no key file.
         self["identity"], self["key-created"] = None, False
@@ -359,7 +375,10 @@ def makeService(config) -> ProudServerService:
         maxUnauthenticated=config["max-unauthenticated"],
         relayFramesPerSecond=config["relay-rate"],
         relayBytesPerSecond=config["relay-bytes"],
-        udpBufferSize=config["udp-buffer"])
+        udpBufferSize=config["udp-buffer"],
+        loginTimeout=config["login-timeout"],
+        maxClientOutput=config["max-client-output"],
+        backlog=config["backlog"])
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)

@@ -281,7 +281,8 @@ class Corpus:
         if r < 0.9:
             kind = rng.choice(("UDP_HELLO", "UDP_USER", "UDP_RELAY", "UDP_PING",
                                "UDP_RELAY_BUNDLE", "UDP_RELAYED", "UDP_PONG",
-                               "UDP_HELLO_ACK", "UDP_PEER_FRAME"))
+                               "UDP_HELLO_ACK", "UDP_PEER_FRAME", "UDP_CHALLENGE",
+                               "UDP_CHALLENGE_RESPONSE"))
             fields = self._udpFields(kind, hostID)
             if kind == "UDP_HELLO" and rng.random() < 0.7:
                 fields["token"] = token
@@ -336,6 +337,8 @@ class Corpus:
             "UDP_HELLO": lambda: dict(hostID=hostID, token=rng.randbytes(16),
                                       padding=bytes(rng.choice((0, 16, 64, 64, 300)))),
             "UDP_HELLO_ACK": lambda: dict(address=_address(rng)),
+            "UDP_CHALLENGE": lambda: dict(challenge=rng.randbytes(16)),
+            "UDP_CHALLENGE_RESPONSE": lambda: dict(hostID=hostID, challenge=rng.randbytes(16)),
             "UDP_USER": lambda: dict(hostID=hostID, flags=self._flags(),
                                      payload=self._relayPayload()),
             "UDP_RELAY": lambda: dict(hostID=hostID, flags=self._flags(),
@@ -934,7 +937,13 @@ class Insider(Protocol):
             plain = openDatagram(self.udpChannel, data, SERVER_DATAGRAM_HEADER)
         except ProtocolError:
             return
-        if plain[1:2] == b"\x02":   # UDP_HELLO_ACK
+        kind, fields = datagrams.decodeDatagram(plain)
+        if kind == "UDP_CHALLENGE":         # prove the address is ours
+            response = datagrams.encodeDatagram(
+                "UDP_CHALLENGE_RESPONSE", hostID=self.hostID, challenge=fields.challenge)
+            self.udpPort.write(sealDatagram(self.udpChannel, response,
+                                            CLIENT_DATAGRAM_HEADER), self.serverUdp)
+        elif kind == "UDP_HELLO_ACK":
             self.ready = True
             if self.helloCall is not None and self.helloCall.active():
                 self.helloCall.cancel()

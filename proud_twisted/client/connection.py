@@ -19,7 +19,7 @@ _SERVER_MESSAGES = frozenset({
     "JOIN_ACCEPTED", "JOIN_REFUSED", "MEMBER_JOIN", "MEMBER_LEAVE",
     "PEER_ADDRESSES", "PEER_PAIR", "PONG",
 })
-_SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG"})
+_SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG", "UDP_CHALLENGE"})
 _JOIN_REFUSED = 3   # may come in the clear, before any keys exist
 _PEER_FRAME = bytes((relay.UDP_PEER_FRAME,))
 

@@ -4,8 +4,10 @@ It frames and parses; everything the application sees goes through the
 L{NetServer} that owns the factory.
 """
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from proud_twisted.constants import HOSTID_SERVER, ErrorType, HackKind, JoinRefusal
 from proud_twisted.crypto import ServerHandshake
@@ -17,8 +19,19 @@ from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
 
 
+_RELAY_KINDS = frozenset({relay.TCP_RELAY_REQUEST, relay.TCP_RELAY_BUNDLE})
+
+
+@implementer(IPushProducer)
 class ServerConnection(Protocol):
-    """A client's TCP connection, before and after it joins."""
+    """A client's TCP connection, before and after it joins.
+
+    It registers itself as a streaming producer on its transport only to learn
+    when the client stops reading: Twisted pauses it once more than its
+    buffer size (64 KiB) waits unsent, and resumes it once everything went
+    out. While paused, unreliable output is dropped and reliable output is
+    counted against the server's C{maxClientOutput}.
+    """
 
     log = Logger()
 
@@ -39,7 +52,16 @@ class ServerConnection(Protocol):
         self.tcpChannel = self.udpChannel = None     # SecureChannels after the handshake
         self.relayLimit = None
         self.joinDeadline = float("inf")
+        self.closeDeadline = float("inf")
         self.hackReported = {}
+        self.waitingToJoin = False      # counted among the server's unauthenticated
+        self.login = None               # the pending Deferred of an asynchronous login
+        self.congestedSince = None      # when the transport paused us, while it does
+        self.backlog = 0                # bytes written since then (an upper bound)
+        self.udpChallenge = None        # (address, challenge) until that address answers
+        self.relayRefused = 0           # refused relay targets not yet warned about
+        self.relayRefusedWarned = float("-inf")
+        self.readingHeld = False        # paused: over its relay limit
 
     @property
     def secured(self) -> bool:
@@ -51,6 +73,7 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)      # small game messages must not wait
+        self.transport.registerProducer(self, True)
         self.lastHeard = self.server.reactor.seconds()
         if self.server.identity is not None:
             self.handshake = ServerHandshake(self.server.identity)
@@ -88,6 +111,9 @@ class ServerConnection(Protocol):
             self.handshakeFrame(body)
             return
         kind = frameKind(body)
+        if self.readingHeld and kind in _RELAY_KINDS:
+            self.server.stats.relayRateLimited += 1     # over its limit: not even parsed
+            return
         if self.joined and kind == relay.TCP_RELAY_REQUEST:
             flags, targets, payload = relay.decodeTcpRelayRequest(body)
             self.server.relay(self, targets, flags, payload)
@@ -136,14 +162,16 @@ class ServerConnection(Protocol):
         """Refuse the join with a reason the client turns into a clear error."""
         self.server.refuse(self, reason, b"", why)
 
-    def sendDatagram(self, data: bytes, address=None) -> None:
-        """Send a datagram to this client's UDP address (sealed when secured)."""
-        address = address or self.udpAddress
-        if address is None:
-            return
+    def sendDatagram(self, data: bytes) -> None:
+        """Send a datagram to this client's (validated) UDP address."""
+        if self.udpAddress is not None:
+            self.server.sendUdp(self.sealedDatagram(data), self.udpAddress)
+
+    def sealedDatagram(self, data: bytes) -> bytes:
+        """C{data} as sent to this client: sealed when secured."""
         if self.udpChannel is not None:
             data = sealDatagram(self.udpChannel, data, SERVER_DATAGRAM_HEADER)
-        self.server.sendUdp(data, address)
+        return data
 
     # The client's reliable UDP session (bound methods, not closures: a
     # server keeps one per client, and a garbage collection visits each object)
@@ -155,7 +183,7 @@ class ServerConnection(Protocol):
         self.server.sessionEvent(self, event)
 
     def handle_HELLO(self, fields) -> None:
-        if self.joined:
+        if self.joined or self.login is not None:
             raise ProtocolError("HELLO after joining")
         self.server.hello(self, fields)
 
@@ -182,11 +210,62 @@ class ServerConnection(Protocol):
     def sendMessage(self, kind: str, **fields) -> None:
         self.sendBody(encodeMessage(kind, **fields))
 
-    def sendBody(self, body: bytes) -> None:
+    def sendBody(self, body: bytes, droppable: bool = False) -> None:
+        """Write a frame; one that is C{droppable} (unreliable) is dropped
+        while the client does not read, and reliable output past the server's
+        C{maxClientOutput} disconnects it (nothing reliable is lost silently)."""
+        if self.closing:
+            return
+        if self.congestedSince is not None:
+            if droppable:
+                self.server.stats.outputDropped += 1
+                return
+            self.backlog += len(body)
+            if self.backlog > self.server.maxClientOutput and self._overBudget():
+                return
+        if self.tcpChannel is not None:
+            body = self.tcpChannel.seal(body)
+        self.transport.write(encodeFrame(body))
+
+    def _overBudget(self) -> bool:
+        """Check the transport's real backlog; drop the client if it is over budget."""
+        queued = unsentBytes(self.transport)
+        if queued is not None:
+            self.backlog = queued
+        if self.backlog <= self.server.maxClientOutput:
+            return False
+        self.server.stats.slowConsumers += 1
+        self.abort(ErrorType.SLOW_CONSUMER,
+                   f"{self.backlog} bytes of output unread, more than the "
+                   f"{self.server.maxClientOutput} allowed")
+        return True
+
+    def holdReading(self, seconds: float) -> None:
+        """Read nothing from this client for C{seconds} (it is over its relay limit)."""
+        if self.readingHeld or self.closing:
+            return
+        self.readingHeld = True
+        self.transport.pauseProducing()
+        self.server.reactor.callLater(seconds, self._resumeReading)
+
+    def _resumeReading(self) -> None:
+        self.readingHeld = False
         if not self.closing:
-            if self.tcpChannel is not None:
-                body = self.tcpChannel.seal(body)
-            self.transport.write(encodeFrame(body))
+            self.transport.resumeProducing()
+
+    # IPushProducer: the transport tells us when the client stops reading.
+
+    def pauseProducing(self) -> None:
+        if self.congestedSince is None:
+            self.congestedSince = self.server.reactor.seconds()
+            self.backlog = 0
+
+    def resumeProducing(self) -> None:
+        self.congestedSince = None
+        self.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
 
     def protocolError(self, error: ProtocolError) -> None:
         self.server.stats.malformedMessages += 1
@@ -200,16 +279,32 @@ class ServerConnection(Protocol):
         self.server.onceLog.warn((reason, getattr(peer, "host", None)),
                                  "closing connection of host {hostID} from {peer}: {why}",
                                  hostID=self.hostID, peer=peer, why=why)
-        self.leaveReason = reason
-        self.closing = True
-        self.transport.abortConnection()
-
-    def close(self, reason: ErrorType) -> None:
-        """Close after what was already written has gone out."""
         if not self.closing:
             self.leaveReason = reason
             self.closing = True
+        self.transport.abortConnection()        # the client leaves when it is lost
+
+    def close(self, reason: ErrorType) -> None:
+        """Close after what was already written has gone out, or at the
+        server's C{closeLinger} deadline if the client does not read it.
+
+        The client leaves the server's tables (and its groups) at once.
+        """
+        if not self.closing:
+            self.leaveReason = reason
+            self.closing = True
+            self.closeDeadline = self.server.reactor.seconds() + self.server.closeLinger
+            self.transport.unregisterProducer()     # else a paused close waits forever
             self.transport.loseConnection()
+            self.server.connectionClosing(self)
+
+
+def unsentBytes(transport):
+    """Bytes a Twisted transport holds unsent, or None if it does not say."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:
+        return None
 
 
 class ServerConnectionFactory(Factory):

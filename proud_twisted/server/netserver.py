@@ -20,7 +20,7 @@ from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRe
 from proud_twisted.coredriver import TurnEnd
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
-from proud_twisted.errors import MessageTooLong, ProtocolError, UnknownHostID
+from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
 from proud_twisted.events import NetServerEvents
 from proud_twisted.info import (
     ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
@@ -30,6 +30,7 @@ from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
+from proud_twisted.server.login import askLogin
 from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.server.udp import ServerDatagramProtocol
@@ -43,9 +44,35 @@ from proud_twisted.wire.messages import (
 
 DEFAULT_CLIENT_TIMEOUT = 20.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-DEFAULT_MAX_UNAUTHENTICATED = 1000
-DEFAULT_RELAY_FRAMES_PER_SECOND = 5000
+DEFAULT_LOGIN_TIMEOUT = 5.0
+"""Seconds C{onConnectionRequest} has to answer; below the handshake timeout,
+so that a slow login is refused with a reason rather than cut."""
+DEFAULT_MAX_UNAUTHENTICATED = 10000
+"""Connections that have not joined yet; each holds about 2 KiB of server
+memory (500 slowloris connections add 1 MB of RSS, bench/attacks.py), so
+10,000 hold some 20 MB, and a join storm of 10,000 clients is not refused."""
+DEFAULT_BACKLOG = 4096
+"""The TCP listen queue: a join storm of thousands of clients must not
+overflow it (Twisted's default is 50). Linux caps it at net.core.somaxconn
+(4096 since kernel 5.4)."""
 DEFAULT_RELAY_BYTES_PER_SECOND = 8 * 1024 * 1024
+DEFAULT_RELAY_FRAMES_PER_SECOND = 10000
+"""Enough for a sender at the byte limit in full datagrams (8 MiB/s over
+1,136-byte session datagrams is 7,385 frames a second) plus the
+acknowledgements it relays for what it receives."""
+DEFAULT_MAX_CLIENT_OUTPUT = 1024 * 1024
+"""Bytes of unsent TCP output the server holds for one client that does not
+read: 16 of the largest messages; 10,000 clients all stalled at once hold at
+most 10 GiB, one stalled client 1 MiB."""
+DEFAULT_CLOSE_LINGER = 2.0
+"""Seconds a closed client's last words get to go out before it is cut."""
+MIN_READ_HOLD = 0.01
+"""Shortest pause in reading from a client over its relay limit."""
+MAX_RELAY_TARGETS = 1024
+"""Most targets (or bundle entries) in one relay request; more is a protocol error."""
+DEPARTED_GRACE = 5.0
+"""Seconds after two hosts stop sharing a group during which frames still in
+flight between them are dropped quietly rather than reported."""
 # Room in a frame for headers and relay target lists beyond the payload.
 FRAME_HEADROOM = 8192
 # A pair's direct-path reports (see NetServer._pairs).
@@ -77,6 +104,16 @@ class NetServer(service.Service):
         on the UDP port, so that bursts are not dropped (0: the OS defaults);
         a warning is logged if the OS gives less. L{udpSocketBuffers} holds
         the sizes in force once the server listens.
+    @param loginTimeout: seconds C{onConnectionRequest} (which may return a
+        Deferred) has to answer; a late, failed or raising login refuses the
+        client (L{JoinRefusal.LOGIN_TIMEOUT}, L{JoinRefusal.LOGIN_ERROR}).
+    @param maxClientOutput: bytes of unsent output held for a client that
+        does not read; past it the client is disconnected
+        (L{ErrorType.SLOW_CONSUMER}), as it is when its output has not
+        drained for C{clientTimeout} seconds.
+    @param closeLinger: seconds a closed connection's last output gets before
+        the connection is aborted.
+    @param backlog: the TCP listen queue length.
     """
 
     log = Logger()
@@ -94,7 +131,11 @@ class NetServer(service.Service):
                  maxUnauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
                  relayFramesPerSecond: float = DEFAULT_RELAY_FRAMES_PER_SECOND,
                  relayBytesPerSecond: float = DEFAULT_RELAY_BYTES_PER_SECOND,
-                 udpBufferSize: int = DEFAULT_SERVER_UDP_BUFFER) -> None:
+                 udpBufferSize: int = DEFAULT_SERVER_UDP_BUFFER,
+                 loginTimeout: float = DEFAULT_LOGIN_TIMEOUT,
+                 maxClientOutput: int = DEFAULT_MAX_CLIENT_OUTPUT,
+                 closeLinger: float = DEFAULT_CLOSE_LINGER,
+                 backlog: int = DEFAULT_BACKLOG) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -122,6 +163,18 @@ class NetServer(service.Service):
         self.relayBytesPerSecond = relayBytesPerSecond
         self.udpBufferSize = checkedBufferSize(udpBufferSize)
         self.udpSocketBuffers: SocketBuffers | None = None
+        if loginTimeout <= 0 or closeLinger < 0 or backlog < 1:
+            raise ValueError("need loginTimeout > 0, closeLinger >= 0 and backlog >= 1")
+        if maxClientOutput < self.maxFrameLength:
+            raise ValueError(f"maxClientOutput {maxClientOutput} is below one frame "
+                             f"({self.maxFrameLength} bytes)")
+        self.loginTimeout = loginTimeout
+        self.maxClientOutput = maxClientOutput
+        self.closeLinger = closeLinger
+        self.backlog = backlog
+        self._unauthenticated = 0
+        # (a, b) with a < b -> when they stopped sharing a group (oldest first).
+        self._parted = {}
         # (a, b) with a < b -> which of the two report a direct path: bit 1 a,
         # bit 2 b. An int, not an object per pair: a garbage collection
         # visits every object, and a server keeps pairs by the tens of thousands.
@@ -144,7 +197,8 @@ class NetServer(service.Service):
     def startService(self) -> None:
         """Listen on TCP and UDP; if either cannot be bound, neither stays open."""
         self._tcpPort = self.reactor.listenTCP(
-            self.tcpPort, ServerConnectionFactory(self), interface=self.interface)
+            self.tcpPort, ServerConnectionFactory(self), backlog=self.backlog,
+            interface=self.interface)
         try:
             self._udpPort = self.reactor.listenUDP(
                 self.udpPort, self._udp, interface=self.interface)
@@ -278,31 +332,45 @@ class NetServer(service.Service):
         flags = relay.FLAG_RELIABLE if reliable else 0
         for client in self._expandTargets(targets):
             if reliable or client.udpAddress is None:
-                client.sendBody(relay.encodeTcpUserMessage(flags, payload))
+                client.sendBody(relay.encodeTcpUserMessage(flags, payload), not reliable)
             else:
-                self._session(client).send(payload, DeliveryMode.UNRELIABLE)
+                try:
+                    self._session(client).send(payload, DeliveryMode.UNRELIABLE)
+                except SendQueueFull:
+                    self.stats.outputDropped += 1       # unreliable: may be lost
 
     def closeConnection(self, hostID: int) -> None:
-        """Disconnect a client; it leaves all its groups."""
+        """Disconnect a client: it leaves all its groups and C{onClientLeave}
+        fires at once; what was sent to it gets C{closeLinger} seconds to go out."""
         self._client(hostID).close(ErrorType.KICKED)
 
     # Called by the protocols
 
     def connectionOpened(self, connection) -> None:
         self._connections.add(connection)
-        waiting = sum(1 for c in self._connections if not c.joined)
-        if waiting > self.maxUnauthenticated:
+        if self._unauthenticated >= self.maxUnauthenticated:
+            # Told in the clear (no keys yet), so that the client fails at once.
             self.stats.unauthenticatedRefused += 1
-            connection.abort(ErrorType.SERVER_FULL,
-                             f"more than {self.maxUnauthenticated} connections not yet joined")
+            self.refuse(connection, JoinRefusal.SERVER_FULL, b"",
+                         f"more than {self.maxUnauthenticated} connections not yet joined")
             return
+        self._unauthenticated += 1
+        connection.waitingToJoin = True
         connection.joinDeadline = self.reactor.seconds() + self.handshakeTimeout
 
-    def connectionClosed(self, connection) -> None:
-        self._connections.discard(connection)
-        if not connection.joined:
-            return
+    def _joinedOrGone(self, connection) -> None:
+        if connection.waitingToJoin:
+            connection.waitingToJoin = False
+            self._unauthenticated -= 1
+
+    def connectionClosing(self, connection) -> None:
+        """The connection is closing: its client leaves every table now."""
+        login, connection.login = connection.login, None
+        if login is not None:
+            login.cancel()
         hostID = connection.hostID
+        if self._clients.get(hostID) is not connection:
+            return
         info = self._info(connection)
         del self._clients[hostID]
         if connection.udpSession is not None:
@@ -315,6 +383,12 @@ class NetServer(service.Service):
         self.dispatch("onClientLeave", info, connection.leaveReason,
                       connection.leaveComment)
 
+    def connectionClosed(self, connection) -> None:
+        self._connections.discard(connection)
+        self._joinedOrGone(connection)
+        connection.closing = True
+        self.connectionClosing(connection)
+
     def hello(self, connection, fields) -> None:
         peer = connection.transport.getPeer()
         address = plainAddress((peer.host, peer.port))
@@ -322,11 +396,43 @@ class NetServer(service.Service):
             self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
                          "protocol version mismatch")
             return
-        accepted, reply = self._askApplication(address, fields.userData)
+        connection.joinDeadline = float("inf")     # the login timeout bounds it now
+        login = connection.login = askLogin(self.events, address, fields.userData,
+                                            self.loginTimeout, self.reactor)
+        login.addCallbacks(self._loginAnswered, self._loginFailed,
+                           callbackArgs=(connection, address, fields),
+                           errbackArgs=(connection, address))
+
+    def _loginAnswered(self, answer, connection, address, fields) -> None:
+        connection.login = None
+        accepted, reply = answer
         if not accepted:
             self.refuse(connection, JoinRefusal.REFUSED_BY_APPLICATION, reply,
                          "refused by onConnectionRequest")
             return
+        self._admit(connection, address, fields, reply)
+
+    def _loginFailed(self, failure, connection, address) -> None:
+        """Fail closed: a login check that raised, failed or timed out refuses."""
+        if connection.login is None and connection.closing:
+            return                      # the connection went first; nothing to answer
+        connection.login = None
+        if failure.check(defer.TimeoutError):
+            self.stats.loginTimeouts += 1
+            self.refuse(connection, JoinRefusal.LOGIN_TIMEOUT, b"",
+                         f"onConnectionRequest did not answer within {self.loginTimeout} s")
+            return
+        self.stats.loginErrors += 1
+        if self.onceLog.warn(("login", failure.type), "the login check for {address} "
+                             "failed (refused; later failures of this kind are only "
+                             "counted in stats.loginErrors):\n{traceback}",
+                             address=address, traceback=failure.getTraceback()):
+            self.dispatch("onException", failure)
+        self.refuse(connection, JoinRefusal.LOGIN_ERROR, b"",
+                     f"onConnectionRequest failed: {failure.getErrorMessage()}")
+
+    def _admit(self, connection, address, fields, reply: bytes) -> None:
+        self._joinedOrGone(connection)
         hostID = self._hostIDs.allocate(self.reactor.seconds())
         connection.hostID = hostID
         connection.udpToken = os.urandom(16)
@@ -363,35 +469,42 @@ class NetServer(service.Service):
 
     def relay(self, sender, targets, flags: int, payload: bytes) -> None:
         """Forward C{payload} from C{sender} to each target it shares a group with."""
+        if self._tooManyTargets(sender, len(targets)):
+            return
         self.relayBundle(sender, flags, [(target, payload) for target in set(targets)])
 
     def relayBundle(self, sender, flags: int, entries) -> None:
         """Forward each C{(target, payload)} whose target shares a group with C{sender}.
 
         Reliable messages go over TCP, the rest over UDP where the target's
-        UDP works; one encoding of a payload serves every target.
+        UDP works; one encoding of a payload serves every target. Every
+        target, refused or not, costs the sender a frame and the payload's
+        bytes of its relay limit.
         """
+        if self._tooManyTargets(sender, len(entries)):
+            return
         senderID = sender.hostID
         self.stats.relayRequests += 1
-        rejected = []
+        refused = 0
         reliable = flags & relay.FLAG_RELIABLE
         limit = sender.relayLimit
         now = self.reactor.seconds()
         tcpFrames = {}
         for targetID, payload in entries:
+            if not limit.allow(len(payload), now):
+                self._relayFlood(sender, limit.wait(len(payload), now))
+                return              # the rest would be refused too
             target = self._clients.get(targetID)
             if target is None or not self._table.shareGroup(senderID, targetID):
-                rejected.append(targetID)
-                continue
-            if not limit.allow(len(payload), now):
-                self._relayFlood(sender)
+                if not self._recentlyParted(senderID, targetID, now):
+                    refused += 1
                 continue
             if reliable or target.udpAddress is None:
                 body = tcpFrames.get(id(payload))
                 if body is None:
                     body = tcpFrames[id(payload)] = relay.encodeTcpRelayed(
                         senderID, flags, payload)
-                target.sendBody(body)
+                target.sendBody(body, not reliable)
             elif flags & relay.FLAG_SESSION:
                 # Sealed end to end by the pair: forwarded without opening or re-sealing.
                 self.sendUdp(relay.encodeUdpPeerFrame(senderID, flags, payload),
@@ -400,25 +513,70 @@ class NetServer(service.Service):
                 target.sendDatagram(relay.encodeUdpRelayed(senderID, flags, payload))
             self.stats.framesRelayed += 1
             self.stats.relayBytes += len(payload)
-        if rejected:
-            self._relayRejected(senderID, rejected)
+        if refused:
+            self._relayRefused(sender, refused, now)
+
+    def _tooManyTargets(self, sender, count: int) -> bool:
+        if count <= MAX_RELAY_TARGETS:
+            return False
+        self.stats.relayRejected += count
+        self.hackSuspected(sender, HackKind.BAD_MESSAGE)
+        error = ProtocolError(f"a relay request for {count} targets (at most "
+                              f"{MAX_RELAY_TARGETS})")
+        sender.protocolError(error)
+        return True
+
+    def _recentlyParted(self, a: int, b: int, now: float) -> bool:
+        """Whether C{a} and C{b} shared a group until moments ago (counted)."""
+        parted = self._parted.get((a, b) if a < b else (b, a))
+        if parted is None or now - parted > DEPARTED_GRACE:
+            return False
+        self.stats.relayToDeparted += 1
+        return True
 
     def udpHello(self, hostID: int, token: bytes, addr, size: int) -> None:
-        """An authentic UDP_HELLO of C{size} bytes: C{addr} is the client's UDP address."""
+        """An authentic UDP_HELLO of C{size} bytes from C{addr}.
+
+        The client's UDP address it is already: acknowledged. A new one is
+        only challenged, with one datagram no larger than the hello: the
+        source of a datagram can be forged, so the server sends a new address
+        nothing more until the challenge comes back from it.
+        """
         client = self._clients.get(hostID)
         if client is None or not hmac.compare_digest(client.udpToken, token):
             self._spoofed(hostID, addr)
             return
-        client.lastHeard = self.reactor.seconds()
-        ack = encodeDatagram("UDP_HELLO_ACK", address=addressToWire(addr))
-        if client.udpAddress != addr and len(ack) > size:
-            # Never send an unverified address more than it sent us.
+        if client.udpAddress == addr:
+            client.lastHeard = self.reactor.seconds()
+            self._acknowledgeUdp(client, addr)
+            return
+        pending = client.udpChallenge
+        if pending is None or pending[0] != addr:
+            pending = client.udpChallenge = (addr, os.urandom(16))
+        challenge = client.sealedDatagram(encodeDatagram("UDP_CHALLENGE",
+                                                         challenge=pending[1]))
+        if len(challenge) > size:
             self.stats.amplificationRefused += 1
             return
-        client.sendDatagram(ack, addr)
-        if client.udpAddress != addr:
-            client.udpAddress = addr
-            self._announceAddresses(client)
+        self.stats.udpChallenges += 1
+        self.sendUdp(challenge, addr)
+
+    def udpChallengeAnswered(self, hostID: int, challenge: bytes, addr) -> None:
+        """C{addr} answered the challenge sent there: it is the client's UDP address."""
+        client = self._clients.get(hostID)
+        pending = client.udpChallenge if client is not None else None
+        if (pending is None or pending[0] != addr
+                or not hmac.compare_digest(pending[1], challenge)):
+            self._spoofed(hostID, addr)
+            return
+        client.udpChallenge = None
+        client.lastHeard = self.reactor.seconds()
+        client.udpAddress = addr
+        self._acknowledgeUdp(client, addr)
+        self._announceAddresses(client)
+
+    def _acknowledgeUdp(self, client, addr) -> None:
+        client.sendDatagram(encodeDatagram("UDP_HELLO_ACK", address=addressToWire(addr)))
 
     def pathReported(self, connection, peerID: int, direct: bool) -> None:
         """A client says whether its path to C{peerID} is direct (statistics)."""
@@ -497,6 +655,8 @@ class NetServer(service.Service):
         if self.holePunchPolicy is HolePunchPolicy.ALWAYS:
             policy |= POLICY_PUNCH_AT_ONCE
         for me, peer in ((a, b), (b, a)):
+            if me not in self._clients:
+                continue
             self._clients[me].sendMessage("PEER_PAIR", peerID=peer,
                                           epoch=self._lastPairEpoch, pairSecret=secret,
                                           policy=policy)
@@ -514,20 +674,15 @@ class NetServer(service.Service):
                           plainAddress(client.udpAddress), client.lanAddress, groups,
                           client.userData)
 
-    def _askApplication(self, address, userData: bytes):
-        answer = self.dispatch("onConnectionRequest", address, userData)
-        if answer is None or answer is True:
-            return True, b""
-        if answer is False:
-            return False, b""
-        accepted, reply = answer
-        return bool(accepted), bytes(reply)
-
     def refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
         self.stats.joinsRefused += 1
-        self.log.info("refusing {peer}: {why}", peer=connection.transport.getPeer(), why=why)
+        leaveReason = (ErrorType.SERVER_FULL if reason is JoinRefusal.SERVER_FULL
+                       else ErrorType.CONNECTION_REFUSED)
+        self.onceLog.warn(("refused", reason), "refusing {peer}: {why} (later refusals "
+                          "for this reason are counted in stats.joinsRefused)",
+                          peer=connection.transport.getPeer(), why=why)
         connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
-        connection.close(ErrorType.CONNECTION_REFUSED)
+        connection.close(leaveReason)
 
     def _expandTargets(self, targets) -> list:
         if isinstance(targets, int):
@@ -560,15 +715,21 @@ class NetServer(service.Service):
         for effect in effects:
             kind = type(effect)
             if kind is g.MemberJoinNotice:
-                member = self._clients[effect.memberID]
-                self._clients[effect.to].sendMessage(
+                # .get: an event handler may have closed a client meanwhile.
+                member, to = self._clients.get(effect.memberID), self._clients.get(effect.to)
+                if member is None or to is None:
+                    continue
+                to.sendMessage(
                     "MEMBER_JOIN", groupID=effect.groupID, memberID=effect.memberID,
                     memberCount=effect.memberCount, ackID=effect.ackID,
                     udpAddress=addressToWire(member.udpAddress),
                     lanAddress=addressToWire(member.lanAddress),
                     message=effect.message)
             elif kind is g.MemberLeaveNotice:
-                self._clients[effect.to].sendMessage(
+                to = self._clients.get(effect.to)
+                if to is None:
+                    continue
+                to.sendMessage(
                     "MEMBER_LEAVE", groupID=effect.groupID, memberID=effect.memberID,
                     memberCount=effect.memberCount)
             elif kind is g.JoinAckComplete:
@@ -578,6 +739,8 @@ class NetServer(service.Service):
                 self._introducePair(effect.a, effect.b, groupID)
             elif kind is g.PairForgotten:
                 self._pairs.pop((effect.a, effect.b), None)
+                self._parted.pop((effect.a, effect.b), None)     # keep oldest first
+                self._parted[(effect.a, effect.b)] = self.reactor.seconds()
             elif kind is g.GroupRemoved:
                 self._hostIDs.release(effect.groupID, self.reactor.seconds())
                 self._directAllowed.pop(effect.groupID, None)
@@ -595,16 +758,26 @@ class NetServer(service.Service):
                            "{kind}", hostID=client.hostID, kind=kind.value)
         self.dispatch("onClientHackSuspected", client.hostID, kind)
 
-    def _relayFlood(self, sender) -> None:
+    def _relayFlood(self, sender, wait: float) -> None:
+        """Over its relay limit: report it, and read nothing more from it
+        until its budget has refilled (its own TCP buffers then fill)."""
         self.stats.relayRateLimited += 1
         self.hackSuspected(sender, HackKind.RELAY_FLOOD)
+        sender.holdReading(min(max(wait, MIN_READ_HOLD), 1.0))
 
-    def _relayRejected(self, senderID: int, targets) -> None:
-        self.stats.relayRejected += len(targets)
-        comment = f"relay from {senderID} to {sorted(targets)} refused: no shared group"
-        self.onceLog.warn(("relay", senderID), "{comment}", comment=comment)
-        self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, senderID, comment))
-        self.hackSuspected(self._clients[senderID], HackKind.RELAY_NOT_ALLOWED)
+    def _relayRefused(self, sender, count: int, now: float) -> None:
+        """Count refused targets; warn about them at most once a second per client."""
+        self.stats.relayRejected += count
+        sender.relayRefused += count
+        if now - sender.relayRefusedWarned < 1.0:
+            return
+        count, sender.relayRefused, sender.relayRefusedWarned = sender.relayRefused, 0, now
+        comment = (f"{count} relay targets of client {sender.hostID} refused since the "
+                   "last warning: no shared group")
+        self.onceLog.warn(("relay", sender.hostID), "{comment}", comment=comment)
+        self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, sender.hostID,
+                                             comment))
+        self.hackSuspected(sender, HackKind.RELAY_NOT_ALLOWED)
 
     def _spoofed(self, hostID: int, addr) -> None:
         self.stats.spoofedDatagrams += 1
@@ -614,10 +787,18 @@ class NetServer(service.Service):
     def _dropSilentClients(self) -> None:
         now = self.reactor.seconds()
         deadline = now - self.clientTimeout
+        self._forgetPartings(now)
         for connection in list(self._connections):
             if connection.closing:
+                if now >= connection.closeDeadline:
+                    connection.transport.abortConnection()      # lingered long enough
                 continue
-            if not connection.joined and now >= connection.joinDeadline:
+            congested = connection.congestedSince
+            if congested is not None and congested < deadline:
+                self.stats.slowConsumers += 1
+                connection.abort(ErrorType.SLOW_CONSUMER,
+                                 f"read none of its output for {self.clientTimeout} s")
+            elif not connection.joined and now >= connection.joinDeadline:
                 self.stats.handshakeTimeouts += 1
                 connection.abort(ErrorType.TIMEOUT,
                                  f"did not join within {self.handshakeTimeout} s")
@@ -625,3 +806,11 @@ class NetServer(service.Service):
                 self.stats.clientsTimedOut += 1
                 connection.abort(ErrorType.TIMEOUT,
                                  f"silent for more than {self.clientTimeout} s")
+
+    def _forgetPartings(self, now: float) -> None:
+        parted = self._parted
+        while parted:
+            pair, when = next(iter(parted.items()))
+            if now - when <= DEPARTED_GRACE:
+                break
+            del parted[pair]

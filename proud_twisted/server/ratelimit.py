@@ -22,6 +22,11 @@ class TokenBucket:
         self._tokens = tokens - amount
         return True
 
+    def wait(self, amount: float, now: float) -> float:
+        """Seconds until C{amount} is in the bucket (0 if it is now)."""
+        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        return max(0.0, (min(amount, self.burst) - tokens) / self.rate)
+
 
 class RelayLimit:
     """A client's limits on relayed frames and bytes per second."""
@@ -36,3 +41,7 @@ class RelayLimit:
     def allow(self, size: int, now: float) -> bool:
         """Whether one more frame of C{size} bytes fits in both budgets."""
         return self.frames.take(1, now) and self.bytes.take(size, now)
+
+    def wait(self, size: int, now: float) -> float:
+        """Seconds until a frame of C{size} bytes would be allowed."""
+        return max(self.frames.wait(1, now), self.bytes.wait(size, now))

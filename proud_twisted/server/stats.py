@@ -28,7 +28,15 @@ class ServerStats:
     unauthenticatedRefused: int = 0
     amplificationRefused: int = 0
     relayRateLimited: int = 0
+    relayToDeparted: int = 0
+    """Frames to a host that stopped sharing a group moments ago (dropped, not reported)."""
     hackSuspicions: int = 0
+    loginErrors: int = 0
+    loginTimeouts: int = 0
+    outputDropped: int = 0
+    """Unreliable messages dropped because their client was not reading."""
+    slowConsumers: int = 0
+    udpChallenges: int = 0
 
     def asDict(self) -> dict:
         return asdict(self)

@@ -53,6 +53,8 @@ class ServerDatagramProtocol(DatagramSender):
         name, fields = decodeDatagram(data)
         if name == "UDP_HELLO":
             self.server.udpHello(fields.hostID, fields.token, addr, size)
+        elif name == "UDP_CHALLENGE_RESPONSE":
+            self.server.udpChallengeAnswered(fields.hostID, fields.challenge, addr)
         elif name == "UDP_PING":
             client = self.server.verifiedUdpClient(fields.hostID, addr)
             if client is not None:

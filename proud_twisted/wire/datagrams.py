@@ -24,6 +24,8 @@ DatagramType = c.Enum(
     UDP_PONG=7,
     UDP_RELAY_BUNDLE=8,
     UDP_PEER_FRAME=9,
+    UDP_CHALLENGE=10,
+    UDP_CHALLENGE_RESPONSE=11,
 )
 
 BODIES = {
@@ -43,6 +45,10 @@ BODIES = {
                                "payload" / c.GreedyBytes),
     "UDP_RELAY_BUNDLE": c.Struct("hostID" / HostID, "flags" / RelayFlags,
                                  "entries" / BundleEntries),
+    # A new UDP address is taken only once it answers a challenge sent there:
+    # a hello with a forged source address never makes the server send to it.
+    "UDP_CHALLENGE": c.Struct("challenge" / Token),
+    "UDP_CHALLENGE_RESPONSE": c.Struct("hostID" / HostID, "challenge" / Token),
 }
 
 _Body = messageFormat(DatagramType, BODIES)

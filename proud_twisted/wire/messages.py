@@ -14,7 +14,7 @@ from proud_twisted.wire._schema import (
     buildWith, messageFormat, parseWith,
 )
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 
 MessageType = c.Enum(
     c.Int8ub,
