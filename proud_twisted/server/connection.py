@@ -57,7 +57,7 @@ class ServerConnection(Protocol):
         self.waitingToJoin = False      # counted among the server's unauthenticated
         self.login = None               # the pending Deferred of an asynchronous login
         self.congestedSince = None      # when the transport paused us, while it does
-        self.backlog = 0                # bytes written since then (an upper bound)
+        self.backlog = 0                # bytes unsent since then (an upper bound)
         self.udpChallenge = None        # (address, challenge) until that address answers
         self.relayRefused = 0           # refused relay targets not yet warned about
         self.relayRefusedWarned = float("-inf")
@@ -258,7 +258,8 @@ class ServerConnection(Protocol):
     def pauseProducing(self) -> None:
         if self.congestedSince is None:
             self.congestedSince = self.server.reactor.seconds()
-            self.backlog = 0
+            queued = unsentBytes(self.transport)
+            self.backlog = queued if queued is not None else self.transport.bufferSize
 
     def resumeProducing(self) -> None:
         self.congestedSince = None
