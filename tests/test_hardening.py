@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted import ConnectionRefusedByServer, NetClient, ServerUdpState
 from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
 from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, sealDatagram
-from proud_twisted.server.netserver import DEPARTED_GRACE, MAX_RELAY_TARGETS
+from proud_twisted.server.netserver import DEPARTED_GRACE
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import encodeDatagram
 from tests.support import RecordingClientEvents
@@ -270,7 +270,7 @@ class RejectedRelayTests(AttackTestCase):
 
     def test_tooManyTargetsInOneRequestIsAProtocolError(self):
         attacker = self.world.clients[2]
-        attacker._connection.sendBody(self.strangerRequest(MAX_RELAY_TARGETS + 1))
+        attacker._connection.sendBody(self.strangerRequest(relay.MAX_RELAY_TARGETS + 1))
         self.world.net.advance(0.5)
         self.assertNotIn(self.ids[2], self.server.getClientHostIDs())
         leave = self.world.serverEvents.rec.named("onClientLeave")[-1]
@@ -394,3 +394,12 @@ class _SilentFactory:
 
     def clientConnectionFailed(self, connector, reason):
         pass
+
+
+class HonestClientsStayWithinTheTargetCapTests(SynchronousTestCase):
+    def test_aTurnOfTinyFramesForManyPeersIsSplitUnderTheCap(self):
+        from proud_twisted.client.relaybatch import TCP_BUNDLE_LIMIT, RelayBatcher
+        pending = [(target, b"ack") for target in range(3000)]
+        bundles = RelayBatcher._split(pending, TCP_BUNDLE_LIMIT)
+        self.assertEqual([e for bundle in bundles for e in bundle], pending)
+        self.assertLessEqual(max(map(len, bundles)), relay.MAX_RELAY_TARGETS)

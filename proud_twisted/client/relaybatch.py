@@ -74,11 +74,13 @@ class RelayBatcher:
 
     @staticmethod
     def _split(pending, limit: int) -> list:
-        """Consecutive runs of C{pending} whose bundle fits in C{limit} bytes."""
+        """Consecutive runs of C{pending} whose bundle fits in C{limit} bytes
+        and in the server's limit on entries."""
         bundles, current, size = [], [], relay.BUNDLE_UDP_OVERHEAD
         for target, frame in pending:
             entrySize = relay.BUNDLE_ENTRY_OVERHEAD + len(frame)
-            if current and size + entrySize > limit:
+            if current and (size + entrySize > limit
+                            or len(current) == relay.MAX_RELAY_TARGETS):
                 bundles.append(current)
                 current, size = [], relay.BUNDLE_UDP_OVERHEAD
             current.append((target, frame))

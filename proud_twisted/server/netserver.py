@@ -68,8 +68,6 @@ DEFAULT_CLOSE_LINGER = 2.0
 """Seconds a closed client's last words get to go out before it is cut."""
 MIN_READ_HOLD = 0.01
 """Shortest pause in reading from a client over its relay limit."""
-MAX_RELAY_TARGETS = 1024
-"""Most targets (or bundle entries) in one relay request; more is a protocol error."""
 DEPARTED_GRACE = 5.0
 """Seconds after two hosts stop sharing a group during which frames still in
 flight between them are dropped quietly rather than reported."""
@@ -517,12 +515,12 @@ class NetServer(service.Service):
             self._relayRefused(sender, refused, now)
 
     def _tooManyTargets(self, sender, count: int) -> bool:
-        if count <= MAX_RELAY_TARGETS:
+        if count <= relay.MAX_RELAY_TARGETS:
             return False
         self.stats.relayRejected += count
         self.hackSuspected(sender, HackKind.BAD_MESSAGE)
         error = ProtocolError(f"a relay request for {count} targets (at most "
-                              f"{MAX_RELAY_TARGETS})")
+                              f"{relay.MAX_RELAY_TARGETS})")
         sender.protocolError(error)
         return True
 

@@ -37,6 +37,9 @@ _BUNDLE_TCP_HEAD = struct.Struct(">BBH")            # type, flags, entry count
 _BUNDLE_UDP_HEAD = struct.Struct(">BBIBH")          # version, type, host, flags, count
 _ENTRY_HEAD = struct.Struct(">IH")                  # target, frame length
 BUNDLE_ENTRY_OVERHEAD = _ENTRY_HEAD.size
+MAX_RELAY_TARGETS = 1024
+"""Most targets (or bundle entries) in one relay request; a server treats
+more as a protocol error, and a client never sends more."""
 BUNDLE_UDP_OVERHEAD = _BUNDLE_UDP_HEAD.size
 _TARGET_CACHE = {}
 
