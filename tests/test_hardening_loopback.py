@@ -48,6 +48,19 @@ def fillUntil(server, hostID, done, reliable=True):
     return worst
 
 
+@defer.inlineCallbacks
+def congestedClient(server):
+    """A joined client that stopped reading, with more than Twisted's buffer
+    size waiting for it at the server: C{(client, hostID)}."""
+    slow, = yield connectClients(server, 1)
+    slowID = slow.getLocalHostID()
+    stopReading(slow)
+    congested = lambda: server._clients[slowID].congestedSince is not None
+    yield fillUntil(server, slowID, congested)
+    assert congested()
+    return slow, slowID
+
+
 @pytest_twisted.inlineCallbacks
 def test_aClientThatStopsReadingIsDisconnectedWithinItsOutputBudget(server):
     a, b, slow = yield connectClients(server, 3)
@@ -98,12 +111,7 @@ def test_unreliableOutputToAClientThatDoesNotReadIsDropped(server):
 
 @pytest_twisted.inlineCallbacks
 def test_closeConnectionLeavesAtOnceAndCutsANonReaderAfterTheLinger(server):
-    slow, = yield connectClients(server, 1)
-    slowID = slow.getLocalHostID()
-    stopReading(slow)
-    congested = lambda: server._clients[slowID].congestedSince is not None
-    yield fillUntil(server, slowID, congested)
-    assert congested()
+    slow, slowID = yield congestedClient(server)
     server.closeConnection(slowID)
     assert slowID not in server.getClientHostIDs()        # at once, events fired
     assert server.events.rec.named("onClientLeave")[-1][1] is ErrorType.KICKED
@@ -116,11 +124,7 @@ def test_closeConnectionLeavesAtOnceAndCutsANonReaderAfterTheLinger(server):
 
 @pytest_twisted.inlineCallbacks
 def test_aGoodbyeThenSilenceIsCutAfterTheLinger(server):
-    slow, = yield connectClients(server, 1)
-    slowID = slow.getLocalHostID()
-    stopReading(slow)
-    congested = lambda: server._clients[slowID].congestedSince is not None
-    yield fillUntil(server, slowID, congested)
+    slow, slowID = yield congestedClient(server)
     slow._connection.sendMessage("GOODBYE", comment=b"bye")     # and reads nothing
     yield server.events.rec.wait(lambda: slowID not in server.getClientHostIDs(), timeout=5)
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 0,
