@@ -1,6 +1,7 @@
 """Wire schemas: round trips, garbage, and the fast path against construct."""
 
 import ipaddress
+import math
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -284,6 +285,18 @@ def _mutated(encoded: bytes, data, least: int = 0, most: int = 3) -> bytes:
     return bytes(encoded)
 
 
+def _nanSafe(value):
+    """C{value} with each NaN float spelled "nan" (a mutated timestamp may be
+    NaN, and NaN equals nothing, not even the same NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, dict):
+        return {k: _nanSafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(map(_nanSafe, value))
+    return value
+
+
 class FastCodecTests(SynchronousTestCase):
     """The codecs made from the declarations agree with construct byte for byte."""
 
@@ -299,8 +312,8 @@ class FastCodecTests(SynchronousTestCase):
         built = buildWith(TcpMessage, {"type": kind, "body": fields}, kind)
         self.assertEqual(encodeMessage(kind, **fields), built)
         for sample in (built, _mutated(built, data)):
-            self.assertEqual(_fastParse(decodeMessage, sample),
-                             _schemaParse(TcpMessage, sample, "TCP message"))
+            self.assertEqual(_nanSafe(_fastParse(decodeMessage, sample)),
+                             _nanSafe(_schemaParse(TcpMessage, sample, "TCP message")))
 
     @settings(max_examples=300)
     @given(messages(HANDSHAKE_BODIES), st.data())
@@ -320,8 +333,8 @@ class FastCodecTests(SynchronousTestCase):
         built = buildWith(Datagram, {"message": {"type": kind, "body": fields}}, kind)
         self.assertEqual(encodeDatagram(kind, **fields), built)
         for sample in (built, _mutated(built, data)):
-            self.assertEqual(_fastParse(decodeDatagram, sample),
-                             _schemaParse(Datagram, sample, "UDP datagram"))
+            self.assertEqual(_nanSafe(_fastParse(decodeDatagram, sample)),
+                             _nanSafe(_schemaParse(Datagram, sample, "UDP datagram")))
 
     def test_badFieldsAreProtocolErrors(self):
         for kind, fields in (
