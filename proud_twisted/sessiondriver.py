@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Callable, Final
 
 from proud_twisted.coredriver import CoreDriver, TurnEnd
-from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig, SessionStats
+from proud_twisted.rudp import (
+    DeliveryMode, Priority, ReceiveBudget, ReliableSession, SessionConfig, SessionStats,
+)
 
 # Room left in each 1200-byte UDP datagram for relay headers and the AEAD record.
 DATAGRAM_HEADROOM: Final = 64
@@ -21,13 +23,17 @@ class SessionDriver(CoreDriver):
         points it at the current path (relay, direct) with L{pathChanged}.
     @param deliver: called with each event (L{MessageReceived}, L{PathDead},
         L{PathAlive}).
+    @param receiveBudget: a L{ReceiveBudget} shared with other sessions (a
+        server's), capping the sum of their receive buffers; L{close} gives
+        this session's charge back.
     """
 
     def __init__(self, reactor, transmit: Callable[[bytes], None],
                  deliver: Callable[[object], None],
                  config: SessionConfig = SessionConfig(),
-                 turnEnd: TurnEnd | None = None) -> None:
-        session = ReliableSession(config, reactor.seconds())
+                 turnEnd: TurnEnd | None = None,
+                 receiveBudget: ReceiveBudget | None = None) -> None:
+        session = ReliableSession(config, reactor.seconds(), receiveBudget)
         super().__init__(reactor, session, transmit, deliver, turnEnd)
         self.session: ReliableSession = session
         self._receiving = False

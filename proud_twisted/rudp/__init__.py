@@ -14,7 +14,7 @@ Modules, one job each: `frames` (datagram layout), `acks` (received packet
 numbers, delayed acks), `recovery` (packets in flight, loss detection),
 `rtt` (RFC 6298), `congestion` (window), `sendqueue` (priorities,
 fragmentation, retransmission queue), `reassembly` (reordering, reassembly,
-receive budget), `events` (what `nextEvent` returns), `fifo` (the queue they
+receive budgets), `events` (what `nextEvent` returns), `fifo` (the queue they
 share), `session` (ties them together).
 
 An install compiles these modules with mypyc where it can (see setup.py);
@@ -24,11 +24,13 @@ An install compiles these modules with mypyc where it can (see setup.py);
 from proud_twisted.rudp import session as _session
 from proud_twisted.rudp.config import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.events import MessageReceived, PathAlive, PathDead
+from proud_twisted.rudp.reassembly import ReceiveBudget
 from proud_twisted.rudp.session import ReliableSession, SessionClosed, SessionStats
 
 COMPILED = not _session.__file__.endswith(".py")
 
 __all__ = [
     "ReliableSession", "SessionConfig", "SessionStats", "SessionClosed",
-    "DeliveryMode", "Priority", "MessageReceived", "PathDead", "PathAlive", "COMPILED",
+    "DeliveryMode", "Priority", "MessageReceived", "PathDead", "PathAlive", "ReceiveBudget",
+    "COMPILED",
 ]

@@ -37,8 +37,14 @@ class SessionConfig:
     maxSendQueueBytes: int = 4 * 1024 * 1024
     """Bound on queued-but-unsent plus sent-but-unacknowledged bytes."""
     maxReceiveBufferBytes: int = 1024 * 1024
-    """Bound on reorder and reassembly buffers.  ``maxMessageLength`` of it is
-    reserved for the reliable message being reassembled in order."""
+    """Bound on reorder and reassembly buffers, charged with their
+    bookkeeping overheads.  ``maxMessageLength`` of it is reserved for the
+    reliable message being reassembled in order."""
+    maxPartialMessages: int = 256
+    """Partial unreliable messages held at once; one more evicts the oldest.
+    A peer has at most ``maxWindow / mtu`` (about 218) datagrams in flight, so
+    no more messages can be arriving at once; tiny hostile fragments then
+    hold at most 256 x ~550 bytes (about 140 KB) of bookkeeping."""
     initialRto: float = 0.2
     minRto: float = 0.001
     """Floor of the retransmission timer: the clock granularity, as in QUIC
@@ -75,5 +81,7 @@ class SessionConfig:
             raise ValueError("need mtu <= minWindow <= initialWindow <= maxWindow")
         if self.delayedAckTime < 0 or self.deadPathTimeout <= 0:
             raise ValueError("delayedAckTime must be >= 0 and deadPathTimeout > 0")
+        if self.maxPartialMessages < 1:
+            raise ValueError(f"bad maxPartialMessages {self.maxPartialMessages}")
         if self.unreliableReassemblyTimeout <= 0:
             raise ValueError("unreliableReassemblyTimeout must be > 0")

@@ -15,7 +15,7 @@ from proud_twisted.rudp.frames import (
     ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, AckFrame, ackRanges, encodeDatagram, expand,
     headerSize, parseDatagram,
 )
-from proud_twisted.rudp.reassembly import Reassembly
+from proud_twisted.rudp.reassembly import Reassembly, ReceiveBudget
 from proud_twisted.rudp.recovery import SentPacket, SentPackets
 from proud_twisted.rudp.rtt import RttEstimator
 from proud_twisted.rudp.sendqueue import SendQueue
@@ -58,7 +58,7 @@ class SessionStats:
     messagesDelivered: int
     datagramsLost: int = 0
     receiveBufferBytes: int = 0
-    """Bytes held in reorder and reassembly buffers."""
+    """Bytes held in reorder and reassembly buffers, with their overheads."""
 
 
 class ReliableSession:
@@ -67,10 +67,12 @@ class ReliableSession:
     Sans-I/O: feed it datagrams (`receiveDatagram`), take datagrams from it
     (`datagramsToSend`), call `handleTimeout` at `nextTimeout`, and read
     `nextEvent` until None.  It knows nothing about addresses; tell it when
-    the carrier changed with `pathChanged`.
+    the carrier changed with `pathChanged`.  Sessions given one
+    ``receiveBudget`` cap the sum of their receive buffers (see `ReceiveBudget`).
     """
 
-    def __init__(self, config: SessionConfig = SessionConfig(), now: float = 0.0) -> None:
+    def __init__(self, config: SessionConfig = SessionConfig(), now: float = 0.0,
+                 receiveBudget: ReceiveBudget | None = None) -> None:
         self._config = config
         self._mtu = config.mtu
         self._maxMessageLength = config.maxMessageLength
@@ -82,7 +84,7 @@ class ReliableSession:
         self._sent = SentPackets()
         self._received = ReceivedPackets(config.delayedAckTime)
         self._queue = SendQueue(config)
-        self._reassembly = Reassembly(config, self._events)
+        self._reassembly = Reassembly(config, self._events, receiveBudget)
         self._nextPn = 0
         self._lossTime: float | None = None
         self._ptoCount = 0
@@ -271,12 +273,13 @@ class ReliableSession:
         self._received.acknowledgeSoon(now)
 
     def close(self) -> None:
-        """Drop all state; the session sends and schedules nothing more."""
+        """Drop all state (giving its receive buffers' charge back to the
+        ``receiveBudget``); the session sends and schedules nothing more."""
         self._closed = True
         self._queue.clear()
         self._sent.clear()
         self._events.clear()
-        self._reassembly = Reassembly(self._config, self._events)
+        self._reassembly.close()
         self._received = ReceivedPackets(self._config.delayedAckTime)
         self._lossTime = None
         self._ptoCount = 0
