@@ -403,3 +403,28 @@ class HonestClientsStayWithinTheTargetCapTests(SynchronousTestCase):
         bundles = RelayBatcher._split(pending, TCP_BUNDLE_LIMIT)
         self.assertEqual([e for bundle in bundles for e in bundle], pending)
         self.assertLessEqual(max(map(len, bundles)), relay.MAX_RELAY_TARGETS)
+
+
+class FragmentExhaustionTests(AttackTestCase):
+    """Finding 6, at the server: the clients' sessions with it share one
+    receive budget, and a client that leaves gives its share back."""
+
+    clientCount = 5
+    serverOptions = {"receiveBudget": 300_000}
+
+    def test_partialMessagesFromManyClientsStayWithinTheServerBudget(self):
+        from proud_twisted.rudp import frames as F
+        attackers = self.world.clients[2:]
+        for attacker in attackers:
+            for start in range(0, 3000, 100):       # reliable fragments after a gap
+                batch = [F.packFragment(F.FT_RELIABLE_FRAGMENT, 0, 1 + i, b"xy", 65536,
+                                        1000 + i) for i in range(start, start + 100)]
+                attacker._serverTransmit(F.encodeDatagram(start // 100, batch, False))
+            self.world.net.advance(0.05)
+        budget = self.server.receiveBudget
+        self.assertGreater(budget.usedBytes, 0.5 * budget.totalBytes)
+        self.assertLessEqual(budget.usedBytes, budget.totalBytes)
+        for hostID in self.ids[2:]:
+            self.server.closeConnection(hostID)
+        self.assertEqual(budget.usedBytes, 0)
+        self.assertOthersUnharmed()

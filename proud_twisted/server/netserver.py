@@ -25,7 +25,7 @@ from proud_twisted.events import NetServerEvents
 from proud_twisted.info import (
     ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
 )
-from proud_twisted.rudp import DeliveryMode, MessageReceived, SessionConfig
+from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget, SessionConfig
 from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
@@ -64,6 +64,11 @@ DEFAULT_MAX_CLIENT_OUTPUT = 1024 * 1024
 """Bytes of unsent TCP output the server holds for one client that does not
 read: 16 of the largest messages; 10,000 clients all stalled at once hold at
 most 10 GiB, one stalled client 1 MiB."""
+DEFAULT_RECEIVE_BUDGET = 64 * 1024 * 1024
+"""Bytes all clients' reliable UDP sessions with the server may hold in
+reorder and reassembly buffers together: each may hold 960 KiB, so some 68
+hostile sessions fill it, while an honest one holds about a window (0.3 MB)
+for a round trip after a loss: 210 honest sessions recovering at once."""
 DEFAULT_CLOSE_LINGER = 2.0
 """Seconds a closed client's last words get to go out before it is cut."""
 MIN_READ_HOLD = 0.01
@@ -112,6 +117,9 @@ class NetServer(service.Service):
     @param closeLinger: seconds a closed connection's last output gets before
         the connection is aborted.
     @param backlog: the TCP listen queue length.
+    @param receiveBudget: bytes the clients' reliable UDP sessions with the
+        server may hold in reassembly buffers together (each also within its
+        own C{sessionConfig.maxReceiveBufferBytes}).
     """
 
     log = Logger()
@@ -133,6 +141,7 @@ class NetServer(service.Service):
                  loginTimeout: float = DEFAULT_LOGIN_TIMEOUT,
                  maxClientOutput: int = DEFAULT_MAX_CLIENT_OUTPUT,
                  closeLinger: float = DEFAULT_CLOSE_LINGER,
+                 receiveBudget: int = DEFAULT_RECEIVE_BUDGET,
                  backlog: int = DEFAULT_BACKLOG) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -170,6 +179,7 @@ class NetServer(service.Service):
         self.maxClientOutput = maxClientOutput
         self.closeLinger = closeLinger
         self.backlog = backlog
+        self.receiveBudget = ReceiveBudget(receiveBudget)
         self._unauthenticated = 0
         # (a, b) with a < b -> when they stopped sharing a group (oldest first).
         self._parted = {}
@@ -632,7 +642,7 @@ class NetServer(service.Service):
         if session is None:
             session = connection.udpSession = SessionDriver(
                 self.reactor, connection.transmitSessionDatagram, connection.sessionEvent,
-                self.sessionConfig, self._turnEnd)
+                self.sessionConfig, self._turnEnd, receiveBudget=self.receiveBudget)
         return session
 
     def sessionEvent(self, connection, event) -> None:
