@@ -24,8 +24,9 @@ from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
 )
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, HandshakeFailed, JoinFailed, JoinTimeout, MessageTooLong,
-    NotConnected, ProtocolError, ProtocolVersionMismatch, UnknownHostID,
+    ConnectionRefusedByServer, HandshakeFailed, JoinCancelled, JoinFailed, JoinTimeout,
+    MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch, SendQueueFull,
+    UnknownHostID,
 )
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import MessageContext
@@ -50,6 +51,29 @@ UDP_PING_INTERVAL = 3.0
 UDP_LOST_AFTER = 10.0
 MAX_JOIN_ACKS = 1024
 """Most join notices acknowledged in one message (4 bytes each)."""
+# What onJoinServerComplete hears for a refusal (CONNECTION_REFUSED otherwise).
+_REFUSAL_ERRORS = {
+    JoinRefusal.SERVER_FULL: ErrorType.SERVER_FULL,
+    JoinRefusal.LOGIN_ERROR: ErrorType.LOGIN_FAILED,
+    JoinRefusal.LOGIN_TIMEOUT: ErrorType.LOGIN_FAILED,
+}
+
+
+class _AttemptFactory(ClientConnectionFactory):
+    """The factory of one L{NetClient.connect}: it remembers the connection
+    it built, and only the attempt under way may report a failure, so that a
+    connection given up on (a failed join's, still closing) cannot disturb
+    the next attempt."""
+
+    connection = None
+
+    def buildProtocol(self, addr):
+        self.connection = super().buildProtocol(addr)
+        return self.connection
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        if self.client._attempt is self:
+            self.client.tcpConnectFailed(reason)
 
 
 class NetClient:
@@ -105,7 +129,9 @@ class NetClient:
 
     def _reset(self) -> None:
         self._hostID = HOSTID_NONE
-        self._connection = None
+        self._attempt = None        # the _AttemptFactory of the connection under way or joined
+        self._stopConnecting = None
+        self._connection = None     # once the handshake is done
         self._joining = None
         self._joinTimer = None
         self._closed = None
@@ -141,42 +167,66 @@ class NetClient:
         are both tried (Twisted's C{HostnameEndpoint}), so an IPv6-only
         network, whose DNS gives no IPv4 address, reaches the server too.
 
-        @return: a Deferred firing with the local HostID once joined, or
-            failing with a L{JoinFailed} subclass.
+        @return: a Deferred that fires exactly once, whatever happens: with
+            the local HostID once joined, or with a L{JoinFailed}:
+            L{ConnectionRefusedByServer} (its C{reason}, a L{JoinRefusal},
+            says why), L{ProtocolVersionMismatch}, L{HandshakeFailed},
+            L{JoinTimeout} after C{timeout} seconds, L{JoinCancelled} (also
+            a C{CancelledError}) if it is cancelled or L{disconnect} is
+            called first, or plain L{JoinFailed} when the connection fails
+            or closes before the join. C{onJoinServerComplete} is called
+            once, just before it fires. After a failure C{connect} may be
+            called again, even from the errback.
         """
-        if self._connection is not None or self._joining is not None:
+        if self._attempt is not None:
             raise JoinFailed("already connected or connecting")
         self._protocolVersion = versionBytes(protocolVersion)
         self._userData = userData
-        self._joining = joining = defer.Deferred()
+        self._attempt = factory = _AttemptFactory(self, self.maxMessageLength + FRAME_HEADROOM)
+        self._joining = joining = defer.Deferred(self._cancelJoin)
         self._joinTimer = self.reactor.callLater(timeout, self._joinTimedOut, timeout)
-        factory = ClientConnectionFactory(self, self.maxMessageLength + FRAME_HEADROOM)
-        if (isIPAddress(host) or isIPv6Address(host)
-                or not IReactorPluggableNameResolver.providedBy(self.reactor)):
-            self._stopConnecting = self.reactor.connectTCP(
-                host, port, factory, timeout=timeout).disconnect
+        try:
+            stop = self._startConnecting(factory, host, port, timeout)
+        except Exception as e:
+            self._failJoin(JoinFailed(f"cannot connect: {e}"), ErrorType.CONNECTION_LOST)
         else:
-            # A name: its IPv6 and IPv4 addresses both (an IPv6-only mobile
-            # network's DNS64 gives no IPv4 one), the first to answer wins.
-            attempt = HostnameEndpoint(self.reactor, host, port, timeout=timeout).connect(
-                factory)
-            self._stopConnecting = attempt.cancel
-            attempt.addErrback(self._nameConnectFailed)     # may fail the join at once
+            if self._attempt is factory:    # (it may have failed already)
+                self._stopConnecting = stop
         return joining
 
-    def _nameConnectFailed(self, reason) -> None:
-        if not reason.check(defer.CancelledError):     # not our own cancel
+    def _startConnecting(self, factory, host: str, port: int, timeout: float):
+        """Start the TCP connection of C{factory}; return what stops it."""
+        if (isIPAddress(host) or isIPv6Address(host)
+                or not IReactorPluggableNameResolver.providedBy(self.reactor)):
+            return self.reactor.connectTCP(host, port, factory, timeout=timeout).disconnect
+        # A name: its IPv6 and IPv4 addresses both (an IPv6-only mobile
+        # network's DNS64 gives no IPv4 one), the first to answer wins.
+        attempt = HostnameEndpoint(self.reactor, host, port, timeout=timeout).connect(factory)
+        attempt.addErrback(self._nameConnectFailed, factory)   # may fail the join at once
+        return attempt.cancel
+
+    def _nameConnectFailed(self, reason, factory) -> None:
+        if self._attempt is factory:    # not an attempt given up (cancelled) already
             self.tcpConnectFailed(reason)
+
+    def _cancelJoin(self, joining: defer.Deferred) -> None:
+        if joining is self._joining:
+            self._failJoin(JoinCancelled("connect() was cancelled"),
+                           ErrorType.DISCONNECT_FROM_LOCAL)
 
     def disconnect(self, comment: bytes = b"", linger: float = DEFAULT_LINGER) -> defer.Deferred:
         """Leave the server; the Deferred fires once the connection is closed.
 
         Reliable messages already sent to peers get up to C{linger} seconds
-        to be acknowledged before the client leaves.
+        to be acknowledged before the client leaves. While still joining,
+        the join is given up at once: the Deferred C{connect} returned fails
+        with L{JoinCancelled}, and this one has fired already.
         """
+        if self._joining is not None:
+            self._failJoin(JoinCancelled("disconnect() was called while joining"),
+                           ErrorType.DISCONNECT_FROM_LOCAL)
+            return defer.succeed(None)
         if self._connection is None:
-            if self._joining is not None:
-                self._stopConnecting()
             return defer.succeed(None)
         if self._closed is None:
             self._closed = defer.Deferred()
@@ -262,6 +312,10 @@ class NetClient:
         through that pair's reliable-UDP session, whichever path carries it.
         C{mode} (a L{DeliveryMode}) overrides C{reliable}; C{UNRELIABLE_LATEST}
         drops, per C{channel}, a message older than one already delivered.
+
+        A send to several hosts reaches all of them or none: if the send
+        queue of any of them lacks room, it raises L{SendQueueFull} (whose
+        C{hostIDs} names those) and queues the message nowhere.
         """
         if self._hostID == HOSTID_NONE:
             raise NotConnected("not joined to a server")
@@ -269,28 +323,54 @@ class NetClient:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
         if mode is None:
             mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
-        hostIDs = self.peerTable.expand(self._hostID, targets)
-        strangers = []
-        for hostID in hostIDs:
+        toServer = False
+        peers, strangers = [], []
+        for hostID in self.peerTable.expand(self._hostID, targets):
             if hostID == HOSTID_SERVER:
-                self._sendToServer(payload, mode, priority, channel)
+                toServer = True
                 continue
             peer = self.peerTable.peers.get(hostID)
             if peer is None or peer.driver is None:
                 strangers.append(hostID)
             else:
-                self.peerLinks.send(peer, payload, mode, priority, channel)
+                peers.append(peer)
+        serverSession = (self._serverSession if toServer and self._serverBySession(mode)
+                         else None)
+        if peers or serverSession is not None:
+            self._checkRoom(len(payload), mode, channel, peers, serverSession)
+        for peer in peers:
+            self.peerLinks.send(peer, payload, mode, priority, channel)
+        if toServer:
+            self._sendToServer(payload, mode, priority, channel)
         if strangers:
             # Not a peer of ours: the server decides (and refuses) the relay.
             flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
             self._connection.sendBody(relay.encodeTcpRelayRequest(strangers, flags, payload))
 
+    def _checkRoom(self, size: int, mode, channel: int, peers, serverSession) -> None:
+        """Raise unless every session the send queues into takes it: all or none."""
+        if size > self.sessionConfig.maxMessageLength:
+            raise MessageTooLong(
+                f"{size} bytes exceed the session's {self.sessionConfig.maxMessageLength}")
+        full = [peer.hostID for peer in peers
+                if not peer.driver.session.canSend(size, mode, channel)]
+        if serverSession is not None and not serverSession.session.canSend(size, mode, channel):
+            full.insert(0, HOSTID_SERVER)
+        if full:
+            names = ", ".join(str(hostID) for hostID in full)
+            raise SendQueueFull(f"no room for {size} more bytes in the send queue of "
+                                f"{names}: sent to none", full)
+
+    def _serverBySession(self, mode) -> bool:
+        """Whether a message to the server goes by the UDP session (else by TCP)."""
+        return mode is not DeliveryMode.RELIABLE and self._udpState is ServerUdpState.CONFIRMED
+
     def _sendToServer(self, payload, mode, priority, channel) -> None:
-        if mode is DeliveryMode.RELIABLE or self._udpState is not ServerUdpState.CONFIRMED:
+        if self._serverBySession(mode):
+            self._serverSession.send(payload, mode, priority, channel)
+        else:
             flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
             self._connection.sendBody(relay.encodeTcpUserMessage(flags, payload))
-        else:
-            self._serverSession.send(payload, mode, priority, channel)
 
     # Called by the protocols
 
@@ -310,8 +390,12 @@ class NetClient:
                        ErrorType.HANDSHAKE_FAILED)
 
     def tcpLost(self, connection, reason: ErrorType) -> None:
+        attempt = self._attempt
+        if attempt is None or connection is not attempt.connection:
+            return      # one given up already (a failed join's, closing): not ours now
         wasJoined = self._hostID != HOSTID_NONE
         closed = self._closed
+        joining, self._joining = self._joining, None
         self._stopTimers()
         if self._udpPort is not None:
             self._udpPort.stopListening()
@@ -319,9 +403,9 @@ class NetClient:
         if wasJoined:
             self.log.info("left the server: {reason}", reason=reason.value)
             self.dispatch("onLeaveServer", reason)
-        else:
-            self._failJoin(JoinFailed(f"connection closed before joining: {reason.value}"),
-                           reason)
+        elif joining is not None:
+            self._reportJoinFailure(joining, JoinFailed(
+                f"connection closed before joining: {reason.value}"), reason)
         if closed is not None:
             closed.callback(None)
 
@@ -358,17 +442,26 @@ class NetClient:
         joining, self._joining = self._joining, None
         self._cancelJoinTimer()
         self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
-        joining.callback(self._hostID)
+        if not joining.called:      # (unless cancelled from onJoinServerComplete)
+            joining.callback(self._hostID)
 
     def server_JOIN_REFUSED(self, fields) -> None:
-        if fields.reason == JoinRefusal.VERSION_MISMATCH:
+        try:
+            reason = JoinRefusal(fields.reason)
+        except ValueError:
+            # A newer server's reason: still a refusal.
+            self.log.info("the server refused the join with unknown reason {code}",
+                          code=fields.reason)
+            reason = JoinRefusal.REFUSED_BY_APPLICATION
+        if reason is JoinRefusal.VERSION_MISMATCH:
             error, kind = ProtocolVersionMismatch(
                 "the server speaks another protocol version"), ErrorType.PROTOCOL_VERSION_MISMATCH
-        elif fields.reason == JoinRefusal.ENCRYPTION_MISMATCH:
+        elif reason is JoinRefusal.ENCRYPTION_MISMATCH:
             error, kind = HandshakeFailed(
                 "client and server disagree on encryption"), ErrorType.HANDSHAKE_FAILED
         else:
-            error, kind = ConnectionRefusedByServer(fields.reply), ErrorType.CONNECTION_REFUSED
+            error = ConnectionRefusedByServer(fields.reply, reason)
+            kind = _REFUSAL_ERRORS.get(reason, ErrorType.CONNECTION_REFUSED)
         self._failJoin(error, kind, fields.reply)
 
     def server_MEMBER_JOIN(self, fields) -> None:
@@ -423,6 +516,11 @@ class NetClient:
             self._helloTimer.cancel()
         self._helloTimer = None
         self._setUdpState(ServerUdpState.CONFIRMED)
+
+    def server_UDP_CHALLENGE(self, fields) -> None:
+        """The server checks that our UDP address is ours: answer from it."""
+        self._sendUdp(encodeDatagram("UDP_CHALLENGE_RESPONSE", hostID=self._hostID,
+                                     challenge=fields.challenge))
 
     def server_UDP_PONG(self, fields) -> None:
         self.heardFromServerUdp()
@@ -484,23 +582,40 @@ class NetClient:
 
     # Internals
 
-    def _failJoin(self, error: Exception, kind: ErrorType, reply: bytes = b"") -> bool:
+    def _failJoin(self, error: Exception, kind: ErrorType, reply: bytes = b"",
+                  abort: bool = False) -> bool:
+        """Give up the join under way, if any: stop connecting or close (or
+        C{abort}) its connection, forget it, then report C{error}, once.
+
+        The client is ready for another C{connect} before anyone hears."""
         joining, self._joining = self._joining, None
-        self._cancelJoinTimer()
         if joining is None:
             return False
+        attempt, stop = self._attempt, self._stopConnecting
+        connection = attempt.connection if attempt is not None else None
+        self._stopTimers()
+        self._reset()
+        if connection is not None:
+            if abort:
+                connection.abort(kind, str(error))
+            else:
+                connection.close(kind)
+        elif stop is not None:
+            stop()
+        self._reportJoinFailure(joining, error, kind, reply)
+        return True
+
+    def _reportJoinFailure(self, joining: defer.Deferred, error: Exception, kind: ErrorType,
+                           reply: bytes = b"") -> None:
         self.log.info("joining the server failed: {error}", error=error)
         self.dispatch("onJoinServerComplete", kind, reply)
-        joining.errback(error)
-        return True
+        if not joining.called:      # (unless cancelled from onJoinServerComplete)
+            joining.errback(error)
 
     def _joinTimedOut(self, timeout: float) -> None:
         self._joinTimer = None
-        self._failJoin(JoinTimeout(f"no join within {timeout} s"), ErrorType.TIMEOUT)
-        if self._connection is not None:
-            self._connection.abort(ErrorType.TIMEOUT, "join timed out")
-        else:
-            self._stopConnecting()
+        self._failJoin(JoinTimeout(f"no join within {timeout} s"), ErrorType.TIMEOUT,
+                       abort=True)
 
     def _cancelJoinTimer(self) -> None:
         if self._joinTimer is not None and self._joinTimer.active():
