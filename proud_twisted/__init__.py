@@ -8,20 +8,22 @@ from proud_twisted._gcfreeze import freezeStartupObjects
 from proud_twisted._udpbuffers import SocketBuffers
 from proud_twisted.client import NetClient
 from proud_twisted.constants import (
-    HOSTID_NONE, HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, RelayReason,
-    ServerUdpState,
+    HOSTID_NONE, HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,
+    RelayReason, ServerUdpState,
 )
 from proud_twisted.crypto import IdentityKey, PublicIdentity
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, HandshakeFailed, HolePunchFailed, InvalidGroupOperation, JoinFailed,
-    JoinTimeout, MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch,
+    ConnectionRefusedByServer, HandshakeFailed, HolePunchFailed, InvalidGroupOperation,
+    JoinCancelled, JoinFailed, JoinTimeout, MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch,
     ProudError, SendQueueFull, UnknownHostID,
 )
 from proud_twisted.events import NetClientEvents, NetServerEvents
 from proud_twisted.info import (
     ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo, PeerInfo,
 )
-from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig, SessionStats
+from proud_twisted.rudp import (
+    DeliveryMode, Priority, ReceiveBudget, SessionConfig, SessionStats,
+)
 from proud_twisted.interfaces import INetClientEvent, INetCoreEvent, INetServerEvent
 from proud_twisted.server import NetServer
 from proud_twisted.server.stats import ServerStats
@@ -34,11 +36,12 @@ __all__ = [
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
     "P2PConnectionStats", "ServerStats", "SocketBuffers", "freezeStartupObjects",
-    "DeliveryMode", "Priority", "SessionConfig", "SessionStats",
+    "DeliveryMode", "Priority", "ReceiveBudget", "SessionConfig", "SessionStats",
     "IdentityKey", "PublicIdentity",
-    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "RelayReason",
-    "ServerUdpState",
+    "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "JoinRefusal",
+    "RelayReason", "ServerUdpState",
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
-    "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "SendQueueFull", "HolePunchFailed",
+    "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "JoinCancelled",
+    "SendQueueFull", "HolePunchFailed",
 ]
