@@ -276,6 +276,7 @@ class RejectedRelayTests(AttackTestCase):
         leave = self.world.serverEvents.rec.named("onClientLeave")[-1]
         self.assertIs(leave[1], ErrorType.PROTOCOL_ERROR)
         self.assertTrue(self.hackReports(self.ids[2], HackKind.BAD_MESSAGE))
+        self.assertEqual(self.server.stats.hackSuspicions, 1)     # counted once
         self.assertOthersUnharmed()
 
 

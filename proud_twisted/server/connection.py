@@ -234,11 +234,14 @@ class ServerConnection(Protocol):
             self.backlog = queued
         if self.backlog <= self.server.maxClientOutput:
             return False
-        self.server.stats.slowConsumers += 1
-        self.abort(ErrorType.SLOW_CONSUMER,
-                   f"{self.backlog} bytes of output unread, more than the "
-                   f"{self.server.maxClientOutput} allowed")
+        self.cutSlowConsumer(f"{self.backlog} bytes of output unread, more than the "
+                             f"{self.server.maxClientOutput} allowed")
         return True
+
+    def cutSlowConsumer(self, why: str) -> None:
+        """Drop a client that does not read what the server sends it."""
+        self.server.stats.slowConsumers += 1
+        self.abort(ErrorType.SLOW_CONSUMER, why)
 
     def holdReading(self, seconds: float) -> None:
         """Read nothing from this client for C{seconds} (it is over its relay limit)."""

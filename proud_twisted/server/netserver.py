@@ -477,9 +477,8 @@ class NetServer(service.Service):
 
     def relay(self, sender, targets, flags: int, payload: bytes) -> None:
         """Forward C{payload} from C{sender} to each target it shares a group with."""
-        if self._tooManyTargets(sender, len(targets)):
-            return
-        self.relayBundle(sender, flags, [(target, payload) for target in set(targets)])
+        if not self._tooManyTargets(sender, len(targets)):
+            self._forward(sender, flags, [(target, payload) for target in set(targets)])
 
     def relayBundle(self, sender, flags: int, entries) -> None:
         """Forward each C{(target, payload)} whose target shares a group with C{sender}.
@@ -489,8 +488,11 @@ class NetServer(service.Service):
         target, refused or not, costs the sender a frame and the payload's
         bytes of its relay limit.
         """
-        if self._tooManyTargets(sender, len(entries)):
-            return
+        if not self._tooManyTargets(sender, len(entries)):
+            self._forward(sender, flags, entries)
+
+    def _forward(self, sender, flags: int, entries) -> None:
+        """L{relayBundle} once the number of entries is known to be allowed."""
         senderID = sender.hostID
         self.stats.relayRequests += 1
         refused = 0
@@ -528,7 +530,6 @@ class NetServer(service.Service):
         if count <= relay.MAX_RELAY_TARGETS:
             return False
         self.stats.relayRejected += count
-        self.hackSuspected(sender, HackKind.BAD_MESSAGE)
         error = ProtocolError(f"a relay request for {count} targets (at most "
                               f"{relay.MAX_RELAY_TARGETS})")
         sender.protocolError(error)
@@ -556,7 +557,7 @@ class NetServer(service.Service):
             return
         if client.udpAddress == addr:
             client.lastHeard = self.reactor.seconds()
-            self._acknowledgeUdp(client, addr)
+            self._acknowledgeUdp(client)
             return
         pending = client.udpChallenge
         if pending is None or pending[0] != addr:
@@ -580,11 +581,13 @@ class NetServer(service.Service):
         client.udpChallenge = None
         client.lastHeard = self.reactor.seconds()
         client.udpAddress = addr
-        self._acknowledgeUdp(client, addr)
+        self._acknowledgeUdp(client)
         self._announceAddresses(client)
 
-    def _acknowledgeUdp(self, client, addr) -> None:
-        client.sendDatagram(encodeDatagram("UDP_HELLO_ACK", address=addressToWire(addr)))
+    def _acknowledgeUdp(self, client) -> None:
+        """Tell the client the UDP address the server now knows it by."""
+        client.sendDatagram(encodeDatagram("UDP_HELLO_ACK",
+                                           address=addressToWire(client.udpAddress)))
 
     def pathReported(self, connection, peerID: int, direct: bool) -> None:
         """A client says whether its path to C{peerID} is direct (statistics)."""
@@ -803,9 +806,8 @@ class NetServer(service.Service):
                 continue
             congested = connection.congestedSince
             if congested is not None and congested < deadline:
-                self.stats.slowConsumers += 1
-                connection.abort(ErrorType.SLOW_CONSUMER,
-                                 f"read none of its output for {self.clientTimeout} s")
+                connection.cutSlowConsumer(
+                    f"left its output undrained for {self.clientTimeout} s")
             elif not connection.joined and now >= connection.joinDeadline:
                 self.stats.handshakeTimeouts += 1
                 connection.abort(ErrorType.TIMEOUT,

@@ -12,9 +12,13 @@ class TokenBucket:
         self._tokens = burst
         self._updated = now
 
+    def _refilled(self, now: float) -> float:
+        """The tokens in the bucket at C{now}."""
+        return min(self.burst, self._tokens + (now - self._updated) * self.rate)
+
     def take(self, amount: float, now: float) -> bool:
         """Spend C{amount} if the bucket holds it; return whether it did."""
-        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        tokens = self._refilled(now)
         self._updated = now
         if tokens < amount:
             self._tokens = tokens
@@ -24,8 +28,7 @@ class TokenBucket:
 
     def wait(self, amount: float, now: float) -> float:
         """Seconds until C{amount} is in the bucket (0 if it is now)."""
-        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        return max(0.0, (min(amount, self.burst) - tokens) / self.rate)
+        return max(0.0, (min(amount, self.burst) - self._refilled(now)) / self.rate)
 
 
 class RelayLimit:
