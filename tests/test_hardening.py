@@ -405,6 +405,15 @@ class HonestClientsStayWithinTheTargetCapTests(SynchronousTestCase):
         self.assertEqual([e for bundle in bundles for e in bundle], pending)
         self.assertLessEqual(max(map(len, bundles)), relay.MAX_RELAY_TARGETS)
 
+    def test_aSendToMoreStrangersThanTheCapIsSplitAndCostsNoDisconnect(self):
+        world = World(self, clients=1)
+        world.join()
+        client, = world.clients
+        client.send(list(range(50000, 50000 + 2 * relay.MAX_RELAY_TARGETS + 1)), b"x")
+        world.net.advance(1)
+        self.assertEqual(world.server.stats.relayRejected, 2 * relay.MAX_RELAY_TARGETS + 1)
+        self.assertEqual(world.server.getClientHostIDs(), world.ids)
+
 
 class FragmentExhaustionTests(AttackTestCase):
     """Finding 6, at the server: the clients' sessions with it share one

@@ -59,6 +59,11 @@ _REFUSAL_ERRORS = {
 }
 
 
+def _chunks(items: list, size: int):
+    """C{items} in consecutive slices of at most C{size}."""
+    return (items[start:start + size] for start in range(0, len(items), size))
+
+
 class _AttemptFactory(ClientConnectionFactory):
     """The factory of one L{NetClient.connect}: it remembers the connection
     it built, and only the attempt under way may report a failure, so that a
@@ -345,7 +350,8 @@ class NetClient:
         if strangers:
             # Not a peer of ours: the server decides (and refuses) the relay.
             flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
-            self._connection.sendBody(relay.encodeTcpRelayRequest(strangers, flags, payload))
+            for some in _chunks(strangers, relay.MAX_RELAY_TARGETS):
+                self._connection.sendBody(relay.encodeTcpRelayRequest(some, flags, payload))
 
     def _checkRoom(self, size: int, mode, channel: int, peers, serverSession) -> None:
         """Raise unless every session the send queues into takes it: all or none."""
@@ -482,9 +488,8 @@ class NetClient:
         (a group of G members forming sends each member G notices)."""
         acks, self._joinAcks = self._joinAcks, []
         if self._connection is not None:
-            for start in range(0, len(acks), MAX_JOIN_ACKS):
-                self._connection.sendMessage("MEMBER_JOIN_ACK",
-                                             ackIDs=acks[start:start + MAX_JOIN_ACKS])
+            for ackIDs in _chunks(acks, MAX_JOIN_ACKS):
+                self._connection.sendMessage("MEMBER_JOIN_ACK", ackIDs=ackIDs)
 
     def server_PEER_PAIR(self, fields) -> None:
         peer, old = self.peerTable.pairIntroduced(fields.peerID, fields.epoch,
