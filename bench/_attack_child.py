@@ -1,7 +1,8 @@
-"""What the child processes of attacks.py share: the protocol version, the
-control channel (a command a line on stdin, one JSON line an answer on
-stdout, as ``server_gc.ServerProcess`` reads them) and a log observer that
-counts instead of printing.
+"""What the child processes of attacks.py share: the protocol version, their
+options and start (the control channel is ``_control.JsonControl``: a
+command a line on stdin, one JSON line an answer on stdout, as
+``server_gc.ServerProcess`` reads them) and a log observer that counts
+instead of printing.
 
 Not part of the package; ``_attack_server.py``, ``_attack_honest.py`` and
 ``_attack_joiners.py`` import it.
@@ -9,19 +10,19 @@ Not part of the package; ``_attack_server.py``, ``_attack_honest.py`` and
 
 from __future__ import annotations
 
+import argparse
 import collections
-import json
 import os
 import sys
 import uuid
 
 from twisted.internet import defer, stdio
 from twisted.logger import LogLevel, formatEventAsClassicLogText, globalLogBeginner
-from twisted.protocols.basic import LineReceiver
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 import _common  # noqa: E402  (puts this checkout's proud_twisted first on the path)
+from _control import JsonControl  # noqa: E402
 
 VERSION = uuid.UUID("0b8f5d2e-7c41-4a39-9e06-d3a1c57f2b94")
 LOOPBACK = _common.LOOPBACK
@@ -46,44 +47,22 @@ class LogCounter:
             sys.stderr.write(f"[{os.path.basename(sys.argv[0])}] {text[:2000]}")
 
 
-class JsonControl(LineReceiver):
-    """Commands on stdin (``name arg ...``), a JSON line per answer on stdout.
+def childParser(doc: str, joinsServer: bool = True) -> argparse.ArgumentParser:
+    """The options every child takes (``--lifetime``), and those of a child
+    that joins the server (``--port``, ``--key``) unless it is the server."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--lifetime", type=float, required=True,
+                        help="stop after this many seconds whatever happens")
+    if joinsServer:
+        parser.add_argument("--port", type=int, required=True, help="the server's TCP port")
+        parser.add_argument("--key", required=True, help="the server's public key (hex)")
+    return parser
 
-    ``commands`` maps a name to a function of the string arguments returning
-    a dict or a Deferred of one; ``quit`` (or stdin closing) stops the reactor.
-    """
 
-    delimiter = b"\n"
-
-    def __init__(self, reactor) -> None:
-        self.reactor = reactor
-        self.commands = {}
-        self.stopping = False
-
-    def answer(self, reply: dict) -> None:
-        self.sendLine(json.dumps(reply).encode())
-
-    def lineReceived(self, line: bytes) -> None:
-        name, *words = line.decode().split() or [""]
-        if name == "quit":
-            self.answer({"bye": True})
-            self.reactor.callLater(0, self.stop)
-            return
-        command = self.commands.get(name)
-        if command is None:
-            self.answer({"error": f"unknown command {name!r}"})
-            return
-        defer.maybeDeferred(command, *words).addCallbacks(
-            self.answer, lambda failure: self.answer(
-                {"error": f"{name}: {failure.type.__name__}: {failure.getErrorMessage()}"}))
-
-    def stop(self) -> None:
-        if not self.stopping:
-            self.stopping = True
-            self.reactor.stop()
-
-    def connectionLost(self, reason) -> None:
-        self.stop()         # stdin closed: the bench process is done, or gone
+def runParsed(parser: argparse.ArgumentParser, setupFor) -> int:
+    """Parse the command line and run the child ``setupFor(args)`` sets up."""
+    args = parser.parse_args()
+    return runChild(setupFor(args), args.lifetime)
 
 
 def runChild(setup, lifetime: float) -> int:

@@ -14,7 +14,6 @@ for what is in flight, and answers with the figures.
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
 import time
@@ -137,9 +136,7 @@ def setupFor(args):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True, help="the server's TCP port")
-    parser.add_argument("--key", required=True, help="the server's public key (hex)")
+    parser = child.childParser(__doc__)
     parser.add_argument("--direct", action="store_true",
                         help="wait for a direct path before exchanging")
     parser.add_argument("--rate", type=float, default=100.0,
@@ -147,10 +144,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="message size (default 64)")
     parser.add_argument("--drain", type=float, default=5.0,
                         help="seconds to wait for messages in flight at the end (default 5)")
-    parser.add_argument("--lifetime", type=float, required=True,
-                        help="stop after this many seconds whatever happens")
-    args = parser.parse_args()
-    return child.runChild(setupFor(args), args.lifetime)
+    return child.runParsed(parser, setupFor)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Commands (see ``_attack_child``): ``go``; ``leave`` (disconnect them all).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 import time
@@ -61,16 +60,11 @@ def setupFor(args):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True, help="the server's TCP port")
-    parser.add_argument("--key", required=True, help="the server's public key (hex)")
+    parser = child.childParser(__doc__)
     parser.add_argument("--clients", type=int, required=True, help="clients to join")
     parser.add_argument("--join-timeout", type=float, default=10.0,
                         help="each client's join timeout (default 10, NetClient's)")
-    parser.add_argument("--lifetime", type=float, required=True,
-                        help="stop after this many seconds whatever happens")
-    args = parser.parse_args()
-    return child.runChild(setupFor(args), args.lifetime)
+    return child.runParsed(parser, setupFor)
 
 
 if __name__ == "__main__":

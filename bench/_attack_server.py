@@ -17,7 +17,6 @@ leaves); ``udp HOSTID`` (the UDP address the server holds for it); ``quit``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import inspect
 import os
@@ -149,15 +148,12 @@ def setupFor(args):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lifetime", type=float, required=True,
-                        help="stop after this many seconds whatever happens")
+    parser = child.childParser(__doc__, joinsServer=False)
     parser.add_argument("--login-timeout", type=float, default=0.0,
                         help="NetServer(loginTimeout=...), where it takes one")
     parser.add_argument("--backlog", type=int, default=0,
                         help="NetServer(backlog=...), where it takes one (0: the server chooses)")
-    args = parser.parse_args()
-    return child.runChild(setupFor(args), args.lifetime)
+    return child.runParsed(parser, setupFor)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,17 @@ import time
 import uuid
 
 from twisted.internet import defer, protocol, task
-from twisted.protocols.basic import Int32StringReceiver, LineReceiver
+from twisted.protocols.basic import Int32StringReceiver
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))
+sys.path.insert(0, BENCH)
+from _control import JsonControl  # noqa: E402  (Twisted only: the bare server uses it too)
 
 SERVING = __name__ == "__main__" and sys.argv[1:2] == ["--serve"]
 if not SERVING:
     # The bench process only: the bare server process must import Twisted
     # and nothing of ours (its fixed cost is a bare Twisted server's).
-    sys.path.insert(0, BENCH)
     import _common  # noqa: E402
     import p2p_times as p2p  # noqa: E402
 
@@ -93,37 +94,21 @@ _ID = struct.Struct("!I")
 
 # The server process (--serve)
 
-class Control(LineReceiver):
+class Control(JsonControl):
     """The server process's control channel on stdin and stdout: one command
     a line (``status``, ``measure``, ``quit``), one JSON line an answer."""
 
-    delimiter = b"\n"
-
     def __init__(self, holder, reactor, verbose: bool) -> None:
+        super().__init__(reactor)
         self.holder = holder
-        self.reactor = reactor
         self.verbose = verbose
         self.baseTypes = None
         self.explicitFull = 0
-        self.stopping = False
+        self.commands = {"status": holder.status,
+                         "measure": lambda: dict(holder.status(), **self.measure())}
 
     def connectionMade(self) -> None:
         self.answer(dict(self.holder.addresses(), pid=os.getpid()))
-
-    def answer(self, reply: dict) -> None:
-        self.sendLine(json.dumps(reply).encode())
-
-    def lineReceived(self, line: bytes) -> None:
-        command = line.strip().decode()
-        if command == "status":
-            self.answer(self.holder.status())
-        elif command == "measure":
-            self.answer(dict(self.holder.status(), **self.measure()))
-        elif command == "quit":
-            self.answer({"bye": True})
-            self.reactor.callLater(0, self.stop)
-        else:
-            self.answer({"error": f"unknown command {command!r}"})
 
     def measure(self) -> dict:
         automatic = gc.get_stats()[2]["collections"] - self.explicitFull
@@ -147,14 +132,6 @@ class Control(LineReceiver):
             else:
                 reply["types"] = (types - self.baseTypes).most_common(TOP_TYPES)
         return reply
-
-    def stop(self) -> None:
-        if not self.stopping:
-            self.stopping = True
-            self.reactor.stop()
-
-    def connectionLost(self, reason) -> None:
-        self.stop()         # stdin closed: the bench process is done, or gone
 
 
 def typeName(o) -> str:
