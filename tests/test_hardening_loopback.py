@@ -3,6 +3,10 @@ reading its TCP socket, which only real socket buffers can show (finding 3
 of issue #13). Every wait is bounded; nothing sleeps.
 """
 
+import os
+import shutil
+import subprocess
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
@@ -131,3 +135,19 @@ def test_aGoodbyeThenSilenceIsCutAfterTheLinger(server):
                                  timeout=LINGER + 3)
     slow._connection.transport.resumeProducing()          # it reads again: the cut
     yield slow.events.rec.waitCount("onLeaveServer", 1, timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("ss") is None and not os.environ.get("CI"),
+                    reason="needs ss (iproute2)")
+@pytest_twisted.inlineCallbacks
+def test_theListenQueueIsAsLongAsTheBacklogSetting():
+    """ss shows a listening socket's queue length as its Send-Q."""
+    listening = NetServer(interface="127.0.0.1", backlog=321)
+    listening.startService()
+    try:
+        port = listening.getTcpAddress()[1]
+        lines = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                               text=True, check=True, timeout=10).stdout.split("\n")
+        assert {int(line.split()[2]) for line in lines if line.strip()} == {321}
+    finally:
+        yield listening.stopService()

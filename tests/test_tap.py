@@ -148,6 +148,10 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
             (["--relay-bytes", "100"], "--relay-bytes"),
             (["--udp-buffer", "-1"], "--udp-buffer"),
             (["--udp-buffer", "big"], "--udp-buffer"),
+            (["--login-timeout", "0"], "--login-timeout"),
+            (["--backlog", "0"], "--backlog"),
+            # Less than one frame would cut a client at its first large message.
+            (["--max-client-output", "1000"], "--max-client-output"),
         ]:
             with self.assertRaises(usage.UsageError, msg=args) as caught:
                 parse(*args)
@@ -164,7 +168,8 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
                        "--events", "--max-message-length", "--client-timeout",
                        "--key-file", "--no-encryption", "--handshake-timeout",
                        "--max-unauthenticated", "--relay-rate", "--relay-bytes",
-                       "--udp-buffer", "--no-gc-freeze"):
+                       "--udp-buffer", "--no-gc-freeze", "--login-timeout",
+                       "--max-client-output", "--backlog"):
             self.assertIn(option, text)
         self.assertIn("proudserver.key", text)
 
@@ -341,7 +346,11 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         server = makeService(parse(
             "--handshake-timeout", "2.5", "--max-unauthenticated", "7",
             "--relay-rate", "100", "--relay-bytes", "65536",
-            "--udp-buffer", "262144")).getServiceNamed("proudserver")
+            "--udp-buffer", "262144", "--login-timeout", "1.5",
+            "--max-client-output", "200000", "--backlog", "123")).getServiceNamed("proudserver")
+        self.assertEqual(server.loginTimeout, 1.5)
+        self.assertEqual(server.maxClientOutput, 200000)
+        self.assertEqual(server.backlog, 123)
         self.assertEqual(server.handshakeTimeout, 2.5)
         self.assertEqual(server.maxUnauthenticated, 7)
         self.assertEqual(server.relayFramesPerSecond, 100)
