@@ -833,7 +833,7 @@ async def runScenario(reactor, budget, args, name: str, scenario) -> Outcome:
           f" order); one-way p50 {ms(honest['p50'])}, p99 {ms(honest['p99'])}, max"
           f" {ms(honest['max'])}" + (f"; LEFT: {honest['leaves']}" if honest["leaves"] else ""))
     seconds, why = outcome.fresh
-    print(f"  fresh client after the attack: "
+    print("  fresh client after the attack: "
           + (f"joined in {seconds:.3f} s" if seconds is not None else f"did NOT join ({why})"))
     return outcome
 

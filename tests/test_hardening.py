@@ -286,7 +286,7 @@ class FalseReportTests(AttackTestCase):
     clientCount = 10
 
     def test_framesInFlightToAPeerThatLeftAreNotReported(self):
-        a, b = self.world.clients[2], self.world.clients[3]
+        a = self.world.clients[2]
         group = self.server.createP2PGroup(self.ids[2:4], allowDirectP2P=False)
         self.world.net.runUntil(lambda: self.ids[3] in a.getPeerHostIDs(), 5)
         for i in range(20):
