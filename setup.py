@@ -17,7 +17,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "proud_twisted/_crypto/channel.py",
     "proud_twisted/client/pathdriver.py",
-    "proud_twisted/coredriver.py",
+    "proud_twisted/_glue/coredriver.py",
     "proud_twisted/rudp/acks.py",
     "proud_twisted/rudp/congestion.py",
     "proud_twisted/rudp/events.py",
@@ -28,7 +28,7 @@ COMPILED = [
     "proud_twisted/rudp/rtt.py",
     "proud_twisted/rudp/sendqueue.py",
     "proud_twisted/rudp/session.py",
-    "proud_twisted/sessiondriver.py",
+    "proud_twisted/_glue/sessiondriver.py",
 ]
 
 

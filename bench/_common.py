@@ -26,18 +26,18 @@ from twisted.internet.protocol import DatagramProtocol
 # package is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from proud_twisted._udpwrite import datagramWriter  # noqa: E402
+from proud_twisted._glue.udpwrite import datagramWriter  # noqa: E402
 from proud_twisted.errors import SendQueueFull  # noqa: E402
 from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402
 # The sessions as the framework runs them (no CRC of their own: the framework
 # seals every datagram, or relies on the UDP checksum).
-from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
 from proud_twisted import rudp  # noqa: E402
 
 IMPLEMENTATION = ("compiled with mypyc" if rudp.COMPILED
                   else "pure Python (python setup.py build_ext --inplace compiles it)")
 print(f"reliable-UDP core: {IMPLEMENTATION}", flush=True)
-from proud_twisted.sessiondriver import SessionDriver  # noqa: E402
+from proud_twisted._glue.sessiondriver import SessionDriver  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 ENET_SOCKET_BUFFER = 256 * 1024
@@ -262,7 +262,7 @@ class SessionEndpoint(DatagramProtocol):
             reactor, self.link if loss else self._write, deliver, config)
 
     def startProtocol(self) -> None:
-        # The framework's own UDP write (see proud_twisted._udpwrite).
+        # The framework's own UDP write (see proud_twisted._glue.udpwrite).
         self._send = datagramWriter(self.transport)
 
     def _write(self, data: bytes) -> None:

@@ -68,13 +68,13 @@ from _attack_child import LOOPBACK, VERSION  # noqa: E402
 
 from proud_twisted import NetClient, PublicIdentity, ServerUdpState  # noqa: E402
 from proud_twisted.client.netclient import UDP_HELLO_PADDING  # noqa: E402
-from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, sealDatagram  # noqa: E402
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram  # noqa: E402
 from proud_twisted.rudp import frames  # noqa: E402
 from proud_twisted.server import netserver  # noqa: E402
 from proud_twisted.server.netserver import (  # noqa: E402
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
 )
-from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
 from proud_twisted.wire import relay  # noqa: E402
 from proud_twisted.wire.datagrams import encodeDatagram  # noqa: E402
 from proud_twisted.wire.framing import encodeFrame  # noqa: E402

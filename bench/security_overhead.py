@@ -273,7 +273,7 @@ async def aeadFloor(world: World, budget: p2p.Budget, args) -> dict:
 
 # running and reporting
 
-PROTECTION_CODE = ("proud_twisted/_crypto/", "proud_twisted/protection.py")
+PROTECTION_CODE = ("proud_twisted/_crypto/", "proud_twisted/_crypto/datagrams.py")
 AEAD_METHODS = ("encrypt' of 'cryptography", "decrypt' of 'cryptography")
 
 

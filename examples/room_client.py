@@ -16,7 +16,7 @@ import uuid
 from twisted.internet import defer, task
 
 from proud_twisted import NetClient
-from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION, RoomClientEvents
+from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION, RoomClientEvents
 
 JOIN_TIMEOUT = 10.0
 

@@ -4,8 +4,8 @@ The server owns every P2P group; members message each other through the
 server relay from the moment a group forms.
 """
 
-from proud_twisted._gcfreeze import freezeStartupObjects
-from proud_twisted._udpbuffers import SocketBuffers
+from proud_twisted._glue.gcfreeze import freezeStartupObjects
+from proud_twisted._glue.udpbuffers import SocketBuffers
 from proud_twisted.client import NetClient
 from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,

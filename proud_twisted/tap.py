@@ -30,12 +30,12 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
-from proud_twisted._gcfreeze import freezeStartupObjects
-from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER
+from proud_twisted._glue.gcfreeze import freezeStartupObjects
+from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.errors import ProtocolError
 from proud_twisted.interfaces import INetServerEvent
-from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION
+from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
 from proud_twisted.server.netserver import (
     DEFAULT_BACKLOG, DEFAULT_CLIENT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_CLIENT_OUTPUT, DEFAULT_MAX_UNAUTHENTICATED,
@@ -45,7 +45,7 @@ from proud_twisted.server.netserver import (
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
 DEFAULT_PORT = 33333
-DEFAULT_EVENTS = "proud_twisted.rooms.RoomServerEvents"
+DEFAULT_EVENTS = "proud_twisted.apps.rooms.RoomServerEvents"
 DEFAULT_KEY_FILE = "proudserver.key"
 KEY_FILE_MODE = 0o600
 MIN_RELAY_BYTES = 1200

@@ -59,7 +59,7 @@ from proud_twisted import NetClient, NetClientEvents, NetServer, NetServerEvents
 from proud_twisted.constants import HOSTID_NONE, HOSTID_SERVER, ServerUdpState
 from proud_twisted.crypto import ClientHandshake, SecureChannel
 from proud_twisted.errors import ProtocolError, ProudError
-from proud_twisted.protection import (
+from proud_twisted._crypto.datagrams import (
     CLIENT_DATAGRAM_HEADER, SERVER_DATAGRAM_HEADER, openDatagram, sealDatagram,
 )
 from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
 import proud_twisted
-from proud_twisted._callbacks import EventDispatcher
+from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted.events import NetClientEvents, NetServerEvents
 from proud_twisted.interfaces import INetClientEvent, INetServerEvent
 
@@ -88,7 +88,7 @@ class OnceLogTests(SynchronousTestCase):
     def test_logsOncePerKeyAndForgetsOldestBeyondLimit(self):
         from twisted.logger import Logger
 
-        from proud_twisted._oncelog import OnceLog
+        from proud_twisted._glue.oncelog import OnceLog
         seen = []
         once = OnceLog(Logger(observer=seen.append), limit=2)
         self.assertTrue(once.warn("a", "first {x}", x=1))

@@ -19,7 +19,7 @@ from proud_twisted.errors import (
     ConnectionRefusedByServer, JoinCancelled, JoinFailed, JoinTimeout, SendQueueFull,
 )
 from proud_twisted.rudp import DeliveryMode
-from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire.framing import encodeFrame
 from proud_twisted.wire.messages import encodeMessage

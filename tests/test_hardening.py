@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import ConnectionRefusedByServer, NetClient, ServerUdpState
 from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
-from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, sealDatagram
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.server.netserver import DEPARTED_GRACE
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import encodeDatagram

@@ -16,7 +16,7 @@ from proud_twisted import (
     ConnectionRefusedByServer, ErrorType, HOSTID_SERVER, JoinFailed, NetClient, NetServer,
     ProtocolVersionMismatch, ServerUdpState, SocketBuffers,
 )
-from proud_twisted._udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, DEFAULT_SERVER_UDP_BUFFER
+from proud_twisted._glue.udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, DEFAULT_SERVER_UDP_BUFFER
 from tests.support import RecordingClientEvents, RecordingServerEvents
 
 VERSION = uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100")

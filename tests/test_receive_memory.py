@@ -13,7 +13,7 @@ from proud_twisted import rudp
 from proud_twisted.rudp import DeliveryMode, ReceiveBudget, ReliableSession, SessionConfig
 from proud_twisted.rudp import frames as F
 from proud_twisted.rudp.reassembly import PARTIAL_OVERHEAD, PIECE_OVERHEAD, REORDER_OVERHEAD
-from proud_twisted.sessiondriver import SessionDriver
+from proud_twisted._glue.sessiondriver import SessionDriver
 
 try:
     from .test_rudp_helpers import Link, drainEvents, numbered

@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import HOSTID_SERVER, NetClient, ProtocolError
-from proud_twisted.rooms import (
+from proud_twisted.apps.rooms import (
     LEAVE, ROOMS_PROTOCOL_VERSION, RoomClientEvents, joinRequest, parseRequest,
 )
 from proud_twisted.tap import Options, makeService

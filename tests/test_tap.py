@@ -24,9 +24,9 @@ from zope.interface import implementer
 
 from proud_twisted import INetServerEvent, NetServer, NetServerEvents
 from proud_twisted import tap
-from proud_twisted._udpbuffers import DEFAULT_SERVER_UDP_BUFFER
+from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
-from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION, RoomServerEvents
+from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION, RoomServerEvents
 from proud_twisted.server.netserver import (
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_UNAUTHENTICATED,
     DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
@@ -506,7 +506,7 @@ class TwistdTests(InTemporaryDirectory, SynchronousTestCase):
             "import sys\n"
             "from twisted.internet import defer, task\n"
             "from proud_twisted import NetClient, PublicIdentity\n"
-            "from proud_twisted.rooms import ROOMS_PROTOCOL_VERSION\n"
+            "from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION\n"
             "async def main(reactor):\n"
             "    client = NetClient(serverKey=PublicIdentity.fromHex(sys.argv[2]))\n"
             "    try:\n"

@@ -6,8 +6,8 @@ from unittest import mock
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import SocketBuffers
-from proud_twisted import _udpbuffers
-from proud_twisted._udpbuffers import growBuffers, shortfall, sizeUdpBuffers
+from proud_twisted._glue import udpbuffers as _udpbuffers
+from proud_twisted._glue.udpbuffers import growBuffers, shortfall, sizeUdpBuffers
 
 RCV, SND = socket.SO_RCVBUF, socket.SO_SNDBUF
 (_, RCVFORCE), (_, SNDFORCE) = _udpbuffers._OPTIONS

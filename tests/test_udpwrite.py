@@ -5,7 +5,7 @@ import socket
 from twisted.internet import error
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted._udpwrite import datagramWriter
+from proud_twisted._glue.udpwrite import datagramWriter
 
 
 class _Port:

@@ -8,9 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.wire import relay
-from proud_twisted.wire._schema import (
-    addressFromWire, addressToWire, buildWith, parseWith, plainAddress,
-)
+from proud_twisted.wire._schema import buildWith, parseWith
+from proud_twisted.wire.addresses import addressFromWire, addressToWire, plainAddress
 from proud_twisted.wire.datagrams import (
     BODIES as UDP_BODIES, FAST_CODECS as UDP_FAST, Datagram, decodeDatagram, encodeDatagram,
 )

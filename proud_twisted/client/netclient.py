@@ -8,8 +8,8 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.logger import Logger
 
-from proud_twisted._callbacks import EventDispatcher
-from proud_twisted._udpbuffers import (
+from proud_twisted._glue.callbacks import EventDispatcher
+from proud_twisted._glue.udpbuffers import (
     DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers, checkedBufferSize, sizeUdpBuffers,
 )
 from proud_twisted.client.connection import (
@@ -19,7 +19,7 @@ from proud_twisted.client.pathstate import PathConfig
 from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS, PeerLinks
 from proud_twisted.client.peers import PeerTable
 from proud_twisted.client.relaybatch import RelayBatcher
-from proud_twisted.coredriver import TurnEnd
+from proud_twisted._glue.coredriver import TurnEnd
 from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
 )
@@ -30,15 +30,14 @@ from proud_twisted.errors import (
 )
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import MessageContext
-from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, sealDatagram
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, SessionConfig
-from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
-from proud_twisted.server.netserver import FRAME_HEADROOM, versionBytes
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 from proud_twisted.wire import relay
-from proud_twisted.wire._schema import addressFromWire, addressToWire
+from proud_twisted.wire.addresses import addressFromWire, addressToWire
 from proud_twisted.wire.datagrams import encodeDatagram
-from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
-from proud_twisted.wire.messages import WIRE_VERSION
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH, FRAME_HEADROOM
+from proud_twisted.wire.messages import WIRE_VERSION, versionBytes
 
 DEFAULT_JOIN_TIMEOUT = 10.0
 DEFAULT_LINGER = 2.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proud_twisted.client.pathstate import PathState
-from proud_twisted.coredriver import CoreDriver, TurnEnd
+from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 
 
 class PathDriver(CoreDriver):

@@ -24,7 +24,7 @@ from proud_twisted.constants import RelayReason
 from proud_twisted.crypto import pairChannel
 from proud_twisted.errors import HolePunchFailed, ProtocolError
 from proud_twisted.rudp import MessageReceived
-from proud_twisted.sessiondriver import SessionDriver
+from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
 from proud_twisted.wire.messages import POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE
 from proud_twisted.wire.punch import DIRECT_DATA, decodeDirectData, encodeDirectData

@@ -16,7 +16,7 @@ TCP_BUNDLE_LIMIT = 32 * 1024
 
 class RelayBatcher:
     """Collects C{(target, frame)} pairs and sends them at the end of the turn
-    (from C{turnEnd}, a L{proud_twisted.coredriver.TurnEnd}).
+    (from C{turnEnd}, a L{proud_twisted._glue.coredriver.TurnEnd}).
 
     @param udpUsable: whether UDP to the server works now (else TCP carries all).
     """

@@ -11,22 +11,22 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from proud_twisted._callbacks import EventDispatcher
-from proud_twisted._oncelog import OnceLog
-from proud_twisted._udpbuffers import (
+from proud_twisted._glue.callbacks import EventDispatcher
+from proud_twisted._glue.oncelog import OnceLog
+from proud_twisted._glue.udpbuffers import (
     DEFAULT_SERVER_UDP_BUFFER, SocketBuffers, checkedBufferSize, sizeUdpBuffers,
 )
 from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRefusal
-from proud_twisted.coredriver import TurnEnd
+from proud_twisted._glue.coredriver import TurnEnd
 from proud_twisted.crypto import IdentityKey
-from proud_twisted.protection import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
 from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
 from proud_twisted.events import NetServerEvents
 from proud_twisted.info import (
     ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
 )
 from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget, SessionConfig
-from proud_twisted.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
@@ -35,11 +35,11 @@ from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.server.udp import ServerDatagramProtocol
 from proud_twisted.wire import relay
-from proud_twisted.wire._schema import addressFromWire, addressToWire, plainAddress
+from proud_twisted.wire.addresses import addressFromWire, addressToWire, plainAddress
 from proud_twisted.wire.datagrams import encodeDatagram
-from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH, FRAME_HEADROOM
 from proud_twisted.wire.messages import (
-    POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE, WIRE_VERSION, encodeMessage,
+    POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE, WIRE_VERSION, encodeMessage, versionBytes,
 )
 
 DEFAULT_CLIENT_TIMEOUT = 20.0
@@ -76,22 +76,9 @@ MIN_READ_HOLD = 0.01
 DEPARTED_GRACE = 5.0
 """Seconds after two hosts stop sharing a group during which frames still in
 flight between them are dropped quietly rather than reported."""
-# Room in a frame for headers and relay target lists beyond the payload.
-FRAME_HEADROOM = 8192
 # A pair's direct-path reports (see NetServer._pairs).
 _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
-
-
-def versionBytes(protocolVersion) -> bytes:
-    """A protocol version as 16 bytes, from a C{uuid.UUID}, its string or bytes."""
-    if isinstance(protocolVersion, uuid.UUID):
-        return protocolVersion.bytes
-    if isinstance(protocolVersion, str):
-        return uuid.UUID(protocolVersion).bytes
-    if isinstance(protocolVersion, bytes) and len(protocolVersion) == 16:
-        return protocolVersion
-    raise TypeError("protocolVersion must be a UUID, its string, or 16 bytes")
 
 
 class NetServer(service.Service):

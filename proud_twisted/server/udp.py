@@ -2,7 +2,7 @@
 
 from twisted.logger import Logger
 
-from proud_twisted._udpwrite import DatagramSender
+from proud_twisted._glue.udpwrite import DatagramSender
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram

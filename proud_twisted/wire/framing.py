@@ -5,6 +5,8 @@ import struct
 from proud_twisted.errors import MessageTooLong, ProtocolError
 
 DEFAULT_MAX_MESSAGE_LENGTH = 64 * 1024
+FRAME_HEADROOM = 8192
+"""Room in a frame for headers and relay target lists beyond a user message."""
 _LENGTH = struct.Struct(">I")
 PREFIX_SIZE = _LENGTH.size
 

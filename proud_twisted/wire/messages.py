@@ -7,6 +7,8 @@ path in L{proud_twisted.wire.relay}, and every message of plain fields
 declaration (L{FastCodec}); tests check that each agrees with construct.
 """
 
+import uuid
+
 import construct as c
 
 from proud_twisted.wire._schema import (
@@ -15,6 +17,18 @@ from proud_twisted.wire._schema import (
 )
 
 WIRE_VERSION = 3
+
+
+def versionBytes(protocolVersion) -> bytes:
+    """A protocol version as 16 bytes, from a C{uuid.UUID}, its string or bytes."""
+    if isinstance(protocolVersion, uuid.UUID):
+        return protocolVersion.bytes
+    if isinstance(protocolVersion, str):
+        return uuid.UUID(protocolVersion).bytes
+    if isinstance(protocolVersion, bytes) and len(protocolVersion) == 16:
+        return protocolVersion
+    raise TypeError("protocolVersion must be a UUID, its string, or 16 bytes")
+
 
 MessageType = c.Enum(
     c.Int8ub,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Final
 
-from proud_twisted.coredriver import CoreDriver, TurnEnd
+from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 from proud_twisted.rudp import (
     DeliveryMode, Priority, ReceiveBudget, ReliableSession, SessionConfig, SessionStats,
 )

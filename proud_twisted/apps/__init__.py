@@ -1,0 +1,1 @@
+"""Applications built on proud_twisted; the core package never imports them."""
