@@ -8,21 +8,24 @@ C{--events} names a class (C{package.module.ClassName}) that implements
 L{INetServerEvent}, usually a subclass of L{NetServerEvents}. It is called
 with no arguments; if the instance has an C{attachServer} method, that method
 is called with the L{NetServer} before the server starts, so the events can
-create and manage P2P groups.
+create and manage P2P groups. Without C{--events} and C{--protocol-version}
+it runs the rooms app (L{proud_twisted.apps.rooms}), named by strings and
+imported only when the options are parsed.
 
 The server proves who it is with a long-term Ed25519 identity key kept in
 C{--key-file} (default C{proudserver.key} in the working directory). Parsing
 the options loads it, or creates it if the file does not exist yet; a key
-file that cannot be read or holds no usable key is a usage error. The
-server logs the key's fingerprint and its public key in hex when it starts,
-for clients to pin (C{NetClient(serverKey=PublicIdentity.fromHex(...))}).
+file that cannot be read or holds no usable key is a usage error (see
+L{proud_twisted._crypto.keyfiles}). The server logs the key's fingerprint and
+its public key in hex when it starts, for clients to pin
+(C{NetClient(serverKey=PublicIdentity.fromHex(...))}).
+
+L{makeService} composes the server's parts in a C{MultiService}, as
+C{twisted.names.tap} does: L{IdentityLog}, the L{NetServer} and L{GcFreeze}.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -30,24 +33,26 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
+from proud_twisted._crypto.keyfiles import KeyFileError, fileMode, loadOrCreateIdentity
 from proud_twisted._glue.gcfreeze import freezeStartupObjects
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
-from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
-from proud_twisted.errors import ProtocolError
+from proud_twisted.crypto import IdentityKey
 from proud_twisted.interfaces import INetServerEvent
-from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
 from proud_twisted.server.netserver import (
     DEFAULT_BACKLOG, DEFAULT_CLIENT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_CLIENT_OUTPUT, DEFAULT_MAX_UNAUTHENTICATED,
-    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND, FRAME_HEADROOM,
+    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
     NetServer,
 )
-from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH, FRAME_HEADROOM
 
 DEFAULT_PORT = 33333
 DEFAULT_EVENTS = "proud_twisted.apps.rooms.RoomServerEvents"
+DEFAULT_PROTOCOL_VERSION = "proud_twisted.apps.rooms.ROOMS_PROTOCOL_VERSION"
+"""Dotted name of the UUID that C{--protocol-version} defaults to, the rooms
+app's: imported only when the options are parsed without it, so that
+importing this module imports no app."""
 DEFAULT_KEY_FILE = "proudserver.key"
-KEY_FILE_MODE = 0o600
 MIN_RELAY_BYTES = 1200
 """The smallest C{--relay-bytes}: one full-size UDP datagram a second."""
 
@@ -80,8 +85,9 @@ class Options(usage.Options):
         ["interface", None, "",
          "Address to bind both ports to; empty: every IPv4 address; '::': every "
          "IPv6 address and, on Linux, every IPv4 address too."],
-        ["protocol-version", None, str(ROOMS_PROTOCOL_VERSION),
-         "UUID that clients must present; others are refused."],
+        ["protocol-version", None, None,
+         "UUID that clients must present; others are refused. [default: the "
+         f"rooms app's, {DEFAULT_PROTOCOL_VERSION}]"],
         ["events", None, DEFAULT_EVENTS,
          "Dotted name of the INetServerEvent class to run; it is called with "
          "no arguments, and its attachServer(server) method, if any, with the "
@@ -125,8 +131,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         for name in ("tcp", "udp"):
             self[name] = _convert(name, self[name], usage.portCoerce)
-        self["protocol-version"] = _convert(
-            "protocol-version", self["protocol-version"], uuid.UUID)
+        version = self["protocol-version"]
+        if version is None:
+            version = str(reflect.namedAny(DEFAULT_PROTOCOL_VERSION))
+        self["protocol-version"] = _convert("protocol-version", version, uuid.UUID)
         self["max-message-length"] = _convert(
             "max-message-length", self["max-message-length"], _atLeast(int, 1))
         for name in ("client-timeout", "handshake-timeout", "login-timeout"):
@@ -154,7 +162,10 @@ class Options(usage.Options):
             return
         path = Path(self["key-file"] or DEFAULT_KEY_FILE)
         self["key-file"] = path = path.expanduser().absolute()
-        self["identity"], self["key-created"] = _loadOrCreateIdentity(path)
+        try:
+            self["identity"], self["key-created"] = loadOrCreateIdentity(path)
+        except KeyFileError as e:
+            raise usage.UsageError(f"--key-file: {e}") from None
 
 
 def _convert(name: str, value, convert):
@@ -202,133 +213,28 @@ def _loadEventsClass(name):
     return eventsClass
 
 
-# The identity key file
+# The parts of the service
 
-def _loadOrCreateIdentity(path: Path) -> tuple[IdentityKey, bool]:
-    """The identity in C{path}, made and saved first if there is none yet.
-
-    @return: C{(key, created)}.
-    @raise usage.UsageError: the file cannot be read or created, or holds
-        no usable key.
-    """
-    for _ in range(2):
-        try:
-            return _readIdentity(path), False
-        except FileNotFoundError:
-            pass
-        key = IdentityKey.generate()
-        try:
-            writeNewKeyFile(path, identityToPem(key))
-        except FileExistsError:
-            continue    # another server created it meanwhile: use that one
-        except OSError as e:
-            raise usage.UsageError(
-                f"--key-file: cannot create {path}: {e.strerror or e}") from None
-        return key, True
-    raise usage.UsageError(
-        f"--key-file: {path} can be neither read nor created (a dangling symbolic link?)")
-
-
-def _readIdentity(path: Path) -> IdentityKey:
-    """Load C{path}; C{FileNotFoundError} if it is missing, else a usage error."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise usage.UsageError(
-                f"--key-file: cannot create {path}: directory {path.parent} "
-                "does not exist") from None
-        raise
-    except IsADirectoryError:
-        raise usage.UsageError(f"--key-file: {path} is a directory, not a key file") from None
-    except OSError as e:
-        raise usage.UsageError(f"--key-file: cannot read {path}: {e.strerror or e}") from None
-    try:
-        return identityFromPem(data)
-    except ProtocolError as e:
-        raise usage.UsageError(
-            f"--key-file: {path} holds no usable server identity key ({e}). It must "
-            "be the unencrypted PKCS#8 PEM Ed25519 private key that twistd "
-            "proudserver writes. To start over with a new identity, move the file "
-            "away: clients pinned to the old public key will then refuse this "
-            "server until they are given the new one.") from None
-
-
-def writeNewKeyFile(path: Path, pem: bytes) -> None:
-    """Write C{pem} to C{path}, readable by its owner only, all at once.
-
-    The bytes go to a temporary file in the same directory (mode 0600, synced
-    to disk), which then appears under C{path} in one step: as a hard link,
-    which never replaces a file that another process created meanwhile
-    (C{FileExistsError}), or, where the file system has no hard links, by
-    rename. Either way no reader ever sees a partial key file.
-    """
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                     dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), KEY_FILE_MODE)
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            raise
-        except OSError:
-            if path.exists():
-                raise FileExistsError(f"{path} exists") from None
-            os.replace(temporary, path)
-        _syncDirectory(path.parent)
-    finally:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-
-
-def _syncDirectory(directory: Path) -> None:
-    """Make a new directory entry durable where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# The service
-
-class ProudServerService(service.MultiService):
-    """What C{twistd proudserver} runs: the L{NetServer} (named C{proudserver}).
-
-    On start it logs the server's identity for clients to pin, or a warning
-    that encryption is off.
-    """
+class IdentityLog(service.Service):
+    """Logs, as it starts, the server's identity for clients to pin, or a
+    warning that encryption is off. Started before the L{NetServer}, so these
+    lines come first."""
 
     log = Logger()
 
     def __init__(self, identity: IdentityKey | None, keyFile: Path | None,
-                 keyCreated: bool, gcFreeze: bool = True) -> None:
-        super().__init__()
+                 keyCreated: bool) -> None:
         self.identity = identity
         self.keyFile = keyFile
         self.keyCreated = keyCreated
-        self.gcFreeze = gcFreeze
 
     def startService(self) -> None:
-        self.logIdentity()
         super().startService()
-        if self.gcFreeze:
-            self.log.info("{count} objects from startup frozen out of garbage collection "
-                          "(--no-gc-freeze keeps them in)", count=freezeStartupObjects())
+        self.logIdentity()
 
     def logIdentity(self) -> None:
+        """Log the public key and fingerprint, or that encryption is off, and
+        warn of a key file that other users can read."""
         if self.identity is None:
             self.log.warn(
                 "ENCRYPTION IS OFF (--no-encryption): anyone on the network path can "
@@ -347,23 +253,46 @@ class ProudServerService(service.MultiService):
         if self.keyCreated:
             self.log.info("keep {keyFile} secret and back it up: with a new key, "
                           "pinned clients refuse the server", keyFile=str(self.keyFile))
-        mode = _fileMode(self.keyFile)
+        mode = fileMode(self.keyFile)
         if mode is not None and mode & 0o077:
             self.log.warn("{keyFile} is readable by other users (mode {mode:o}); "
                           "chmod 600 it", keyFile=str(self.keyFile), mode=mode)
 
 
-def _fileMode(path: Path | None):
-    if path is None or os.name != "posix":
-        return None
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return None
+class GcFreeze(service.Service):
+    """Freezes the objects of startup out of garbage collection
+    (L{freezeStartupObjects}) as it starts. Started after the L{NetServer},
+    once the server listens, so that what it made is frozen too."""
+
+    log = Logger()
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info("{count} objects from startup frozen out of garbage collection "
+                      "(--no-gc-freeze keeps them in)", count=freezeStartupObjects())
 
 
-def makeService(config) -> ProudServerService:
-    """A L{ProudServerService} (a C{MultiService}) holding the configured L{NetServer}."""
+def makeService(config) -> service.MultiService:
+    """A C{MultiService} of the server's parts, named and started in this
+    order: C{"identity"}, an L{IdentityLog}; C{"proudserver"}, the configured
+    L{NetServer}; C{"gc-freeze"}, a L{GcFreeze}, left out with
+    C{--no-gc-freeze}."""
+    parts = [
+        ("identity", IdentityLog(config["identity"], config["key-file"],
+                                 config["key-created"])),
+        ("proudserver", _makeServer(config)),
+    ]
+    if not config["no-gc-freeze"]:
+        parts.append(("gc-freeze", GcFreeze()))
+    top = service.MultiService()
+    for name, part in parts:
+        part.setName(name)
+        part.setServiceParent(top)
+    return top
+
+
+def _makeServer(config) -> NetServer:
+    """The L{NetServer} of C{config}, its events attached."""
     events = config["events"]()
     server = NetServer(
         events, config["protocol-version"], tcpPort=config["tcp"],
@@ -382,8 +311,4 @@ def makeService(config) -> ProudServerService:
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)
-    top = ProudServerService(config["identity"], config["key-file"], config["key-created"],
-                             gcFreeze=not config["no-gc-freeze"])
-    server.setName("proudserver")
-    server.setServiceParent(top)
-    return top
+    return server

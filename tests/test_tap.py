@@ -1,8 +1,8 @@
-"""C{twistd proudserver}: its options, the identity key file, the service it
+"""C{twistd proudserver}: its options (the key file as the command line sees
+it; the file itself is tested in L{tests.test_keyfiles}), the service it
 makes, and the plugin."""
 
 import gc
-import json
 import os
 import shutil
 import stat
@@ -13,8 +13,6 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.plugin import getPlugins
@@ -24,6 +22,7 @@ from zope.interface import implementer
 
 from proud_twisted import INetServerEvent, NetServer, NetServerEvents
 from proud_twisted import tap
+from proud_twisted._crypto.keyfiles import KeyFileError
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION, RoomServerEvents
@@ -38,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0d9e3f5a-7b1c-4e2d-8f60-91a2b3c4d5e6"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 POSIX = os.name == "posix"
-ROOT_USER = POSIX and os.geteuid() == 0
 
 
 class AttachingEvents(NetServerEvents):
@@ -186,13 +184,6 @@ class KeyFileTests(InTemporaryDirectory, SynchronousTestCase):
         # Nothing else is left behind: the temporary file became the key file.
         self.assertEqual(os.listdir(self.directory), ["proudserver.key"])
 
-    def test_mode0600WhateverTheUmask(self):
-        if not POSIX:
-            raise self.skipTest("file modes are POSIX")
-        self.addCleanup(os.umask, os.umask(0))
-        parse("--key-file", "open.key")
-        self.assertEqual(mode("open.key"), 0o600)
-
     def test_reusedOnTheSecondStart(self):
         first = parse("--key-file", "server.key")
         written = Path("server.key").read_bytes()
@@ -234,17 +225,6 @@ class KeyFileTests(InTemporaryDirectory, SynchronousTestCase):
             # The file is left as it was, for its owner to look at.
             self.assertEqual(Path("server.key").read_bytes(), content)
 
-    def test_keyOfAnotherKindIsAUsageError(self):
-        other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
-        Path("server.key").write_bytes(other)
-        self.assertKeyFileError("no usable server identity key", "not Ed25519")
-
-    def test_passwordProtectedKeyIsAUsageError(self):
-        Path("server.key").write_bytes(identityToPem(IdentityKey.generate(), b"secret"))
-        self.assertKeyFileError("no usable server identity key", "unencrypted")
-
     def test_directoryIsAUsageError(self):
         os.mkdir("server.key")
         self.assertKeyFileError("is a directory")
@@ -254,64 +234,14 @@ class KeyFileTests(InTemporaryDirectory, SynchronousTestCase):
                                 args=("--key-file", "no/such/dir/server.key"))
         self.assertFalse(Path("no").exists())
 
-    def test_unreadableKeyFileIsAUsageError(self):
-        if not POSIX or ROOT_USER:
-            raise self.skipTest("needs POSIX permissions that bind this user")
-        Path("server.key").write_bytes(identityToPem(IdentityKey.generate()))
-        os.chmod("server.key", 0)
-        self.assertKeyFileError("cannot read", "Permission denied")
-
-    def test_unwritableDirectoryIsAUsageError(self):
-        if not POSIX or ROOT_USER:
-            raise self.skipTest("needs POSIX permissions that bind this user")
-        os.mkdir("locked")
-        os.chmod("locked", 0o500)
-        self.addCleanup(os.chmod, "locked", 0o700)
-        self.assertKeyFileError("cannot create", args=("--key-file", "locked/server.key"))
-
-    def test_readErrorIsAUsageError(self):
-        """Whoever runs the tests (root reads everything), a read error is clear."""
-        Path("server.key").write_bytes(identityToPem(IdentityKey.generate()))
-        denied = PermissionError(13, "Permission denied")
-        with mock.patch.object(Path, "read_bytes", side_effect=denied):
-            self.assertKeyFileError("cannot read", "Permission denied")
-
-    def test_createErrorIsAUsageError(self):
-        denied = PermissionError(13, "Permission denied")
-        with mock.patch.object(tap.tempfile, "mkstemp", side_effect=denied):
-            self.assertKeyFileError("cannot create", "Permission denied")
-        self.assertEqual(os.listdir(self.directory), [])
-
-    def test_writeNewKeyFileNeverReplacesAFile(self):
-        path = self.directory / "server.key"
-        path.write_bytes(b"first")
-        with self.assertRaises(FileExistsError):
-            tap.writeNewKeyFile(path, b"second")
-        self.assertEqual(path.read_bytes(), b"first")
-        self.assertEqual(os.listdir(self.directory), ["server.key"])
-
-    def test_writeNewKeyFileWithoutHardLinksRenames(self):
-        path = self.directory / "server.key"
-        with mock.patch.object(os, "link", side_effect=PermissionError("no links here")):
-            tap.writeNewKeyFile(path, b"pem")
-        self.assertEqual(path.read_bytes(), b"pem")
-        self.assertEqual(os.listdir(self.directory), ["server.key"])
-
-    def test_keyCreatedMeanwhileByAnotherServerIsUsed(self):
-        """Two servers starting at once on one key file end up with the same key."""
-        theirs = IdentityKey.generate()
-        realWrite = tap.writeNewKeyFile
-
-        def otherServerWinsTheRace(path, pem):
-            realWrite(path, identityToPem(theirs))
-            realWrite(path, pem)
-
-        with mock.patch.object(tap, "writeNewKeyFile", otherServerWinsTheRace):
-            config = parse("--key-file", "server.key")
-        self.assertFalse(config["key-created"])
-        self.assertEqual(config["identity"].publicKey(), theirs.publicKey())
-        self.assertEqual(identityFromPem(Path("server.key").read_bytes()).publicKey(),
-                         theirs.publicKey())
+    def test_keyFileErrorsAreUsageErrors(self):
+        """Every L{KeyFileError} reaches the command line as it is, after the
+        option's name."""
+        failure = KeyFileError("cannot read /srv/server.key: Permission denied")
+        with mock.patch.object(tap, "loadOrCreateIdentity", side_effect=failure):
+            message = self.assertKeyFileError()
+        self.assertEqual(message, "--key-file: cannot read /srv/server.key: "
+                                  "Permission denied")
 
     def test_noEncryptionNeedsNoKeyFile(self):
         config = parse("--no-encryption")
@@ -331,10 +261,12 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
                        "--protocol-version", VERSION,
                        "--max-message-length", "1000", "--client-timeout", "3")
         top = makeService(config)
-        self.assertIsInstance(top, MultiService)
-        (server,) = list(top)
+        self.assertIs(type(top), MultiService)
+        self.assertEqual([part.name for part in top], ["identity", "proudserver", "gc-freeze"])
+        server = top.getServiceNamed("proudserver")
         self.assertIsInstance(server, NetServer)
-        self.assertIs(top.getServiceNamed("proudserver"), server)
+        self.assertIsInstance(top.getServiceNamed("identity"), tap.IdentityLog)
+        self.assertIsInstance(top.getServiceNamed("gc-freeze"), tap.GcFreeze)
         self.assertEqual((server.tcpPort, server.udpPort, server.interface), (0, 0, "127.0.0.1"))
         self.assertEqual(server.protocolVersion, uuid.UUID(VERSION).bytes)
         self.assertEqual(server.maxMessageLength, 1000)
@@ -365,6 +297,10 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual(server.relayBytesPerSecond, DEFAULT_RELAY_BYTES_PER_SECOND)
         self.assertEqual(server.udpBufferSize, DEFAULT_SERVER_UDP_BUFFER)
 
+    def test_noGcFreezeLeavesTheFreezeOut(self):
+        top = makeService(parse("--no-gc-freeze"))
+        self.assertEqual([part.name for part in top], ["identity", "proudserver"])
+
     def test_noEncryptionGivesAServerWithoutIdentity(self):
         server = makeService(parse("--no-encryption")).getServiceNamed("proudserver")
         self.assertIsNone(server.identity)
@@ -387,21 +323,21 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
 
 class IdentityLogTests(InTemporaryDirectory, SynchronousTestCase):
     def logged(self, *args):
-        top = makeService(parse(*args))
+        identityLog = makeService(parse(*args)).getServiceNamed("identity")
         events = []
-        top.log = Logger(observer=events.append)
-        top.logIdentity()
-        return top, [(event["log_level"], formatEvent(event)) for event in events]
+        identityLog.log = Logger(observer=events.append)
+        identityLog.logIdentity()
+        return identityLog, [(event["log_level"], formatEvent(event)) for event in events]
 
     def test_fingerprintAndPublicKeyForPinning(self):
-        top, lines = self.logged()
-        public = top.identity.publicKey()
+        identityLog, lines = self.logged()
+        public = identityLog.identity.publicKey()
         level, text = lines[0]
         self.assertEqual(level, LogLevel.info)
         self.assertIn(f"created in {self.directory / 'proudserver.key'}", text)
         self.assertIn(public.fingerprint(), text)
         self.assertIn(f'PublicIdentity.fromHex("{public.toHex()}")', text)
-        top, lines = self.logged()
+        _, lines = self.logged()
         self.assertIn("loaded from", lines[0][1])
         self.assertIn(public.toHex(), lines[0][1])
         self.assertEqual([level for level, _ in lines], [LogLevel.info])
@@ -421,17 +357,8 @@ class IdentityLogTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertEqual(level, LogLevel.warn)
         self.assertIn("ENCRYPTION IS OFF", text)
 
-    def test_loggedWhenTheServiceStarts(self):
-        top = makeService(parse("--no-encryption"))
-        calls = []
-        top.logIdentity = lambda: calls.append(top.running)
-        (server,) = list(top)
-        server.startService = lambda: calls.append("server")
-        top.startService()
-        self.assertEqual(calls, [False, "server"])
 
-
-class GcFreezeTests(InTemporaryDirectory, SynchronousTestCase):
+class StartTests(InTemporaryDirectory, SynchronousTestCase):
     def test_freezeStartupObjectsTakesWhatLivesOutOfCollection(self):
         self.addCleanup(gc.unfreeze)
         alive = [[]]
@@ -443,27 +370,29 @@ class GcFreezeTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertTrue(any(o is later for o in gc.get_objects()))
 
     def started(self, *args):
-        """Start the service with the server stubbed out; what was frozen when."""
+        """Start the service with the server stubbed out: what happened, in
+        order (C{"server"} for its start, C{"freeze"}, and the lines logged)."""
         top = makeService(parse("--no-encryption", *args))
-        (server,) = list(top)
         calls = []
-        server.startService = lambda: calls.append("server")
-        events = []
-        top.log = Logger(observer=events.append)
+        top.getServiceNamed("proudserver").startService = lambda: calls.append("server")
+        for part in top:
+            part.log = Logger(observer=lambda event: calls.append(formatEvent(event)))
         with mock.patch.object(tap, "freezeStartupObjects",
                                lambda: calls.append("freeze") or 40000):
             top.startService()
-        return calls, [formatEvent(event) for event in events]
+        return calls
 
-    def test_theServiceFreezesOnceTheServerListens(self):
-        calls, lines = self.started()
-        self.assertEqual(calls, ["server", "freeze"])
-        self.assertIn("40000 objects from startup frozen out of garbage collection", lines[-1])
+    def test_identityThenServerThenFreeze(self):
+        warning, *rest = self.started()
+        self.assertIn("ENCRYPTION IS OFF", warning)
+        server, freeze, frozen = rest
+        self.assertEqual((server, freeze), ("server", "freeze"))
+        self.assertIn("40000 objects from startup frozen out of garbage collection", frozen)
 
     def test_noGcFreeze(self):
-        calls, lines = self.started("--no-gc-freeze")
-        self.assertEqual(calls, ["server"])
-        self.assertFalse(any("frozen" in line for line in lines))
+        warning, *rest = self.started("--no-gc-freeze")
+        self.assertIn("ENCRYPTION IS OFF", warning)
+        self.assertEqual(rest, ["server"])
 
 
 class TwistdTests(InTemporaryDirectory, SynchronousTestCase):
@@ -536,7 +465,7 @@ class TwistdTests(InTemporaryDirectory, SynchronousTestCase):
 
     def test_noEncryptionWarnsInTheLog(self):
         server = self.twistd("--no-encryption")
-        server.expect(r"\[proud_twisted\.tap\.ProudServerService#warn\] ENCRYPTION IS OFF")
+        server.expect(r"\[proud_twisted\.tap\.IdentityLog#warn\] ENCRYPTION IS OFF")
         server.expect(self.LISTENING.replace(r".*identity (\w+)", r".*encryption OFF"))
         self.assertFalse((self.directory / "proudserver.key").exists())
 
@@ -549,15 +478,24 @@ class PluginTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertIs(maker.options, Options)
         self.assertIs(maker.makeService, makeService)
 
-    def test_pluginAndOptionsDoNotImportTheReactor(self):
-        code = (
-            "import json, sys\n"
-            "import twisted.plugins.proudserver_plugin as plugin\n"
-            "loaded = {'plugin': 'twisted.internet.reactor' in sys.modules}\n"
-            "plugin.proudServer.options().parseOptions([])\n"
-            "loaded['options'] = 'twisted.internet.reactor' in sys.modules\n"
-            "print(json.dumps(loaded))\n")
+    def importedAfter(self, module, *steps):
+        """Run C{steps} (statements) in a fresh Python: whether C{module} is
+        imported after each."""
+        check = f"print({module!r} in sys.modules)\n"
+        code = "import sys\n" + "".join(step + "\n" + check for step in steps)
         out = subprocess.run([sys.executable, "-c", code], cwd=self.directory,
                              env=environment(), capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertEqual(json.loads(out.stdout), {"plugin": False, "options": False})
+        return [line == "True" for line in out.stdout.split()]
+
+    def test_pluginAndOptionsDoNotImportTheReactor(self):
+        self.assertEqual(self.importedAfter(
+            "twisted.internet.reactor",
+            "import twisted.plugins.proudserver_plugin as plugin",
+            "plugin.proudServer.options().parseOptions([])"), [False, False])
+
+    def test_importingTapImportsNoApp(self):
+        """The rooms app is named, not imported, until the options are parsed."""
+        self.assertEqual(self.importedAfter(
+            "proud_twisted.apps.rooms", "import proud_twisted.tap as tap",
+            "tap.Options().parseOptions(['--no-encryption'])"), [False, True])
