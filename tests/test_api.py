@@ -1,6 +1,8 @@
 """Public exports, the event base classes, and how user callbacks are called."""
 
-import importlib
+import pathlib
+import subprocess
+import sys
 
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -10,6 +12,32 @@ import proud_twisted
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted.events import NetClientEvents, NetServerEvents
 from proud_twisted.interfaces import INetClientEvent, INetServerEvent
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+NO_REACTOR_CHECK = """
+import importlib, pkgutil, sys
+
+def publicModules(package):
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        if not info.name.rpartition(".")[2].startswith("_"):
+            module = importlib.import_module(info.name)
+            yield info.name
+            if info.ispkg:
+                yield from publicModules(module)
+
+def checked(name):
+    if "twisted.internet.reactor" in sys.modules:
+        sys.exit(f"importing {name} imported twisted.internet.reactor")
+    print(name)
+
+import proud_twisted
+checked("proud_twisted")
+for name in publicModules(proud_twisted):
+    checked(name)
+"""
+"""Imports the package, then each public module, one after the other, and
+stops at the first after which the reactor is imported."""
 
 
 class ExportsTests(SynchronousTestCase):
@@ -23,10 +51,15 @@ class ExportsTests(SynchronousTestCase):
             self.assertIn(name, proud_twisted.__all__)
 
     def test_packageImportsCleanlyWithoutTheReactor(self):
-        import sys
-        before = "twisted.internet.reactor" in sys.modules
-        importlib.reload(proud_twisted)
-        self.assertEqual("twisted.internet.reactor" in sys.modules, before)
+        """In a fresh interpreter, neither the package nor any of its public
+        modules imports the global reactor."""
+        done = subprocess.run([sys.executable, "-c", NO_REACTOR_CHECK], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        checked = done.stdout.split()
+        self.assertIn("proud_twisted", checked)
+        self.assertIn("proud_twisted.client", checked)
+        self.assertIn("proud_twisted.testing", checked)
 
 
 class BaseClassTests(SynchronousTestCase):

@@ -37,6 +37,21 @@ def handshake(pinned=SERVER_KEY.publicKey(), seed=1):
     return client, server, hello, serverHello, finished
 
 
+SIZES = {0x40: 66, 0x41: 161, 0x42: 49}
+"""Each handshake message's type byte, and the size of its whole body."""
+
+
+def nearlyWellFormed(kind):
+    """Bodies of handshake type C{kind}, from two bytes short to two too long."""
+    return st.integers(SIZES[kind] - 3, SIZES[kind] + 1).flatmap(
+        lambda size: st.binary(min_size=size, max_size=size)).map(
+        lambda fields: bytes([kind]) + fields)
+
+
+BODIES_TO_TRY = st.binary(max_size=200) | st.sampled_from(sorted(SIZES)).flatmap(nearlyWellFormed)
+"""Random frame bodies, and bodies of each handshake type near its size."""
+
+
 def flipped(data, bit):
     data = bytearray(data)
     data[bit // 8] ^= 1 << (bit % 8)
@@ -66,18 +81,24 @@ class WireTests(SynchronousTestCase):
 
     def test_messageSizes(self):
         _, _, hello, serverHello, finished = handshake()
-        self.assertEqual((len(hello), len(serverHello), len(finished)), (66, 161, 49))
+        self.assertEqual([len(hello), len(serverHello), len(finished)],
+                         [SIZES[0x40], SIZES[0x41], SIZES[0x42]])
 
     def test_encodingBadFieldsIsAProtocolError(self):
         self.assertRaises(ProtocolError, encodeHandshake, "CLIENT_HELLO",
                           version=1, ephemeral=b"short", random=b"r" * 32)
 
-    @given(st.binary(max_size=200))
-    def test_garbageIsAProtocolError(self, data):
-        try:
-            decodeHandshake(data)
-        except ProtocolError:
-            pass
+    @settings(max_examples=300)
+    @given(BODIES_TO_TRY)
+    def test_onlyWellFormedBodiesDecode(self, data):
+        """A body of a handshake type's exact size decodes, whatever its
+        fields hold (and encodes back to itself); anything else is a
+        ProtocolError."""
+        if data and len(data) == SIZES.get(data[0]):
+            kind, fields = decodeHandshake(data)
+            self.assertEqual(encodeHandshake(kind, **fields), data)
+        else:
+            self.assertRaises(ProtocolError, decodeHandshake, data)
 
 
 class RoundTripTests(SynchronousTestCase):
@@ -287,6 +308,11 @@ def receiveOnlyProtocolError(machine, body):
     return True
 
 
+def isClientHello(body):
+    """Whether C{body} is a ClientHello of our version by its size and first bytes."""
+    return len(body) == SIZES[0x40] and body[:2] == bytes([0x40, HANDSHAKE_VERSION])
+
+
 REFERENCE = handshake()
 
 
@@ -300,12 +326,16 @@ class FuzzTests(SynchronousTestCase):
         return [ClientHandshake(None), client, waiting, finishing]
 
     @settings(max_examples=200)
-    @given(st.one_of(st.binary(max_size=200),
-                     st.sampled_from([0x40, 0x41, 0x42]).flatmap(
-                         lambda t: st.binary(max_size=200).map(lambda b: bytes([t]) + b))))
-    def test_randomBytesGiveOnlyProtocolError(self, data):
-        for machine in self.machines():
-            receiveOnlyProtocolError(machine, data)
+    @given(BODIES_TO_TRY)
+    def test_randomBytesAreRefused(self, data):
+        """Only the server waiting for a ClientHello takes random bytes, and
+        only a well-formed ClientHello of our version."""
+        idle, client, waiting, finishing = self.machines()
+        for machine in (idle, client, finishing):
+            self.assertFalse(receiveOnlyProtocolError(machine, data))
+        if receiveOnlyProtocolError(waiting, data):
+            self.assertTrue(isClientHello(data), data)
+            self.assertEqual(waiting.state, HandshakeState.AWAIT_CLIENT_FINISHED)
 
     @settings(max_examples=200)
     @given(mutations)
@@ -327,8 +357,12 @@ class FuzzTests(SynchronousTestCase):
 
     @settings(max_examples=200)
     @given(mutations)
-    def test_mutatedClientHelloGivesOnlyProtocolError(self, mutation):
-        hello = REFERENCE[2]
+    def test_mutatedClientHelloIsRefusedUnlessWellFormed(self, mutation):
+        """A mutated ClientHello of the right size and version still
+        carries a usable ephemeral key (one byte from a real one); every
+        other is refused."""
         server = ServerHandshake(SERVER_KEY, randomBytes=seeded(("server", 1)))
-        if receiveOnlyProtocolError(server, mutate(hello, mutation)):
+        body = mutate(REFERENCE[2], mutation)
+        self.assertEqual(receiveOnlyProtocolError(server, body), isClientHello(body))
+        if isClientHello(body):
             self.assertEqual(server.state, HandshakeState.AWAIT_CLIENT_FINISHED)
