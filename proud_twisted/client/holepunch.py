@@ -24,9 +24,10 @@ finish:
     naming other HostIDs is ignored and counted in L{HolePunch.rejected}.
     Bytes that are not a peer datagram at all raise L{ProtocolError}.
 
-Drive it like the other cores: after creating it and after every input, send
-what L{HolePunch.datagramsToSend} returns, read L{HolePunch.nextEvent} until
-None, and call L{HolePunch.handleTimeout} at L{HolePunch.nextTimeout}.
+Drive it like the other cores (see L{proud_twisted._glue.coredriver}): after
+creating it and after every input, send what L{HolePunch.datagramsToSend}
+returns (answers included), read L{HolePunch.nextEvent} until None, and call
+L{HolePunch.handleTimeout} at L{HolePunch.nextTimeout}.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class HolePunch:
         self._interval = schedule.firstInterval
         self._sentAt = {}           # nonce -> time the probe carrying it was sent
         self._triggeredAt = {}      # address -> last probe sent in reply to its probe
+        self._outbox = []           # answers (and probes back) not sent yet
         self._events = deque()
         if not self.candidates:
             self._fail("no candidate addresses")
@@ -188,35 +190,43 @@ class HolePunch:
                        f" in {self.schedule.giveUpAfter:g} s")
 
     def datagramsToSend(self, now: float) -> list[tuple[bytes, tuple]]:
-        """The probes due at C{now}: one to every candidate on each tick."""
+        """Queued answers, then the probes due at C{now}: one to every candidate
+        on each tick."""
         self.handleTimeout(now)
+        datagrams, self._outbox = self._outbox, []
         if self.done or self._nextTick is None or now < self._nextTick:
-            return []
-        probes = [self._probe(address, now) for address in self.candidates]
+            return datagrams
+        datagrams += [self._probe(address, now) for address in self.candidates]
         gap = self._interval
         if self.schedule.jitter:
             gap *= 1 + self._rng.uniform(-self.schedule.jitter, self.schedule.jitter)
         self._interval = min(self._interval * self.schedule.backoff, self.schedule.maxInterval)
         self._nextTick = now + gap if now + gap < self._deadline else None
-        return probes
+        return datagrams
 
-    def receiveDatagram(self, data: bytes, addr, now: float) -> list[tuple[bytes, tuple]] | None:
-        """Handle a peer datagram; returns what to send back, None if ignored.
+    def receiveDatagram(self, data: bytes, addr, now: float) -> None:
+        """Handle a peer datagram; what it calls for leaves by L{datagramsToSend}.
 
         Raises L{ProtocolError} if C{data} is not a well-formed peer datagram.
         """
         message, authentic = self._auth.openControl(data)
         if message is None or message.kind not in (PUNCH_PROBE, PUNCH_ANSWER):
-            return None
+            return
         addr = tuple(addr)
         if not authentic or addr not in self.candidates:
             self.rejected += 1
-            return None
-        return self.receiveAuthenticated(message, addr, now)
+            return
+        self._outbox += self.answer(message, addr, now)
 
-    def receiveAuthenticated(self, message: PeerMessage, addr: tuple,
-                             now: float) -> list[tuple[bytes, tuple]]:
-        """A probe or answer already checked: from the peer, to us, from a candidate."""
+    def answer(self, message: PeerMessage, addr: tuple,
+               now: float) -> list[tuple[bytes, tuple]]:
+        """What to send back to a probe or answer already checked (from the
+        peer, to us, from a candidate); an answer to one of our probes
+        finishes the attempt.
+
+        L{receiveDatagram} queues the result; a L{PathState} that runs this
+        attempt queues it in its own outbox.
+        """
         if message.kind == PUNCH_PROBE:
             replies = [(self._auth.seal(PUNCH_ANSWER, message.nonce), addr)]
             last = self._triggeredAt.get(addr, float("-inf"))

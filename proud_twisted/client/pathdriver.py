@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 from proud_twisted.client.pathstate import PathState
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 
 
 class PathDriver(CoreDriver):
-    """Drives one pair's L{PathState}; C{sendTo(data, address)} is the UDP socket."""
+    """Drives one pair's L{PathState} (its C{path}).
 
-    def __init__(self, reactor, path: PathState, sendTo, deliver,
-                 turnEnd: TurnEnd | None = None) -> None:
-        super().__init__(reactor, path, lambda item: sendTo(*item), deliver, turnEnd)
-        self.path = path
-        self._sendTo = sendTo
+    Each input passes the reactor's time to the state and flushes: what the
+    state then has to send (answers, probes, pings) goes to
+    C{sendTo(data, address)}, the UDP socket.
+    """
+
+    def __init__(self, reactor, state: PathState, sendTo: Callable[[bytes, tuple], None],
+                 deliver: Callable[[object], None], turnEnd: TurnEnd | None = None) -> None:
+        super().__init__(reactor, state, lambda item: sendTo(*item), deliver, turnEnd)
+        self.path: PathState = state
 
     def startPunching(self) -> None:
         self.path.startPunching(self.reactor.seconds())
         self.flush()
 
-    def receiveDatagram(self, data: bytes, addr) -> None:
+    def receiveDatagram(self, data: bytes, addr: tuple) -> None:
         """A probe, answer, ping or pong from C{addr} (L{ProtocolError} if malformed)."""
-        replies = self.path.receiveDatagram(data, addr, self.reactor.seconds())
-        for reply, address in replies or ():
-            self._sendTo(reply, address)
+        self.path.receiveDatagram(data, addr, self.reactor.seconds())
         self.flush()
 
-    def candidatesChanged(self, candidates) -> None:
+    def candidatesChanged(self, candidates: Iterable[tuple]) -> None:
         self.path.candidatesChanged(candidates, self.reactor.seconds())
         self.flush()
 

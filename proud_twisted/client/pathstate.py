@@ -112,9 +112,9 @@ class PathConfig:
 class PathState:
     """The path from C{localID} to C{peerID}: relayed, punching or direct.
 
-    Drive it like the other cores: after every input send what
-    L{datagramsToSend} returns, read L{nextEvent} until None, and call
-    L{handleTimeout} at L{nextTimeout}.
+    Drive it like the other cores (see L{proud_twisted._glue.coredriver}):
+    after every input send what L{datagramsToSend} returns, read L{nextEvent}
+    until None, and call L{handleTimeout} at L{nextTimeout}.
     """
 
     def __init__(self, localID: int, peerID: int, probeKey: bytes, candidates=(),
@@ -138,6 +138,7 @@ class PathState:
         self._pingCounter = 0
         self._peerPingCounter = 0
         self._pings = {}            # nonce -> time sent
+        self._outbox = []           # answers and pongs not sent yet
         self._events = deque()
 
     @property
@@ -228,40 +229,41 @@ class PathState:
                 self._scheduleRetry(now)
 
     def datagramsToSend(self, now: float) -> list[tuple[bytes, tuple]]:
-        """Probes while punching, a keepalive ping when the direct path is idle."""
+        """Queued answers and pongs, then probes while punching, or a
+        keepalive ping when the direct path is idle."""
         self.handleTimeout(now)
+        datagrams, self._outbox = self._outbox, []
         if self.mode is PathMode.PUNCHING:
-            probes = self.punch.datagramsToSend(now)
+            datagrams += self.punch.datagramsToSend(now)
             self._drainPunch(now)
-            return probes
-        if self.mode is PathMode.DIRECT and now >= self._nextPing():
+        elif self.mode is PathMode.DIRECT and now >= self._nextPing():
             self._pingCounter += 1
             nonce = self._pingCounter.to_bytes(NONCE_SIZE, "big")
             self._pings[nonce] = now
             if len(self._pings) > _PINGS_REMEMBERED:
                 del self._pings[next(iter(self._pings))]
             self._lastPing = self._lastSent = now
-            return [(self._auth.seal(DIRECT_PING, nonce), self.directAddress)]
-        return []
+            datagrams.append((self._auth.seal(DIRECT_PING, nonce), self.directAddress))
+        return datagrams
 
-    def receiveDatagram(self, data: bytes, addr, now: float) -> list[tuple[bytes, tuple]] | None:
-        """Handle a probe, answer, ping or pong; returns what to send back.
+    def receiveDatagram(self, data: bytes, addr, now: float) -> None:
+        """Handle a probe, answer, ping or pong; replies leave by L{datagramsToSend}.
 
-        None means ignored: DIRECT_DATA (the glue's), anything unauthenticated,
-        naming other hosts or from an address that is neither a candidate nor
-        the direct address (these count in L{rejected}), and everything while
+        Ignored: DIRECT_DATA (the glue's), anything unauthenticated, naming
+        other hosts or from an address that is neither a candidate nor the
+        direct address (these count in L{rejected}), and everything while
         FORCED_RELAY. Raises L{ProtocolError} on bytes that are no peer datagram.
         """
         message, authentic = self._auth.openControl(data)
         if message is None:
-            return None
+            return
         addr = tuple(addr)
         fromDirect = self.mode is PathMode.DIRECT and addr == self.directAddress
         if not authentic or not (fromDirect or addr in self.candidates):
             self.rejected += 1
-            return None
+            return
         if self.mode is PathMode.FORCED_RELAY:
-            return None
+            return
         kind, nonce = message.kind, message.nonce
         if self.mode is PathMode.RELAYED and kind in (PUNCH_PROBE, DIRECT_PING):
             # The peer is punching, or still thinks the path is direct: join in.
@@ -269,23 +271,23 @@ class PathState:
             self._startPunch(now)
         if kind in (PUNCH_PROBE, PUNCH_ANSWER):
             if self.mode is PathMode.PUNCHING:
-                replies = self.punch.receiveAuthenticated(message, addr, now)
+                self._outbox += self.punch.answer(message, addr, now)
                 self._drainPunch(now)
-                return replies
-            return [(self._auth.seal(PUNCH_ANSWER, nonce), addr)] if kind == PUNCH_PROBE else []
-        if kind == DIRECT_PING:
+            elif kind == PUNCH_PROBE:
+                self._outbox.append((self._auth.seal(PUNCH_ANSWER, nonce), addr))
+        elif kind == DIRECT_PING:
             counter = int.from_bytes(nonce, "big")
             if fromDirect:
                 if counter > self._peerPingCounter:
                     self._peerPingCounter = counter
                     self._lastReceived = now
                 self._lastSent = now
-            return [(self._auth.seal(DIRECT_PONG, nonce), addr)]
-        sentAt = self._pings.pop(nonce, None) if fromDirect else None
-        if sentAt is not None:
-            self._lastReceived = now
-            self.rtt = now - sentAt
-        return []
+            self._outbox.append((self._auth.seal(DIRECT_PONG, nonce), addr))
+        else:
+            sentAt = self._pings.pop(nonce, None) if fromDirect else None
+            if sentAt is not None:
+                self._lastReceived = now
+                self.rtt = now - sentAt
 
     # Transitions
 
