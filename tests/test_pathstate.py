@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import assume, given, settings, strategies as st
@@ -9,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.client.holepunch import PunchSchedule, deriveProbeKey
 from proud_twisted.client.pathstate import (
-    PathBecameDirect, PathBecameRelayed, PathConfig, PathMode, PathState, PunchGaveUp,
-    RelayReason,
+    TRANSITIONS, IllegalPathTransition, PathBecameDirect, PathBecameRelayed, PathConfig,
+    PathInput, PathMode, PathState, PunchGaveUp, RelayReason, nextMode,
 )
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import punch
@@ -411,25 +412,79 @@ class MutationTests(SynchronousTestCase):
 class RelayedHintTests(SynchronousTestCase):
     """Relayed data from a peer we talk to directly means it fell back."""
 
-    def directPath(self):
-        from proud_twisted.client.pathstate import PathBecameDirect, PathState
-        state = PathState(1000, 1001, b"k" * 32, [("198.51.100.2", 4000)])
-        # Skip the punch: pretend it succeeded at t=10.
-        state.mode = PathMode.DIRECT
-        state.directAddress = ("198.51.100.2", 4000)
-        state._lastReceived = state._lastSent = state._directSince = 10.0
-        return state, PathBecameDirect
-
     def test_ignoredRightAfterGoingDirect(self):
-        state, _ = self.directPath()
-        state.noteRelayedTraffic(10.5)
+        state = directPath()
+        state.noteRelayedTraffic(0.5)
         self.assertIs(state.mode, PathMode.DIRECT)
         self.assertIsNone(state.nextEvent())
 
     def test_fallsBackWhenTheHintComesLater(self):
-        state, _ = self.directPath()
-        state.noteRelayedTraffic(12.0)
+        state = directPath()
+        state.noteRelayedTraffic(2.0)
         self.assertIs(state.mode, PathMode.RELAYED)
         event = state.nextEvent()
         self.assertEqual(event.reason, RelayReason.DIRECT_PATH_DIED)
         self.assertIsNotNone(state.retryAt)
+
+
+def pathIn(mode):
+    """A L{PathState} brought to C{mode} through its public inputs."""
+    if mode is PathMode.DIRECT:
+        return directPath()
+    state = PathState(A_ID, B_ID, KEY, [PEER], PathConfig(
+        punch=PunchSchedule(giveUpAfter=1.0)), random.Random(0))
+    if mode is PathMode.FORCED_RELAY:
+        state.forceRelay(True, 0.0)
+        return state
+    state.startPunching(0.0)
+    if mode is PathMode.RELAYED:
+        state.handleTimeout(1.0)        # gave up; a retry is scheduled
+    return state
+
+
+def succeed(state):
+    answer = answeringPeer(state, state.punch.nextTimeout())
+    state.receiveDatagram(answer, PEER, state.punch.nextTimeout() + 0.04)
+
+
+# The public input that feeds each PathInput to a state in a mode that takes it.
+STIMULI = {
+    PathInput.PUNCH: lambda state: state.candidatesChanged([PEER, ("10.0.0.3", 1)], 1.5),
+    PathInput.NO_CANDIDATES: lambda state: state.candidatesChanged([], 1.5),
+    PathInput.PUNCH_SUCCEEDED: succeed,
+    PathInput.PUNCH_FAILED: lambda state: state.handleTimeout(100.0),
+    PathInput.DIRECT_PATH_DIED: lambda state: state.noteRelayedTraffic(2.0),
+    PathInput.FORCE_RELAY: lambda state: state.forceRelay(True, 1.5),
+    PathInput.LIFT_FORCE: lambda state: state.forceRelay(False, 1.5),
+}
+
+
+class TransitionTableTests(SynchronousTestCase):
+    """Every (mode, input) pair: the table's move, or a clear refusal."""
+
+    def test_everyModeAndInput(self):
+        self.assertEqual(set(STIMULI), set(PathInput))
+        for mode, pathInput in itertools.product(PathMode, PathInput):
+            state = pathIn(mode)
+            self.assertIs(state.mode, mode)
+            expected = TRANSITIONS.get((mode, pathInput))
+            if expected is None:
+                with self.assertRaises(IllegalPathTransition) as caught:
+                    nextMode(mode, pathInput)
+                message = str(caught.exception)
+                self.assertIn(mode.name, message)
+                self.assertIn(pathInput.name, message)
+                self.assertEqual((caught.exception.mode, caught.exception.input),
+                                 (mode, pathInput))
+                # The state itself refuses it, and stays where it was.
+                self.assertRaises(IllegalPathTransition, state._move, pathInput)
+                self.assertIs(state.mode, mode)
+            else:
+                self.assertIs(nextMode(mode, pathInput), expected)
+                STIMULI[pathInput](state)
+                self.assertIs(state.mode, expected, (mode, pathInput))
+
+    def test_onlyTheTableChangesTheMode(self):
+        state = PathState(A_ID, B_ID, KEY, [PEER])
+        with self.assertRaises(AttributeError):
+            state.mode = PathMode.DIRECT

@@ -1,17 +1,21 @@
 """Which path a peer pair uses, relayed or direct; sans-I/O.
 
-States and what moves between them::
+Every change of L{PathMode} is an entry of L{TRANSITIONS}, keyed by the mode
+and a L{PathInput}; any other pair raises L{IllegalPathTransition}. In
+short::
 
-    RELAYED  --startPunching / retry timer / peer's probe or ping--> PUNCHING
-    PUNCHING --punch succeeded--> DIRECT          (PathBecameDirect)
-    PUNCHING --punch gave up-->   RELAYED         (PunchGaveUp, retry scheduled)
-    DIRECT   --nothing from the direct address for directTimeout-->
+    RELAYED  --PUNCH (startPunching, retry timer, peer's probe or ping)--> PUNCHING
+    PUNCHING --PUNCH_SUCCEEDED--> DIRECT          (PathBecameDirect)
+    PUNCHING --PUNCH_FAILED-->    RELAYED         (PunchGaveUp, retry scheduled)
+    DIRECT   --DIRECT_PATH_DIED (nothing from the direct address for
+               directTimeout, or the peer's data came relayed)-->
                                   RELAYED         (PathBecameRelayed(DIRECT_PATH_DIED),
                                                    retry scheduled)
-    any      --forceRelay(True)--> FORCED_RELAY   (PathBecameRelayed(FORCED_RELAY)
+    any but FORCED_RELAY --FORCE_RELAY--> FORCED_RELAY
+                                                  (PathBecameRelayed(FORCED_RELAY)
                                                    if it was DIRECT)
-    FORCED_RELAY --forceRelay(False)--> RELAYED, punching again at once if it
-                                  had been started before
+    FORCED_RELAY --LIFT_FORCE--> RELAYED, punching again at once if it had
+                                  been started before
 
 Retries back off: C{retryInitial}, times C{retryBackoff} after each further
 failure, at most C{retryMax}; C{maxRetries} (None: no limit) bounds them
@@ -39,11 +43,13 @@ import enum
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from proud_twisted.client.holepunch import (
     HolePunch, PairAuthenticator, PunchFailed, PunchSchedule, PunchSucceeded,
     uniqueAddresses,
 )
+from proud_twisted.errors import ProudError
 from proud_twisted.wire.punch import (
     DIRECT_PING, DIRECT_PONG, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE,
 )
@@ -56,6 +62,56 @@ class PathMode(enum.Enum):
     PUNCHING = "punching"
     DIRECT = "direct"
     FORCED_RELAY = "forced relay"
+
+
+class PathInput(enum.Enum):
+    """What can move a pair from one L{PathMode} to another."""
+
+    PUNCH = "punch toward the candidates"
+    NO_CANDIDATES = "punch with no candidate address"
+    PUNCH_SUCCEEDED = "punch succeeded"
+    PUNCH_FAILED = "punch gave up"
+    DIRECT_PATH_DIED = "direct path died"
+    FORCE_RELAY = "relay forced"
+    LIFT_FORCE = "relay no longer forced"
+
+
+TRANSITIONS: Final[dict[tuple[PathMode, PathInput], PathMode]] = {
+    (PathMode.RELAYED, PathInput.PUNCH): PathMode.PUNCHING,
+    # New candidates while punching: a fresh attempt toward them.
+    (PathMode.PUNCHING, PathInput.PUNCH): PathMode.PUNCHING,
+    (PathMode.RELAYED, PathInput.NO_CANDIDATES): PathMode.RELAYED,
+    (PathMode.PUNCHING, PathInput.NO_CANDIDATES): PathMode.RELAYED,
+    (PathMode.PUNCHING, PathInput.PUNCH_SUCCEEDED): PathMode.DIRECT,
+    (PathMode.PUNCHING, PathInput.PUNCH_FAILED): PathMode.RELAYED,
+    (PathMode.DIRECT, PathInput.DIRECT_PATH_DIED): PathMode.RELAYED,
+    (PathMode.RELAYED, PathInput.FORCE_RELAY): PathMode.FORCED_RELAY,
+    (PathMode.PUNCHING, PathInput.FORCE_RELAY): PathMode.FORCED_RELAY,
+    (PathMode.DIRECT, PathInput.FORCE_RELAY): PathMode.FORCED_RELAY,
+    (PathMode.FORCED_RELAY, PathInput.LIFT_FORCE): PathMode.RELAYED,
+}
+"""Every move between path modes: C{(mode, input) -> next mode}."""
+
+
+class IllegalPathTransition(ProudError):
+    """A L{PathInput} that the pair's current L{PathMode} has no transition for."""
+
+    def __init__(self, mode: PathMode, pathInput: PathInput) -> None:
+        super().__init__(f"a path in mode {mode.name} cannot take input {pathInput.name}"
+                         f" ({pathInput.value})")
+        self.mode = mode
+        self.input = pathInput
+
+
+def nextMode(mode: PathMode, pathInput: PathInput) -> PathMode:
+    """The mode C{pathInput} moves a pair in C{mode} to (see L{TRANSITIONS}).
+
+    @raise IllegalPathTransition: if there is no such move.
+    """
+    try:
+        return TRANSITIONS[mode, pathInput]
+    except KeyError:
+        raise IllegalPathTransition(mode, pathInput) from None
 
 
 class RelayReason(enum.Enum):
@@ -121,7 +177,7 @@ class PathState:
                  config: PathConfig = PathConfig(),
                  rng: random.Random | None = None) -> None:
         self.config = config
-        self.mode = PathMode.RELAYED
+        self._mode = PathMode.RELAYED
         self.candidates = uniqueAddresses(candidates)
         self.directAddress = None
         self.rtt = None
@@ -140,6 +196,11 @@ class PathState:
         self._pings = {}            # nonce -> time sent
         self._outbox = []           # answers and pongs not sent yet
         self._events = deque()
+
+    @property
+    def mode(self) -> PathMode:
+        """The current L{PathMode}; only L{TRANSITIONS} change it."""
+        return self._mode
 
     @property
     def relayed(self) -> bool:
@@ -172,11 +233,11 @@ class PathState:
         """Keep the pair on the relay (C{on}), or let it punch again."""
         if on and self.mode is not PathMode.FORCED_RELAY:
             wasDirect = self.mode is PathMode.DIRECT
-            self._leave(PathMode.FORCED_RELAY)
+            self._leave(PathInput.FORCE_RELAY)
             if wasDirect:
                 self._events.append(PathBecameRelayed(RelayReason.FORCED_RELAY))
         elif not on and self.mode is PathMode.FORCED_RELAY:
-            self.mode = PathMode.RELAYED
+            self._move(PathInput.LIFT_FORCE)
             self._fallbacks = 0
             if self._wanted:
                 self._startPunch(now)
@@ -195,9 +256,7 @@ class PathState:
         """
         if (self.mode is PathMode.DIRECT
                 and now - self._directSince > self.config.relayedHintGrace):
-            self._leave(PathMode.RELAYED)
-            self._events.append(PathBecameRelayed(RelayReason.DIRECT_PATH_DIED))
-            self._scheduleRetry(now)
+            self._directPathDied(now)
 
     def noteDirectSent(self, now: float) -> None:
         """We sent data to the peer on the direct path."""
@@ -224,9 +283,7 @@ class PathState:
                 self._startPunch(now)
         elif self.mode is PathMode.DIRECT:
             if now >= self._lastReceived + self.config.directTimeout:
-                self._leave(PathMode.RELAYED)
-                self._events.append(PathBecameRelayed(RelayReason.DIRECT_PATH_DIED))
-                self._scheduleRetry(now)
+                self._directPathDied(now)
 
     def datagramsToSend(self, now: float) -> list[tuple[bytes, tuple]]:
         """Queued answers and pongs, then probes while punching, or a
@@ -294,36 +351,45 @@ class PathState:
     def _startPunch(self, now: float) -> None:
         self.retryAt = None
         if not self.candidates:
-            self.mode = PathMode.RELAYED
+            self._move(PathInput.NO_CANDIDATES)
             self._events.append(PunchGaveUp("no candidate addresses", None))
             return
+        self._move(PathInput.PUNCH)
         self.punch = HolePunch(self._localID, self._peerID, self._probeKey, self.candidates,
                                now, self.config.punch, self._rng)
-        self.mode = PathMode.PUNCHING
 
     def _drainPunch(self, now: float) -> None:
         while self.mode is PathMode.PUNCHING and (event := self.punch.nextEvent()):
             if isinstance(event, PunchSucceeded):
-                self._leave(PathMode.DIRECT)
+                self._leave(PathInput.PUNCH_SUCCEEDED)
                 self.directAddress, self.rtt = event.address, event.rtt
                 self._fallbacks = 0
                 self._lastReceived = self._lastSent = self._directSince = now
                 self._events.append(PathBecameDirect(event.address, event.rtt))
             elif isinstance(event, PunchFailed):
-                self._leave(PathMode.RELAYED)
+                self._leave(PathInput.PUNCH_FAILED)
                 self._scheduleRetry(now)
                 self._events.append(PunchGaveUp(event.reason, self.retryAt))
 
-    def _leave(self, mode: PathMode) -> None:
-        """Drop the current punch, direct address, keepalive and retry timer."""
+    def _move(self, pathInput: PathInput) -> None:
+        self._mode = nextMode(self._mode, pathInput)
+
+    def _leave(self, pathInput: PathInput) -> None:
+        """Move on C{pathInput}, dropping the punch, direct address, keepalive
+        and retry timer."""
+        self._move(pathInput)
         if self.punch is not None:
             self.punch.cancel()
             self.punch = None
-        self.mode = mode
         self.directAddress = None
         self.retryAt = None
         self._pings.clear()
         self._lastPing = float("-inf")
+
+    def _directPathDied(self, now: float) -> None:
+        self._leave(PathInput.DIRECT_PATH_DIED)
+        self._events.append(PathBecameRelayed(RelayReason.DIRECT_PATH_DIED))
+        self._scheduleRetry(now)
 
     def _scheduleRetry(self, now: float) -> None:
         self._fallbacks += 1
