@@ -11,8 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted.client.holepunch import PunchSchedule, deriveProbeKey
 from proud_twisted.client.pathstate import (
     TRANSITIONS, IllegalPathTransition, PathBecameDirect, PathBecameRelayed, PathConfig,
-    PathInput, PathMode, PathState, PunchGaveUp, RelayReason, nextMode,
+    PathInput, PathMode, PathState, PunchGaveUp, nextMode,
 )
+from proud_twisted.constants import RelayReason
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import punch
 from tests.test_holepunch import (

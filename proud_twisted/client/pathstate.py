@@ -49,6 +49,7 @@ from proud_twisted.client.holepunch import (
     HolePunch, PairAuthenticator, PunchFailed, PunchSchedule, PunchSucceeded,
     uniqueAddresses,
 )
+from proud_twisted.constants import RelayReason
 from proud_twisted.errors import ProudError
 from proud_twisted.wire.punch import (
     DIRECT_PING, DIRECT_PONG, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE,
@@ -114,11 +115,6 @@ def nextMode(mode: PathMode, pathInput: PathInput) -> PathMode:
         raise IllegalPathTransition(mode, pathInput) from None
 
 
-class RelayReason(enum.Enum):
-    DIRECT_PATH_DIED = "direct path died"
-    FORCED_RELAY = "forced relay"
-
-
 @dataclass(frozen=True)
 class PathBecameDirect:
     """The pair now uses the direct path to C{address}."""
@@ -129,7 +125,8 @@ class PathBecameDirect:
 
 @dataclass(frozen=True)
 class PathBecameRelayed:
-    """The pair left its direct path and uses the relay again."""
+    """The pair left its direct path and uses the relay again; C{reason} is
+    C{DIRECT_PATH_DIED} or C{FORCED_RELAY}."""
 
     reason: RelayReason
 

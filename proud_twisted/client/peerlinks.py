@@ -18,7 +18,6 @@ from proud_twisted.client.holepunch import deriveProbeKey
 from proud_twisted.client.pathdriver import PathDriver
 from proud_twisted.client.pathstate import (
     PathBecameDirect, PathBecameRelayed, PathConfig, PathMode, PathState, PunchGaveUp,
-    RelayReason as PathRelayReason,
 )
 from proud_twisted.constants import RelayReason
 from proud_twisted.crypto import pairChannel
@@ -36,11 +35,6 @@ DEFAULT_MAX_DIRECT_PEERS = 64
 # sender; this many are kept for this long until it arrives.
 EARLY_FRAMES_KEPT = 64
 EARLY_FRAME_LIFETIME = 2.0
-
-_RELAY_REASONS = {
-    PathRelayReason.DIRECT_PATH_DIED: RelayReason.DIRECT_PATH_DIED,
-    PathRelayReason.FORCED_RELAY: RelayReason.FORCED_RELAY,
-}
 
 
 class PeerLinks:
@@ -235,7 +229,7 @@ class PeerLinks:
             elif isinstance(event, PathBecameRelayed):
                 peer.directAddress = None
                 peer.driver.pathChanged(self._relayTransmitter(peer))
-                self._reportPath(peer, False, _RELAY_REASONS[event.reason])
+                self._reportPath(peer, False, event.reason)
             elif isinstance(event, PunchGaveUp):
                 client.log.info("hole punching to {peer} gave up: {reason}",
                                 peer=peer.hostID, reason=event.reason)
