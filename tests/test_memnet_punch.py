@@ -292,7 +292,7 @@ class ForgedProbeTests(SynchronousTestCase):
         self.assertEqual(a.getPeerInfo(idb).directAddress, realAddress)
         self.assertNotEqual(realAddress[0], "192.0.2.66")
         self.assertGreater(a.peerLinks.rejectedDatagrams +
-                           a.peerTable.peers[idb].path.path.rejected, 0)
+                           a.peerTable.peers[idb].pathDriver.state.rejected, 0)
         attacker.stopListening()
 
 

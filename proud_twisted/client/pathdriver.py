@@ -9,7 +9,7 @@ from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 
 
 class PathDriver(CoreDriver):
-    """Drives one pair's L{PathState} (its C{path}).
+    """Drives one pair's L{PathState} (its C{state}).
 
     Each input passes the reactor's time to the state and flushes: what the
     state then has to send (answers, probes, pings) goes to
@@ -19,25 +19,25 @@ class PathDriver(CoreDriver):
     def __init__(self, reactor, state: PathState, sendTo: Callable[[bytes, tuple], None],
                  deliver: Callable[[object], None], turnEnd: TurnEnd | None = None) -> None:
         super().__init__(reactor, state, lambda item: sendTo(*item), deliver, turnEnd)
-        self.path: PathState = state
+        self.state: PathState = state
 
     def startPunching(self) -> None:
-        self.path.startPunching(self.reactor.seconds())
+        self.state.startPunching(self.reactor.seconds())
         self.flush()
 
     def receiveDatagram(self, data: bytes, addr: tuple) -> None:
         """A probe, answer, ping or pong from C{addr} (L{ProtocolError} if malformed)."""
-        self.path.receiveDatagram(data, addr, self.reactor.seconds())
+        self.state.receiveDatagram(data, addr, self.reactor.seconds())
         self.flush()
 
     def candidatesChanged(self, candidates: Iterable[tuple]) -> None:
-        self.path.candidatesChanged(candidates, self.reactor.seconds())
+        self.state.candidatesChanged(candidates, self.reactor.seconds())
         self.flush()
 
     def noteRelayedTraffic(self) -> None:
-        self.path.noteRelayedTraffic(self.reactor.seconds())
+        self.state.noteRelayedTraffic(self.reactor.seconds())
         self.flush()
 
     def forceRelay(self, on: bool) -> None:
-        self.path.forceRelay(on, self.reactor.seconds())
+        self.state.forceRelay(on, self.reactor.seconds())
         self.flush()

@@ -65,24 +65,24 @@ class PeerLinks:
         if policy & POLICY_DIRECT_ALLOWED:
             state = PathState(client.getLocalHostID(), peer.hostID,
                               deriveProbeKey(peer.pairSecret), (), self.pathConfig)
-            peer.path = PathDriver(client.reactor, state, client.sendDatagramTo,
-                                   self._pathEventHandler(peer), client.turnEnd)
+            peer.pathDriver = PathDriver(client.reactor, state, client.sendDatagramTo,
+                                         self._pathEventHandler(peer), client.turnEnd)
             peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
         self._replayEarlyFrames(peer.hostID)
 
     def addressesChanged(self, peer) -> None:
-        if peer.path is None or not peer.candidates:
+        if peer.pathDriver is None or not peer.candidates:
             return
-        peer.path.candidatesChanged(peer.candidates)
+        peer.pathDriver.candidatesChanged(peer.candidates)
         if peer.punchAtOnce:
             self._startPunching(peer)
 
     def gone(self, peer) -> None:
         """C{peer} no longer shares a group with us (or we left the server)."""
-        for driver in (peer.driver, peer.path):
+        for driver in (peer.driver, peer.pathDriver):
             if driver is not None:
                 driver.close()
-        peer.driver = peer.path = None
+        peer.driver = peer.pathDriver = None
         self._failWaiters(peer, HolePunchFailed(f"{peer.hostID} is no longer a peer"))
 
     # Sending and receiving
@@ -100,8 +100,8 @@ class PeerLinks:
         datagram = self._unframe(peer, payload)
         if datagram is not None:
             self._startPunching(peer)
-            if peer.path is not None:
-                peer.path.noteRelayedTraffic()
+            if peer.pathDriver is not None:
+                peer.pathDriver.noteRelayedTraffic()
             self._feed(peer, datagram, relayed=True)
 
     def peerDatagram(self, data: bytes, addr) -> None:
@@ -116,19 +116,19 @@ class PeerLinks:
             payload = None
         peer = self.client.peerTable.peers.get(sender)
         if (receiver != self.client.getLocalHostID() or peer is None
-                or peer.path is None):
+                or peer.pathDriver is None):
             self.rejectedDatagrams += 1
             return
         if payload is None:
-            peer.path.receiveDatagram(data, addr)
+            peer.pathDriver.receiveDatagram(data, addr)
             return
         addr = tuple(addr)
-        if addr != peer.directAddress and addr not in peer.path.path.candidates:
+        if addr != peer.directAddress and addr not in peer.pathDriver.state.candidates:
             self.rejectedDatagrams += 1
             return
         datagram = self._unframe(peer, payload)
         if datagram is not None:
-            peer.path.path.noteDirectTraffic(self.client.reactor.seconds())
+            peer.pathDriver.state.noteDirectTraffic(self.client.reactor.seconds())
             self._feed(peer, datagram, relayed=False)
 
     def punchRequested(self, sender: int) -> None:
@@ -148,10 +148,10 @@ class PeerLinks:
     def whenDirect(self, peer) -> defer.Deferred:
         if peer.directAddress is not None:
             return defer.succeed(peer.directAddress)
-        if peer.path is None:
+        if peer.pathDriver is None:
             return defer.fail(HolePunchFailed(
                 f"direct P2P with {peer.hostID} is not allowed by the server"))
-        if peer.path.path.mode is PathMode.FORCED_RELAY:
+        if peer.pathDriver.state.mode is PathMode.FORCED_RELAY:
             return defer.fail(HolePunchFailed(
                 f"the path to {peer.hostID} is forced onto the relay"))
         waiter = defer.Deferred(lambda d: peer.directWaiters.remove(d))
@@ -161,31 +161,32 @@ class PeerLinks:
         return waiter
 
     def forceRelay(self, peer, on: bool) -> None:
-        if peer.path is None:
+        if peer.pathDriver is None:
             return
-        peer.path.forceRelay(on)
+        peer.pathDriver.forceRelay(on)
         if not on:
             peer.punchRequested = False
             self._startPunching(peer)
 
     def directPeerCount(self) -> int:
         return sum(1 for p in self.client.peerTable.peers.values()
-                   if p.path is not None and p.path.path.mode in
+                   if p.pathDriver is not None and p.pathDriver.state.mode in
                    (PathMode.DIRECT, PathMode.PUNCHING))
 
     # Internals
 
     def _startPunching(self, peer) -> None:
         """Start punching once; after that the path state retries on its own."""
-        path = peer.path
-        if (path is None or peer.punchRequested or not peer.candidates
-                or path.path.mode is not PathMode.RELAYED or path.path.retryAt is not None):
+        driver = peer.pathDriver
+        if (driver is None or peer.punchRequested or not peer.candidates
+                or driver.state.mode is not PathMode.RELAYED
+                or driver.state.retryAt is not None):
             return
         if self.directPeerCount() >= self.maxDirectPeers:
             return
         peer.punchRequested = True
-        path.candidatesChanged(peer.candidates)
-        path.startPunching()
+        driver.candidatesChanged(peer.candidates)
+        driver.startPunching()
         # A NAT that filters by address lets the peer's probes in only once
         # we have sent it ours: ask it, through the relay, to punch as well.
         self.client.sendToServerTcp(relay.encodeTcpRelayRequest(
@@ -201,12 +202,12 @@ class PeerLinks:
     def _directTransmitter(self, peer, address):
         client = self.client
         localID = client.getLocalHostID()
-        path = peer.path.path
+        state = peer.pathDriver.state
 
         def transmit(datagram: bytes) -> None:
             client.sendDatagramTo(encodeDirectData(
                 localID, peer.hostID, self._frame(peer, datagram)), address)
-            path.noteDirectSent(client.reactor.seconds())
+            state.noteDirectSent(client.reactor.seconds())
         return transmit
 
     def _deliverer(self, peer):
