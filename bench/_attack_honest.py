@@ -4,7 +4,7 @@ group, send each other ``--rate`` reliable messages a second each way, each
 stamped with the time it was sent; the receiver (same process, same clock)
 measures the one-way latency.
 
-Commands (see ``_attack_child``): ``paired`` waits (bounded) until each
+Commands (see ``_common.JsonControl``): ``paired`` waits (bounded) until each
 client has the other as a peer (and, with ``--direct``, a direct path), then
 starts the exchange; ``stop`` stops sending, waits up to ``--drain`` seconds
 for what is in flight, and answers with the figures.
@@ -20,7 +20,6 @@ import time
 
 from twisted.internet import defer, task
 
-import _attack_child as child
 import _common
 
 _STAMP = struct.Struct("!dI")       # send time (perf_counter), sequence number
@@ -71,11 +70,11 @@ def setupFor(args):
         key = PublicIdentity.fromHex(args.key)
         toA, toB, leaves = Direction(), Direction(), []
         a = NetClient(makeEvents("a", toA, leaves), reactor=reactor, serverKey=key,
-                      udpInterface=child.LOOPBACK)
+                      udpInterface=_common.LOOPBACK)
         b = NetClient(makeEvents("b", toB, leaves), reactor=reactor, serverKey=key,
-                      udpInterface=child.LOOPBACK)
+                      udpInterface=_common.LOOPBACK)
         idA, idB = await defer.gatherResults(
-            [c.connect(child.LOOPBACK, args.port, child.VERSION) for c in (a, b)],
+            [c.connect(_common.LOOPBACK, args.port, _common.ATTACK_VERSION) for c in (a, b)],
             consumeErrors=True)
         filler = bytes(max(0, args.size - _STAMP.size))
         loops = []
@@ -136,7 +135,7 @@ def setupFor(args):
 
 
 def main() -> int:
-    parser = child.childParser(__doc__)
+    parser = _common.childParser(__doc__)
     parser.add_argument("--direct", action="store_true",
                         help="wait for a direct path before exchanging")
     parser.add_argument("--rate", type=float, default=100.0,
@@ -144,7 +143,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="message size (default 64)")
     parser.add_argument("--drain", type=float, default=5.0,
                         help="seconds to wait for messages in flight at the end (default 5)")
-    return child.runParsed(parser, setupFor)
+    return _common.runParsed(parser, setupFor)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 call connect in the same reactor turn when told ``go``, and answer with how
 each join ended (the times in seconds from connect to joined).
 
-Commands (see ``_attack_child``): ``go``; ``leave`` (disconnect them all).
+Commands (see ``_common.JsonControl``): ``go``; ``leave`` (disconnect them all).
 
     python bench/_attack_joiners.py --port TCP --key HEX --clients N --lifetime S
 """
@@ -15,7 +15,7 @@ import time
 
 from twisted.internet import defer
 
-import _attack_child as child
+import _common
 
 
 def setupFor(args):
@@ -23,7 +23,7 @@ def setupFor(args):
         from proud_twisted import NetClient, PublicIdentity
         from proud_twisted.errors import JoinTimeout
         key = PublicIdentity.fromHex(args.key)
-        clients = [NetClient(reactor=reactor, serverKey=key, udpInterface=child.LOOPBACK)
+        clients = [NetClient(reactor=reactor, serverKey=key, udpInterface=_common.LOOPBACK)
                    for _ in range(args.clients)]
 
         async def go() -> dict:
@@ -42,7 +42,7 @@ def setupFor(args):
             joins = []
             for client in clients:
                 start = time.perf_counter()
-                joins.append(client.connect(child.LOOPBACK, args.port, child.VERSION,
+                joins.append(client.connect(_common.LOOPBACK, args.port, _common.ATTACK_VERSION,
                                             timeout=args.join_timeout)
                              .addCallbacks(joined, failed, callbackArgs=(start,)))
             await defer.DeferredList(joins)
@@ -60,11 +60,11 @@ def setupFor(args):
 
 
 def main() -> int:
-    parser = child.childParser(__doc__)
+    parser = _common.childParser(__doc__)
     parser.add_argument("--clients", type=int, required=True, help="clients to join")
     parser.add_argument("--join-timeout", type=float, default=10.0,
                         help="each client's join timeout (default 10, NetClient's)")
-    return child.runParsed(parser, setupFor)
+    return _common.runParsed(parser, setupFor)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The server process of attacks.py: a NetServer on 127.0.0.1 and its
-control channel (see ``_attack_child``).
+control channel (see ``_common.JsonControl``).
 
 Its login check (``onConnectionRequest``) raises for userData ``b"raise"``,
 returns a failing Deferred for ``b"fail"`` and a Deferred that never fires
@@ -25,7 +25,7 @@ import time
 
 from twisted.internet import defer, task
 
-import _attack_child as child
+import _common
 
 
 def makeEvents():
@@ -112,8 +112,8 @@ def setupFor(args):
         from proud_twisted import NetServer, freezeStartupObjects
         events = makeEvents()
         options, ignored = serverOptions(args)
-        server = NetServer(events, child.VERSION, tcpPort=0, udpPort=0,
-                           interface=child.LOOPBACK, reactor=reactor, **options)
+        server = NetServer(events, _common.ATTACK_VERSION, tcpPort=0, udpPort=0,
+                           interface=_common.LOOPBACK, reactor=reactor, **options)
         server.startService()
         freezeStartupObjects()          # as twistd proudserver does
         senders = []
@@ -148,12 +148,12 @@ def setupFor(args):
 
 
 def main() -> int:
-    parser = child.childParser(__doc__, joinsServer=False)
+    parser = _common.childParser(__doc__, joinsServer=False)
     parser.add_argument("--login-timeout", type=float, default=0.0,
                         help="NetServer(loginTimeout=...), where it takes one")
     parser.add_argument("--backlog", type=int, default=0,
                         help="NetServer(backlog=...), where it takes one (0: the server chooses)")
-    return child.runParsed(parser, setupFor)
+    return _common.runParsed(parser, setupFor)
 
 
 if __name__ == "__main__":

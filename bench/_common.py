@@ -1,49 +1,60 @@
-"""Shared pieces of the benchmarks: options, result lines, a bounded reactor
-run, optional profiling, and a pair of reliable UDP sessions on loopback.
+"""What the benchmark scripts share: result lines, options, a bounded
+reactor run, bounded waits, profiling; a pair of reliable UDP sessions on
+loopback; event objects and a pair of joined clients to ping-pong between;
+the control channel and start of a child process; other processes' figures
+from /proc.
 
-Not part of the package; the scripts next to this file import it directly.
+Not part of the package. Every script in this folder imports this module
+and nothing else of bench/ (nor of tests/, but for the NAT lab and the
+fuzzing harness, which the tests own). Loading it imports only the standard
+library and Twisted; whatever needs proud_twisted imports it where it is
+used, so that a bare Twisted baseline process (``server_gc.py --serve
+--bare``) can use the control channel without loading our package.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
+import collections
 import dataclasses
+import functools
 import io
+import json
 import os
-import pstats
 import random
 import socket
 import statistics
 import struct
 import sys
 import time
+import uuid
 
-from twisted.internet import defer, task
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet import defer, protocol, stdio, task
+from twisted.logger import LogLevel, formatEventAsClassicLogText, globalLogBeginner
+from twisted.protocols.basic import LineReceiver
 
+BENCH = os.path.dirname(os.path.abspath(__file__))
 # Measure the checkout this folder belongs to, even where an older copy of the
 # package is installed.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from proud_twisted._glue.udpwrite import datagramWriter  # noqa: E402
-from proud_twisted.errors import SendQueueFull  # noqa: E402
-from proud_twisted.rudp import MessageReceived, SessionConfig  # noqa: E402
-# The sessions as the framework runs them (no CRC of their own: the framework
-# seals every datagram, or relies on the UDP checksum).
-from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
-from proud_twisted import rudp  # noqa: E402
-
-IMPLEMENTATION = ("compiled with mypyc" if rudp.COMPILED
-                  else "pure Python (python setup.py build_ext --inplace compiles it)")
-print(f"reliable-UDP core: {IMPLEMENTATION}", flush=True)
-from proud_twisted._glue.sessiondriver import SessionDriver  # noqa: E402
+sys.path.insert(0, os.path.dirname(BENCH))
 
 LOOPBACK = "127.0.0.1"
 ENET_SOCKET_BUFFER = 256 * 1024
 """What ENet asks for as socket send and receive buffers (enet_host_create)."""
 WINDOW_SAMPLE_INTERVAL = 0.01
+STEP_WAIT = 10.0
+"""At most this long for any one step of a client pair (a join, a leave, a direct path)."""
+POLL = 0.002
+WARMUP = 100
+"""Round trips made, and not timed, before each timed block of a client pair."""
+ATTACK_VERSION = uuid.UUID("0b8f5d2e-7c41-4a39-9e06-d3a1c57f2b94")
+"""The protocol version of attacks.py and its child processes."""
+ERRORS_PRINTED = 3
+"""Error events a child process writes to stderr; it counts the rest."""
 _INDEX = struct.Struct("!Q")
+_HEADER = struct.Struct("!cIQ")     # kind, round/block, index
+MESSAGE_HEADER_SIZE = _HEADER.size
+"""The smallest L{message}."""
 
 clock = time.perf_counter
 """Wall clock for the measurements (the reactor's clock drives the sessions)."""
@@ -52,18 +63,103 @@ cpuClock = time.process_time
 other processes), not work."""
 
 
-# options and output
+def printCore() -> None:
+    """Print whether the reliable-UDP core this run measures is compiled."""
+    from proud_twisted import rudp
+    implementation = ("compiled with mypyc" if rudp.COMPILED
+                      else "pure Python (python setup.py build_ext --inplace compiles it)")
+    print(f"reliable-UDP core: {implementation}", flush=True)
+
+
+# result lines
+
+def report(name: str, ours: float, baseline: float, unit: str, baselineName: str,
+           goal: float | None = None, higherIsBetter: bool = True, note: str = "") -> float:
+    """Print a result line ``name: ours=…, baseline=…, ratio=…`` and, with a
+    ``goal``, whether the ratio meets it, then ``note``; return the ratio."""
+    ratio = ours / baseline if baseline else float("inf")
+    verdict = ""
+    if goal is not None:
+        met = ratio >= goal if higherIsBetter else ratio <= goal
+        sign = ">=" if higherIsBetter else "<="
+        verdict = f" (goal {sign} {goal:g}: {'met' if met else 'MISSED'})"
+    print(f"{name}: ours={ours:,.1f} {unit}, baseline={baseline:,.1f} {unit} ({baselineName}),"
+          f" ratio={ratio:.3f}{verdict}{note}")
+    return ratio
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+median = statistics.median
+
+
+def summarise(values: list[float]) -> tuple[float, float]:
+    """(median, p99) of some samples."""
+    return statistics.median(values), percentile(values, 0.99)
+
+
+def ms(seconds: float | None, digits: int = 2) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.{digits}f} ms"
+
+
+def us(seconds: float, digits: int = 0) -> str:
+    return f"{seconds * 1e6:.{digits}f} us"
+
+
+def formatStats(stats) -> str:
+    """One line of a `SessionStats`, times in milliseconds."""
+    parts = []
+    for key, value in dataclasses.asdict(stats).items():
+        if isinstance(value, float) and key in ("srtt", "rttvar", "rto"):
+            value = f"{value * 1000:.3f}ms"
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+# options
+
+def scriptParser(doc: str) -> argparse.ArgumentParser:
+    """An option parser described by the first paragraph of a script's ``doc``."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+
+
+def addTimeout(parser: argparse.ArgumentParser, default: float) -> None:
+    """``--timeout``: the bound on the whole run."""
+    parser.add_argument("--timeout", type=float, default=default,
+                        help=f"give up after this many seconds in all (default {default:g})")
+
+
+def addProfile(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--profile`` (cProfile ``what``) and ``--profile-top``."""
+    parser.add_argument("--profile", action="store_true", help=f"cProfile {what}")
+    parser.add_argument("--profile-top", type=int, default=25,
+                        help="functions listed per profile table (default 25)")
+
+
+def addGroupOptions(parser: argparse.ArgumentParser, clients: int, groupSize: str) -> None:
+    """``--clients``, ``--group-size`` (members of ``groupSize``) and ``--no-encryption``."""
+    parser.add_argument("--clients", type=int, default=clients,
+                        help=f"joined clients (default {clients})")
+    parser.add_argument("--group-size", type=int, default=20,
+                        help=f"members of {groupSize} (default 20)")
+    parser.add_argument("--no-encryption", action="store_true",
+                        help="our server and clients without encryption")
+
 
 def parseOptions(description: str, messages: int, size: int, timeout: float,
                  repeat: int) -> argparse.Namespace:
-    """The options every benchmark takes, with its own defaults."""
+    """The options of the reliable UDP benchmarks, with their own defaults."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--messages", type=int, default=messages,
                         help=f"messages (or round trips) per measurement (default {messages})")
     parser.add_argument("--size", type=int, default=size,
                         help=f"message size in bytes (default {size})")
-    parser.add_argument("--timeout", type=float, default=timeout,
-                        help=f"give up after this many seconds in all (default {timeout:g})")
+    addTimeout(parser, timeout)
     parser.add_argument("--repeat", type=int, default=repeat,
                         help="measure ours and the baseline this many times, alternating,"
                              f" and compare medians (default {repeat})")
@@ -80,47 +176,6 @@ def parseOptions(description: str, messages: int, size: int, timeout: float,
         parser.error(f"--size must be at least {_INDEX.size}")
     args.deadline = clock() + args.timeout
     return args
-
-
-def report(name: str, ours: float, baseline: float, unit: str, baselineName: str,
-           goal: float | None = None, higherIsBetter: bool = True) -> float:
-    """Print a result line ``name: ours=…, baseline=…, ratio=…`` and, with a
-    ``goal``, whether the ratio meets it; return the ratio."""
-    ratio = ours / baseline if baseline else float("inf")
-    verdict = ""
-    if goal is not None:
-        met = ratio >= goal if higherIsBetter else ratio <= goal
-        sign = ">=" if higherIsBetter else "<="
-        verdict = f" (goal {sign} {goal:g}: {'met' if met else 'MISSED'})"
-    print(f"{name}: ours={ours:,.1f} {unit}, baseline={baseline:,.1f} {unit} ({baselineName}),"
-          f" ratio={ratio:.3f}{verdict}")
-    return ratio
-
-
-def formatStats(stats) -> str:
-    """One line of a `SessionStats`, times in milliseconds."""
-    parts = []
-    for key, value in dataclasses.asdict(stats).items():
-        if isinstance(value, float) and key in ("srtt", "rttvar", "rto"):
-            value = f"{value * 1000:.3f}ms"
-        elif isinstance(value, float):
-            value = f"{value:.4f}"
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def summarise(values: list[float]) -> tuple[float, float]:
-    """(median, p99) of some samples."""
-    return statistics.median(values), percentile(values, 0.99)
 
 
 # running
@@ -150,11 +205,21 @@ def runBounded(main, args: argparse.Namespace, grace: float = 0.0) -> None:
     task.react(bounded)
 
 
+def runUntilDeadline(run, args: argparse.Namespace, grace: float) -> int:
+    """Run ``run(reactor, args)`` bounded by ``--timeout`` from now (see
+    L{runBounded}); the exit status."""
+    args.deadline = clock() + args.timeout
+    runBounded(lambda reactor: run(reactor, args), args, grace)
+    return 0
+
+
 def runScript(doc: str, run, messages: int, size: int, timeout: float,
               repeat: int = 3) -> None:
-    """A benchmark's command line: parse the options (defaults as given,
-    description from ``doc``), run ``run(reactor, args, profile)`` bounded by
-    ``--timeout``, and print the profile if ``--profile`` asked for one."""
+    """A reliable UDP benchmark's command line: parse the options (defaults
+    as given, description from ``doc``), run ``run(reactor, args, profile)``
+    bounded by ``--timeout``, and print the profile if ``--profile`` asked
+    for one."""
+    printCore()
     args = parseOptions(doc.split("\n\n")[0], messages, size, timeout, repeat)
     profile = Profile(args.profile)
 
@@ -166,10 +231,17 @@ def runScript(doc: str, run, messages: int, size: int, timeout: float,
 
 
 class Profile:
-    """cProfile around our session's part, when ``--profile`` asks for it."""
+    """cProfile around our part of a benchmark, when ``--profile`` asks for it."""
 
     def __init__(self, enabled: bool) -> None:
-        self._profile = cProfile.Profile() if enabled else None
+        self._profile = None
+        if enabled:
+            import cProfile
+            self._profile = cProfile.Profile()
+
+    @property
+    def enabled(self) -> bool:
+        return self._profile is not None
 
     def start(self) -> None:
         if self._profile is not None:
@@ -179,9 +251,15 @@ class Profile:
         if self._profile is not None:
             self._profile.disable()
 
+    def stats(self):
+        """The profile's `pstats.Stats`."""
+        import pstats
+        return pstats.Stats(self._profile)
+
     def print(self, top: int = 30) -> None:
         if self._profile is None:
             return
+        import pstats
         for sortKey in ("tottime", "cumulative"):
             out = io.StringIO()
             stats = pstats.Stats(self._profile, stream=out)
@@ -191,6 +269,34 @@ class Profile:
 
 
 NO_PROFILE = Profile(False)
+
+
+class Budget:
+    """The whole run's deadline; every wait is clamped to it."""
+
+    def __init__(self, reactor, deadline: float) -> None:
+        self.reactor = reactor
+        self.deadline = deadline
+
+    def left(self) -> float:
+        return self.deadline - clock()
+
+    async def wait(self, d: defer.Deferred, seconds: float, what: str):
+        limit = max(0.0, min(seconds, self.left()))
+        try:
+            return await d.addTimeout(limit, self.reactor)
+        except defer.TimeoutError:
+            raise BenchFailure(f"timed out after {limit:.1f} s waiting for {what}") from None
+
+    async def until(self, condition, seconds: float, what: str) -> None:
+        """Poll C{condition()} every POLL seconds, a bounded number of times."""
+        limit = max(0.0, min(seconds, self.left()))
+        for _ in range(int(limit / POLL) + 2):
+            if condition():
+                return
+            await task.deferLater(self.reactor, POLL, lambda: None)
+        if not condition():
+            raise BenchFailure(f"timed out after {limit:.1f} s waiting for {what}")
 
 
 # payloads
@@ -250,11 +356,11 @@ class Lossy:
             self.transmit(data)
 
 
-class SessionEndpoint(DatagramProtocol):
+class SessionEndpoint(protocol.DatagramProtocol):
     """One UDP port on loopback with one `SessionDriver` talking to ``peer``."""
 
-    def __init__(self, reactor, deliver, config: SessionConfig, loss: float,
-                 rng: random.Random) -> None:
+    def __init__(self, reactor, deliver, config, loss: float, rng: random.Random) -> None:
+        from proud_twisted._glue.sessiondriver import SessionDriver
         self.peer = None
         self.afterDatagram = None
         self.link = Lossy(self._write, loss, rng)
@@ -263,6 +369,7 @@ class SessionEndpoint(DatagramProtocol):
 
     def startProtocol(self) -> None:
         # The framework's own UDP write (see proud_twisted._glue.udpwrite).
+        from proud_twisted._glue.udpwrite import datagramWriter
         self._send = datagramWriter(self.transport)
 
     def _write(self, data: bytes) -> None:
@@ -274,8 +381,8 @@ class SessionEndpoint(DatagramProtocol):
             self.afterDatagram()
 
 
-def listen(reactor, protocol, bufferSize: int):
-    port = reactor.listenUDP(0, protocol, interface=LOOPBACK)
+def listen(reactor, datagramProtocol, bufferSize: int):
+    port = reactor.listenUDP(0, datagramProtocol, interface=LOOPBACK)
     if bufferSize:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             port.socket.setsockopt(socket.SOL_SOCKET, option, bufferSize)
@@ -290,10 +397,17 @@ def connectPair(reactor, a, b, bufferSize: int) -> list:
     return ports
 
 
-def sessionPair(reactor, deliverA, deliverB, args, loss: float = 0.0,
-                config: SessionConfig = DEFAULT_SESSION_CONFIG):
+def sessionConfig():
+    """The sessions as the framework runs them (no CRC of their own: the
+    framework seals every datagram, or relies on the UDP checksum)."""
+    from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
+    return DEFAULT_SESSION_CONFIG
+
+
+def sessionPair(reactor, deliverA, deliverB, args, loss: float = 0.0, config=None):
     """Two `SessionEndpoint`s on loopback; each drops what it sends with
     probability ``loss`` (separately seeded from ``args.seed``)."""
+    config = config or sessionConfig()
     a = SessionEndpoint(reactor, deliverA, config, loss, random.Random(args.seed))
     b = SessionEndpoint(reactor, deliverB, config, loss, random.Random(args.seed + 1))
     return a, b, connectPair(reactor, a, b, args.rcvbuf)
@@ -312,6 +426,8 @@ async def closePair(a, b, ports) -> None:
 
 def onMessage(take):
     """A ``deliver`` callback handing each message's payload to ``take``."""
+    from proud_twisted.rudp import MessageReceived
+
     def deliver(event) -> None:
         if type(event) is MessageReceived:
             take(event.payload)
@@ -355,12 +471,13 @@ class StreamResult:
 
 
 async def stream(reactor, args, count: int, size: int, loss: float = 0.0,
-                 profile: Profile = NO_PROFILE,
-                 config: SessionConfig = DEFAULT_SESSION_CONFIG) -> StreamResult:
+                 profile: Profile = NO_PROFILE, config=None) -> StreamResult:
     """Send ``count`` reliable messages of ``size`` bytes from one session to
     another over loopback, the sender keeping its send queue full
     (back-pressure), the receiver checking order; time first send to last
     delivery."""
+    from proud_twisted.errors import SendQueueFull
+    config = config or sessionConfig()
     body = filler(size)
     counter = OrderedCounter(count, size)
     a, b, ports = sessionPair(reactor, lambda event: None, onMessage(counter.take), args, loss,
@@ -400,7 +517,399 @@ async def stream(reactor, args, count: int, size: int, loss: float = 0.0,
     return result
 
 
-# another process, seen from outside (Linux /proc)
+# event objects, and a pair of joined clients
+
+def clientEvents(name: str):
+    """A NetClientEvents whose handlers call the hooks a benchmark sets
+    (``onJoin(member, group)``, ``onLeave(member, group)``,
+    ``onMessage(sender, payload, context)``, ``onRelayState(peer, reason)``)
+    and keep what a handler raised in ``failures``."""
+    return _eventClasses()[0](name)
+
+
+def serverEvents():
+    """A NetServerEvents that calls ``onAckComplete(group, member, result)``
+    when a benchmark sets it, and keeps what a handler raised in ``failures``."""
+    return _eventClasses()[1]()
+
+
+@functools.cache
+def _eventClasses():
+    from proud_twisted import NetClientEvents, NetServerEvents
+
+    class Events(NetClientEvents):
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.onJoin = self.onLeave = self.onMessage = self.onRelayState = None
+            self.failures = []
+
+        def onP2PMemberJoin(self, memberHostID, groupHostID, memberCount, message):
+            if self.onJoin is not None:
+                self.onJoin(memberHostID, groupHostID)
+
+        def onP2PMemberLeave(self, memberHostID, groupHostID, memberCount):
+            if self.onLeave is not None:
+                self.onLeave(memberHostID, groupHostID)
+
+        def onReceiveUserMessage(self, sender, payload, context):
+            if self.onMessage is not None:
+                self.onMessage(sender, payload, context)
+
+        def onChangeP2PRelayState(self, peerHostID, reason):
+            if self.onRelayState is not None:
+                self.onRelayState(peerHostID, reason)
+
+        def onException(self, failure):
+            # The dispatcher swallows what a handler raises; keep it to fail the run.
+            self.failures.append(failure)
+
+    class ServerEvents(NetServerEvents):
+        def __init__(self) -> None:
+            self.onAckComplete = None
+            self.failures = []
+
+        def onP2PGroupJoinMemberAckComplete(self, groupHostID, memberHostID, result):
+            if self.onAckComplete is not None:
+                self.onAckComplete(groupHostID, memberHostID, result)
+
+        def onException(self, failure):
+            self.failures.append(failure)
+
+    return Events, ServerEvents
+
+
+async def disconnect(reactor, clients, linger: float, timeout: float) -> None:
+    """Disconnect ``clients`` together, waiting at most ``timeout`` seconds;
+    a failure is printed, not raised (a benchmark's cleanup: report, do not hide)."""
+    leaving = [defer.maybeDeferred(client.disconnect, linger=linger) for client in clients]
+    try:
+        await defer.gatherResults(leaving, consumeErrors=True).addTimeout(timeout, reactor)
+    except Exception as e:
+        print(f"  (disconnect failed: {e!r})")
+
+
+def checkHandlers(events) -> None:
+    """Fail the run if a handler of any of ``events`` raised."""
+    for each in events:
+        if each.failures:
+            raise BenchFailure(f"an event handler raised: {each.failures[0].getTraceback()}")
+
+
+class Setup:
+    """Two joined clients A and B of one server, and their event objects."""
+
+    def __init__(self, reactor, server, a, b, eventsA, eventsB, serverEvents, idA, idB):
+        self.reactor = reactor
+        self.server, self.a, self.b = server, a, b
+        self.eventsA, self.eventsB, self.serverEvents = eventsA, eventsB, serverEvents
+        self.idA, self.idB = idA, idB
+
+    def checkHandlers(self) -> None:
+        checkHandlers((self.eventsA, self.eventsB, self.serverEvents))
+
+    def bothDirect(self) -> bool:
+        return (not self.a.getPeerInfo(self.idB).relayed
+                and not self.b.getPeerInfo(self.idA).relayed)
+
+    def bothRelayed(self) -> bool:
+        return self.a.getPeerInfo(self.idB).relayed and self.b.getPeerInfo(self.idA).relayed
+
+    def staleFrames(self) -> int:
+        """Relayed pair frames the clients dropped as not (or no longer) theirs
+        (an internal counter, read for diagnosis only; 0 if it is not there)."""
+        return sum(getattr(getattr(c, "peerLinks", None), "staleFrames", 0)
+                   for c in (self.a, self.b))
+
+    def hasPeers(self) -> bool:
+        return self.idB in self.a.getPeerHostIDs() and self.idA in self.b.getPeerHostIDs()
+
+
+def message(kind: bytes, block: int, index: int, size: int) -> bytes:
+    """A pair's message of ``size`` bytes: its kind, round or block, and index."""
+    head = _HEADER.pack(kind, block, index)
+    return head + bytes(max(0, size - len(head)))
+
+
+def parse(payload: bytes):
+    """(kind, block, index) of a L{message}; Nones if it is too short for one."""
+    if len(payload) < _HEADER.size:
+        return None, None, None
+    return _HEADER.unpack_from(payload)
+
+
+class PingPong:
+    """A sends message after message, each when the echo of the one before is back."""
+
+    def __init__(self, count: int, warmup: int, block: int, size: int, send) -> None:
+        self.count, self.warmup, self.block, self.size = count, warmup, block, size
+        self.send = send
+        self.times = []
+        self.next = 0
+        self.sentAt = 0.0
+        self.done = defer.Deferred()
+
+    def start(self) -> defer.Deferred:
+        self._send()
+        return self.done
+
+    def _send(self) -> None:
+        self.sentAt = clock()
+        self.send(message(b"P", self.block, self.next, self.size))
+
+    def echoed(self, payload: bytes) -> None:
+        now = clock()
+        if self.done.called:
+            return
+        kind, block, index = parse(payload)
+        if kind != b"P" or block != self.block or index != self.next:
+            self.done.errback(BenchFailure(
+                f"echo {self.next}: got {kind!r} block {block} index {index}"))
+            return
+        if index >= self.warmup:
+            self.times.append(now - self.sentAt)
+        self.next += 1
+        if self.next == self.warmup + self.count:
+            self.done.callback(self.times)
+        else:
+            self._send()
+
+
+async def pingPongOurs(setup: Setup, budget: Budget, block: int, count: int, size: int,
+                       expectRelayed: bool) -> dict:
+    """C{count} timed reliable round trips A -> B -> A, after L{WARMUP}
+    untimed, on the path C{expectRelayed} says (checked)."""
+    a, b, idA, idB = setup.a, setup.b, setup.idA, setup.idB
+    wrongPath = [0, 0]      # deliveries whose context says the other path, at A, at B
+    pp = PingPong(count, WARMUP, block, size, lambda data: a.send(idB, data))
+
+    def receiveA(sender, payload, context):
+        if sender == idB:
+            if context.relayed != expectRelayed:
+                wrongPath[0] += 1
+            pp.echoed(payload)
+
+    def receiveB(sender, payload, context):
+        if sender == idA:
+            if context.relayed != expectRelayed:
+                wrongPath[1] += 1
+            b.send(idA, payload)
+
+    stats = setup.server.stats
+    relayedBefore = stats.framesRelayed
+    setup.eventsA.onMessage, setup.eventsB.onMessage = receiveA, receiveB
+    try:
+        times = await budget.wait(pp.start(), STEP_WAIT * 2,
+                                  f"{count + WARMUP} {'relayed' if expectRelayed else 'direct'}"
+                                  " round trips")
+    finally:
+        setup.eventsA.onMessage = setup.eventsB.onMessage = None
+    setup.checkHandlers()
+    stillOnPath = setup.bothRelayed() if expectRelayed else setup.bothDirect()
+    if not stillOnPath:
+        raise BenchFailure(f"the pair left the {'relayed' if expectRelayed else 'direct'}"
+                           " path during the ping-pong")
+    return {"times": times, "wrongPath": wrongPath,
+            "framesRelayed": stats.framesRelayed - relayedBefore}
+
+
+async def goDirect(setup: Setup, budget: Budget, what: str) -> None:
+    a, b, idA, idB = setup.a, setup.b, setup.idA, setup.idB
+    await budget.wait(defer.gatherResults([a.whenDirect(idB), b.whenDirect(idA)]),
+                      STEP_WAIT, f"{what}: the pair to be direct")
+    await budget.until(setup.bothDirect, STEP_WAIT, f"{what}: both sides to report direct")
+
+
+# child processes: a command a line on stdin, a JSON line an answer on stdout
+
+class JsonControl(LineReceiver):
+    """A child's side: commands on stdin (``name arg ...``), a JSON line per
+    answer on stdout.
+
+    ``commands`` maps a name to a function of the string arguments returning
+    a dict or a Deferred of one; ``quit`` (or stdin closing) stops the reactor.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.commands = {}
+        self.stopping = False
+
+    def answer(self, reply: dict) -> None:
+        self.sendLine(json.dumps(reply).encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        name, *words = line.decode().split() or [""]
+        if name == "quit":
+            self.answer({"bye": True})
+            self.reactor.callLater(0, self.stop)
+            return
+        command = self.commands.get(name)
+        if command is None:
+            self.answer({"error": f"unknown command {name!r}"})
+            return
+        defer.maybeDeferred(command, *words).addCallbacks(
+            self.answer, lambda failure: self.answer(
+                {"error": f"{name}: {failure.type.__name__}: {failure.getErrorMessage()}"}))
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.reactor.stop()
+
+    def connectionLost(self, reason) -> None:
+        self.stop()         # stdin closed: the bench process is done, or gone
+
+
+class ChildProcess(protocol.ProcessProtocol):
+    """The bench side of a child process: commands out, JSON answers in."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.buffer = b""
+        self.answers = defer.DeferredQueue()
+        self.exitCode = None
+        self.ended = False
+        self.endWaiters = []
+
+    @classmethod
+    def spawn(cls, reactor, label: str, script: str, *options) -> ChildProcess:
+        """Start ``script`` (a file in this folder) with ``options``."""
+        process = cls(label)
+        command = [sys.executable, os.path.join(BENCH, script), *map(str, options)]
+        reactor.spawnProcess(process, sys.executable, command, env=os.environ.copy(),
+                             childFDs={0: "w", 1: "r", 2: 2})
+        return process
+
+    def outReceived(self, data: bytes) -> None:
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        for line in lines:
+            if line.startswith(b"{"):
+                self.answers.put(json.loads(line))
+
+    def processEnded(self, reason) -> None:
+        self.ended = True
+        self.exitCode = getattr(reason.value, "exitCode", None)
+        self.answers.put({"ended": self.exitCode})
+        waiters, self.endWaiters = self.endWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def whenEnded(self) -> defer.Deferred:
+        if self.ended:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self.endWaiters.append(d)
+        return d
+
+    async def next(self, budget: Budget, what: str, seconds: float = 30.0) -> dict:
+        answer = await budget.wait(self.answers.get(), seconds, f"{self.label}: {what}")
+        if "ended" in answer:
+            raise BenchFailure(f"{self.label}: the process exited (status"
+                               f" {answer['ended']}) before {what}")
+        if answer.get("error"):
+            raise BenchFailure(f"{self.label}: {answer['error']}")
+        if answer.get("failures"):
+            raise BenchFailure(f"{self.label}: it reports {answer['failures'][0]}")
+        return answer
+
+    async def first(self, reactor, budget: Budget) -> dict:
+        """Its first answer; stopped if that does not come."""
+        try:
+            return await self.next(budget, "its first answer")
+        except BaseException:
+            await self.stop(reactor)
+            raise
+
+    async def ask(self, budget: Budget, command: str) -> dict:
+        if self.ended:
+            raise BenchFailure(f"{self.label}: the process has exited"
+                               f" (status {self.exitCode})")
+        self.transport.write(command.encode() + b"\n")
+        return await self.next(budget, f"the answer to {command!r}")
+
+    async def stop(self, reactor) -> None:
+        """Ask it to quit; kill it if it has not within a few seconds."""
+        if self.ended:
+            return
+        try:
+            self.transport.write(b"quit\n")
+            self.transport.closeStdin()
+            await self.whenEnded().addTimeout(3.0, reactor)
+        except Exception:       # not gone in time (or stdin already closed)
+            if not self.ended:
+                self.transport.signalProcess("KILL")
+                try:
+                    await self.whenEnded().addTimeout(3.0, reactor)
+                except defer.TimeoutError:
+                    print(f"  ({self.label}: process {self.transport.pid} did not"
+                          " end after SIGKILL)")
+
+
+class LogCounter:
+    """A child's log observer: counts events by level, writes the first few
+    errors to stderr (an attack makes thousands of alike warnings)."""
+
+    def __init__(self) -> None:
+        self.levels = collections.Counter()
+        self.printed = 0
+
+    def __call__(self, event) -> None:
+        level = event.get("log_level", LogLevel.info)
+        self.levels[level.name] += 1
+        if level in (LogLevel.error, LogLevel.critical) and self.printed < ERRORS_PRINTED:
+            self.printed += 1
+            text = formatEventAsClassicLogText(event) or ""
+            sys.stderr.write(f"[{os.path.basename(sys.argv[0])}] {text[:2000]}")
+
+
+def childParser(doc: str, joinsServer: bool = True) -> argparse.ArgumentParser:
+    """The options every child of attacks.py takes (``--lifetime``), and
+    those of a child that joins the server (``--port``, ``--key``) unless
+    it is the server."""
+    parser = scriptParser(doc)
+    parser.add_argument("--lifetime", type=float, required=True,
+                        help="stop after this many seconds whatever happens")
+    if joinsServer:
+        parser.add_argument("--port", type=int, required=True, help="the server's TCP port")
+        parser.add_argument("--key", required=True, help="the server's public key (hex)")
+    return parser
+
+
+def runParsed(parser: argparse.ArgumentParser, setupFor) -> int:
+    """Parse the command line and run the child ``setupFor(args)`` sets up."""
+    args = parser.parse_args()
+    return runChild(setupFor(args), args.lifetime)
+
+
+def runChild(setup, lifetime: float) -> int:
+    """Run a child: ``setup(reactor, log)`` (a coroutine) returns its first
+    answer and its commands; the child stops after ``lifetime`` seconds
+    whatever happens."""
+    raiseFileLimit()
+    from twisted.internet import reactor
+    log = LogCounter()
+    # Without an observer Twisted keeps the last 65,536 events in memory.
+    globalLogBeginner.beginLoggingTo([log], redirectStandardIO=False)
+    control = JsonControl(reactor)
+
+    async def start():
+        hello, control.commands = await setup(reactor, log)
+        control.answer(hello)
+
+    def started(_) -> None:
+        stdio.StandardIO(control, reactor=reactor)
+        defer.ensureDeferred(start()).addErrback(lambda failure: control.answer(
+            {"error": f"start: {failure.type.__name__}: {failure.getErrorMessage()}"}))
+
+    reactor.callWhenRunning(started, None)
+    reactor.callLater(lifetime, control.stop)
+    reactor.run()
+    return 0
+
+
+# another process, seen from outside (Linux /proc), and this one's limits
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -441,6 +950,16 @@ def tcpExtCounters(*names: str) -> dict[str, int]:
             table = dict(zip(heads.split()[1:], values.split()[1:]))
             return {name: int(table[name]) for name in names if name in table}
     return {}
+
+
+def openFilesLimit() -> int | None:
+    """This process's limit of open files, None if there is none (or no way to know)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def raiseFileLimit() -> int | None:

@@ -59,28 +59,22 @@ import time
 
 from twisted.internet import defer, protocol, task
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH)
-import _common  # noqa: E402
-import p2p_times as p2p  # noqa: E402  (Budget: bounded waits)
-import server_gc  # noqa: E402  (ServerProcess: a child's JSON answers)
-from _attack_child import LOOPBACK, VERSION  # noqa: E402
-
-from proud_twisted import NetClient, PublicIdentity, ServerUdpState  # noqa: E402
-from proud_twisted.client.netclient import UDP_HELLO_PADDING  # noqa: E402
-from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram  # noqa: E402
-from proud_twisted.rudp import frames  # noqa: E402
-from proud_twisted.server import netserver  # noqa: E402
-from proud_twisted.server.netserver import (  # noqa: E402
+import _common
+from _common import ATTACK_VERSION as VERSION, LOOPBACK, BenchFailure, ChildProcess, ms
+from proud_twisted import NetClient, PublicIdentity, ServerUdpState
+from proud_twisted.client.netclient import UDP_HELLO_PADDING
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
+from proud_twisted.rudp import frames
+from proud_twisted.server import netserver
+from proud_twisted.server.netserver import (
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
 )
-from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG  # noqa: E402
-from proud_twisted.wire import relay  # noqa: E402
-from proud_twisted.wire.datagrams import encodeDatagram  # noqa: E402
-from proud_twisted.wire.framing import encodeFrame  # noqa: E402
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
+from proud_twisted.wire import relay
+from proud_twisted.wire.datagrams import encodeDatagram
+from proud_twisted.wire.framing import encodeFrame
 
 clock = _common.clock
-BenchFailure = _common.BenchFailure
 MB = 1024 * 1024
 JOIN_TIMEOUT = 10.0
 TICK = 0.01
@@ -115,22 +109,6 @@ SERVER_LOGIN_TIMEOUT = 2.0
 
 # the processes and clients of one scenario
 
-def spawn(reactor, label: str, script: str, *options) -> server_gc.ServerProcess:
-    process = server_gc.ServerProcess(label)
-    command = [sys.executable, os.path.join(BENCH, script), *map(str, options)]
-    reactor.spawnProcess(process, sys.executable, command, env=os.environ.copy(),
-                         childFDs={0: "w", 1: "r", 2: 2})
-    return process
-
-
-async def firstAnswer(reactor, budget, process) -> dict:
-    try:
-        return await process.next(budget, "its first answer")
-    except BaseException:
-        await process.stop(reactor)
-        raise
-
-
 class Arena:
     """One scenario's server process and honest pair, and the clients its
     attack makes (all dropped at the end)."""
@@ -146,18 +124,18 @@ class Arena:
 
     async def start(self, serverOptions: list) -> None:
         lifetime = max(1.0, self.budget.left()) + 30.0
-        self.server = spawn(self.reactor, "server", "_attack_server.py",
-                            "--lifetime", lifetime, *serverOptions)
-        self.hello = await firstAnswer(self.reactor, self.budget, self.server)
+        self.server = ChildProcess.spawn(self.reactor, "server", "_attack_server.py",
+                                         "--lifetime", lifetime, *serverOptions)
+        self.hello = await self.server.first(self.reactor, self.budget)
         self.pid = self.hello["pid"]
         self.key = PublicIdentity.fromHex(self.hello["key"])
         for name in self.hello["ignored"]:
             print(f"  (this checkout's NetServer takes no {name}= yet: left out)")
-        self.honest = spawn(self.reactor, "honest pair", "_attack_honest.py",
-                            "--port", self.hello["tcpPort"], "--key", self.hello["key"],
-                            "--lifetime", lifetime,
-                            *(["--direct"] if self.args.honest_direct else []))
-        pair = (await firstAnswer(self.reactor, self.budget, self.honest))["hostIDs"]
+        self.honest = ChildProcess.spawn(self.reactor, "honest pair", "_attack_honest.py",
+                                         "--port", self.hello["tcpPort"], "--key",
+                                         self.hello["key"], "--lifetime", lifetime,
+                                         *(["--direct"] if self.args.honest_direct else []))
+        pair = (await self.honest.first(self.reactor, self.budget))["hostIDs"]
         await self.group(pair, direct=self.args.honest_direct)
         await self.honest.ask(self.budget, "paired")
 
@@ -334,10 +312,6 @@ def leaves(status: dict, hostID: int) -> list:
 
 def mb(size: float) -> str:
     return f"{size / MB:.1f} MB"
-
-
-def ms(seconds) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
 
 async def sampleRss(arena: Arena, seconds: float, every=None) -> list:
@@ -720,9 +694,10 @@ async def joinStorm(arena: Arena) -> str:
     shares = [args.clients // args.join_processes + (i < args.clients % args.join_processes)
               for i in range(args.join_processes)]
     lifetime = max(1.0, budget.left()) + 30.0
-    joiners = [spawn(reactor, f"joiners {i}", "_attack_joiners.py", "--port",
-                     arena.hello["tcpPort"], "--key", arena.hello["key"], "--clients", n,
-                     "--join-timeout", JOIN_TIMEOUT, "--lifetime", lifetime)
+    joiners = [ChildProcess.spawn(reactor, f"joiners {i}", "_attack_joiners.py", "--port",
+                                  arena.hello["tcpPort"], "--key", arena.hello["key"],
+                                  "--clients", n, "--join-timeout", JOIN_TIMEOUT,
+                                  "--lifetime", lifetime)
                for i, n in enumerate(shares)]
     arena.cleanups.extend(lambda p=p: defer.ensureDeferred(p.stop(reactor)) for p in joiners)
     for joiner in joiners:
@@ -868,7 +843,7 @@ def summaryTable(outcomes: list, baseline: Outcome) -> None:
 
 
 async def run(reactor, args) -> None:
-    budget = p2p.Budget(reactor, args.deadline)
+    budget = _common.Budget(reactor, args.deadline)
     print(f"attacks on a server on 127.0.0.1 (its own process, encryption on); scenarios:"
           f" {', '.join(args.scenario)}; {args.seconds:g} s each; honest pair"
           f" {'direct' if args.honest_direct else 'relayed'}, {args.rate:g} msgs/s each way")
@@ -887,7 +862,7 @@ async def run(reactor, args) -> None:
 
 
 def parseOptions(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.scriptParser(__doc__)
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS),
                         help="run this scenario (repeatable; default all)")
     parser.add_argument("--quick", action="store_true",
@@ -937,6 +912,7 @@ def parseOptions(argv=None) -> argparse.Namespace:
 
 
 def main() -> int:
+    _common.printCore()
     args = parseOptions()
     _common.raiseFileLimit()
     _common.runBounded(lambda reactor: run(reactor, args), args, grace=15.0)

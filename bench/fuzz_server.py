@@ -31,22 +31,21 @@ every loop is bounded in count and in time.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from twisted.internet import defer, task  # noqa: E402
-from twisted.logger import (  # noqa: E402
+from twisted.internet import defer, task
+from twisted.logger import (
     FileLogObserver, LogLevel, LogLevelFilterPredicate, FilteringLogObserver,
     formatEventAsClassicLogText, globalLogBeginner,
 )
 
-from tests.fuzzing import FuzzConfig, FuzzHarness  # noqa: E402
+import _common
+# The fuzzing harness belongs to the tests (tests/test_fuzz_server.py runs it
+# on a small budget, this script on a large one).
+from tests.fuzzing import FuzzConfig, FuzzHarness
 
 
 def parseOptions(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.scriptParser(__doc__)
     parser.add_argument("--inputs", type=int, default=1_000_000,
                         help="hostile inputs to throw, TCP streams and UDP datagrams"
                              " (default 1,000,000)")

@@ -50,9 +50,7 @@ and churn apart) and prints the top functions.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import os
 import statistics
 import struct
 import sys
@@ -62,18 +60,13 @@ from twisted.internet import defer
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.protocols.basic import Int32StringReceiver
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import _common  # noqa: E402
-import p2p_times as p2p  # noqa: E402
-
-from proud_twisted import ErrorType, NetClient, NetServer, ServerUdpState  # noqa: E402
+import _common
+from _common import (
+    LOOPBACK, STEP_WAIT, BenchFailure, Budget, Profile, clock, cpuClock, ms, report,
+)
+from proud_twisted import ErrorType, NetClient, NetServer, ServerUdpState
 
 VERSION = uuid.UUID("c4a2e1f0-7d3b-4b8e-9f10-5e6d7c8b9a01")
-LOOPBACK = _common.LOOPBACK
-clock, cpuClock = _common.clock, _common.cpuClock
-BenchFailure = p2p.BenchFailure
-STEP_WAIT = p2p.STEP_WAIT
 WARMUP_ROUNDS = 1
 WARMUP_STEPS = 10
 CHURN_BLOCKS = 10
@@ -146,7 +139,7 @@ class Tally:
         else:
             self.stray.append(event)
 
-    async def wait(self, budget: p2p.Budget, what: str) -> float:
+    async def wait(self, budget: Budget, what: str) -> float:
         try:
             return await budget.wait(self.done, STEP_WAIT, f"{self.label}, {what}")
         except BenchFailure as e:
@@ -175,26 +168,15 @@ def churnEvents(remaining, leaver: int, joiner: int):
 
 # Ours: a server and --clients joined clients
 
-class ServerEvents(p2p.ServerEvents):
-    def __init__(self, tally: Tally) -> None:
-        super().__init__()
-        self.tally = tally
-
-    def onP2PGroupJoinMemberAckComplete(self, groupHostID, memberHostID, result):
-        self.tally.completed(groupHostID, memberHostID, result)
-
-
 class World:
-    def __init__(self, server, serverEvents, tally) -> None:
+    def __init__(self, reactor, server, serverEvents, tally) -> None:
+        self.reactor = reactor
         self.server, self.serverEvents, self.tally = server, serverEvents, tally
-        self.clients = []       # [(NetClient, p2p.Events, hostID)]
+        self.clients = []       # [(NetClient, events, hostID)]
         self.byID = {}
 
     def checkHandlers(self) -> None:
-        for events in [self.serverEvents] + [e for _, e, _ in self.clients]:
-            if events.failures:
-                raise BenchFailure("an event handler raised: "
-                                   + events.failures[0].getTraceback())
+        _common.checkHandlers([self.serverEvents] + [e for _, e, _ in self.clients])
 
     def checkPeers(self, hostID: int, expected) -> None:
         peers = set(self.byID[hostID].getPeerHostIDs())
@@ -203,19 +185,20 @@ class World:
                                f" expected {sorted(expected)}")
 
 
-async def startWorld(reactor, budget: p2p.Budget, args) -> World:
+async def startWorld(reactor, budget: Budget, args) -> World:
     encrypted = not args.no_encryption
     tally = Tally("ours")
-    serverEvents = ServerEvents(tally)
+    serverEvents = _common.serverEvents()
+    serverEvents.onAckComplete = tally.completed
     server = NetServer(serverEvents, VERSION, tcpPort=0, udpPort=0, interface=LOOPBACK,
                        reactor=reactor, encryption=encrypted)
     server.startService()
-    world = World(server, serverEvents, tally)
+    world = World(reactor, server, serverEvents, tally)
     pinned = server.identity.publicKey() if encrypted else None
     port = server.getTcpAddress()[1]
     try:
         for number in range(args.clients):
-            events = p2p.Events(f"client {number}")
+            events = _common.clientEvents(f"client {number}")
             client = NetClient(events, reactor=reactor, udpInterface=LOOPBACK,
                                encryption=encrypted, serverKey=pinned)
             world.clients.append((client, events, None))
@@ -236,17 +219,12 @@ async def startWorld(reactor, budget: p2p.Budget, args) -> World:
 
 
 async def stopWorld(world: World) -> None:
-    reactor = world.server.reactor
-    leaving = [defer.maybeDeferred(c.disconnect, linger=0.1) for c, _, _ in world.clients]
-    try:
-        await defer.gatherResults(leaving, consumeErrors=True).addTimeout(5.0, reactor)
-    except Exception as e:      # a benchmark's cleanup: report, do not hide
-        print(f"  (disconnect failed: {e!r})")
+    await _common.disconnect(world.reactor, [c for c, _, _ in world.clients], 0.1, 5.0)
     await world.server.stopService()
 
 
-async def formOurs(world: World, budget: p2p.Budget, members: list,
-                   profile: _common.Profile) -> tuple:
+async def formOurs(world: World, budget: Budget, members: list,
+                   profile: Profile) -> tuple:
     """createP2PGroup(members) to the last ack-complete: (group, seconds, CPU seconds)."""
     # The group's HostID is not known before the call; the events carry it.
     tally = world.tally
@@ -266,7 +244,7 @@ async def formOurs(world: World, budget: p2p.Budget, members: list,
     return group, end - start, cpu
 
 
-async def destroyOurs(world: World, budget: p2p.Budget, group: int, members: list) -> None:
+async def destroyOurs(world: World, budget: Budget, group: int, members: list) -> None:
     world.tally.expect(group, *destroyEvents(members))
     world.server.destroyP2PGroup(group)
     await world.tally.wait(budget, "every onP2PMemberLeave of a destroyed group")
@@ -274,8 +252,8 @@ async def destroyOurs(world: World, budget: p2p.Budget, group: int, members: lis
         world.checkPeers(member, ())
 
 
-async def churnOurs(world: World, budget: p2p.Budget, group: int, members, outside,
-                    profile: _common.Profile) -> tuple:
+async def churnOurs(world: World, budget: Budget, group: int, members, outside,
+                    profile: Profile) -> tuple:
     """One step: the oldest member leaves, the longest outside joins."""
     leaver, joiner = members.popleft(), outside.popleft()
     remaining = list(members)
@@ -385,7 +363,7 @@ class BareHub:
         self.join(joiner, joiner, ackID)
 
 
-async def startBare(reactor, budget: p2p.Budget, ids: list) -> BareHub:
+async def startBare(reactor, budget: Budget, ids: list) -> BareHub:
     """A bare server and one bare client per HostID of ours (the same numbers)."""
     hub = BareHub(Tally("baseline"))
     factory = Factory.forProtocol(BareServerSide)
@@ -411,7 +389,7 @@ async def stopBare(hub: BareHub) -> None:
     await defer.maybeDeferred(hub.listening.stopListening)
 
 
-async def formBare(hub: BareHub, budget: p2p.Budget, members: list) -> tuple:
+async def formBare(hub: BareHub, budget: Budget, members: list) -> tuple:
     hub.tally.expect(BARE_GROUP, *formationEvents(members))
     cpu = cpuClock()
     start = clock()
@@ -420,13 +398,13 @@ async def formBare(hub: BareHub, budget: p2p.Budget, members: list) -> tuple:
     return BARE_GROUP, end - start, cpuClock() - cpu
 
 
-async def destroyBare(hub: BareHub, budget: p2p.Budget, members: list) -> None:
+async def destroyBare(hub: BareHub, budget: Budget, members: list) -> None:
     hub.tally.expect(BARE_GROUP, *destroyEvents(members))
     hub.destroy(members)
     await hub.tally.wait(budget, "every leave notice of a destroyed group")
 
 
-async def churnBare(hub: BareHub, budget: p2p.Budget, members, outside) -> tuple:
+async def churnBare(hub: BareHub, budget: Budget, members, outside) -> tuple:
     leaver, joiner = members.popleft(), outside.popleft()
     remaining = list(members)
     hub.tally.expect(BARE_GROUP, *churnEvents(remaining, leaver, joiner))
@@ -441,8 +419,8 @@ async def churnBare(hub: BareHub, budget: p2p.Budget, members, outside) -> tuple
 
 # The two parts
 
-async def formationPart(world: World, hub: BareHub, budget: p2p.Budget, args,
-                        profile: _common.Profile) -> dict:
+async def formationPart(world: World, hub: BareHub, budget: Budget, args,
+                        profile: Profile) -> dict:
     members = [hostID for _, _, hostID in world.clients[:args.group_size]]
     times = {"ours": [], "bare": []}
     cpu = {"ours": 0.0, "bare": 0.0}
@@ -464,8 +442,8 @@ async def formationPart(world: World, hub: BareHub, budget: p2p.Budget, args,
     return {"times": times, "cpu": cpu}
 
 
-async def churnPart(world: World, hub: BareHub, budget: p2p.Budget, args,
-                    profile: _common.Profile) -> dict:
+async def churnPart(world: World, hub: BareHub, budget: Budget, args,
+                    profile: Profile) -> dict:
     ids = [hostID for _, _, hostID in world.clients]
     G = args.group_size
     queues = {side: (collections.deque(ids[:G]), collections.deque(ids[G:]))
@@ -497,10 +475,6 @@ async def churnPart(world: World, hub: BareHub, budget: p2p.Budget, args,
 
 # Output
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms"
-
-
 def line(label: str, times: list, cpu: float) -> str:
     med, p90 = statistics.median(times), _common.percentile(times, 0.9)
     return (f"  {label:9s} median {ms(med):>10s}  p90 {ms(p90):>10s}  min {ms(min(times))}"
@@ -508,14 +482,14 @@ def line(label: str, times: list, cpu: float) -> str:
             f" CPU {cpu:.3f} s)")
 
 
-def printProfile(title: str, profile: _common.Profile, top: int) -> None:
-    if profile._profile is not None:
+def printProfile(title: str, profile: Profile, top: int) -> None:
+    if profile.enabled:
         print(f"==== profile, {title} (ours only; server and clients together) ====")
         profile.print(top=top)
 
 
 async def run(reactor, args) -> None:
-    budget = p2p.Budget(reactor, args.deadline)
+    budget = Budget(reactor, args.deadline)
     G = args.group_size
     noticesPerStep = 2 * (2 * G - 1)
     print(f"P2P group formation and churn on loopback ({type(reactor).__name__}),"
@@ -523,8 +497,8 @@ async def run(reactor, args) -> None:
           f" groups of {G}; (a) {args.rounds} formations ({G * G} join notices and acks"
           f" each), (b) {args.steps} churn steps ({noticesPerStep} notices and {G} acks"
           " each), alternating with the bare Twisted TCP baseline")
-    profiles = {"formation": _common.Profile(args.profile),
-                "churn": _common.Profile(args.profile)}
+    profiles = {"formation": Profile(args.profile),
+                "churn": Profile(args.profile)}
     world = hub = None
     try:
         setupStart = clock()
@@ -559,46 +533,35 @@ async def run(reactor, args) -> None:
     print(line("baseline", cb, churn["cpu"]["bare"]))
     bare = "bare Twisted TCP, same notices and acks"
     fMed, fbMed = statistics.median(fo), statistics.median(fb)
-    _common.report(f"group formation of {G}, median (information)", fMed * 1e3,
-                   fbMed * 1e3, "ms", bare)
-    _common.report("formation per member join notice, median (information)",
-                   fMed / (G * G) * 1e6, fbMed / (G * G) * 1e6, "us", bare)
-    _common.report("churn step, median (information)", statistics.median(co) * 1e6,
-                   statistics.median(cb) * 1e6, "us", bare)
-    _common.report("churn steps per second, higher is better (information)",
-                   len(co) / sum(co), len(cb) / sum(cb), "steps/s", bare)
+    report(f"group formation of {G}, median (information)", fMed * 1e3,
+           fbMed * 1e3, "ms", bare)
+    report("formation per member join notice, median (information)",
+           fMed / (G * G) * 1e6, fbMed / (G * G) * 1e6, "us", bare)
+    report("churn step, median (information)", statistics.median(co) * 1e6,
+           statistics.median(cb) * 1e6, "us", bare)
+    report("churn steps per second, higher is better (information)",
+           len(co) / sum(co), len(cb) / sum(cb), "steps/s", bare)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=50,
-                        help="joined clients (default 50)")
-    parser.add_argument("--group-size", type=int, default=20,
-                        help="members of the group; at most --clients - 1 (default 20)")
+    _common.printCore()
+    parser = _common.scriptParser(__doc__)
+    _common.addGroupOptions(parser, 50, "the group; at most --clients - 1")
     parser.add_argument("--rounds", type=int, default=20,
                         help=f"timed group formations, after {WARMUP_ROUNDS} untimed"
                              " (default 20)")
     parser.add_argument("--steps", type=int, default=200,
                         help=f"timed churn steps, after {WARMUP_STEPS} untimed (default 200)")
-    parser.add_argument("--no-encryption", action="store_true",
-                        help="server and clients without encryption")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="give up after this many seconds in all (default 120)")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile our measured operations (formation and churn"
-                             " apart) and print the top functions")
-    parser.add_argument("--profile-top", type=int, default=25,
-                        help="functions listed per profile table (default 25)")
+    _common.addTimeout(parser, 120.0)
+    _common.addProfile(parser, "our measured operations (formation and churn apart) and"
+                               " print the top functions")
     args = parser.parse_args()
     if args.clients < 3 or args.group_size < 2 or args.group_size > args.clients - 1:
         parser.error("need --clients >= 3 and 2 <= --group-size <= --clients - 1"
                      " (churn needs a client outside the group)")
     if args.rounds < 1 or args.steps < 1 or args.timeout <= 0 or args.profile_top < 1:
         parser.error("--rounds, --steps and --profile-top must be >= 1 and --timeout > 0")
-    args.deadline = clock() + args.timeout
-
-    _common.runBounded(lambda reactor: run(reactor, args), args, grace=5.0)
-    return 0
+    return _common.runUntilDeadline(run, args, grace=5.0)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ and deletes it again, also when the run fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -37,9 +36,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests.natlab import LabError, LabTimeout, NatLab, labAvailable  # noqa: E402
+import _common
+from _common import ms
+# The NAT lab belongs to the tests (tests/test_natlab.py drives the same lab,
+# and its agents are tests/natlab_agent.py): the one thing of tests/ a
+# benchmark uses.
+from tests.natlab import LabError, LabTimeout, NatLab, labAvailable
 
 WAIT = 30.0
 """At most this long for any one step (a start, a join, a message, a direct path)."""
@@ -211,30 +213,14 @@ def oneRun(budget: Budget) -> dict:
     return result
 
 
-def ms(seconds: float | None, digits: int = 1) -> str:
-    if seconds is None:
-        return "       - ms"
-    return f"{seconds * 1000:8.{digits}f} ms"
-
-
 def path(message: dict) -> str:
     return "relayed" if message["relayed"] else "DIRECT"
 
 
-def report(name: str, ours: float, baseline: float, unit: str, baselineName: str) -> float:
-    """A result line in the form every script in bench/ prints (see
-    bench/_common.py); returns the ratio."""
-    ratio = ours / baseline if baseline else float("inf")
-    print(f"{name}: ours={ours:,.1f} {unit}, baseline={baseline:,.1f} {unit} ({baselineName}),"
-          f" ratio={ratio:.3f}")
-    return ratio
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.scriptParser(__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="give up after this many seconds in all (default 300)")
+    _common.addTimeout(parser, 300.0)
     args = parser.parse_args()
     if args.runs < 1 or args.timeout <= 0:
         parser.error("--runs must be >= 1 and --timeout > 0")
@@ -254,11 +240,11 @@ def main() -> int:
             print(f"gave up: {e}", flush=True)
             return 1
         runs.append(r)
-        hellos = "  ".join(f"{way} {ms(m['t']).strip()} {path(m)} (sent {ms(m['sent']).strip()})"
+        hellos = "  ".join(f"{way} {ms(m['t'], 1)} {path(m)} (sent {ms(m['sent'], 1)})"
                            for way, m in r["messages"].items())
         print(f"run {i + 1}: baseline rtt {r['baseline'] * 1e6:6.1f} us  hellos: {hellos}"
-              f"  first direct {ms(r['firstDirect']).strip()}"
-              f"  both direct {ms(r['bothDirect']).strip()}", flush=True)
+              f"  first direct {ms(r['firstDirect'], 1)}"
+              f"  both direct {ms(r['bothDirect'], 1)}", flush=True)
 
     base = statistics.median(r["baseline"] for r in runs)
     messages = [m for r in runs for m in r["messages"].values()]
@@ -290,7 +276,7 @@ def main() -> int:
         if value is None:
             print(f"{name}: none in {len(runs)} runs (no such message came through the relay)")
             continue
-        report(name, value * 1e6, base * 1e6, "us", BASELINE_NAME)
+        _common.report(name, value * 1e6, base * 1e6, "us", BASELINE_NAME)
     return 0
 
 

@@ -27,154 +27,30 @@ time (the server's and the other client's), as a game server on one core would.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import struct
 import sys
-import time
 import uuid
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import _common  # noqa: E402
-from proud_twisted import (  # noqa: E402
-    HolePunchPolicy, NetClient, NetClientEvents, NetServer, NetServerEvents, ServerUdpState,
+import _common
+from _common import (
+    LOOPBACK, STEP_WAIT, WARMUP, BenchFailure, Budget, clock, ms, pingPongOurs, report, us,
 )
+from proud_twisted import HolePunchPolicy, NetClient, NetServer, ServerUdpState
 
 VERSION = uuid.UUID("5c0b6f7e-2d1a-4e55-9a8b-7b1f0e3d2c11")
-LOOPBACK = "127.0.0.1"
-clock = time.perf_counter
-"""Wall clock for the measurements (the reactor's clock drives the library)."""
-WARMUP = 100
-"""Round trips made, and not timed, before each timed block."""
-STEP_WAIT = 10.0
-"""At most this long for any one step (a join, a leave, a direct path)."""
-POLL = 0.002
-_HEADER = struct.Struct("!cIQ")     # kind, round/block, index
 
 
-def message(kind: bytes, block: int, index: int, size: int) -> bytes:
-    head = _HEADER.pack(kind, block, index)
-    return head + bytes(max(0, size - len(head)))
+# The pair and its server
 
-
-def parse(payload: bytes):
-    if len(payload) < _HEADER.size:
-        return None, None, None
-    return _HEADER.unpack_from(payload)
-
-
-BenchFailure = _common.BenchFailure
-
-
-# Waiting, always bounded
-
-class Budget:
-    """The whole run's deadline; every wait is clamped to it."""
-
-    def __init__(self, reactor, deadline: float) -> None:
-        self.reactor = reactor
-        self.deadline = deadline
-
-    def left(self) -> float:
-        return self.deadline - clock()
-
-    async def wait(self, d: defer.Deferred, seconds: float, what: str):
-        limit = max(0.0, min(seconds, self.left()))
-        try:
-            return await d.addTimeout(limit, self.reactor)
-        except defer.TimeoutError:
-            raise BenchFailure(f"timed out after {limit:.1f} s waiting for {what}") from None
-
-    async def until(self, condition, seconds: float, what: str) -> None:
-        """Poll C{condition()} every POLL seconds, a bounded number of times."""
-        limit = max(0.0, min(seconds, self.left()))
-        for _ in range(int(limit / POLL) + 2):
-            if condition():
-                return
-            await task.deferLater(self.reactor, POLL, lambda: None)
-        if not condition():
-            raise BenchFailure(f"timed out after {limit:.1f} s waiting for {what}")
-
-
-# The application side: event objects that call hooks the benchmark sets
-
-class Events(NetClientEvents):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.onJoin = self.onLeave = self.onMessage = self.onRelayState = None
-        self.failures = []
-
-    def onP2PMemberJoin(self, memberHostID, groupHostID, memberCount, message):
-        if self.onJoin is not None:
-            self.onJoin(memberHostID, groupHostID)
-
-    def onP2PMemberLeave(self, memberHostID, groupHostID, memberCount):
-        if self.onLeave is not None:
-            self.onLeave(memberHostID, groupHostID)
-
-    def onReceiveUserMessage(self, sender, payload, context):
-        if self.onMessage is not None:
-            self.onMessage(sender, payload, context)
-
-    def onChangeP2PRelayState(self, peerHostID, reason):
-        if self.onRelayState is not None:
-            self.onRelayState(peerHostID, reason)
-
-    def onException(self, failure):
-        # The dispatcher swallows what a handler raises; keep it to fail the run.
-        self.failures.append(failure)
-
-
-class ServerEvents(NetServerEvents):
-    def __init__(self) -> None:
-        self.failures = []
-
-    def onException(self, failure):
-        self.failures.append(failure)
-
-
-class Setup:
-    def __init__(self, reactor, server, a, b, eventsA, eventsB, serverEvents, idA, idB):
-        self.reactor = reactor
-        self.server, self.a, self.b = server, a, b
-        self.eventsA, self.eventsB, self.serverEvents = eventsA, eventsB, serverEvents
-        self.idA, self.idB = idA, idB
-
-    def checkHandlers(self) -> None:
-        for events in (self.eventsA, self.eventsB, self.serverEvents):
-            if events.failures:
-                failure = events.failures[0]
-                raise BenchFailure(f"an event handler raised: {failure.getTraceback()}")
-
-    def bothDirect(self) -> bool:
-        return (not self.a.getPeerInfo(self.idB).relayed
-                and not self.b.getPeerInfo(self.idA).relayed)
-
-    def bothRelayed(self) -> bool:
-        return self.a.getPeerInfo(self.idB).relayed and self.b.getPeerInfo(self.idA).relayed
-
-    def staleFrames(self) -> int:
-        """Relayed pair frames the clients dropped as not (or no longer) theirs
-        (an internal counter, read for diagnosis only; 0 if it is not there)."""
-        return sum(getattr(getattr(c, "peerLinks", None), "staleFrames", 0)
-                   for c in (self.a, self.b))
-
-    def hasPeers(self) -> bool:
-        return self.idB in self.a.getPeerHostIDs() and self.idA in self.b.getPeerHostIDs()
-
-
-async def start(reactor, budget: Budget, policy: HolePunchPolicy) -> Setup:
-    serverEvents = ServerEvents()
+async def start(reactor, budget: Budget, policy: HolePunchPolicy) -> _common.Setup:
+    serverEvents = _common.serverEvents()
     server = NetServer(serverEvents, VERSION, tcpPort=0, udpPort=0, interface=LOOPBACK,
                        reactor=reactor, holePunchPolicy=policy)
     server.startService()
     tcpPort = server.getTcpAddress()[1]
-    eventsA, eventsB = Events("A"), Events("B")
+    eventsA, eventsB = _common.clientEvents("A"), _common.clientEvents("B")
     a = NetClient(eventsA, reactor=reactor, udpInterface=LOOPBACK)
     b = NetClient(eventsB, reactor=reactor, udpInterface=LOOPBACK)
     idA = await budget.wait(a.connect(LOOPBACK, tcpPort, VERSION), STEP_WAIT, "A to join")
@@ -183,16 +59,11 @@ async def start(reactor, budget: Budget, policy: HolePunchPolicy) -> Setup:
     await budget.until(lambda: (a.getServerUdpState() is ServerUdpState.CONFIRMED
                                 and b.getServerUdpState() is ServerUdpState.CONFIRMED),
                        STEP_WAIT, "both clients' UDP to the server")
-    return Setup(reactor, server, a, b, eventsA, eventsB, serverEvents, idA, idB)
+    return _common.Setup(reactor, server, a, b, eventsA, eventsB, serverEvents, idA, idB)
 
 
-async def stop(setup: Setup) -> None:
-    for client in (setup.a, setup.b):
-        try:
-            await defer.maybeDeferred(client.disconnect, linger=0.1).addTimeout(
-                2.0, setup.reactor)
-        except Exception as e:      # a benchmark's cleanup: report, do not hide
-            print(f"  (disconnect failed: {e!r})")
+async def stop(setup: _common.Setup) -> None:
+    await _common.disconnect(setup.reactor, (setup.a, setup.b), 0.1, 5.0)
     await setup.server.stopService()
 
 
@@ -216,7 +87,7 @@ class Round:
         self.staleFrames = 0
 
 
-async def oneRound(setup: Setup, budget: Budget, number: int, size: int,
+async def oneRound(setup: _common.Setup, budget: Budget, number: int, size: int,
                    destroyAfter: bool) -> Round:
     a, b, idA, idB = setup.a, setup.b, setup.idA, setup.idB
     r = Round()
@@ -225,7 +96,7 @@ async def oneRound(setup: Setup, budget: Budget, number: int, size: int,
         if member != idB or group != r.group or r.joinedA.called:
             return
         # Relay first: send at once, then wait for the direct path.
-        a.send(idB, message(b"F", number, 0, size))
+        a.send(idB, _common.message(b"F", number, 0, size))
         r.relayedAtJoinA = a.getPeerInfo(idB).relayed
         r.whenDirectA = a.whenDirect(idB)
         r.whenDirectA.addCallback(lambda _: setattr(r, "directA", clock()) or _)
@@ -238,7 +109,7 @@ async def oneRound(setup: Setup, budget: Budget, number: int, size: int,
         r.joinedB.callback(None)
 
     def receiveB(sender, payload, context):
-        kind, block, _ = parse(payload)
+        kind, block, _ = _common.parse(payload)
         if sender == idA and kind == b"F" and block == number and r.firstMessage is None:
             r.firstMessage = clock()
             r.firstContextRelayed = context.relayed
@@ -275,7 +146,7 @@ async def oneRound(setup: Setup, budget: Budget, number: int, size: int,
     return r
 
 
-async def destroy(setup: Setup, budget: Budget, group: int, number) -> None:
+async def destroy(setup: _common.Setup, budget: Budget, group: int, number) -> None:
     idA, idB = setup.idA, setup.idB
     leftA, leftB = defer.Deferred(), defer.Deferred()
 
@@ -298,80 +169,7 @@ async def destroy(setup: Setup, budget: Budget, group: int, number) -> None:
         raise BenchFailure(f"round {number}: still peers after the group was destroyed")
 
 
-# Part 2: ping-pong, direct vs relayed
-
-class PingPong:
-    """A sends message after message, each when the echo of the one before is back."""
-
-    def __init__(self, count: int, warmup: int, block: int, size: int, send) -> None:
-        self.count, self.warmup, self.block, self.size = count, warmup, block, size
-        self.send = send
-        self.times = []
-        self.next = 0
-        self.sentAt = 0.0
-        self.done = defer.Deferred()
-
-    def start(self) -> defer.Deferred:
-        self._send()
-        return self.done
-
-    def _send(self) -> None:
-        self.sentAt = clock()
-        self.send(message(b"P", self.block, self.next, self.size))
-
-    def echoed(self, payload: bytes) -> None:
-        now = clock()
-        if self.done.called:
-            return
-        kind, block, index = parse(payload)
-        if kind != b"P" or block != self.block or index != self.next:
-            self.done.errback(BenchFailure(
-                f"echo {self.next}: got {kind!r} block {block} index {index}"))
-            return
-        if index >= self.warmup:
-            self.times.append(now - self.sentAt)
-        self.next += 1
-        if self.next == self.warmup + self.count:
-            self.done.callback(self.times)
-        else:
-            self._send()
-
-
-async def pingPongOurs(setup: Setup, budget: Budget, block: int, count: int, size: int,
-                       expectRelayed: bool) -> dict:
-    a, b, idA, idB = setup.a, setup.b, setup.idA, setup.idB
-    wrongPath = [0, 0]      # deliveries whose context says the other path, at A, at B
-    pp = PingPong(count, WARMUP, block, size, lambda data: a.send(idB, data))
-
-    def receiveA(sender, payload, context):
-        if sender == idB:
-            if context.relayed != expectRelayed:
-                wrongPath[0] += 1
-            pp.echoed(payload)
-
-    def receiveB(sender, payload, context):
-        if sender == idA:
-            if context.relayed != expectRelayed:
-                wrongPath[1] += 1
-            b.send(idA, payload)
-
-    stats = setup.server.stats
-    relayedBefore = stats.framesRelayed
-    setup.eventsA.onMessage, setup.eventsB.onMessage = receiveA, receiveB
-    try:
-        times = await budget.wait(pp.start(), STEP_WAIT * 2,
-                                  f"{count + WARMUP} {'relayed' if expectRelayed else 'direct'}"
-                                  " round trips")
-    finally:
-        setup.eventsA.onMessage = setup.eventsB.onMessage = None
-    setup.checkHandlers()
-    stillOnPath = setup.bothRelayed() if expectRelayed else setup.bothDirect()
-    if not stillOnPath:
-        raise BenchFailure(f"the pair left the {'relayed' if expectRelayed else 'direct'}"
-                           " path during the ping-pong")
-    return {"times": times, "wrongPath": wrongPath,
-            "framesRelayed": stats.framesRelayed - relayedBefore}
-
+# Part 2: ping-pong, direct vs relayed (ours: pingPongOurs)
 
 class Echo(DatagramProtocol):
     def datagramReceived(self, data, addr):
@@ -409,7 +207,7 @@ async def pingPongBare(reactor, budget: Budget, count: int, size: int, relayed: 
         target = (LOOPBACK, ports[-1].getHost().port)
     else:
         target = addrs[1]
-    pinger.pp = PingPong(count, WARMUP, 0, size,
+    pinger.pp = _common.PingPong(count, WARMUP, 0, size,
                          lambda data: pinger.transport.write(data, target))
     try:
         return await budget.wait(pinger.pp.start(), STEP_WAIT * 2,
@@ -481,14 +279,7 @@ async def noticeThenRelayBare(reactor, budget: Budget, rounds: int, size: int) -
     return times
 
 
-async def goDirect(setup: Setup, budget: Budget, what: str) -> None:
-    a, b, idA, idB = setup.a, setup.b, setup.idA, setup.idB
-    await budget.wait(defer.gatherResults([a.whenDirect(idB), b.whenDirect(idA)]),
-                      STEP_WAIT, f"{what}: the pair to be direct")
-    await budget.until(setup.bothDirect, STEP_WAIT, f"{what}: both sides to report direct")
-
-
-async def goRelayed(setup: Setup, budget: Budget, on: bool) -> None:
+async def goRelayed(setup: _common.Setup, budget: Budget, on: bool) -> None:
     setup.a.forceRelay(setup.idB, on)
     setup.b.forceRelay(setup.idA, on)
     if on:
@@ -497,35 +288,8 @@ async def goRelayed(setup: Setup, budget: Budget, on: bool) -> None:
 
 # Output
 
-def percentile(values: list, fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def summarise(values: list) -> tuple:
-    """(median, p99) of some samples."""
-    return statistics.median(values), percentile(values, 0.99)
-
-
-def report(name: str, ours: float, baseline: float, unit: str, baselineName: str,
-           note: str = "") -> float:
-    """A result line in the form every script in bench/ prints; returns the ratio."""
-    value = ours / baseline if baseline else float("inf")
-    print(f"{name}: ours={ours:,.1f} {unit}, baseline={baseline:,.1f} {unit} ({baselineName}),"
-          f" ratio={value:.3f}{note}")
-    return value
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms"
-
-
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:.0f} us"
-
-
 def rttLine(label: str, times: list) -> str:
-    med, p99 = summarise(times)
+    med, p99 = _common.summarise(times)
     return f"{label:28s} median {us(med):>8s}  p99 {us(p99):>8s}  (n={len(times)})"
 
 
@@ -573,7 +337,7 @@ async def run(reactor, args) -> None:
                                                         args.size, relayed=False)
             if rep:
                 await goRelayed(setup, budget, False)
-            await goDirect(setup, budget, f"repeat {rep + 1}")
+            await _common.goDirect(setup, budget, f"repeat {rep + 1}")
             direct = await pingPongOurs(setup, budget, block, args.pings, args.size, False)
             await goRelayed(setup, budget, True)
             relayed = await pingPongOurs(setup, budget, block + 1, args.pings, args.size, True)
@@ -583,8 +347,8 @@ async def run(reactor, args) -> None:
                 results[name] += res["times"]
                 wrong[name] = [x + y for x, y in zip(wrong[name], res["wrongPath"])]
                 frames[name] += res["framesRelayed"]
-            print(f"  repeat {rep + 1}: direct median {us(statistics.median(direct['times']))},"
-                  f" relayed median {us(statistics.median(relayed['times']))};"
+            print(f"  repeat {rep + 1}: direct median {us(_common.median(direct['times']))},"
+                  f" relayed median {us(_common.median(relayed['times']))};"
                   f" server relayed {direct['framesRelayed']} frames during direct,"
                   f" {relayed['framesRelayed']} during relayed")
         # Leave the pair as we found it, then tear down.
@@ -595,13 +359,13 @@ async def run(reactor, args) -> None:
         await stop(setup)
 
     # Summary
-    dMed, dP99 = summarise(results["direct"])
-    rMed, rP99 = summarise(results["relayed"])
-    bdMed, bdP99 = summarise(results["bareDirect"])
-    brMed, brP99 = summarise(results["bareRelayed"])
-    fMed, fP90 = statistics.median(firsts), percentile(firsts, 0.9)
-    xMed, xP90 = statistics.median(directs), percentile(directs, 0.9)
-    bfMed, bfP90 = statistics.median(bareFirsts), percentile(bareFirsts, 0.9)
+    dMed, dP99 = _common.summarise(results["direct"])
+    rMed, rP99 = _common.summarise(results["relayed"])
+    bdMed, bdP99 = _common.summarise(results["bareDirect"])
+    brMed, brP99 = _common.summarise(results["bareRelayed"])
+    fMed, fP90 = _common.median(firsts), _common.percentile(firsts, 0.9)
+    xMed, xP90 = _common.median(directs), _common.percentile(directs, 0.9)
+    bfMed, bfP90 = _common.median(bareFirsts), _common.percentile(bareFirsts, 0.9)
     stale = sum(r.staleFrames for r in rounds)
     staleRounds = sum(1 for r in rounds if r.staleFrames)
     n = len(results["direct"])
@@ -630,7 +394,7 @@ async def run(reactor, args) -> None:
     report("round trip direct vs relayed, p99 (information)", dP99 * 1e6, rP99 * 1e6, "us",
            "ours, forceRelay on both sides")
     report("round trip direct vs relayed, median", dMed * 1e6, rMed * 1e6, "us",
-           "ours, forceRelay on both sides", " (lower is better)")
+           "ours, forceRelay on both sides", note=" (lower is better)")
     report("round trip direct (information)", dMed * 1e6, bdMed * 1e6, "us",
            "bare Twisted UDP echo, median")
     report("round trip relayed (information)", rMed * 1e6, brMed * 1e6, "us",
@@ -644,7 +408,8 @@ async def run(reactor, args) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _common.printCore()
+    parser = _common.scriptParser(__doc__)
     parser.add_argument("--rounds", type=int, default=20,
                         help="fresh pairs to time (default 20)")
     parser.add_argument("--pings", type=int, default=1000,
@@ -655,8 +420,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="message size (default 64)")
     parser.add_argument("--policy", choices=("just-in-time", "always"), default="just-in-time",
                         help="the server's holePunchPolicy (default just-in-time)")
-    parser.add_argument("--timeout", type=float, default=55.0,
-                        help="give up after this many seconds in all (default 55)")
+    _common.addTimeout(parser, 55.0)
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run: 3 rounds, 100 round trips, 1 repeat")
     parser.add_argument("--verbose", action="store_true", help="print every round")
@@ -665,12 +429,9 @@ def main() -> int:
         args.rounds, args.pings, args.repeat = 3, 100, 1
     if args.rounds < 1 or args.pings < 1 or args.repeat < 1 or args.timeout <= 0:
         parser.error("--rounds, --pings and --repeat must be >= 1 and --timeout > 0")
-    if args.size < _HEADER.size:
-        parser.error(f"--size must be at least {_HEADER.size}")
-    args.deadline = clock() + args.timeout
-
-    _common.runBounded(lambda reactor: run(reactor, args), args, grace=5.0)
-    return 0
+    if args.size < _common.MESSAGE_HEADER_SIZE:
+        parser.error(f"--size must be at least {_common.MESSAGE_HEADER_SIZE}")
+    return _common.runUntilDeadline(run, args, grace=5.0)
 
 
 if __name__ == "__main__":

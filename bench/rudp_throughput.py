@@ -10,6 +10,7 @@ from __future__ import annotations
 import enet
 
 import _common
+from proud_twisted.rudp import SessionConfig  # after _common: this checkout's package
 
 GOAL = 0.5
 CONNECT_TIMEOUT = 5.0
@@ -44,7 +45,7 @@ def enetStream(args, count: int) -> tuple[float, float]:
         raise RuntimeError("ENet: no connection on loopback")
     body = _common.filler(size)
     counter = _common.OrderedCounter(count, size)
-    outstanding = _common.SessionConfig().maxSendQueueBytes // size
+    outstanding = SessionConfig().maxSendQueueBytes // size
     flags = enet.PACKET_FLAG_RELIABLE
     sent = 0
     start, cpuStart = _common.clock(), _common.cpuClock()

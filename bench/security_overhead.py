@@ -27,6 +27,10 @@ that whatever else loads the machine hits both alike.
     doing no cryptography (it only adds the record's 24 bytes, so every
     datagram keeps its size), alternating blocks. Information: the part of
     (a) that is ``cryptography``'s AES-GCM itself, called where it runs.
+    Then, for each cipher, one seal and one open of a ``--size`` record
+    through a pair of ``SecureChannel``s in a tight loop, against the bare
+    AEAD's encrypt and decrypt (the best of 5 runs of 20,000, in ns):
+    what the channel adds (counter, replay window) to the calls themselves.
 
 With protection on, a direct datagram is sealed once and opened once
 (AES-256-GCM under the pair's keys); a relayed one is sealed by its sender
@@ -48,26 +52,17 @@ both setups without encryption: its ratios show the noise floor.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import uuid
 
-from twisted.internet import defer
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import _common  # noqa: E402
-import p2p_times as p2p  # noqa: E402
-
-from proud_twisted import (  # noqa: E402
-    NetClient, NetServer, SendQueueFull, ServerUdpState,
-)
-from proud_twisted._crypto import channel as channelModule  # noqa: E402
+import _common
+from _common import LOOPBACK, STEP_WAIT, BenchFailure, Budget, Profile, Setup, report, us
+from proud_twisted import NetClient, NetServer, SendQueueFull, ServerUdpState
+from proud_twisted._crypto import channel as channelModule
+from proud_twisted.crypto import CIPHERS, SecureChannel
 
 VERSION = uuid.UUID("0b5e55ed-5ec0-4e11-8a7d-c0ffee000001")
-LOOPBACK = _common.LOOPBACK
 RTT_GOAL = 1.15
 RELAY_GOAL = 0.85
 UNLIMITED = 1e12
@@ -79,20 +74,21 @@ class World:
     """A server and four joined clients: pair (A, B) for the direct round
     trip, pair (C, D) for the relay rate; encrypted or not."""
 
-    def __init__(self, server, serverEvents, clients) -> None:
+    def __init__(self, reactor, server, serverEvents, clients) -> None:
+        self.reactor = reactor
         self.server = server
         self.serverEvents = serverEvents
-        self.clients = clients      # [(NetClient, p2p.Events, hostID)]
+        self.clients = clients      # [(NetClient, events, hostID)]
 
-    def pair(self, first: int, second: int) -> p2p.Setup:
+    def pair(self, first: int, second: int) -> Setup:
         (a, eventsA, idA), (b, eventsB, idB) = self.clients[first], self.clients[second]
-        return p2p.Setup(self.server.reactor, self.server, a, b, eventsA, eventsB,
-                         self.serverEvents, idA, idB)
+        return Setup(self.reactor, self.server, a, b, eventsA, eventsB, self.serverEvents,
+                     idA, idB)
 
 
-async def startWorld(reactor, budget: p2p.Budget, encrypted: bool, args) -> World:
+async def startWorld(reactor, budget: Budget, encrypted: bool, args) -> World:
     encrypted = encrypted and not args.control
-    serverEvents = p2p.ServerEvents()
+    serverEvents = _common.serverEvents()
     limits = {} if args.default_limits else {
         "relayFramesPerSecond": UNLIMITED, "relayBytesPerSecond": UNLIMITED}
     server = NetServer(serverEvents, VERSION, tcpPort=0, udpPort=0, interface=LOOPBACK,
@@ -104,34 +100,29 @@ async def startWorld(reactor, budget: p2p.Budget, encrypted: bool, args) -> Worl
     clients = []
     try:
         for name in "ABCD":
-            events = p2p.Events(name)
+            events = _common.clientEvents(name)
             client = NetClient(events, reactor=reactor, udpInterface=LOOPBACK,
                                encryption=encrypted, serverKey=pinned,
                                udpBufferSize=args.rcvbuf)
             hostID = await budget.wait(client.connect(LOOPBACK, port, VERSION),
-                                       p2p.STEP_WAIT, f"{name} to join")
+                                       STEP_WAIT, f"{name} to join")
             clients.append((client, events, hostID))
         await budget.until(
             lambda: all(c.getServerUdpState() is ServerUdpState.CONFIRMED
                         for c, _, _ in clients),
-            p2p.STEP_WAIT, "every client's UDP to the server")
+            STEP_WAIT, "every client's UDP to the server")
     except BaseException:
-        await stopWorld(World(server, serverEvents, clients))
+        await stopWorld(World(reactor, server, serverEvents, clients))
         raise
-    return World(server, serverEvents, clients)
+    return World(reactor, server, serverEvents, clients)
 
 
 async def stopWorld(world: World) -> None:
-    reactor = world.server.reactor
-    for client, _, _ in world.clients:
-        try:
-            await defer.maybeDeferred(client.disconnect, linger=0.1).addTimeout(2.0, reactor)
-        except Exception as e:      # a benchmark's cleanup: report, do not hide
-            print(f"  (disconnect failed: {e!r})")
+    await _common.disconnect(world.reactor, [c for c, _, _ in world.clients], 0.1, 5.0)
     await world.server.stopService()
 
 
-async def makeGroup(setup: p2p.Setup, budget: p2p.Budget, allowDirect: bool) -> None:
+async def makeGroup(setup: Setup, budget: Budget, allowDirect: bool) -> None:
     """Put the pair in a new group; return once both sides run the pair session."""
     setup.server.createP2PGroup([setup.idA, setup.idB], allowDirectP2P=allowDirect)
 
@@ -139,31 +130,31 @@ async def makeGroup(setup: p2p.Setup, budget: p2p.Budget, allowDirect: bool) -> 
         return (setup.hasPeers() and setup.a.getPeerInfo(setup.idB).stats is not None
                 and setup.b.getPeerInfo(setup.idA).stats is not None)
 
-    await budget.until(paired, p2p.STEP_WAIT, "the pair to be introduced")
+    await budget.until(paired, STEP_WAIT, "the pair to be introduced")
 
 
 # (a) the direct round trip
 
-async def directRoundTrips(world: World, budget: p2p.Budget, count: int, size: int,
-                           block: int, profile: _common.Profile) -> list:
+async def directRoundTrips(world: World, budget: Budget, count: int, size: int,
+                           block: int, profile: Profile) -> list:
     """The times of C{count} round trips over the (direct) pair A, B."""
     setup = world.pair(0, 1)
     profile.start()
     try:
-        result = await p2p.pingPongOurs(setup, budget, block, count, size,
-                                        expectRelayed=False)
+        result = await _common.pingPongOurs(setup, budget, block, count, size,
+                                            expectRelayed=False)
     finally:
         profile.stop()
     if any(result["wrongPath"]) or result["framesRelayed"]:
-        raise p2p.BenchFailure(f"relayed traffic during the direct round trips:"
+        raise BenchFailure(f"relayed traffic during the direct round trips:"
                                f" {result}")
     return result["times"]
 
 
 # (b) the relay forwarding rate
 
-async def relayRate(world: World, budget: p2p.Budget, count: int, size: int,
-                    profile: _common.Profile) -> dict:
+async def relayRate(world: World, budget: Budget, count: int, size: int,
+                    profile: Profile) -> dict:
     """Relay C{count} messages from C to D (a relay-only pair)."""
     setup = world.pair(2, 3)
     a, idB = setup.a, setup.idB
@@ -198,14 +189,14 @@ async def relayRate(world: World, budget: p2p.Budget, count: int, size: int,
     start, cpuStart = _common.clock(), _common.cpuClock()
     try:
         refill()
-        end = await budget.wait(counter.done, p2p.STEP_WAIT * 6,
+        end = await budget.wait(counter.done, STEP_WAIT * 6,
                                 f"{count} relayed messages")
     finally:
         profile.stop()
         setup.eventsB.onMessage = None
     setup.checkHandlers()
     if direct:
-        raise p2p.BenchFailure(f"{direct} messages of the relay-only pair came directly")
+        raise BenchFailure(f"{direct} messages of the relay-only pair came directly")
     after = stats.asDict()
     sender = a.getPeerInfo(idB).stats
     return {"rate": count / (end - start), "seconds": end - start,
@@ -247,7 +238,7 @@ class _WithoutCipher:
         return record[channelModule.HEADER_SIZE:-channelModule.TAG_SIZE]
 
 
-async def aeadFloor(world: World, budget: p2p.Budget, args) -> dict:
+async def aeadFloor(world: World, budget: Budget, args) -> dict:
     """Round trip times of the protected pair A, B with its records sealed
     through L{_ThroughChannel} and through L{_WithoutCipher}, alternating."""
     setup = world.pair(0, 1)
@@ -262,13 +253,43 @@ async def aeadFloor(world: World, budget: p2p.Budget, args) -> dict:
             for standIn in order:
                 for peer, channel in zip(peers, channels):
                     peer.channel = standIn(channel)
-                result = await p2p.pingPongOurs(setup, budget, block, pings, args.size,
-                                                expectRelayed=False)
+                result = await _common.pingPongOurs(setup, budget, block, pings, args.size,
+                                                    expectRelayed=False)
                 times[standIn] += result["times"]
     finally:
         for peer, channel in zip(peers, channels):
             peer.channel = channel
     return times
+
+
+# (c) also: one seal and one open in a loop, outside the reactor
+
+SEAL_OPEN_CALLS, SEAL_OPEN_RUNS = 20000, 5
+
+
+def bestOf(function) -> float:
+    """Seconds a call of C{function}, the best of SEAL_OPEN_RUNS runs."""
+    best = float("inf")
+    for _ in range(SEAL_OPEN_RUNS):
+        start = _common.clock()
+        for _ in range(SEAL_OPEN_CALLS):
+            function()
+        best = min(best, _common.clock() - start)
+    return best / SEAL_OPEN_CALLS
+
+
+def sealOpenCost(cipher: str, size: int) -> tuple[float, float]:
+    """Seconds for one seal and one open of C{size} bytes through a pair of
+    L{SecureChannel}s, and for the bare AEAD's encrypt and decrypt."""
+    keyA, keyB = bytes(range(32)), bytes(range(32, 64))
+    seal = SecureChannel(keyA, keyB, cipher=cipher).seal
+    open_ = SecureChannel(keyB, keyA, cipher=cipher).open
+    aead = CIPHERS[cipher](keyA)
+    encrypt, decrypt = aead.encrypt, aead.decrypt
+    payload, nonce = bytes(size), bytes(channelModule.NONCE_SIZE)
+    channel = bestOf(lambda: open_(seal(payload)))
+    bare = bestOf(lambda: decrypt(nonce, encrypt(nonce, payload, b""), b""))
+    return channel, bare
 
 
 # running and reporting
@@ -277,11 +298,10 @@ PROTECTION_CODE = ("proud_twisted/_crypto/", "proud_twisted/_crypto/datagrams.py
 AEAD_METHODS = ("encrypt' of 'cryptography", "decrypt' of 'cryptography")
 
 
-def protectionShare(profile: _common.Profile) -> tuple[float, float]:
+def protectionShare(profile: Profile) -> tuple[float, float]:
     """Seconds spent in the protection code (our AEAD wrappers and the
     cipher calls), and in all, according to the profile."""
-    import pstats
-    stats = pstats.Stats(profile._profile)
+    stats = profile.stats()
     own = total = 0.0
     for (filename, _, function), (_, _, tottime, _, _) in stats.stats.items():
         total += tottime
@@ -289,10 +309,6 @@ def protectionShare(profile: _common.Profile) -> tuple[float, float]:
                 or any(method in function for method in AEAD_METHODS)):
             own += tottime
     return own, total
-
-
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:.1f} us"
 
 
 def alternating(number: int) -> tuple:
@@ -305,7 +321,7 @@ def spread(name: str, ratios: list) -> None:
           f" max {max(ratios):.3f}")
 
 
-async def roundTripPhase(worlds: dict, budget: p2p.Budget, args, labels: dict,
+async def roundTripPhase(worlds: dict, budget: Budget, args, labels: dict,
                          profiles: dict) -> dict:
     times = {True: [], False: []}
     ratios = []
@@ -319,17 +335,17 @@ async def roundTripPhase(worlds: dict, budget: p2p.Budget, args, labels: dict,
             medians[encrypted] = statistics.median(rtt)
         ratios.append(medians[True] / medians[False])
         if args.verbose:
-            print(f"  round trips, block {block + 1}: {us(medians[True])} and"
-                  f" {us(medians[False])}, ratio {ratios[-1]:.3f}")
+            print(f"  round trips, block {block + 1}: {us(medians[True], 1)} and"
+                  f" {us(medians[False], 1)}, ratio {ratios[-1]:.3f}")
     for encrypted in (True, False):
         med, p99 = _common.summarise(times[encrypted])
-        print(f"  direct round trip, {labels[encrypted]:14s}: median {us(med)}, p99"
-              f" {us(p99)} (n={len(times[encrypted])})")
+        print(f"  direct round trip, {labels[encrypted]:14s}: median {us(med, 1)}, p99"
+              f" {us(p99, 1)} (n={len(times[encrypted])})")
     spread("on/off ratios of the block medians", ratios)
     return times
 
 
-async def relayPhase(worlds: dict, budget: p2p.Budget, args, labels: dict,
+async def relayPhase(worlds: dict, budget: Budget, args, labels: dict,
                      profiles: dict) -> dict:
     relays = {True: [], False: []}
     ratios = []
@@ -361,14 +377,14 @@ async def relayPhase(worlds: dict, budget: p2p.Budget, args, labels: dict,
 
 
 async def run(reactor, args) -> None:
-    budget = p2p.Budget(reactor, args.deadline)
-    profiles = {True: _common.Profile(args.profile), False: _common.Profile(args.profile)}
+    budget = Budget(reactor, args.deadline)
+    profiles = {True: Profile(args.profile), False: Profile(args.profile)}
     labels = ({True: "control A", False: "control B"} if args.control else MODES)
     print(f"protection on vs off{' (CONTROL: both off)' if args.control else ''}, loopback,"
           f" {type(reactor).__name__}, {args.size} B messages, relay limits"
           f" {'server defaults' if args.default_limits else 'out of the way'}, UDP socket"
           f" buffers {args.rcvbuf or 'OS default'}: (a) {args.pings} timed direct round"
-          f" trips per mode in {args.blocks} alternating blocks (each after {p2p.WARMUP}"
+          f" trips per mode in {args.blocks} alternating blocks (each after {_common.WARMUP}"
           f" untimed), (b) {args.relay_runs} alternating runs of {args.messages} reliable"
           " messages through the relay per mode")
     worlds = {}
@@ -377,7 +393,7 @@ async def run(reactor, args) -> None:
             worlds[encrypted] = world = await startWorld(reactor, budget, encrypted, args)
             await makeGroup(world.pair(0, 1), budget, allowDirect=True)
             await makeGroup(world.pair(2, 3), budget, allowDirect=False)
-            await p2p.goDirect(world.pair(0, 1), budget, labels[encrypted])
+            await _common.goDirect(world.pair(0, 1), budget, labels[encrypted])
         times = await roundTripPhase(worlds, budget, args, labels, profiles)
         relays = await relayPhase(worlds, budget, args, labels, profiles)
         floor = await aeadFloor(worlds[True], budget, args) if args.floor else None
@@ -400,28 +416,31 @@ async def run(reactor, args) -> None:
     rate = {e: statistics.median(r["rate"] for r in relays[e]) for e in relays}
     cpuRate = {e: statistics.median(args.messages / r["cpu"] for r in relays[e])
                for e in relays}
-    _common.report("direct round trip p99 (information)", onP99 * 1e6, offP99 * 1e6,
-                   "us", baseline)
-    _common.report("direct round trip median", onMed * 1e6, offMed * 1e6, "us", baseline,
-                   RTT_GOAL, higherIsBetter=False)
-    _common.report("relay messages per CPU second, median (information)", cpuRate[True],
-                   cpuRate[False], "msgs/s", baseline)
-    _common.report("relay rate median", rate[True], rate[False], "msgs/s", baseline,
-                   RELAY_GOAL)
+    report("direct round trip p99 (information)", onP99 * 1e6, offP99 * 1e6, "us", baseline)
+    report("direct round trip median", onMed * 1e6, offMed * 1e6, "us", baseline,
+           RTT_GOAL, higherIsBetter=False)
+    report("relay messages per CPU second, median (information)", cpuRate[True],
+           cpuRate[False], "msgs/s", baseline)
+    report("relay rate median", rate[True], rate[False], "msgs/s", baseline, RELAY_GOAL)
     if floor is not None:
-        _common.report("direct round trip median, AES-GCM calls alone (information)",
-                       statistics.median(floor[_ThroughChannel]) * 1e6,
-                       statistics.median(floor[_WithoutCipher]) * 1e6, "us",
-                       f"{labels[True]}, the same records without the cipher")
+        report("direct round trip median, AES-GCM calls alone (information)",
+               statistics.median(floor[_ThroughChannel]) * 1e6,
+               statistics.median(floor[_WithoutCipher]) * 1e6, "us",
+               f"{labels[True]}, the same records without the cipher")
+        for cipher in CIPHERS:
+            channel, bare = sealOpenCost(cipher, args.size)
+            report(f"seal+open of {args.size} B, {cipher}, in a loop (information)",
+                   channel * 1e9, bare * 1e9, "ns", "bare AEAD encrypt+decrypt")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _common.printCore()
+    parser = _common.scriptParser(__doc__)
     parser.add_argument("--pings", type=int, default=2000,
                         help="timed direct round trips per mode (default 2000)")
     parser.add_argument("--blocks", type=int, default=10,
                         help="alternating blocks the round trips are split into, each"
-                             f" after {p2p.WARMUP} untimed ones (default 10)")
+                             f" after {_common.WARMUP} untimed ones (default 10)")
     parser.add_argument("--messages", type=int, default=5000,
                         help="messages relayed per run (default 5000)")
     parser.add_argument("--relay-runs", type=int, default=20,
@@ -436,16 +455,12 @@ def main() -> int:
                              " ratio should be 1 and its spread is the noise floor")
     parser.add_argument("--default-limits", action="store_true",
                         help="keep the server's default relay rate limits")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="give up after this many seconds in all (default 300)")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile the measured parts of each mode; print the share of"
-                             " the protection code and the top functions")
-    parser.add_argument("--profile-top", type=int, default=25,
-                        help="functions listed per profile table (default 25)")
+    _common.addTimeout(parser, 300.0)
+    _common.addProfile(parser, "the measured parts of each mode; print the share of the"
+                               " protection code and the top functions")
     parser.add_argument("--floor", action="store_true",
                         help="also measure (c): the protected round trip with and without"
-                             " the AEAD calls themselves")
+                             " the AEAD calls themselves, and one seal and open in a loop")
     parser.add_argument("--verbose", action="store_true",
                         help="print every round trip block and the relay sender's stats")
     args = parser.parse_args()
@@ -453,12 +468,9 @@ def main() -> int:
             or args.timeout <= 0 or args.blocks > args.pings):
         parser.error("--pings, --blocks, --messages and --relay-runs must be >= 1,"
                      " --blocks <= --pings, and --timeout > 0")
-    if args.size < max(p2p._HEADER.size, 8):
-        parser.error(f"--size must be at least {p2p._HEADER.size}")
-    args.deadline = _common.clock() + args.timeout
-
-    _common.runBounded(lambda reactor: run(reactor, args), args, grace=5.0)
-    return 0
+    if args.size < _common.MESSAGE_HEADER_SIZE:
+        parser.error(f"--size must be at least {_common.MESSAGE_HEADER_SIZE}")
+    return _common.runUntilDeadline(run, args, grace=5.0)
 
 
 if __name__ == "__main__":

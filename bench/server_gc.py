@@ -53,32 +53,24 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
-import json
 import os
 import statistics
 import struct
 import sys
-import time
 import uuid
 
 from twisted.internet import defer, protocol, task
 from twisted.protocols.basic import Int32StringReceiver
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(BENCH))
-sys.path.insert(0, BENCH)
-from _control import JsonControl  # noqa: E402  (Twisted only: the bare server uses it too)
+# Loading _common imports Twisted only: the bare server process uses its
+# control channel and imports nothing of ours (its fixed cost is a bare
+# Twisted server's).
+import _common
+from _common import LOOPBACK, BenchFailure, clock, ms
 
 SERVING = __name__ == "__main__" and sys.argv[1:2] == ["--serve"]
-if not SERVING:
-    # The bench process only: the bare server process must import Twisted
-    # and nothing of ours (its fixed cost is a bare Twisted server's).
-    import _common  # noqa: E402
-    import p2p_times as p2p  # noqa: E402
 
 VERSION = uuid.UUID("9e1c0a57-3b2d-4f6e-8a90-51c7d2e4f6a8")
-LOOPBACK = "127.0.0.1"
-clock = time.perf_counter
 UNTIMED_COLLECTIONS = 3
 TIMED_COLLECTIONS = 5
 TOP_TYPES = 15
@@ -94,7 +86,7 @@ _ID = struct.Struct("!I")
 
 # The server process (--serve)
 
-class Control(JsonControl):
+class Control(_common.JsonControl):
     """The server process's control channel on stdin and stdout: one command
     a line (``status``, ``measure``, ``quit``), one JSON line an answer."""
 
@@ -289,6 +281,8 @@ def serve(argv: list) -> int:
                               [LogLevelFilterPredicate(LogLevel.error)])],
         redirectStandardIO=False)
     if args.bare:
+        if any(name.startswith("proud_twisted") for name in sys.modules):
+            raise SystemExit("the bare server process has imported proud_twisted")
         holder = BareHub(reactor, args.group_size)
     else:
         holder = oursHolder(reactor, args.group_size, not args.no_encryption)
@@ -307,97 +301,15 @@ def serve(argv: list) -> int:
 
 # The bench process: a server process and its clients
 
-class ServerProcess(protocol.ProcessProtocol):
-    """The bench side of a server process: commands out, JSON answers in."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.buffer = b""
-        self.answers = defer.DeferredQueue()
-        self.exitCode = None
-        self.ended = False
-        self.endWaiters = []
-
-    def outReceived(self, data: bytes) -> None:
-        *lines, self.buffer = (self.buffer + data).split(b"\n")
-        for line in lines:
-            if line.startswith(b"{"):
-                self.answers.put(json.loads(line))
-
-    def processEnded(self, reason) -> None:
-        self.ended = True
-        self.exitCode = getattr(reason.value, "exitCode", None)
-        self.answers.put({"ended": self.exitCode})
-        waiters, self.endWaiters = self.endWaiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-
-    def whenEnded(self) -> defer.Deferred:
-        if self.ended:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self.endWaiters.append(d)
-        return d
-
-    async def next(self, budget, what: str) -> dict:
-        answer = await budget.wait(self.answers.get(), STEP_WAIT, f"{self.label}: {what}")
-        if "ended" in answer:
-            raise _common.BenchFailure(f"{self.label}: the server process exited (status"
-                                       f" {answer['ended']}) before {what}")
-        if answer.get("error"):
-            raise _common.BenchFailure(f"{self.label}: {answer['error']}")
-        if answer.get("failures"):
-            raise _common.BenchFailure(f"{self.label}: the server reports"
-                                       f" {answer['failures'][0]}")
-        return answer
-
-    async def ask(self, budget, command: str) -> dict:
-        if self.ended:
-            raise _common.BenchFailure(f"{self.label}: the server process has exited"
-                                       f" (status {self.exitCode})")
-        self.transport.write(command.encode() + b"\n")
-        return await self.next(budget, f"the answer to {command!r}")
-
-    async def stop(self, reactor) -> None:
-        """Ask it to quit; kill it if it has not within a few seconds."""
-        if self.ended:
-            return
-        try:
-            self.transport.write(b"quit\n")
-            self.transport.closeStdin()
-            await self.whenEnded().addTimeout(3.0, reactor)
-        except Exception:       # not gone in time (or stdin already closed)
-            if not self.ended:
-                self.transport.signalProcess("KILL")
-                try:
-                    await self.whenEnded().addTimeout(3.0, reactor)
-                except defer.TimeoutError:
-                    print(f"  ({self.label}: server process {self.transport.pid} did not"
-                          " end after SIGKILL)")
-
-
 async def startServer(reactor, budget, args, bare: bool) -> tuple:
     label = "baseline" if bare else "ours"
-    command = [sys.executable, os.path.abspath(__file__), "--serve",
-               "--group-size", str(args.group_size),
-               "--lifetime", str(max(1.0, budget.left()) + 30.0)]
-    if bare:
-        command.append("--bare")
-    if args.no_encryption:
-        command.append("--no-encryption")
-    if args.verbose:
-        command.append("--verbose")
-    if args.gc_freeze:
-        command.append("--gc-freeze")
-    process = ServerProcess(label)
-    reactor.spawnProcess(process, sys.executable, command, env=os.environ.copy(),
-                         childFDs={0: "w", 1: "r", 2: 2})
-    try:
-        first = await process.next(budget, "its ports")
-    except BaseException:
-        await process.stop(reactor)
-        raise
-    return process, first
+    options = ["--serve", "--group-size", args.group_size,
+               "--lifetime", max(1.0, budget.left()) + 30.0]
+    flags = {"--bare": bare, "--no-encryption": args.no_encryption,
+             "--verbose": args.verbose, "--gc-freeze": args.gc_freeze}
+    options += [flag for flag, wanted in flags.items() if wanted]
+    process = _common.ChildProcess.spawn(reactor, label, "server_gc.py", *options)
+    return process, await process.first(reactor, budget)
 
 
 async def pollUntil(reactor, budget, check, what: str) -> dict:
@@ -413,7 +325,7 @@ async def pollUntil(reactor, budget, check, what: str) -> dict:
         if clock() >= end:
             break
         await task.deferLater(reactor, POLL, lambda: None)
-    raise _common.BenchFailure(f"timed out after {limit:.1f} s waiting for {what}: {detail}")
+    raise BenchFailure(f"timed out after {limit:.1f} s waiting for {what}: {detail}")
 
 
 def groupSizes(args) -> list:
@@ -424,11 +336,21 @@ def groupSizes(args) -> list:
 async def measure(process, budget, N: int, groups: int) -> dict:
     answer = await process.ask(budget, "measure")
     if (answer["clients"], answer["acked"], answer["groups"]) != (N, N, groups):
-        raise _common.BenchFailure(
+        raise BenchFailure(
             f"{process.label}: measured with {answer['clients']} clients,"
             f" {answer['acked']} join acks, {answer['groups']} groups; expected {N}, {N},"
             f" {groups}")
     return answer
+
+
+async def measureJoined(reactor, budget, process, args, start: float, ready,
+                        what: str) -> tuple:
+    """Once C{ready} (see L{pollUntil}) says every client is in: the seconds
+    since C{start}, and the server's measurement with them."""
+    await pollUntil(reactor, budget, ready, what)
+    joined = clock() - start
+    await task.deferLater(reactor, SETTLE, lambda: None)
+    return joined, await measure(process, budget, args.clients, len(groupSizes(args)))
 
 
 # ours
@@ -440,7 +362,7 @@ async def joinOurs(reactor, budget, args, server: dict, clients: list) -> None:
     for start in range(0, args.clients, JOIN_BATCH):
         batch = []
         for number in range(start, min(args.clients, start + JOIN_BATCH)):
-            client = NetClient(p2p.Events(f"client {number}"), reactor=reactor,
+            client = NetClient(_common.clientEvents(f"client {number}"), reactor=reactor,
                                udpInterface=LOOPBACK, encryption=not args.no_encryption,
                                serverKey=pinned)
             clients.append(client)
@@ -450,19 +372,11 @@ async def joinOurs(reactor, budget, args, server: dict, clients: list) -> None:
                               f"clients {start} to {start + len(batch) - 1} to join")
         except defer.FirstError as e:
             if e.subFailure.check(defer.CancelledError):    # the bounded wait ran out
-                raise _common.BenchFailure(
+                raise BenchFailure(
                     f"timed out waiting for clients {start} to {start + len(batch) - 1}"
                     " to join") from None
-            raise _common.BenchFailure(f"a client failed to join:"
+            raise BenchFailure(f"a client failed to join:"
                                        f" {e.subFailure.getErrorMessage()}") from None
-
-
-async def stopClients(reactor, clients: list) -> None:
-    leaving = [defer.maybeDeferred(c.disconnect, linger=0) for c in clients]
-    try:
-        await defer.gatherResults(leaving, consumeErrors=True).addTimeout(10.0, reactor)
-    except Exception as e:      # a benchmark's cleanup: report, do not hide
-        print(f"  (disconnect failed: {e!r})")
 
 
 async def runOurs(reactor, budget, args) -> tuple:
@@ -484,7 +398,7 @@ async def runOurs(reactor, budget, args) -> tuple:
             peers = sum(len(c.getPeerHostIDs()) for c in clients)
             failures = [e.failures[0] for c in clients for e in [c.events] if e.failures]
             if failures:
-                raise _common.BenchFailure(f"a client's event handler raised:"
+                raise BenchFailure(f"a client's event handler raised:"
                                            f" {failures[0].getTraceback()}")
             return ((status["clients"], status["acked"], status["udp"], confirmed, peers)
                     == (args.clients, args.clients, args.clients, args.clients, pairs),
@@ -492,12 +406,10 @@ async def runOurs(reactor, budget, args) -> tuple:
                     f" complete, {status['udp']} UDP addresses; clients: {confirmed} UDP"
                     f" confirmed, {peers} of {pairs} peer entries")
 
-        await pollUntil(reactor, budget, ready, "every client joined, grouped and acked")
-        joined = clock() - start
-        await task.deferLater(reactor, SETTLE, lambda: None)
-        full = await measure(process, budget, args.clients, len(sizes))
+        joined, full = await measureJoined(reactor, budget, process, args, start, ready,
+                                           "every client joined, grouped and acked")
     finally:
-        await stopClients(reactor, clients)
+        await _common.disconnect(reactor, clients, 0, 10.0)
         await process.stop(reactor)
     return empty, full, joined
 
@@ -523,7 +435,6 @@ class BareClient(Int32StringReceiver):
 
 
 async def runBare(reactor, budget, args) -> tuple:
-    sizes = groupSizes(args)
     process, server = await startServer(reactor, budget, args, bare=True)
     serverUdp = (LOOPBACK, server["udpPort"])
     clients, ports, connectors = [], [], []
@@ -557,10 +468,8 @@ async def runBare(reactor, budget, args) -> tuple:
             return ((status["clients"], status["udp"]) == (args.clients, args.clients),
                     f"server: {status['clients']} clients, {status['udp']} UDP addresses")
 
-        await pollUntil(reactor, budget, ready, "every bare client's TCP and UDP")
-        joined = clock() - start
-        await task.deferLater(reactor, SETTLE, lambda: None)
-        full = await measure(process, budget, args.clients, len(sizes))
+        joined, full = await measureJoined(reactor, budget, process, args, start, ready,
+                                           "every bare client's TCP and UDP")
     finally:
         for connector in connectors:
             connector.disconnect()
@@ -571,10 +480,6 @@ async def runBare(reactor, budget, args) -> tuple:
 
 
 # output
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms"
-
 
 def perClient(empty: dict, full: dict, N: int) -> float:
     return (full["objects"] - empty["objects"]) / N
@@ -601,7 +506,7 @@ def describeTypes(label: str, empty: dict, full: dict, N: int) -> None:
 
 
 async def run(reactor, args) -> None:
-    budget = p2p.Budget(reactor, args.deadline)
+    budget = _common.Budget(reactor, args.deadline)
     N = args.clients
     sizes = groupSizes(args)
     pairs = sum(s * (s - 1) // 2 for s in sizes)
@@ -625,44 +530,26 @@ async def run(reactor, args) -> None:
                    statistics.median(bare[1]["collect"]) * 1e3, "ms", baseline)
 
 
-def openFilesLimit():
-    """This process's limit of open files, None if there is none (or no way to know)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
 def main() -> int:
     if SERVING:
         return serve(sys.argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=400,
-                        help="joined clients (default 400)")
-    parser.add_argument("--group-size", type=int, default=20,
-                        help="members of each P2P group, at most --clients (default 20)")
-    parser.add_argument("--no-encryption", action="store_true",
-                        help="our server and clients without encryption")
+    _common.printCore()
+    parser = _common.scriptParser(__doc__)
+    _common.addGroupOptions(parser, 400, "each P2P group, at most --clients")
     parser.add_argument("--verbose", action="store_true",
                         help="print the object types each server holds per client")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="both servers freeze what exists once they listen out of"
                              " garbage collection (gc.freeze), as twistd proudserver does")
-    parser.add_argument("--timeout", type=float, default=180.0,
-                        help="give up after this many seconds in all (default 180)")
+    _common.addTimeout(parser, 180.0)
     args = parser.parse_args()
     if args.clients < 1 or not 1 <= args.group_size <= args.clients or args.timeout <= 0:
         parser.error("need --clients >= 1, 1 <= --group-size <= --clients and --timeout > 0")
-    files = openFilesLimit()
+    files = _common.openFilesLimit()
     if files is not None and 2 * args.clients + 64 > files:
         parser.error(f"--clients {args.clients} needs about {2 * args.clients + 64} open files"
                      f" in this process; the limit is {files} (ulimit -n)")
-    args.deadline = clock() + args.timeout
-
-    _common.runBounded(lambda reactor: run(reactor, args), args, grace=15.0)
-    return 0
+    return _common.runUntilDeadline(run, args, grace=15.0)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,5 @@ def test_benchmarkPrintsRatio(script, options):
     assert RATIO_LINE.search(done.stdout), done.stdout
     if "--floor" in options:
         assert "AES-GCM calls alone (information): ours=" in done.stdout, done.stdout
+        for cipher in ("aesgcm", "chacha20poly1305"):
+            assert f"seal+open of 64 B, {cipher}, in a loop (information): ours=" in done.stdout
