@@ -3,6 +3,7 @@
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import InvalidGroupOperation, UnknownHostID
+from proud_twisted.rudp.events import Value
 from proud_twisted.server.groups import (
     GroupRemoved, JoinAckComplete, MemberJoinNotice, MemberLeaveNotice,
     P2PGroupTable, PairForgotten, PairIntroduced,
@@ -236,3 +237,20 @@ class HostIDTests(SynchronousTestCase):
         ids = HostIDAllocator(quietPeriod=0)
         ids.release(5000, now=0)
         self.assertEqual(ids.allocate(1), 1000)
+
+
+class EffectValueTests(SynchronousTestCase):
+    """Effects are values, like every core's events."""
+
+    def test_effectsCompareHashAndMatchByTheirFields(self):
+        self.assertIsInstance(PairIntroduced(A, B), Value)
+        self.assertEqual(PairIntroduced(A, B), PairIntroduced(A, B))
+        self.assertNotEqual(PairIntroduced(A, B), PairForgotten(A, B))
+        self.assertEqual(len({GroupRemoved(G), GroupRemoved(G), GroupRemoved(H)}), 2)
+        self.assertEqual(repr(JoinAckComplete(G, A)),
+                         f"JoinAckComplete(groupID={G}, memberID={A})")
+        match MemberLeaveNotice(A, G, B, 2):
+            case MemberLeaveNotice(to, groupID, memberID, count):
+                self.assertEqual((to, groupID, memberID, count), (A, G, B, 2))
+            case _:
+                self.fail("MemberLeaveNotice did not match its own pattern")

@@ -8,13 +8,16 @@ import random
 from hypothesis import assume, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted.client.holepunch import PunchSchedule, deriveProbeKey
+from proud_twisted.client.holepunch import (
+    PunchFailed, PunchSchedule, PunchSucceeded, deriveProbeKey,
+)
 from proud_twisted.client.pathstate import (
     TRANSITIONS, IllegalPathTransition, PathBecameDirect, PathBecameRelayed, PathConfig,
     PathInput, PathMode, PathState, PunchGaveUp, nextMode,
 )
 from proud_twisted.constants import RelayReason
 from proud_twisted.errors import ProtocolError
+from proud_twisted.rudp.events import Value
 from proud_twisted.wire import punch
 from tests.test_holepunch import (
     A_ID, B_ID, KEY, WAN_LATENCY, garbage, sharedLan, twoHomes,
@@ -489,3 +492,26 @@ class TransitionTableTests(SynchronousTestCase):
         state = PathState(A_ID, B_ID, KEY, [PEER])
         with self.assertRaises(AttributeError):
             state.mode = PathMode.DIRECT
+
+
+class EventValueTests(SynchronousTestCase):
+    """Path and punch events are values (L{Value}), like every core's."""
+
+    def test_eventsCompareHashAndMatchByTheirFields(self):
+        events = [PathBecameDirect(PEER, 0.04), PathBecameRelayed(RelayReason.FORCED_RELAY),
+                  PunchGaveUp("no answer", 12.0), PunchSucceeded(PEER, 0.04),
+                  PunchFailed("no answer")]
+        for event in events:
+            self.assertIsInstance(event, Value)
+            fields = [getattr(event, name) for name in event.__match_args__]
+            self.assertEqual(type(event)(*fields), event)
+            self.assertEqual(hash(type(event)(*fields)), hash(event))
+        self.assertEqual(len(set(events + events)), len(events))
+        self.assertEqual(PunchGaveUp(), PunchGaveUp("", None))
+        self.assertEqual(repr(PathBecameDirect(PEER, 0.5)),
+                         f"PathBecameDirect(address={PEER!r}, rtt=0.5)")
+        match PathBecameDirect(PEER, 0.5):
+            case PathBecameDirect(address, rtt):
+                self.assertEqual((address, rtt), (PEER, 0.5))
+            case _:
+                self.fail("PathBecameDirect did not match its own pattern")

@@ -1,10 +1,22 @@
 """Running a sans-I/O core on a reactor.
 
-A core decides what to send (C{datagramsToSend(now)}), when it wants to wake
-up (C{nextTimeout()}, C{handleTimeout(now)}) and what happened
-(C{nextEvent()}). L{CoreDriver} moves what it emits to a transmit function,
-keeps one timer armed on the injected reactor, and hands events to a
-callback. Work triggered in one reactor turn is flushed together.
+Every core (L{ReliableSession}, L{PathState}, L{HolePunch}) keeps one
+convention, aioquic's:
+
+  - Input methods (C{receiveDatagram(..., now)}, C{send(...)},
+    C{startPunching(now)}, ...) take the time and return nothing.
+  - Everything the core sends, replies included, leaves through
+    C{datagramsToSend(now)}.
+  - It wants C{handleTimeout(now)} at C{nextTimeout()} (None: no timer).
+  - What happened comes out of C{nextEvent()} until it returns None, each
+    event an instance of a L{proud_twisted.rudp.events.Value} subclass (so
+    are the effects of the pure group table, L{proud_twisted.server.groups}).
+
+L{CoreDriver} moves what a core emits to a transmit function, keeps one timer
+armed on the injected reactor, and hands events to a callback; a subclass
+adds the core's input methods, each passing the reactor's time, then
+flushing (at once, or at the end of the turn). Work triggered in one reactor
+turn is flushed together.
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ import hmac
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
+from proud_twisted.rudp.events import Value
 from proud_twisted.wire.punch import (
     CONTROL_TYPES, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE, PeerMessage,
     decodePeerDatagram, encodeControl, tagIsValid,
@@ -78,19 +80,25 @@ class PunchSchedule:
             raise ValueError("need backoff >= 1, giveUpAfter >= 0, 0 <= jitter < 1")
 
 
-@dataclass(frozen=True)
-class PunchSucceeded:
+class PunchSucceeded(Value):
     """A direct path to the peer works; C{rtt} is from the answered probe."""
 
-    address: tuple
-    rtt: float
+    __match_args__ = ("address", "rtt")
+    __slots__ = __match_args__
+
+    def __init__(self, address: tuple, rtt: float) -> None:
+        self.address: Final = address
+        self.rtt: Final = rtt
 
 
-@dataclass(frozen=True)
-class PunchFailed:
+class PunchFailed(Value):
     """The attempt gave up."""
 
-    reason: str
+    __match_args__ = ("reason",)
+    __slots__ = __match_args__
+
+    def __init__(self, reason: str) -> None:
+        self.reason: Final = reason
 
 
 class PunchState(enum.Enum):

@@ -51,6 +51,7 @@ from proud_twisted.client.holepunch import (
 )
 from proud_twisted.constants import RelayReason
 from proud_twisted.errors import ProudError
+from proud_twisted.rudp.events import Value
 from proud_twisted.wire.punch import (
     DIRECT_PING, DIRECT_PONG, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE,
 )
@@ -115,28 +116,37 @@ def nextMode(mode: PathMode, pathInput: PathInput) -> PathMode:
         raise IllegalPathTransition(mode, pathInput) from None
 
 
-@dataclass(frozen=True)
-class PathBecameDirect:
+class PathBecameDirect(Value):
     """The pair now uses the direct path to C{address}."""
 
-    address: tuple
-    rtt: float
+    __match_args__ = ("address", "rtt")
+    __slots__ = __match_args__
+
+    def __init__(self, address: tuple, rtt: float) -> None:
+        self.address: Final = address
+        self.rtt: Final = rtt
 
 
-@dataclass(frozen=True)
-class PathBecameRelayed:
+class PathBecameRelayed(Value):
     """The pair left its direct path and uses the relay again; C{reason} is
     C{DIRECT_PATH_DIED} or C{FORCED_RELAY}."""
 
-    reason: RelayReason
+    __match_args__ = ("reason",)
+    __slots__ = __match_args__
+
+    def __init__(self, reason: RelayReason) -> None:
+        self.reason: Final = reason
 
 
-@dataclass(frozen=True)
-class PunchGaveUp:
+class PunchGaveUp(Value):
     """A punching attempt failed; C{retryAt} is when the next starts, if any."""
 
-    reason: str = ""
-    retryAt: float | None = None
+    __match_args__ = ("reason", "retryAt")
+    __slots__ = __match_args__
+
+    def __init__(self, reason: str = "", retryAt: float | None = None) -> None:
+        self.reason: Final = reason
+        self.retryAt: Final = retryAt
 
 
 @dataclass(frozen=True)

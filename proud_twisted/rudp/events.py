@@ -1,19 +1,46 @@
-"""What `ReliableSession.nextEvent` hands out.
+"""Events: the `Value` base of everything a sans-I/O core hands out, and
+what `ReliableSession.nextEvent` returns.
 
-Immutable values (compiled, their fields refuse assignment) that compare
-and hash by their fields; the receive path makes one per message, so they are
-plain classes the compiled core builds natively rather than dataclasses.
+Every event of every core (`ReliableSession`, `PathState`, `HolePunch`)
+and every effect of the pure group table is a `Value` subclass written this
+one way::
+
+    class PathDead(Value):
+        __match_args__ = ("since",)
+        __slots__ = __match_args__
+
+        def __init__(self, since: float) -> None:
+            self.since: Final = since
+
+`__match_args__` names the fields once: equality, hash, repr and positional
+`match` patterns all follow it. Fields are `Final`: type checkers refuse
+assignment, and compiled classes (this module's) refuse it at run time too.
+
+Why not dataclasses: this module is compiled with mypyc and the receive path
+makes one `MessageReceived` per message. Measured here (mypyc, Python 3.11),
+building one from compiled code costs about 25 ns as a `Value`, 230 ns as a
+dataclass and 600 ns as a frozen dataclass (their generated `__init__` runs
+as Python); interpreted, a `Value` is still about four times cheaper than a
+frozen dataclass.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import Any, Callable, ClassVar, Final
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:     # a pure-Python install without mypy: the flag is only for mypyc
+    def mypyc_attr(*attrs: str, **flags: bool) -> Callable[[Any], Any]:  # type: ignore[misc]
+        return lambda cls: cls
 
 from proud_twisted.rudp.config import DeliveryMode
 
 
-class _Value:
-    """Equality, hash and repr over the fields named in `__match_args__`."""
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Value:
+    """An immutable event or effect: equality, hash and repr over the fields
+    named in `__match_args__` (see the module docstring)."""
 
     __slots__ = ()
     __match_args__: ClassVar[tuple[str, ...]] = ()
@@ -22,7 +49,7 @@ class _Value:
         return tuple([getattr(self, name) for name in self.__match_args__])
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self) or not isinstance(other, _Value):
+        if type(other) is not type(self) or not isinstance(other, Value):
             return NotImplemented
         return self._values() == other._values()
 
@@ -35,7 +62,7 @@ class _Value:
         return f"{type(self).__name__}({fields})"
 
 
-class MessageReceived(_Value):
+class MessageReceived(Value):
     """A whole message from the peer."""
 
     __match_args__ = ("payload", "mode", "channel")
@@ -47,7 +74,7 @@ class MessageReceived(_Value):
         self.channel: Final = channel
 
 
-class PathDead(_Value):
+class PathDead(Value):
     """Nothing was acknowledged since ``since`` while data was outstanding."""
 
     __match_args__ = ("since",)
@@ -57,7 +84,7 @@ class PathDead(_Value):
         self.since: Final = since
 
 
-class PathAlive(_Value):
+class PathAlive(Value):
     """Acknowledgements arrive again after a `PathDead`."""
 
     __slots__ = ()

@@ -3,61 +3,88 @@
 No I/O: every operation validates first (raising and changing nothing on
 error), then changes the table and returns the effects the server must carry
 out, in order: notices to send to clients, acks completed, groups removed,
-and peer pairs that start or stop sharing a group.
+and peer pairs that start or stop sharing a group. Effects are values like
+every core's events (L{proud_twisted.rudp.events.Value}).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Final, Iterable
 
 from proud_twisted.errors import InvalidGroupOperation, UnknownHostID
+from proud_twisted.rudp.events import Value
 
 
-@dataclass(frozen=True)
-class MemberJoinNotice:
+class MemberJoinNotice(Value):
     """Tell client C{to} that C{memberID} joined C{groupID}; ack C{ackID} if non-zero."""
-    to: int
-    groupID: int
-    memberID: int
-    memberCount: int
-    message: bytes
-    ackID: int
+
+    __match_args__ = ("to", "groupID", "memberID", "memberCount", "message", "ackID")
+    __slots__ = __match_args__
+
+    def __init__(self, to: int, groupID: int, memberID: int, memberCount: int,
+                 message: bytes, ackID: int) -> None:
+        self.to: Final = to
+        self.groupID: Final = groupID
+        self.memberID: Final = memberID
+        self.memberCount: Final = memberCount
+        self.message: Final = message
+        self.ackID: Final = ackID
 
 
-@dataclass(frozen=True)
-class MemberLeaveNotice:
+class MemberLeaveNotice(Value):
     """Tell client C{to} that C{memberID} left C{groupID}."""
-    to: int
-    groupID: int
-    memberID: int
-    memberCount: int
+
+    __match_args__ = ("to", "groupID", "memberID", "memberCount")
+    __slots__ = __match_args__
+
+    def __init__(self, to: int, groupID: int, memberID: int, memberCount: int) -> None:
+        self.to: Final = to
+        self.groupID: Final = groupID
+        self.memberID: Final = memberID
+        self.memberCount: Final = memberCount
 
 
-@dataclass(frozen=True)
-class JoinAckComplete:
+class JoinAckComplete(Value):
     """Every member of C{groupID} has processed C{memberID}'s join."""
-    groupID: int
-    memberID: int
+
+    __match_args__ = ("groupID", "memberID")
+    __slots__ = __match_args__
+
+    def __init__(self, groupID: int, memberID: int) -> None:
+        self.groupID: Final = groupID
+        self.memberID: Final = memberID
 
 
-@dataclass(frozen=True)
-class GroupRemoved:
-    groupID: int
+class GroupRemoved(Value):
+    """Group C{groupID} is gone."""
+
+    __match_args__ = ("groupID",)
+    __slots__ = __match_args__
+
+    def __init__(self, groupID: int) -> None:
+        self.groupID: Final = groupID
 
 
-@dataclass(frozen=True)
-class PairIntroduced:
+class _PairEffect(Value):
+    __match_args__ = ("a", "b")
+    __slots__ = __match_args__
+
+    def __init__(self, a: int, b: int) -> None:
+        self.a: Final = a
+        self.b: Final = b
+
+
+class PairIntroduced(_PairEffect):
     """Clients C{a} < C{b} now share a group (and did not before)."""
-    a: int
-    b: int
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class PairForgotten:
+class PairForgotten(_PairEffect):
     """Clients C{a} < C{b} no longer share any group."""
-    a: int
-    b: int
+
+    __slots__ = ()
 
 
 @dataclass
