@@ -1,7 +1,7 @@
 """Running a sans-I/O core on a reactor.
 
-Every core (L{ReliableSession}, L{PathState}, L{HolePunch}) keeps one
-convention, aioquic's:
+Every core (L{ReliableSession}, L{PathState}, L{HolePunch}, L{ServerPath})
+keeps one convention, aioquic's:
 
   - Input methods (C{receiveDatagram(..., now)}, C{send(...)},
     C{startPunching(now)}, ...) take the time and return nothing.

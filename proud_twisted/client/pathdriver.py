@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from proud_twisted.client.pathstate import PathState
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
+
+Address = tuple[Any, ...]
+"""A UDP address as Twisted gives it: C{(host, port)}, or longer for IPv6."""
 
 
 class PathDriver(CoreDriver):
@@ -16,7 +19,8 @@ class PathDriver(CoreDriver):
     C{sendTo(data, address)}, the UDP socket.
     """
 
-    def __init__(self, reactor, state: PathState, sendTo: Callable[[bytes, tuple], None],
+    def __init__(self, reactor: Any, state: PathState,
+                 sendTo: Callable[[bytes, Address], None],
                  deliver: Callable[[object], None], turnEnd: TurnEnd | None = None) -> None:
         super().__init__(reactor, state, lambda item: sendTo(*item), deliver, turnEnd)
         self.state: PathState = state
@@ -25,12 +29,12 @@ class PathDriver(CoreDriver):
         self.state.startPunching(self.reactor.seconds())
         self.flush()
 
-    def receiveDatagram(self, data: bytes, addr: tuple) -> None:
+    def receiveDatagram(self, data: bytes, addr: Address) -> None:
         """A probe, answer, ping or pong from C{addr} (L{ProtocolError} if malformed)."""
         self.state.receiveDatagram(data, addr, self.reactor.seconds())
         self.flush()
 
-    def candidatesChanged(self, candidates: Iterable[tuple]) -> None:
+    def candidatesChanged(self, candidates: Iterable[Address]) -> None:
         self.state.candidatesChanged(candidates, self.reactor.seconds())
         self.flush()
 

@@ -1,9 +1,9 @@
 """Events: the `Value` base of everything a sans-I/O core hands out, and
 what `ReliableSession.nextEvent` returns.
 
-Every event of every core (`ReliableSession`, `PathState`, `HolePunch`)
-and every effect of the pure group table is a `Value` subclass written this
-one way::
+Every event of every core (`ReliableSession`, `PathState`, `HolePunch`,
+`ServerPath`) and every effect of the pure group table is a `Value`
+subclass written this one way::
 
     class PathDead(Value):
         __match_args__ = ("since",)
