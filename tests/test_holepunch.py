@@ -12,7 +12,9 @@ flushes after every arrival and timeout.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import itertools
 import random
 
@@ -20,14 +22,15 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.client.holepunch import (
-    HolePunch, PunchFailed, PunchSchedule, PunchState, PunchSucceeded, deriveProbeKey,
+    HolePunch, PunchFailed, PunchSchedule, PunchState, PunchSucceeded,
 )
+from proud_twisted.crypto import pairProbeKey
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import punch
 from proud_twisted.wire.messages import WIRE_VERSION
 
 SERVER = ("192.0.2.1", 33333)
-KEY = deriveProbeKey(b"s" * 32)
+KEY = pairProbeKey(b"s" * 32)
 A_ID, B_ID = 1000, 1001
 LAN_LATENCY = 0.001
 WAN_LATENCY = 0.02
@@ -211,6 +214,13 @@ def ofType(events, kind):
 
 
 class WireTests(SynchronousTestCase):
+    def test_probeKeyDerivation(self):
+        """Peers of every version must agree on it: HMAC-SHA256(secret, label)."""
+        secret = bytes(range(32))
+        self.assertEqual(pairProbeKey(secret), hmac.new(
+            secret, b"proud_twisted peer probe key v1", hashlib.sha256).digest())
+        self.assertRaises(ProtocolError, pairProbeKey, b"short")
+
     def test_controlRoundTrip(self):
         for kind in sorted(punch.CONTROL_TYPES):
             data = punch.encodeControl(kind, A_ID, B_ID, b"12345678", KEY)
@@ -219,7 +229,7 @@ class WireTests(SynchronousTestCase):
             message = punch.decodePeerDatagram(data)
             self.assertEqual(message[:4], (kind, A_ID, B_ID, b"12345678"))
             self.assertTrue(punch.tagIsValid(data, KEY))
-            self.assertFalse(punch.tagIsValid(data, deriveProbeKey(b"t" * 32)))
+            self.assertFalse(punch.tagIsValid(data, pairProbeKey(b"t" * 32)))
 
     def test_typeBytesAreApartFromServerDatagrams(self):
         for kind in (punch.PUNCH_PROBE, punch.PUNCH_ANSWER, punch.DIRECT_PING,
@@ -449,7 +459,7 @@ class ForgeryTests(SynchronousTestCase):
         self.assertEqual(self.punch.state, PunchState.PUNCHING)
 
     def test_wrongKey(self):
-        self.assertIgnored(self.answer(key=deriveProbeKey(b"x" * 32)), self.b.serverMapped)
+        self.assertIgnored(self.answer(key=pairProbeKey(b"x" * 32)), self.b.serverMapped)
 
     def test_nonCandidateAddress(self):
         self.assertIgnored(self.answer(), ("198.51.100.66", 40000))
@@ -477,7 +487,7 @@ class ForgeryTests(SynchronousTestCase):
 
     def test_forgedProbesGetNoAnswer(self):
         probe = punch.encodeControl(punch.PUNCH_PROBE, B_ID, A_ID, b"12345678",
-                                    deriveProbeKey(b"x" * 32))
+                                    pairProbeKey(b"x" * 32))
         self.assertIgnored(probe, self.b.serverMapped)
 
     def test_dataAndPingsAreNotForThePunch(self):

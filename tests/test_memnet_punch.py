@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted import (
     HolePunchFailed, NetClient, NetServer, RelayReason, ServerUdpState,
 )
-from proud_twisted.client.holepunch import deriveProbeKey
 from proud_twisted.constants import HolePunchPolicy
+from proud_twisted.crypto import pairProbeKey
 from proud_twisted.testing import LinkConditions, MemoryNetwork, NATType
 from proud_twisted.wire.punch import PUNCH_ANSWER, PUNCH_PROBE, encodeControl
 from tests.support import RecordingClientEvents, RecordingServerEvents
@@ -265,8 +265,8 @@ class ForgedProbeTests(SynchronousTestCase):
         attacker = attackerHost.listenUDP(7777, _Sink())
         victim = world.server.getClientInfo(ida).udpAddress    # a's public mapping
         secret = a.peerTable.peers[idb].pairSecret
-        wrongKey = deriveProbeKey(b"\x00" * 32)
-        rightKey = deriveProbeKey(secret)
+        wrongKey = pairProbeKey(b"\x00" * 32)
+        rightKey = pairProbeKey(secret)
         forged = [
             encodeControl(PUNCH_ANSWER, idb, ida, b"\x01" * 8, wrongKey),   # wrong secret
             encodeControl(PUNCH_PROBE, idb, ida, b"\x02" * 8, wrongKey),

@@ -8,14 +8,13 @@ import random
 from hypothesis import assume, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted.client.holepunch import (
-    PunchFailed, PunchSchedule, PunchSucceeded, deriveProbeKey,
-)
+from proud_twisted.client.holepunch import PunchFailed, PunchSchedule, PunchSucceeded
 from proud_twisted.client.pathstate import (
     TRANSITIONS, IllegalPathTransition, PathBecameDirect, PathBecameRelayed, PathConfig,
     PathInput, PathMode, PathState, PunchGaveUp, nextMode,
 )
 from proud_twisted.constants import RelayReason
+from proud_twisted.crypto import pairProbeKey
 from proud_twisted.errors import ProtocolError
 from proud_twisted.rudp.events import Value
 from proud_twisted.wire import punch
@@ -293,7 +292,7 @@ class CandidateTests(SynchronousTestCase):
 
 
 PEER = ("198.51.100.2", 40000)
-OTHER_KEY = deriveProbeKey(b"o" * 32)
+OTHER_KEY = pairProbeKey(b"o" * 32)
 
 
 def answeringPeer(p, now):

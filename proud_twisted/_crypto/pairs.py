@@ -6,8 +6,12 @@ pairing's epoch and to both HostIDs by its derivation, so a record sealed for
 one direction, pair or pairing opens under no other key, and the records need
 no associated data. The server knows the pair secret, as it must to hand it
 out.
+
+L{pairProbeKey} keys the pair's hole-punch probes, answers, pings and pongs
+(L{proud_twisted.wire.punch} computes and checks their tags).
 """
 
+import hashlib
 import hmac
 import os
 import struct
@@ -22,7 +26,7 @@ from proud_twisted.errors import ProtocolError
 PAIR_SECRET_SIZE = 32
 PROBE_TAG_SIZE = 16
 _DIRECTION_INFO = b"proud_twisted p2p direction v2"
-_PROBE_INFO = b"proud_twisted p2p probe v1"
+_PROBE_KEY_LABEL = b"proud_twisted peer probe key v1"
 _direction = struct.Struct(">III")     # epoch, sender, receiver
 
 
@@ -59,14 +63,16 @@ def pairChannel(pairSecret: bytes, localHostID: int, peerHostID: int, epoch: int
 
 
 def pairProbeKey(pairSecret: bytes) -> bytes:
-    """The 32-byte HMAC-SHA256 key that authenticates the pair's hole-punch probes."""
+    """The 32-byte key of the pair's hole-punch probes, answers, pings and
+    pongs: HMAC-SHA256(pairSecret, label), apart from the pair's other keys."""
     if len(pairSecret) != PAIR_SECRET_SIZE:
         raise ProtocolError(f"pair secret must be {PAIR_SECRET_SIZE} bytes")
-    return hkdf(pairSecret, _PROBE_INFO, 32)
+    return hmac.new(pairSecret, _PROBE_KEY_LABEL, hashlib.sha256).digest()
 
 
 def probeTag(probeKey: bytes, data: bytes) -> bytes:
-    """The 16-byte HMAC-SHA256 tag of a probe's C{data}."""
+    """The 16-byte HMAC-SHA256 tag of a probe's C{data} (only tests use it; the
+    wire's is L{proud_twisted.wire.punch.computeTag})."""
     mac = HMAC(probeKey, hashes.SHA256())
     mac.update(data)
     return mac.finalize()[:PROBE_TAG_SIZE]

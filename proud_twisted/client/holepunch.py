@@ -33,8 +33,6 @@ L{HolePunch.handleTimeout} at L{HolePunch.nextTimeout}.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -45,17 +43,6 @@ from proud_twisted.wire.punch import (
     CONTROL_TYPES, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE, PeerMessage,
     decodePeerDatagram, encodeControl, tagIsValid,
 )
-
-_PROBE_KEY_LABEL = b"proud_twisted peer probe key v1"
-
-
-def deriveProbeKey(pairSecret: bytes) -> bytes:
-    """The key of a pair's probes and pings: HMAC-SHA256(pairSecret, label).
-
-    Keeps the punching key apart from whatever else the pair secret keys.
-    """
-    return hmac.new(pairSecret, _PROBE_KEY_LABEL, hashlib.sha256).digest()
-
 
 @dataclass(frozen=True)
 class PunchSchedule:

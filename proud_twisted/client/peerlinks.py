@@ -14,13 +14,12 @@ import struct
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from proud_twisted.client.holepunch import deriveProbeKey
 from proud_twisted.client.pathdriver import PathDriver
 from proud_twisted.client.pathstate import (
     PathBecameDirect, PathBecameRelayed, PathConfig, PathMode, PathState, PunchGaveUp,
 )
 from proud_twisted.constants import RelayReason
-from proud_twisted.crypto import pairChannel
+from proud_twisted.crypto import pairChannel, pairProbeKey
 from proud_twisted.errors import HolePunchFailed, ProtocolError
 from proud_twisted.rudp import MessageReceived
 from proud_twisted._glue.sessiondriver import SessionDriver
@@ -64,7 +63,7 @@ class PeerLinks:
                                     client.turnEnd)
         if policy & POLICY_DIRECT_ALLOWED:
             state = PathState(client.getLocalHostID(), peer.hostID,
-                              deriveProbeKey(peer.pairSecret), (), self.pathConfig)
+                              pairProbeKey(peer.pairSecret), (), self.pathConfig)
             peer.pathDriver = PathDriver(client.reactor, state, client.sendDatagramTo,
                                          self._pathEventHandler(peer), client.turnEnd)
             peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
