@@ -66,6 +66,16 @@ class PunchWorld:
             len(c.events.rec.named("onP2PMemberJoin")) >= 2 for c in self.clients), 5)
         return self.group
 
+    def directPair(self):
+        """Form the group and wait until both sides use the direct path;
+        return C{(a, b, ida, idb)}."""
+        self.formGroup()
+        a, b = self.clients
+        ida, idb = self.ids
+        d = a.whenDirect(idb)
+        assert self.net.runUntil(lambda: d.called and self.direct(1), 2)
+        return a, b, ida, idb
+
     def direct(self, i=0) -> bool:
         a, b = self.clients[i], self.clients[1 - i]
         return not a.getPeerInfo(b.getLocalHostID()).relayed
@@ -203,11 +213,7 @@ class PunchBehaviourTests(SynchronousTestCase):
 class DirectPathDiesTests(SynchronousTestCase):
     def test_fallBackToRelayMidStreamThenDirectAgain(self):
         world = PunchWorld(self, (NATType.PORT_RESTRICTED, NATType.FULL_CONE), seed=3)
-        world.formGroup()
-        a, b = world.clients
-        ida, idb = world.ids
-        d = a.whenDirect(idb)
-        self.assertTrue(world.net.runUntil(lambda: d.called and world.direct(1), 2))
+        a, b, ida, idb = world.directPair()
         sent = [b"r%05d" % i for i in range(3000)]
         natA, natB = world.nats
         for i, payload in enumerate(sent):
@@ -232,11 +238,7 @@ class DirectPathDiesTests(SynchronousTestCase):
 
     def test_oneWayCutFallsBackOnBothSidesWithinOneTimeout(self):
         world = PunchWorld(self, (NATType.FULL_CONE, NATType.FULL_CONE), seed=4)
-        world.formGroup()
-        a, b = world.clients
-        ida, idb = world.ids
-        d = a.whenDirect(idb)
-        self.assertTrue(world.net.runUntil(lambda: d.called and world.direct(1), 2))
+        a, b, ida, idb = world.directPair()
         natA, natB = world.nats
         world.net.setConditions(natA, natB, LinkConditions(blocked=True, latency=0.02))
         cutAt = world.net.clock.seconds()
