@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import proud_twisted  # noqa: E402
 from twisted.python.reflect import namedAny  # noqa: E402
+from zope.interface import Interface  # noqa: E402
+from zope.interface.interface import Method  # noqa: E402
 
 project = "proud_twisted"
 author = "the proud_twisted authors"
@@ -30,16 +32,6 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
 autodoc_preserve_defaults = True
-
-# Methods of the NetServer and NetClient facades that their own protocols
-# call; applications never do.
-PROTOCOL_HOOKS = {
-    "log", "connectionOpened", "connectionClosed", "hello", "memberJoinAcknowledged",
-    "lanAddressReported", "userMessage", "relay", "udpHello", "udpLost",
-    "verifiedUdpClient", "sendDatagram", "malformedDatagram", "tcpConnected",
-    "tcpConnectFailed", "tcpLost", "heardFromServer", "heardFromServerUdp",
-    "relayedReceived", "serverMessageReceived",
-}
 
 # The docstrings are written in epytext, as Twisted's are; turn the markup
 # they use into reStructuredText.
@@ -62,18 +54,33 @@ def convertDocstring(app, what, name, obj, options, lines):
     lines[:] = epytextToRst("\n".join(lines)).split("\n")
 
 
-def skipProtocolHooks(app, what, name, obj, skip, options):
-    if what == "class" and (name in PROTOCOL_HOOKS or name.startswith("server_")):
-        return True
-    return None
-
-
 def _indented(text: str, indent: int) -> list:
     return [" " * indent + line if line else "" for line in epytextToRst(text).split("\n")]
 
 
+def _provider(interface):
+    """The public class of proud_twisted that implements C{interface}, if any."""
+    for publicName in proud_twisted.__all__:
+        candidate = getattr(proud_twisted, publicName)
+        if isinstance(candidate, type) and interface.implementedBy(candidate):
+            return candidate
+    return None
+
+
+def _signature(interface, methodName: str) -> str:
+    """The method's signature as its implementation declares it (keyword-only
+    options and annotations included), else as the interface does."""
+    provider = _provider(interface)
+    implementation = getattr(provider, methodName, None)
+    if implementation is None:
+        return interface[methodName].getSignatureString()
+    signature = inspect.signature(implementation)
+    parameters = list(signature.parameters.values())[1:]    # without self
+    return str(signature.replace(parameters=parameters))
+
+
 class InterfaceDirective(SphinxDirective):
-    """``.. interface:: dotted.Name``: a zope.interface and its methods."""
+    """``.. interface:: dotted.Name``: a zope.interface, its attributes and methods."""
 
     required_arguments = 1
 
@@ -85,10 +92,15 @@ class InterfaceDirective(SphinxDirective):
         for base in interface.__bases__:
             if base.__name__ in proud_twisted.__all__:
                 lines += ["", f"   Also has every event of `proud_twisted.{base.__name__}`."]
-        for methodName in interface.names():
-            method = interface[methodName]
-            lines += ["", f"   .. py:method:: {methodName}{method.getSignatureString()}", ""]
-            lines += _indented(inspect.cleandoc(method.getDoc() or ""), 6)
+            elif base is not Interface:
+                lines += ["", f"   Also a ``{base.__module__}.{base.__name__}``."]
+        for memberName in interface.names():
+            member = interface[memberName]
+            if isinstance(member, Method):
+                lines += ["", f"   .. py:method:: {memberName}{_signature(interface, memberName)}", ""]
+            else:
+                lines += ["", f"   .. py:attribute:: {memberName}", ""]
+            lines += _indented(inspect.cleandoc(member.getDoc() or ""), 6)
         container = nodes.container()
         nested_parse_with_titles(self.state, StringList(lines, source=name), container)
         return container.children
@@ -96,5 +108,4 @@ class InterfaceDirective(SphinxDirective):
 
 def setup(app):
     app.connect("autodoc-process-docstring", convertDocstring)
-    app.connect("autodoc-skip-member", skipProtocolHooks)
     app.add_directive("interface", InterfaceDirective)

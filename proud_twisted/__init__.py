@@ -24,14 +24,16 @@ from proud_twisted.info import (
 from proud_twisted.rudp import (
     DeliveryMode, Priority, ReceiveBudget, SessionConfig, SessionStats,
 )
-from proud_twisted.interfaces import INetClientEvent, INetCoreEvent, INetServerEvent
+from proud_twisted.interfaces import (
+    INetClient, INetClientEvent, INetCoreEvent, INetServer, INetServerEvent,
+)
 from proud_twisted.server import NetServer
 from proud_twisted.server.stats import ServerStats
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "NetServer", "NetClient",
+    "NetServer", "NetClient", "INetServer", "INetClient",
     "INetCoreEvent", "INetServerEvent", "INetClientEvent",
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",

@@ -6,9 +6,6 @@ from proud_twisted.interfaces import INetClientEvent, INetServerEvent
 
 
 class _NetCoreEvents:
-    def onError(self, errorInfo):
-        pass
-
     def onWarning(self, errorInfo):
         pass
 

@@ -12,7 +12,7 @@ Address = Tuple[str, int]
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    """What went wrong, for ``onError`` / ``onWarning``."""
+    """What went wrong, for ``onWarning``."""
 
     errorType: ErrorType
     hostID: int = 0

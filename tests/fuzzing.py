@@ -1379,7 +1379,7 @@ class FuzzHarness:
 
         def paired():
             for me, other in ((a, ids[1]), (b, ids[0])):
-                peer = me.peerTable.peers.get(other)
+                peer = me._engine.peerTable.peers.get(other)
                 if peer is None or peer.driver is None:
                     return False
             return True
@@ -1400,7 +1400,7 @@ class FuzzHarness:
         tcpTotal = round(c.inputs * c.tcpShare)
         self.udpTotal = c.inputs - tcpTotal
         self.tcp = TcpStreams(reactor, corpus, self.server.getTcpAddress(), c.seed, tcpTotal,
-                              c.tcpConcurrency, self.server.maxFrameLength, c.streamTimeout)
+                              c.tcpConcurrency, self.server._engine.maxFrameLength, c.streamTimeout)
         self.udp = UdpDatagrams(self.rng, corpus, [p for p in self.attackers],
                                 self.insiders, self.captured)
         self._attackerAddrs = {(LOOPBACK, p.getHost().port) for p in self.attackers}
@@ -1497,8 +1497,8 @@ class FuzzHarness:
             result.honest.append((label, d.sent, d.received, d.errorCount))
             result.honestErrors += d.errors
         result.honestLeft = [r for cl in self.honestClients for r in cl.events.left]
-        result.serverRunning = bool(server.running and server._tcpPort is not None
-                                    and server._udpPort is not None)
+        result.serverRunning = bool(server.running and server._engine._tcpPort is not None
+                                    and server._engine._udpPort is not None)
         result.probeAnswered = yield self._probe()
         result.expectedConnections = 2 + sum(1 for i in self.insiders if not i.lost)
         yield self._until(lambda: server.getConnectionCount() == result.expectedConnections,
@@ -1611,7 +1611,7 @@ class FuzzHarness:
     def _tap(self) -> None:
         """Count the datagrams the server reads and remember the input behind
         a failure (wrapping the protocol instances; no server code changes)."""
-        udp = self.server._udp
+        udp = self.server._engine._udp
         original = udp.datagramReceived
 
         def datagramReceived(data, addr):
@@ -1624,7 +1624,7 @@ class FuzzHarness:
                 raise
         udp.datagramReceived = datagramReceived
         self._attackerAddrs = set()
-        factory = self.server._tcpPort.factory
+        factory = self.server._engine._tcpPort.factory
         build = factory.buildProtocol
 
         def buildProtocol(addr):
@@ -1664,9 +1664,9 @@ class FuzzHarness:
 
     def _capture(self, client: NetClient) -> None:
         """Keep copies of the real sealed datagrams C{client} sends the server."""
-        protocol = client._udp
+        protocol = client._engine._udp
         send = protocol.send
-        server = client.serverUdpAddress
+        server = client._engine.serverUdpAddress
 
         def captureSend(data, addr):
             if addr == server:

@@ -163,7 +163,7 @@ class JoinEndsTests(SynchronousTestCase):
         if kind is not None:
             self.assertEqual(joins[0][0], kind)
         self.assertEqual(world.client.getLocalHostID(), 0)
-        self.assertIsNone(world.client._joinTimer)
+        self.assertIsNone(world.client._engine._joinTimer)
         self.joinsAgain(world)
         return failure
 
@@ -209,7 +209,7 @@ class JoinEndsTests(SynchronousTestCase):
         world.netServer()
         outcome = world.connect()
         # The handshake is done and HELLO is on its way; the link dies.
-        self.assertTrue(world.net.runUntil(lambda: world.client._connection is not None, 1))
+        self.assertTrue(world.net.runUntil(lambda: world.client._engine._connection is not None, 1))
         world.net.disconnectHost(world.clientHost)
         self.failsOnce(world, outcome, JoinFailed)
 
@@ -289,7 +289,7 @@ class JoinEndsTests(SynchronousTestCase):
         world = JoinWorld(self)
         world.netServer()
         outcome = world.connect()
-        self.assertTrue(world.net.runUntil(lambda: world.client._connection is not None, 1))
+        self.assertTrue(world.net.runUntil(lambda: world.client._engine._connection is not None, 1))
         # The server's answer is held on the way until after the timeout.
         world.net.setConditions(world.serverHost, world.clientHost,
                                 LinkConditions(latency=0.01, blocked=True))
@@ -322,11 +322,11 @@ class JoinEndsTests(SynchronousTestCase):
         world = JoinWorld(self)
         server = world.netServer()
         outcome = world.connect()
-        self.assertTrue(world.net.runUntil(lambda: world.client._connection is not None, 1))
+        self.assertTrue(world.net.runUntil(lambda: world.client._engine._connection is not None, 1))
         outcome.deferred.cancel()
         self.failsOnce(world, outcome, JoinCancelled, ErrorType.DISCONNECT_FROM_LOCAL, within=0)
         # The server saw that connection go, and has just the new client.
-        self.assertEqual(len(server._connections), 0)
+        self.assertEqual(len(server._engine._connections), 0)
 
     def test_cancelAfterTheJoinChangesNothing(self):
         world = JoinWorld(self)
@@ -417,7 +417,7 @@ class GroupWorld:
             "onP2PGroupJoinMemberAckComplete") >= 3, 10)
         a = self.clients[0]
         assert self.net.runUntil(lambda: all(
-            a.peerTable.peers[i].driver is not None for i in self.ids[1:]), 10)
+            a._engine.peerTable.peers[i].driver is not None for i in self.ids[1:]), 10)
 
     def received(self, client: int, sender: int = 0) -> list:
         return self.clients[client].events.messagesFrom(self.ids[sender])
@@ -522,7 +522,7 @@ class BoundedPeerQueueTests(SynchronousTestCase):
         """Relayed frames from a host not (yet) paired with us are kept, but
         only so many."""
         world = GroupWorld(self)
-        links = world.clients[0].peerLinks
+        links = world.clients[0]._engine.peerLinks
         for i in range(10 * EARLY_FRAMES_KEPT):
             links.relayedFrame(999_999, b"\x00" * 1100)
         self.assertEqual(len(links._early), EARLY_FRAMES_KEPT)

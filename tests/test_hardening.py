@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted import ConnectionRefusedByServer, NetClient, ServerUdpState
 from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
-from proud_twisted.server.netserver import DEPARTED_GRACE
+from proud_twisted.server.engine import DEPARTED_GRACE
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import encodeDatagram
 from tests.support import RecordingClientEvents
@@ -194,26 +194,26 @@ class AmplificationTests(AttackTestCase):
 
     def forgedHello(self, attacker):
         hello = encodeDatagram("UDP_HELLO", hostID=attacker.getLocalHostID(),
-                               token=attacker._udpToken, padding=bytes(64))
-        return sealDatagram(attacker.udpChannel, hello, CLIENT_DATAGRAM_HEADER)
+                               token=attacker._engine._udpToken, padding=bytes(64))
+        return sealDatagram(attacker._engine.udpChannel, hello, CLIENT_DATAGRAM_HEADER)
 
     def test_forgedSourceGetsNoMoreThanItSentAndIsNeverAdopted(self):
         attacker = self.world.clients[2]
         attackerID = self.ids[2]
         sentToVictim = []
-        send = self.server._udp.send
+        send = self.server._engine._udp.send
 
         def capture(data, addr):
             if addr == VICTIM:
                 sentToVictim.append(len(data))
             return send(data, addr)
-        self.server._udp.send = capture
+        self.server._engine._udp.send = capture
         self.server.createP2PGroup([self.ids[0], attackerID])
         received = 0
         for i in range(50):
             hello = self.forgedHello(attacker)
             received += len(hello)
-            self.server._udp.datagramReceived(hello, VICTIM)
+            self.server._engine._udp.datagramReceived(hello, VICTIM)
             self.world.clients[0].send(attackerID, b"x" * 1000, reliable=False)
             self.world.clients[0].send(attackerID, b"y" * 1000)
             self.world.net.advance(0.05)
@@ -228,7 +228,7 @@ class AmplificationTests(AttackTestCase):
         before = self.server.getClientInfo(self.ids[2]).udpAddress
         newAddress = (before[0], before[1] + 1)
         hello = self.forgedHello(client)
-        self.server._udp.datagramReceived(hello, newAddress)
+        self.server._engine._udp.datagramReceived(hello, newAddress)
         self.assertEqual(self.server.getClientInfo(self.ids[2]).udpAddress, before)
         challenge = self.world.serverConnection(self.ids[2]).udpChallenge
         self.assertEqual(challenge[0], newAddress)
@@ -237,11 +237,11 @@ class AmplificationTests(AttackTestCase):
         wrong = encodeDatagram("UDP_CHALLENGE_RESPONSE", hostID=self.ids[2],
                                challenge=bytes(16))
         for data, addr in ((answer, before), (wrong, newAddress)):    # neither counts
-            self.server._udp.datagramReceived(
-                sealDatagram(client.udpChannel, data, CLIENT_DATAGRAM_HEADER), addr)
+            self.server._engine._udp.datagramReceived(
+                sealDatagram(client._engine.udpChannel, data, CLIENT_DATAGRAM_HEADER), addr)
         self.assertEqual(self.server.getClientInfo(self.ids[2]).udpAddress, before)
-        self.server._udp.datagramReceived(
-            sealDatagram(client.udpChannel, answer, CLIENT_DATAGRAM_HEADER), newAddress)
+        self.server._engine._udp.datagramReceived(
+            sealDatagram(client._engine.udpChannel, answer, CLIENT_DATAGRAM_HEADER), newAddress)
         self.assertEqual(self.server.getClientInfo(self.ids[2]).udpAddress, newAddress)
         self.assertOthersUnharmed()
 
@@ -258,7 +258,7 @@ class RejectedRelayTests(AttackTestCase):
     def test_refusedTargetsCostTokensAndWarningsAreAggregated(self):
         attacker = self.world.clients[2]
         for _ in range(20):
-            attacker._connection.sendBody(self.strangerRequest(500))
+            attacker._engine._connection.sendBody(self.strangerRequest(500))
         self.world.net.advance(0.5)
         stats = self.server.stats
         # 1,000 frames of budget (one second's burst) for 10,000 targets.
@@ -270,7 +270,7 @@ class RejectedRelayTests(AttackTestCase):
 
     def test_tooManyTargetsInOneRequestIsAProtocolError(self):
         attacker = self.world.clients[2]
-        attacker._connection.sendBody(self.strangerRequest(relay.MAX_RELAY_TARGETS + 1))
+        attacker._engine._connection.sendBody(self.strangerRequest(relay.MAX_RELAY_TARGETS + 1))
         self.world.net.advance(0.5)
         self.assertNotIn(self.ids[2], self.server.getClientHostIDs())
         leave = self.world.serverEvents.rec.named("onClientLeave")[-1]
@@ -298,7 +298,7 @@ class FalseReportTests(AttackTestCase):
         self.assertGreater(self.server.stats.relayToDeparted, 0)
         # Past the grace, a frame to a stranger is reported again.
         self.world.net.advance(DEPARTED_GRACE + 1)
-        a._connection.sendBody(relay.encodeTcpRelayRequest([self.ids[3]], 0, b"late"))
+        a._engine._connection.sendBody(relay.encodeTcpRelayRequest([self.ids[3]], 0, b"late"))
         self.world.net.advance(0.5)
         self.assertTrue(self.hackReports(self.ids[2], HackKind.RELAY_NOT_ALLOWED))
         self.assertOthersUnharmed()
@@ -339,11 +339,11 @@ class ClosingTests(AttackTestCase):
 
     def test_goodbyeTakesTheClientOutAtOnceAndTheConnectionCloses(self):
         client = self.world.clients[2]
-        client._connection.sendMessage("GOODBYE", comment=b"bye")
+        client._engine._connection.sendMessage("GOODBYE", comment=b"bye")
         self.world.net.advance(0.1)
         self.assertNotIn(self.ids[2], self.server.getClientHostIDs())
         self.assertTrue(self.world.net.runUntil(
-            lambda: self.server.getConnectionCount() == 2, self.server.closeLinger + 2))
+            lambda: self.server.getConnectionCount() == 2, self.server._engine.closeLinger + 2))
         self.assertOthersUnharmed()
 
 
@@ -356,11 +356,11 @@ class AcceptPathTests(SynchronousTestCase):
         class NoScan(set):
             def __iter__(self):
                 raise AssertionError("the accept path scanned every connection")
-        world.server._connections = NoScan(world.server._connections)
+        world.server._engine._connections = NoScan(world.server._engine._connections)
         first = [c.connect(SERVER_IP, 9000, VERSION) for c in world.clients[:2]]
         self.assertTrue(world.net.runUntil(lambda: all(d.called for d in first), 10))
-        self.assertEqual(world.server._unauthenticated, 0)
-        world.server._connections = set(world.server._connections)
+        self.assertEqual(world.server._engine._unauthenticated, 0)
+        world.server._engine._connections = set(world.server._engine._connections)
         self.assertEqual(world.server.getConnectionCount(), 2)
 
     def test_overTheLimitTheClientIsToldTheServerIsFull(self):
@@ -429,9 +429,9 @@ class FragmentExhaustionTests(AttackTestCase):
             for start in range(0, 3000, 100):       # reliable fragments after a gap
                 batch = [F.packFragment(F.FT_RELIABLE_FRAGMENT, 0, 1 + i, b"xy", 65536,
                                         1000 + i) for i in range(start, start + 100)]
-                attacker._serverTransmit(F.encodeDatagram(start // 100, batch, False))
+                attacker._engine._serverTransmit(F.encodeDatagram(start // 100, batch, False))
             self.world.net.advance(0.05)
-        budget = self.server.receiveBudget
+        budget = self.server._engine.receiveBudget
         self.assertGreater(budget.usedBytes, 0.5 * budget.totalBytes)
         self.assertLessEqual(budget.usedBytes, budget.totalBytes)
         for hostID in self.ids[2:]:

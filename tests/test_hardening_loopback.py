@@ -34,14 +34,14 @@ def server():
 
 def stopReading(client):
     """The client reads nothing more from its TCP socket (it still writes)."""
-    client._connection.transport.pauseProducing()
+    client._engine._connection.transport.pauseProducing()
 
 
 @defer.inlineCallbacks
 def fillUntil(server, hostID, done, reliable=True):
     """Send CHUNK-byte messages to C{hostID} until C{done()}, one a turn
     (bounded); return the largest unsent backlog its connection held."""
-    connection = server._clients[hostID]
+    connection = server._engine._clients[hostID]
     worst = 0
     for _ in range(MAX_CHUNKS):
         if done():
@@ -59,7 +59,7 @@ def congestedClient(server):
     slow, = yield connectClients(server, 1)
     slowID = slow.getLocalHostID()
     stopReading(slow)
-    congested = lambda: server._clients[slowID].congestedSince is not None
+    congested = lambda: server._engine._clients[slowID].congestedSince is not None
     yield fillUntil(server, slowID, congested)
     assert congested()
     return slow, slowID
@@ -102,14 +102,14 @@ def test_aClientThatStopsReadingIsDisconnectedWithinItsOutputBudget(server):
 def test_unreliableOutputToAClientThatDoesNotReadIsDropped(server):
     slow, = yield connectClients(server, 1)
     slowID = slow.getLocalHostID()
-    server.udpLost(server._clients[slowID])      # unreliable now goes over TCP too
+    server._engine.udpLost(server._engine._clients[slowID])      # unreliable now goes over TCP too
     stopReading(slow)
     dropped = lambda: server.stats.outputDropped > 0
     worst = yield fillUntil(server, slowID, dropped, reliable=False)
     assert dropped()
     assert slowID in server.getClientHostIDs()     # unreliable loss is no offence
     assert worst <= OUTPUT_BUDGET
-    slow._connection.transport.resumeProducing()
+    slow._engine._connection.transport.resumeProducing()
     yield disconnectAll([slow])
 
 
@@ -122,18 +122,18 @@ def test_closeConnectionLeavesAtOnceAndCutsANonReaderAfterTheLinger(server):
     assert server.getConnectionCount() == 1               # still lingering
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 0,
                                  timeout=LINGER + 3)
-    slow._connection.transport.resumeProducing()          # it reads again: the cut
+    slow._engine._connection.transport.resumeProducing()          # it reads again: the cut
     yield slow.events.rec.waitCount("onLeaveServer", 1, timeout=5)
 
 
 @pytest_twisted.inlineCallbacks
 def test_aGoodbyeThenSilenceIsCutAfterTheLinger(server):
     slow, slowID = yield congestedClient(server)
-    slow._connection.sendMessage("GOODBYE", comment=b"bye")     # and reads nothing
+    slow._engine._connection.sendMessage("GOODBYE", comment=b"bye")     # and reads nothing
     yield server.events.rec.wait(lambda: slowID not in server.getClientHostIDs(), timeout=5)
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 0,
                                  timeout=LINGER + 3)
-    slow._connection.transport.resumeProducing()          # it reads again: the cut
+    slow._engine._connection.transport.resumeProducing()          # it reads again: the cut
     yield slow.events.rec.waitCount("onLeaveServer", 1, timeout=5)
 
 

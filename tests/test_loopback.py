@@ -292,7 +292,7 @@ def test_silentClientTimesOut(plainServer):
     silent.sendall(encodeFrame(encodeMessage("HELLO", wireVersion=WIRE_VERSION,
                                              protocolVersion=VERSION.bytes, userData=b"")))
     yield server.events.rec.waitCount("onClientJoin", 2)
-    yield server.events.rec.waitCount("onClientLeave", 1, timeout=server.clientTimeout + 5)
+    yield server.events.rec.waitCount("onClientLeave", 1, timeout=server._engine.clientTimeout + 5)
     info, reason, _ = server.events.rec.named("onClientLeave")[0]
     assert reason is ErrorType.TIMEOUT
     assert info.hostID != a.getLocalHostID()
@@ -357,7 +357,7 @@ def test_serverAndClientsGrowTheirUdpBuffers(server):
     (client,) = yield connectClients(server, 1)
     default = _osDefaultReceiveBuffer()
     for host in (server, client):
-        assert host.udpSocketBuffers == _buffersOf(host._udpPort)
+        assert host.udpSocketBuffers == _buffersOf(host._engine._udpPort)
         assert host.udpSocketBuffers.receive > default
     if os.geteuid() == 0:       # beyond net.core.rmem_max with CAP_NET_ADMIN
         assert min(server.udpSocketBuffers) >= DEFAULT_SERVER_UDP_BUFFER
@@ -376,7 +376,7 @@ def test_udpBufferSizeZeroKeepsTheOSDefaults():
         default = _osDefaultReceiveBuffer()
         for host in (server, client):
             assert host.udpSocketBuffers is None
-            assert _buffersOf(host._udpPort).receive == default
+            assert _buffersOf(host._engine._udpPort).receive == default
         yield client.disconnect()
     finally:
         yield server.stopService()

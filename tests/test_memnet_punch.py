@@ -247,7 +247,7 @@ class DirectPathDiesTests(SynchronousTestCase):
             a.send(idb, payload)
             b.send(ida, payload)
             world.net.advance(0.01)
-        timeout = a.peerLinks.pathConfig.directTimeout
+        timeout = a._engine.peerLinks.pathConfig.directTimeout
         # B stops hearing A and falls back; A follows as soon as B's frames come relayed.
         self.assertTrue(world.net.runUntil(lambda: not world.direct(0) and not world.direct(1),
                                            cutAt + timeout + 1.5 - world.net.clock.seconds()))
@@ -266,7 +266,7 @@ class ForgedProbeTests(SynchronousTestCase):
         attackerHost = world.net.addHost("192.0.2.66")
         attacker = attackerHost.listenUDP(7777, _Sink())
         victim = world.server.getClientInfo(ida).udpAddress    # a's public mapping
-        secret = a.peerTable.peers[idb].pairSecret
+        secret = a._engine.peerTable.peers[idb].pairSecret
         wrongKey = pairProbeKey(b"\x00" * 32)
         rightKey = pairProbeKey(secret)
         forged = [
@@ -293,8 +293,8 @@ class ForgedProbeTests(SynchronousTestCase):
             world.net.advance(0.1)
         self.assertEqual(a.getPeerInfo(idb).directAddress, realAddress)
         self.assertNotEqual(realAddress[0], "192.0.2.66")
-        self.assertGreater(a.peerLinks.rejectedDatagrams +
-                           a.peerTable.peers[idb].pathDriver.state.rejected, 0)
+        self.assertGreater(a._engine.peerLinks.rejectedDatagrams +
+                           a._engine.peerTable.peers[idb].pathDriver.state.rejected, 0)
         attacker.stopListening()
 
 

@@ -10,7 +10,7 @@ from unittest import mock
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import HOSTID_SERVER, NetClient, NetServer, SendQueueFull, ServerUdpState
-from proud_twisted.client import netclient
+from proud_twisted.client import engine as clientEngine
 from proud_twisted.server.connection import ServerConnection
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from tests.support import RecordingClientEvents, RecordingServerEvents
@@ -200,12 +200,12 @@ class GroupSendTests(SynchronousTestCase):
         group = world.formGroup()
         world.net.advance(1)          # let join traffic settle
         a = world.clients[0]
-        requestsBefore = a.relayBatcher.requestsSent
+        requestsBefore = a._engine.relayBatcher.requestsSent
         serverBefore = world.server.stats.relayRequests
         framesBefore = world.server.stats.framesRelayed
         a.send(group, b"to everyone")
         world.net.advance(0)          # this reactor turn's flushes, nothing more
-        self.assertEqual(a.relayBatcher.requestsSent - requestsBefore, 1)
+        self.assertEqual(a._engine.relayBatcher.requestsSent - requestsBefore, 1)
         self.assertTrue(world.net.runUntil(lambda: all(
             c.events.messagesFrom(a.getLocalHostID()) == [b"to everyone"]
             for c in world.clients[1:]), 2))
@@ -243,7 +243,7 @@ class JoinAckTests(SynchronousTestCase):
     def test_manyAcknowledgementsAreSplitAcrossMessages(self):
         world = RelayWorld(self, clients=5)
         received = self.acksReceived()
-        with mock.patch.object(netclient, "MAX_JOIN_ACKS", 2):
+        with mock.patch.object(clientEngine, "MAX_JOIN_ACKS", 2):
             world.formGroup()
         self.assertEqual(len(received), 5 * 3)      # 2 + 2 + 1 notices each
         self.assertEqual(sorted(len(ackIDs) for _, ackIDs in received), [1] * 5 + [2] * 10)
@@ -256,7 +256,7 @@ class ServerSessionTests(SynchronousTestCase):
     def test_madeByTheFirstUnreliableMessageEitherWay(self):
         world = RelayWorld(self, clients=2)
         a, b = world.clients
-        connections = [world.server._clients[c.getLocalHostID()] for c in (a, b)]
+        connections = [world.server._engine._clients[c.getLocalHostID()] for c in (a, b)]
         self.assertEqual([c.udpSession for c in connections], [None, None])
         world.server.send(a.getLocalHostID(), b"to a", reliable=False)
         b.send(HOSTID_SERVER, b"from b", reliable=False)

@@ -88,7 +88,7 @@ def waitUntil(predicate, timeout=10.0):
 
 
 def joinAll(clients, room, timeout=10.0):
-    return defer.gatherResults([c.events.joinRoom(room).addTimeout(timeout, c.reactor)
+    return defer.gatherResults([c.events.joinRoom(room).addTimeout(timeout, c._engine.reactor)
                                 for c in clients])
 
 
@@ -146,7 +146,7 @@ def test_roomIsDestroyedWhenTheLastMemberDisconnects(server):
 def test_joiningAnotherRoomLeavesTheFirst(server):
     alice, bob = yield connect(server, 2)
     first, _ = yield joinAll([alice, bob], "a")
-    second = yield alice.events.joinRoom("b").addTimeout(10, alice.reactor)
+    second = yield alice.events.joinRoom("b").addTimeout(10, alice._engine.reactor)
     assert second != first
     yield bob.events.rec.wait(lambda: bob.events.members == {bob.getLocalHostID()})
     assert server.events.rooms() == {"a": first, "b": second}

@@ -41,7 +41,7 @@ class World:
                                 reactor=self.serverHost, **(serverOptions or {}))
         self.server.startService()
         self.captured = []
-        self._tap(self.server._udpPort)
+        self._tap(self.server._engine._udpPort)
         self.hosts = [self.net.addHost(f"198.51.100.{10 + i}") for i in range(clients)]
         self.clients = [NetClient(RecordingClientEvents(self.net.clock), reactor=host,
                                   **(clientOptions or {})) for host in self.hosts]
@@ -51,9 +51,9 @@ class World:
         joins = [c.connect(SERVER_IP, 9000, VERSION) for c in self.clients]
         assert self.net.runUntil(lambda: all(d.called for d in joins), 10)
         for client in self.clients:
-            self._tap(client._udpPort)
-            self._tap(client._connection.transport)
-        for connection in self.server._connections:
+            self._tap(client._engine._udpPort)
+            self._tap(client._engine._connection.transport)
+        for connection in self.server._engine._connections:
             self._tap(connection.transport)
         assert self.net.runUntil(lambda: all(
             c.getServerUdpState() is ServerUdpState.CONFIRMED for c in self.clients), 10)
@@ -85,7 +85,7 @@ class World:
         return (*self.clients, *self.ids)
 
     def serverConnection(self, hostID):
-        return self.server._clients[hostID]
+        return self.server._engine._clients[hostID]
 
     def stop(self):
         for client in self.clients:
@@ -155,7 +155,7 @@ class TamperingTests(SynchronousTestCase):
         world.net.advance(1)
         received = world.serverEvents.rec.count("onReceiveUserMessage")
         self.assertEqual(received, 1)
-        protocol = world.server._udp
+        protocol = world.server._engine._udp
         spoofedBefore = world.server.stats.spoofedDatagrams
         for bit in range(len(datagram) * 8):
             tampered = bytearray(datagram)
@@ -171,7 +171,7 @@ class TamperingTests(SynchronousTestCase):
         """Client a writes C{seal(channel)} as a TCP frame: a goes, b carries on."""
         a, b = world.clients
         idb = world.ids[1]
-        connection = a._connection
+        connection = a._engine._connection
         connection.transport.write(encodeFrame(seal(connection.tcpChannel)))
         self.assertTrue(world.net.runUntil(
             lambda: a.events.rec.count("onLeaveServer") == 1, 5))
@@ -221,8 +221,8 @@ class TamperingTests(SynchronousTestCase):
         world.net.advance(1)
         before = len(b.events.messagesFrom(ida))
         spoofed = world.server.stats.spoofedDatagrams
-        world.server._udp.datagramReceived(forged, world.server.getClientInfo(idm).udpAddress)
-        world.server._udp.datagramReceived(forged, world.server.getClientInfo(ida).udpAddress)
+        world.server._engine._udp.datagramReceived(forged, world.server.getClientInfo(idm).udpAddress)
+        world.server._engine._udp.datagramReceived(forged, world.server.getClientInfo(ida).udpAddress)
         world.net.advance(1)
         self.assertEqual(len(b.events.messagesFrom(ida)), before)
         self.assertEqual(world.server.stats.spoofedDatagrams - spoofed, 2)
@@ -230,7 +230,7 @@ class TamperingTests(SynchronousTestCase):
     def test_udpHelloAnswerNeverLargerThanTheHello(self):
         world = World(self, clients=1)
         world.join()
-        world.clients[0]._sendUdpHello()      # once more, now that everything is captured
+        world.clients[0]._engine._sendUdpHello()      # once more, now that everything is captured
         world.net.advance(1)
         hellos = [d for d in world.captured if len(d) > 1 and d[1] == 1]
         acks = [d for d in world.captured if len(d) > 1 and d[1] == 2]
@@ -367,7 +367,7 @@ class ForbiddenMessageTests(SynchronousTestCase):
         world.join()
         cheater, honest = world.clients
         idc, idh = world.ids
-        cheater._connection.sendMessage("PEER_PAIR", peerID=idh, epoch=1,
+        cheater._engine._connection.sendMessage("PEER_PAIR", peerID=idh, epoch=1,
                                         pairSecret=bytes(32), policy=0)
         self.assertTrue(world.net.runUntil(
             lambda: cheater.events.rec.count("onLeaveServer") == 1, 5))
@@ -381,7 +381,7 @@ class ForbiddenMessageTests(SynchronousTestCase):
         world.join()
         cheater, honest = world.clients
         idc, idh = world.ids
-        cheater._connection.sendMessage("LAN_ADDRESS",
+        cheater._engine._connection.sendMessage("LAN_ADDRESS",
                                         address={"host": "localhost", "port": 9})
         self.assertTrue(world.net.runUntil(
             lambda: cheater.events.rec.count("onLeaveServer") == 1, 5))
@@ -399,12 +399,12 @@ class RelayedPeerFrameTests(SynchronousTestCase):
         """A member relays reliably (over TCP) a frame too short to hold an epoch."""
         world = World(self, clients=2)
         a, b, ida, idb = world.relayedPair()
-        rejected = b.peerLinks.rejectedDatagrams
+        rejected = b._engine.peerLinks.rejectedDatagrams
         for short in (b"", b"\x00\x00\x01"):
-            a.sendToServerTcp(relay.encodeTcpRelayRequest(
+            a._engine.sendToServerTcp(relay.encodeTcpRelayRequest(
                 [idb], relay.FLAG_RELIABLE | relay.FLAG_SESSION, short))
         world.net.advance(1)
-        self.assertEqual(b.peerLinks.rejectedDatagrams - rejected, 2)
+        self.assertEqual(b._engine.peerLinks.rejectedDatagrams - rejected, 2)
         self.assertEqual(b.events.rec.count("onLeaveServer"), 0)
         a.send(idb, b"still heard")
         self.assertTrue(world.net.runUntil(
@@ -414,23 +414,23 @@ class RelayedPeerFrameTests(SynchronousTestCase):
         world = World(self, clients=2)
         a, b, ida, idb = world.relayedPair()
         frames = []
-        original = b.peerLinks.relayedFrame
+        original = b._engine.peerLinks.relayedFrame
 
         def capture(sender, payload):
             frames.append((sender, payload))
             return original(sender, payload)
-        b.peerLinks.relayedFrame = capture
+        b._engine.peerLinks.relayedFrame = capture
         a.send(idb, b"genuine", reliable=False)
         self.assertTrue(world.net.runUntil(lambda: b.events.messagesFrom(ida), 2))
         sender, payload = frames[-1]
-        protocol = b._udpPort.protocol
-        serverAddress = b.serverUdpAddress
+        protocol = b._engine._udpPort.protocol
+        serverAddress = b._engine.serverUdpAddress
         tampered = bytearray(payload)
         tampered[-1] ^= 1
-        rejected = b.peerLinks.rejectedDatagrams
+        rejected = b._engine.peerLinks.rejectedDatagrams
         for forged in (bytes(tampered), payload):            # damaged, then replayed
             protocol.datagramReceived(
                 relay.encodeUdpPeerFrame(ida, relay.FLAG_SESSION, forged), serverAddress)
         world.net.advance(1)
         self.assertEqual(b.events.messagesFrom(ida), [b"genuine"])
-        self.assertEqual(b.peerLinks.rejectedDatagrams - rejected, 2)
+        self.assertEqual(b._engine.peerLinks.rejectedDatagrams - rejected, 2)

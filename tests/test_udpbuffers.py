@@ -180,4 +180,4 @@ class SettingTests(SynchronousTestCase):
         from proud_twisted import NetClient, NetServer
         self.assertRaises(ValueError, NetServer, udpBufferSize=-1, encryption=False)
         self.assertRaises(ValueError, NetClient, udpBufferSize=-1)
-        self.assertEqual(NetServer(udpBufferSize=0, encryption=False).udpBufferSize, 0)
+        self.assertEqual(NetServer(udpBufferSize=0, encryption=False)._engine.udpBufferSize, 0)

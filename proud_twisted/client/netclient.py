@@ -1,670 +1,128 @@
-"""L{NetClient}: the client facade a game client programs against."""
+"""L{NetClient}: the client facade a game client programs against.
+
+It holds the game API (L{INetClient}) and nothing else; the protocols talk
+to its private L{ClientEngine}.
+"""
 
 from __future__ import annotations
 
-from twisted.internet import defer, task
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorPluggableNameResolver
-from twisted.logger import Logger
+import uuid
+from typing import Iterable, Union
 
-from proud_twisted._glue.callbacks import EventDispatcher
-from proud_twisted._glue.udpbuffers import (
-    DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers, checkedBufferSize, sizeUdpBuffers,
-)
-from proud_twisted.client.connection import (
-    ClientConnectionFactory, ClientDatagramProtocol,
-)
+from twisted.internet import defer
+from zope.interface import implementer
+
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
+from proud_twisted._glue.udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers
+from proud_twisted.client.engine import ClientEngine
 from proud_twisted.client.pathstate import PathConfig
-from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS, PeerLinks
-from proud_twisted.client.peers import PeerTable
-from proud_twisted.client.relaybatch import RelayBatcher
-from proud_twisted._glue.coredriver import TurnEnd
-from proud_twisted.constants import (
-    HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
-)
-from proud_twisted.errors import (
-    ConnectionRefusedByServer, HandshakeFailed, JoinCancelled, JoinFailed, JoinTimeout,
-    MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch, SendQueueFull,
-    UnknownHostID,
-)
+from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS
+from proud_twisted.constants import ServerUdpState
+from proud_twisted.crypto import PublicIdentity
 from proud_twisted.events import NetClientEvents
-from proud_twisted.info import MessageContext
-from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
-from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, SessionConfig
-from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
-from proud_twisted.wire import relay
-from proud_twisted.wire.addresses import addressFromWire, addressToWire
-from proud_twisted.wire.datagrams import encodeDatagram
-from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH, FRAME_HEADROOM
-from proud_twisted.wire.messages import WIRE_VERSION, versionBytes
+from proud_twisted.info import Address, PeerInfo
+from proud_twisted.interfaces import INetClient, documentedBy, INetClientEvent
+from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
 DEFAULT_JOIN_TIMEOUT = 10.0
 DEFAULT_LINGER = 2.0
-# A hello is padded so the server's answer is never larger (no amplification).
-UDP_HELLO_PADDING = bytes(64)
-LINGER_CHECK_INTERVAL = 0.01
-UDP_HELLO_FIRST_INTERVAL = 0.1
-UDP_HELLO_MAX_INTERVAL = 3.0
-UDP_PING_INTERVAL = 3.0
-UDP_LOST_AFTER = 10.0
-MAX_JOIN_ACKS = 1024
-"""Most join notices acknowledged in one message (4 bytes each)."""
-# What onJoinServerComplete hears for a refusal (CONNECTION_REFUSED otherwise).
-_REFUSAL_ERRORS = {
-    JoinRefusal.SERVER_FULL: ErrorType.SERVER_FULL,
-    JoinRefusal.LOGIN_ERROR: ErrorType.LOGIN_FAILED,
-    JoinRefusal.LOGIN_TIMEOUT: ErrorType.LOGIN_FAILED,
-}
+
+Targets = Union[int, Iterable[int]]
+"""A HostID (the server, a peer or a P2P group) or an iterable of them."""
 
 
-def _chunks(items: list, size: int):
-    """C{items} in consecutive slices of at most C{size}."""
-    return (items[start:start + size] for start in range(0, len(items), size))
-
-
-class _AttemptFactory(ClientConnectionFactory):
-    """The factory of one L{NetClient.connect}: it remembers the connection
-    it built, and only the attempt under way may report a failure, so that a
-    connection given up on (a failed join's, still closing) cannot disturb
-    the next attempt."""
-
-    connection = None
-
-    def buildProtocol(self, addr):
-        self.connection = super().buildProtocol(addr)
-        return self.connection
-
-    def clientConnectionFailed(self, connector, reason) -> None:
-        if self.client._attempt is self:
-            self.client.tcpConnectFailed(reason)
-
-
+@implementer(INetClient)
+@documentedBy(INetClient)
 class NetClient:
     """A game client: joins a server, hears about its groups, messages peers.
 
     @param events: an L{INetClientEvent} provider (default: a no-op one).
     @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    @param maxMessageLength: the longest user message, in bytes.
+    @param udpInterface: the address to bind the UDP socket to; empty (the
+        default): every address of the family the server was reached by.
+    @param sessionConfig: the L{SessionConfig} of the reliable UDP sessions.
+    @param pathConfig: hole punching and direct-path keepalive settings.
+    @param maxDirectPeers: most peers talked to directly at once; the rest
+        stay relayed.
     @param encryption: protect all traffic (default); must match the server.
     @param serverKey: the server's L{PublicIdentity}; when given, a server
         that cannot prove it holds the matching private key is refused.
-    @param udpInterface: the address to bind the UDP socket to; empty (the
-        default): every address of the family the server was reached by.
     @param udpBufferSize: bytes of kernel receive and send buffer to ask for
         on the UDP port (0: the OS defaults); L{udpSocketBuffers} holds the
         sizes in force once joined.
     """
 
-    log = Logger()
-
-    def __init__(self, events=None, *, reactor=None,
+    def __init__(self, events: INetClientEvent | None = None, *, reactor=None,
                  maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
                  udpInterface: str = "",
                  sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
                  pathConfig: PathConfig = PathConfig(),
                  maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS,
-                 encryption: bool = True, serverKey=None,
+                 encryption: bool = True, serverKey: PublicIdentity | None = None,
                  udpBufferSize: int = DEFAULT_CLIENT_UDP_BUFFER) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        self.reactor = reactor
-        self.events = events if events is not None else NetClientEvents()
-        self.dispatch = EventDispatcher(self.events, self.log)
-        self.maxMessageLength = maxMessageLength
-        self.udpInterface = udpInterface
-        self.sessionConfig = sessionConfig
-        self.encryption = encryption
-        self.serverKey = serverKey
-        self.udpBufferSize = checkedBufferSize(udpBufferSize)
-        self.udpSocketBuffers: SocketBuffers | None = None
-        self.udpChannel = None
-        self.serverUdpAddress = None
-        self.malformedDatagrams = 0
-        self.peerTable = PeerTable()
-        self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
-        # One end-of-turn flush for every session, path and the relay batch.
-        self.turnEnd = TurnEnd(self.reactor)
-        self.relayBatcher = RelayBatcher(
-            self.turnEnd, self.getLocalHostID,
-            lambda: self._udpState is ServerUdpState.CONFIRMED,
-            self._sendUdp, self.sendToServerTcp)
-        self._serverSession = None
-        self._reset()
+        self._engine = ClientEngine(
+            events if events is not None else NetClientEvents(), reactor,
+            maxMessageLength=maxMessageLength, udpInterface=udpInterface,
+            sessionConfig=sessionConfig, pathConfig=pathConfig,
+            maxDirectPeers=maxDirectPeers, encryption=encryption, serverKey=serverKey,
+            udpBufferSize=udpBufferSize)
 
-    def _reset(self) -> None:
-        self._hostID = HOSTID_NONE
-        self._attempt = None        # the _AttemptFactory of the connection under way or joined
-        self._stopConnecting = None
-        self._connection = None     # once the handshake is done
-        self._joining = None
-        self._joinTimer = None
-        self._closed = None
-        self._udpToken = b""
-        self._udpPort = None
-        self._udp = ClientDatagramProtocol(self)    # sends nothing until it listens
-        self._udpState = ServerUdpState.UNCONFIRMED
-        self._publicUdpAddress = None
-        self._helloTimer = None
-        self._helloInterval = UDP_HELLO_FIRST_INTERVAL
-        self._lastHeard = 0.0
-        self._lastHeardUdp = 0.0
-        self._serverTimeout = 20.0
-        self._keepalive = None
-        self._joinAcks = []         # notices processed this turn, acknowledged at its end
-        for peer in self.peerTable.clear():
-            self.peerLinks.gone(peer)
-        self.relayBatcher.cancel()
-        self.turnEnd.cancel()
-        if self._serverSession is not None:
-            self._serverSession.close()
-        self._serverSession = None
-        self.serverUdpAddress = None
-        self.udpChannel = None
+    # Attributes
 
-    # Connecting
+    @property
+    def events(self) -> INetClientEvent:
+        return self._engine.events
 
-    def connect(self, host: str, port: int, protocolVersion, userData: bytes = b"",
-                timeout: float = DEFAULT_JOIN_TIMEOUT) -> defer.Deferred:
-        """Join the server at C{host}:C{port}.
+    @property
+    def udpSocketBuffers(self) -> SocketBuffers | None:
+        return self._engine.udpSocketBuffers
 
-        C{host} is an IP address or a name; a name's IPv6 and IPv4 addresses
-        are both tried (Twisted's C{HostnameEndpoint}), so an IPv6-only
-        network, whose DNS gives no IPv4 address, reaches the server too.
+    # The game API: see INetClient for what each does.
 
-        @return: a Deferred that fires exactly once, whatever happens: with
-            the local HostID once joined, or with a L{JoinFailed}:
-            L{ConnectionRefusedByServer} (its C{reason}, a L{JoinRefusal},
-            says why), L{ProtocolVersionMismatch}, L{HandshakeFailed},
-            L{JoinTimeout} after C{timeout} seconds, L{JoinCancelled} (also
-            a C{CancelledError}) if it is cancelled or L{disconnect} is
-            called first, or plain L{JoinFailed} when the connection fails
-            or closes before the join. C{onJoinServerComplete} is called
-            once, just before it fires. After a failure C{connect} may be
-            called again, even from the errback.
-        """
-        if self._attempt is not None:
-            raise JoinFailed("already connected or connecting")
-        self._protocolVersion = versionBytes(protocolVersion)
-        self._userData = userData
-        self._attempt = factory = _AttemptFactory(self, self.maxMessageLength + FRAME_HEADROOM)
-        self._joining = joining = defer.Deferred(self._cancelJoin)
-        self._joinTimer = self.reactor.callLater(timeout, self._joinTimedOut, timeout)
-        try:
-            stop = self._startConnecting(factory, host, port, timeout)
-        except Exception as e:
-            self._failJoin(JoinFailed(f"cannot connect: {e}"), ErrorType.CONNECTION_LOST)
-        else:
-            if self._attempt is factory:    # (it may have failed already)
-                self._stopConnecting = stop
-        return joining
-
-    def _startConnecting(self, factory, host: str, port: int, timeout: float):
-        """Start the TCP connection of C{factory}; return what stops it."""
-        if (isIPAddress(host) or isIPv6Address(host)
-                or not IReactorPluggableNameResolver.providedBy(self.reactor)):
-            return self.reactor.connectTCP(host, port, factory, timeout=timeout).disconnect
-        # A name: its IPv6 and IPv4 addresses both (an IPv6-only mobile
-        # network's DNS64 gives no IPv4 one), the first to answer wins.
-        attempt = HostnameEndpoint(self.reactor, host, port, timeout=timeout).connect(factory)
-        attempt.addErrback(self._nameConnectFailed, factory)   # may fail the join at once
-        return attempt.cancel
-
-    def _nameConnectFailed(self, reason, factory) -> None:
-        if self._attempt is factory:    # not an attempt given up (cancelled) already
-            self.tcpConnectFailed(reason)
-
-    def _cancelJoin(self, joining: defer.Deferred) -> None:
-        if joining is self._joining:
-            self._failJoin(JoinCancelled("connect() was cancelled"),
-                           ErrorType.DISCONNECT_FROM_LOCAL)
+    def connect(self, host: str, port: int, protocolVersion: uuid.UUID | str | bytes,
+                userData: bytes = b"", timeout: float = DEFAULT_JOIN_TIMEOUT) -> defer.Deferred:
+        return self._engine.connect(host, port, protocolVersion, userData, timeout)
 
     def disconnect(self, comment: bytes = b"", linger: float = DEFAULT_LINGER) -> defer.Deferred:
-        """Leave the server; the Deferred fires once the connection is closed.
-
-        Reliable messages already sent to peers get up to C{linger} seconds
-        to be acknowledged before the client leaves. While still joining,
-        the join is given up at once: the Deferred C{connect} returned fails
-        with L{JoinCancelled}, and this one has fired already.
-        """
-        if self._joining is not None:
-            self._failJoin(JoinCancelled("disconnect() was called while joining"),
-                           ErrorType.DISCONNECT_FROM_LOCAL)
-            return defer.succeed(None)
-        if self._connection is None:
-            return defer.succeed(None)
-        if self._closed is None:
-            self._closed = defer.Deferred()
-            self._leaveWhenDrained(comment, self.reactor.seconds() + linger)
-        return self._closed
-
-    def _leaveWhenDrained(self, comment: bytes, deadline: float) -> None:
-        if self._connection is None:
-            return
-        drivers = [p.driver for p in self.peerTable.peers.values() if p.driver is not None]
-        for driver in drivers:
-            driver.flush()
-        busy = any(d.stats.bytesInFlight or d.stats.sendQueueLength for d in drivers)
-        if busy and self.reactor.seconds() < deadline:
-            self.reactor.callLater(LINGER_CHECK_INTERVAL, self._leaveWhenDrained,
-                                   comment, deadline)
-            return
-        self._connection.sendMessage("GOODBYE", comment=comment)
-        self._connection.close(ErrorType.DISCONNECT_FROM_LOCAL)
-
-    # Queries
+        return self._engine.disconnect(comment, linger)
 
     def getLocalHostID(self) -> int:
-        return self._hostID
+        return self._engine.getLocalHostID()
 
-    def getLocalJoinedP2PGroups(self) -> frozenset:
-        return frozenset(self.peerTable.groups)
+    def getLocalJoinedP2PGroups(self) -> frozenset[int]:
+        return self._engine.getLocalJoinedP2PGroups()
 
-    def getGroupMembers(self, group: int) -> frozenset:
-        try:
-            return frozenset(self.peerTable.groups[group])
-        except KeyError:
-            raise UnknownHostID(f"not a member of a P2P group {group}") from None
+    def getGroupMembers(self, group: int) -> frozenset[int]:
+        return self._engine.getGroupMembers(group)
 
-    def getPeerInfo(self, peer: int):
-        """A L{PeerInfo}: path (relayed or direct), addresses, session statistics."""
-        return self._peer(peer).info()
+    def getPeerInfo(self, peer: int) -> PeerInfo:
+        return self._engine.getPeerInfo(peer)
 
-    def _peer(self, peer: int):
-        try:
-            return self.peerTable.peers[peer]
-        except KeyError:
-            raise UnknownHostID(f"no peer with HostID {peer}") from None
-
-    def getPeerHostIDs(self) -> list:
-        return sorted(self.peerTable.peers)
+    def getPeerHostIDs(self) -> list[int]:
+        return self._engine.getPeerHostIDs()
 
     def whenDirect(self, peer: int) -> defer.Deferred:
-        """A Deferred firing with the direct C{(host, port)} of C{peer} once the
-        pair talks directly (at once if it already does).
-
-        It fails with L{HolePunchFailed} when punching gives up or direct P2P
-        is not allowed, and can be cancelled. Asking starts punching if it
-        had not started yet.
-        """
-        return self.peerLinks.whenDirect(self._peer(peer))
+        return self._engine.whenDirect(peer)
 
     def forceRelay(self, peer: int, on: bool = True) -> None:
-        """Keep the pair with C{peer} on the relay (C{on}) or let it go direct again."""
-        self.peerLinks.forceRelay(self._peer(peer), on)
+        self._engine.forceRelay(peer, on)
 
     def getServerUdpState(self) -> ServerUdpState:
-        return self._udpState
+        return self._engine.getServerUdpState()
 
-    def getPublicUdpAddress(self):
-        """Our UDP address as the server sees it (our NAT mapping), if known."""
-        return self._publicUdpAddress
+    def getPublicUdpAddress(self) -> Address | None:
+        return self._engine.getPublicUdpAddress()
 
-    def getLocalUdpAddress(self):
-        if self._udpPort is None:
-            return None
-        host = self._udpPort.getHost()
-        return (host.host, host.port)
+    def getLocalUdpAddress(self) -> Address | None:
+        return self._engine.getLocalUdpAddress()
 
-    # Sending
-
-    def send(self, targets, payload: bytes, reliable: bool = True, *,
-             mode: DeliveryMode = None, priority: Priority = Priority.MEDIUM,
+    def send(self, targets: Targets, payload: bytes, reliable: bool = True, *,
+             mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
              channel: int = 0) -> None:
-        """Send a user message to the server, peers and/or groups.
-
-        A group reaches each of its other members once. Each peer is reached
-        through that pair's reliable-UDP session, whichever path carries it.
-        C{mode} (a L{DeliveryMode}) overrides C{reliable}; C{UNRELIABLE_LATEST}
-        drops, per C{channel}, a message older than one already delivered.
-
-        A send to several hosts reaches all of them or none: if the send
-        queue of any of them lacks room, it raises L{SendQueueFull} (whose
-        C{hostIDs} names those) and queues the message nowhere.
-        """
-        if self._hostID == HOSTID_NONE:
-            raise NotConnected("not joined to a server")
-        if len(payload) > self.maxMessageLength:
-            raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
         if mode is None:
             mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
-        toServer = False
-        peers, strangers = [], []
-        for hostID in self.peerTable.expand(self._hostID, targets):
-            if hostID == HOSTID_SERVER:
-                toServer = True
-                continue
-            peer = self.peerTable.peers.get(hostID)
-            if peer is None or peer.driver is None:
-                strangers.append(hostID)
-            else:
-                peers.append(peer)
-        serverSession = (self._serverSession if toServer and self._serverBySession(mode)
-                         else None)
-        if peers or serverSession is not None:
-            self._checkRoom(len(payload), mode, channel, peers, serverSession)
-        for peer in peers:
-            self.peerLinks.send(peer, payload, mode, priority, channel)
-        if toServer:
-            self._sendToServer(payload, mode, priority, channel)
-        if strangers:
-            # Not a peer of ours: the server decides (and refuses) the relay.
-            flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
-            for some in _chunks(strangers, relay.MAX_RELAY_TARGETS):
-                self._connection.sendBody(relay.encodeTcpRelayRequest(some, flags, payload))
-
-    def _checkRoom(self, size: int, mode, channel: int, peers, serverSession) -> None:
-        """Raise unless every session the send queues into takes it: all or none."""
-        if size > self.sessionConfig.maxMessageLength:
-            raise MessageTooLong(
-                f"{size} bytes exceed the session's {self.sessionConfig.maxMessageLength}")
-        full = [peer.hostID for peer in peers
-                if not peer.driver.session.canSend(size, mode, channel)]
-        if serverSession is not None and not serverSession.session.canSend(size, mode, channel):
-            full.insert(0, HOSTID_SERVER)
-        if full:
-            names = ", ".join(str(hostID) for hostID in full)
-            raise SendQueueFull(f"no room for {size} more bytes in the send queue of "
-                                f"{names}: sent to none", full)
-
-    def _serverBySession(self, mode) -> bool:
-        """Whether a message to the server goes by the UDP session (else by TCP)."""
-        return mode is not DeliveryMode.RELIABLE and self._udpState is ServerUdpState.CONFIRMED
-
-    def _sendToServer(self, payload, mode, priority, channel) -> None:
-        if self._serverBySession(mode):
-            self._serverSession.send(payload, mode, priority, channel)
-        else:
-            flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
-            self._connection.sendBody(relay.encodeTcpUserMessage(flags, payload))
-
-    # Called by the protocols
-
-    def tcpConnected(self, connection) -> None:
-        self._connection = connection
-        self.heardFromServer()
-        connection.sendMessage("HELLO", wireVersion=WIRE_VERSION,
-                               protocolVersion=self._protocolVersion,
-                               userData=self._userData)
-
-    def tcpConnectFailed(self, reason) -> None:
-        self._failJoin(JoinFailed(f"cannot connect: {reason.getErrorMessage()}"),
-                       ErrorType.CONNECTION_LOST)
-
-    def handshakeFailed(self, error) -> None:
-        self._failJoin(HandshakeFailed(f"secure handshake with the server failed: {error}"),
-                       ErrorType.HANDSHAKE_FAILED)
-
-    def tcpLost(self, connection, reason: ErrorType) -> None:
-        attempt = self._attempt
-        if attempt is None or connection is not attempt.connection:
-            return      # one given up already (a failed join's, closing): not ours now
-        wasJoined = self._hostID != HOSTID_NONE
-        closed = self._closed
-        joining, self._joining = self._joining, None
-        self._stopTimers()
-        if self._udpPort is not None:
-            self._udpPort.stopListening()
-        self._reset()
-        if wasJoined:
-            self.log.info("left the server: {reason}", reason=reason.value)
-            self.dispatch("onLeaveServer", reason)
-        elif joining is not None:
-            self._reportJoinFailure(joining, JoinFailed(
-                f"connection closed before joining: {reason.value}"), reason)
-        if closed is not None:
-            closed.callback(None)
-
-    def heardFromServer(self) -> None:
-        self._lastHeard = self.reactor.seconds()
-
-    def heardFromServerUdp(self) -> None:
-        self._lastHeardUdp = self.reactor.seconds()
-
-    def server_JOIN_ACCEPTED(self, fields) -> None:
-        if self._joining is None or self._hostID != HOSTID_NONE:
-            return
-        self._hostID = fields.hostID
-        self._udpToken = fields.udpToken
-        self._serverTimeout = fields.clientTimeoutMs / 1000.0
-        peer = self._connection.transport.getPeer()
-        self.serverUdpAddress = (peer.host, fields.udpPort)
-        self._udp = ClientDatagramProtocol(self)
-        # One socket for the server and every peer, of the server's family.
-        interface = self.udpInterface or ("::" if isIPv6Address(peer.host) else "")
-        self._udpPort = self.reactor.listenUDP(0, self._udp, interface=interface)
-        self.udpSocketBuffers = sizeUdpBuffers(self._udpPort, self.udpBufferSize,
-                                               self.log.info)
-        local = self._connection.transport.getHost()
-        self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
-            (local.host, self._udpPort.getHost().port)))
-        self._keepalive = task.LoopingCall(self._keepAlive)
-        self._keepalive.clock = self.reactor
-        self._keepalive.start(max(self._serverTimeout / 5, 0.05), now=False)
-        self._serverSession = SessionDriver(
-            self.reactor, self._serverTransmit, self._serverDeliver, self.sessionConfig,
-            self.turnEnd)
-        self._sendUdpHello()
-        joining, self._joining = self._joining, None
-        self._cancelJoinTimer()
-        self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
-        if not joining.called:      # (unless cancelled from onJoinServerComplete)
-            joining.callback(self._hostID)
-
-    def server_JOIN_REFUSED(self, fields) -> None:
-        try:
-            reason = JoinRefusal(fields.reason)
-        except ValueError:
-            # A newer server's reason: still a refusal.
-            self.log.info("the server refused the join with unknown reason {code}",
-                          code=fields.reason)
-            reason = JoinRefusal.REFUSED_BY_APPLICATION
-        if reason is JoinRefusal.VERSION_MISMATCH:
-            error, kind = ProtocolVersionMismatch(
-                "the server speaks another protocol version"), ErrorType.PROTOCOL_VERSION_MISMATCH
-        elif reason is JoinRefusal.ENCRYPTION_MISMATCH:
-            error, kind = HandshakeFailed(
-                "client and server disagree on encryption"), ErrorType.HANDSHAKE_FAILED
-        else:
-            error = ConnectionRefusedByServer(fields.reply, reason)
-            kind = _REFUSAL_ERRORS.get(reason, ErrorType.CONNECTION_REFUSED)
-        self._failJoin(error, kind, fields.reply)
-
-    def server_MEMBER_JOIN(self, fields) -> None:
-        addresses = (addressFromWire(fields.udpAddress), addressFromWire(fields.lanAddress))
-        self.peerTable.memberJoined(self._hostID, fields.groupID, fields.memberID, addresses)
-        peer = self.peerTable.peers.get(fields.memberID)
-        if peer is not None:
-            self.peerLinks.addressesChanged(peer)
-        self.dispatch("onP2PMemberJoin", fields.memberID, fields.groupID,
-                      fields.memberCount, fields.message)
-        if fields.ackID:
-            if not self._joinAcks:
-                self.turnEnd.add(self._sendJoinAcks)
-            self._joinAcks.append(fields.ackID)
-
-    def _sendJoinAcks(self) -> None:
-        """Acknowledge the join notices processed this turn, in one message
-        (a group of G members forming sends each member G notices)."""
-        acks, self._joinAcks = self._joinAcks, []
-        if self._connection is not None:
-            for ackIDs in _chunks(acks, MAX_JOIN_ACKS):
-                self._connection.sendMessage("MEMBER_JOIN_ACK", ackIDs=ackIDs)
-
-    def server_PEER_PAIR(self, fields) -> None:
-        peer, old = self.peerTable.pairIntroduced(fields.peerID, fields.epoch,
-                                                  fields.pairSecret)
-        if old is not None:
-            self.peerLinks.gone(old)
-        self.peerLinks.paired(peer, fields.policy)
-
-    def server_MEMBER_LEAVE(self, fields) -> None:
-        for peer in self.peerTable.memberLeft(self._hostID, fields.groupID, fields.memberID):
-            self.peerLinks.gone(peer)
-        self.dispatch("onP2PMemberLeave", fields.memberID, fields.groupID,
-                      fields.memberCount)
-
-    def server_PEER_ADDRESSES(self, fields) -> None:
-        self.peerTable.updateAddresses(fields.peerID, addressFromWire(fields.udpAddress),
-                                       addressFromWire(fields.lanAddress))
-        peer = self.peerTable.peers.get(fields.peerID)
-        if peer is not None:
-            self.peerLinks.addressesChanged(peer)
-
-    def server_PONG(self, fields) -> None:
-        pass
-
-    def server_UDP_HELLO_ACK(self, fields) -> None:
-        self.heardFromServerUdp()
-        self._publicUdpAddress = addressFromWire(fields.address)
-        if self._helloTimer is not None and self._helloTimer.active():
-            self._helloTimer.cancel()
-        self._helloTimer = None
-        self._setUdpState(ServerUdpState.CONFIRMED)
-
-    def server_UDP_CHALLENGE(self, fields) -> None:
-        """The server checks that our UDP address is ours: answer from it."""
-        self._sendUdp(encodeDatagram("UDP_CHALLENGE_RESPONSE", hostID=self._hostID,
-                                     challenge=fields.challenge))
-
-    def server_UDP_PONG(self, fields) -> None:
-        self.heardFromServerUdp()
-
-    def relayedReceived(self, sender: int, flags: int, payload: bytes) -> None:
-        if flags & relay.FLAG_PUNCH:
-            self.peerLinks.punchRequested(sender)
-            return
-        if not flags & relay.FLAG_SESSION:
-            context = MessageContext(sender, bool(flags & relay.FLAG_RELIABLE), relayed=True)
-            self.dispatch("onReceiveUserMessage", sender, payload, context)
-            return
-        self.peerLinks.relayedFrame(sender, payload)
-
-    def peerDatagramReceived(self, data: bytes, addr) -> None:
-        self.peerLinks.peerDatagram(data, addr)
-
-    def serverMessageReceived(self, flags: int, payload: bytes) -> None:
-        if flags & relay.FLAG_SESSION:
-            if self._serverSession is not None:
-                try:
-                    self._serverSession.receiveDatagram(payload)
-                except ProtocolError:
-                    self.malformedDatagrams += 1
-            return
-        context = MessageContext(HOSTID_SERVER, bool(flags & relay.FLAG_RELIABLE))
-        self.dispatch("onReceiveUserMessage", HOSTID_SERVER, payload, context)
-
-    def malformedDatagram(self, addr) -> None:
-        self.malformedDatagrams += 1
-
-    # Used by PeerLinks
-
-    def sendDatagramTo(self, data: bytes, address) -> None:
-        self._udp.send(data, address)
-
-    def sendToServerTcp(self, body: bytes) -> None:
-        if self._connection is not None:
-            self._connection.sendBody(body)
-
-    def sendServerMessage(self, kind: str, **fields) -> None:
-        if self._connection is not None:
-            self._connection.sendMessage(kind, **fields)
-
-    def deliverMessage(self, sender: int, event, relayed: bool) -> None:
-        context = MessageContext(sender, event.mode is DeliveryMode.RELIABLE, relayed,
-                                 event.mode, event.channel)
-        self.dispatch("onReceiveUserMessage", sender, event.payload, context)
-
-    # The client-server UDP session
-
-    def _serverTransmit(self, datagram: bytes) -> None:
-        if self._udpState is ServerUdpState.CONFIRMED:
-            self._sendUdp(relay.encodeUdpUser(self._hostID, relay.FLAG_SESSION, datagram))
-
-    def _serverDeliver(self, event) -> None:
-        if type(event) is MessageReceived:
-            self.deliverMessage(HOSTID_SERVER, event, False)
-
-    # Internals
-
-    def _failJoin(self, error: Exception, kind: ErrorType, reply: bytes = b"",
-                  abort: bool = False) -> bool:
-        """Give up the join under way, if any: stop connecting or close (or
-        C{abort}) its connection, forget it, then report C{error}, once.
-
-        The client is ready for another C{connect} before anyone hears."""
-        joining, self._joining = self._joining, None
-        if joining is None:
-            return False
-        attempt, stop = self._attempt, self._stopConnecting
-        connection = attempt.connection if attempt is not None else None
-        self._stopTimers()
-        self._reset()
-        if connection is not None:
-            if abort:
-                connection.abort(kind, str(error))
-            else:
-                connection.close(kind)
-        elif stop is not None:
-            stop()
-        self._reportJoinFailure(joining, error, kind, reply)
-        return True
-
-    def _reportJoinFailure(self, joining: defer.Deferred, error: Exception, kind: ErrorType,
-                           reply: bytes = b"") -> None:
-        self.log.info("joining the server failed: {error}", error=error)
-        self.dispatch("onJoinServerComplete", kind, reply)
-        if not joining.called:      # (unless cancelled from onJoinServerComplete)
-            joining.errback(error)
-
-    def _joinTimedOut(self, timeout: float) -> None:
-        self._joinTimer = None
-        self._failJoin(JoinTimeout(f"no join within {timeout} s"), ErrorType.TIMEOUT,
-                       abort=True)
-
-    def _cancelJoinTimer(self) -> None:
-        if self._joinTimer is not None and self._joinTimer.active():
-            self._joinTimer.cancel()
-        self._joinTimer = None
-
-    def _keepAlive(self) -> None:
-        now = self.reactor.seconds()
-        if now - self._lastHeard > self._serverTimeout:
-            self._connection.abort(ErrorType.TIMEOUT, "the server went silent")
-            return
-        self._connection.sendMessage("PING", timestamp=now)
-        if self._udpState is ServerUdpState.CONFIRMED:
-            if now - self._lastHeardUdp > UDP_LOST_AFTER:
-                self._setUdpState(ServerUdpState.LOST)
-                self._sendUdpHello()
-            else:
-                self._sendUdp(encodeDatagram("UDP_PING", hostID=self._hostID, timestamp=now))
-
-    def _sendUdpHello(self) -> None:
-        self._helloTimer = None
-        self._sendUdp(encodeDatagram("UDP_HELLO", hostID=self._hostID, token=self._udpToken,
-                                     padding=UDP_HELLO_PADDING))
-        self._helloTimer = self.reactor.callLater(self._helloInterval, self._sendUdpHello)
-        self._helloInterval = min(self._helloInterval * 2, UDP_HELLO_MAX_INTERVAL)
-
-    def _sendUdp(self, data: bytes) -> None:
-        if self._udpPort is not None:
-            if self.udpChannel is not None:
-                data = sealDatagram(self.udpChannel, data, CLIENT_DATAGRAM_HEADER)
-            self._udp.send(data, self.serverUdpAddress)
-
-    def _setUdpState(self, state: ServerUdpState) -> None:
-        if state is self._udpState:
-            return
-        self._udpState = state
-        self._helloInterval = UDP_HELLO_FIRST_INTERVAL
-        if state is ServerUdpState.LOST:
-            self._connection.sendMessage("UDP_LOST")
-        self.peerLinks.relayPathChanged()
-        self.dispatch("onChangeServerUdpState", state)
-
-    def _stopTimers(self) -> None:
-        self._cancelJoinTimer()
-        if self._helloTimer is not None and self._helloTimer.active():
-            self._helloTimer.cancel()
-        if self._keepalive is not None and self._keepalive.running:
-            self._keepalive.stop()
+        self._engine.send(targets, payload, mode, priority, channel)

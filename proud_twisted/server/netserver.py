@@ -1,46 +1,31 @@
-"""L{NetServer}: the server facade a game server programs against."""
+"""L{NetServer}: the server facade a game server programs against.
+
+It holds the game API (L{INetServer}) and nothing else; the protocols talk
+to its private L{ServerEngine}.
+"""
 
 from __future__ import annotations
 
-import hmac
-import os
 import uuid
-from typing import Iterable
+from typing import Iterable, Union
 
 from twisted.application import service
-from twisted.internet import defer, task
-from twisted.logger import Logger
+from twisted.internet import defer
+from zope.interface import implementer
 
-from proud_twisted._glue.callbacks import EventDispatcher
-from proud_twisted._glue.oncelog import OnceLog
-from proud_twisted._glue.udpbuffers import (
-    DEFAULT_SERVER_UDP_BUFFER, SocketBuffers, checkedBufferSize, sizeUdpBuffers,
-)
-from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRefusal
-from proud_twisted._glue.coredriver import TurnEnd
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
+from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuffers
+from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import IdentityKey
-from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
-from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
 from proud_twisted.events import NetServerEvents
-from proud_twisted.info import (
-    ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
-)
-from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget, SessionConfig
-from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
-from proud_twisted.server import groups as g
-from proud_twisted.server.connection import ServerConnectionFactory
-from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD, HostIDAllocator
-from proud_twisted.server.login import askLogin
-from proud_twisted.server.ratelimit import RelayLimit
+from proud_twisted.info import Address, ClientInfo, P2PConnectionStats, P2PGroupInfo
+from proud_twisted.interfaces import INetServer, documentedBy, INetServerEvent
+from proud_twisted.rudp import SessionConfig
+from proud_twisted.server.engine import ServerEngine
+from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
 from proud_twisted.server.stats import ServerStats
-from proud_twisted.server.udp import ServerDatagramProtocol
-from proud_twisted.wire import relay
-from proud_twisted.wire.addresses import addressFromWire, addressToWire, plainAddress
-from proud_twisted.wire.datagrams import encodeDatagram
-from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH, FRAME_HEADROOM
-from proud_twisted.wire.messages import (
-    POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE, WIRE_VERSION, encodeMessage, versionBytes,
-)
+from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
+from proud_twisted.wire.messages import versionBytes
 
 DEFAULT_CLIENT_TIMEOUT = 20.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -71,29 +56,40 @@ hostile sessions fill it, while an honest one holds about a window (0.3 MB)
 for a round trip after a loss: 210 honest sessions recovering at once."""
 DEFAULT_CLOSE_LINGER = 2.0
 """Seconds a closed client's last words get to go out before it is cut."""
-MIN_READ_HOLD = 0.01
-"""Shortest pause in reading from a client over its relay limit."""
-DEPARTED_GRACE = 5.0
-"""Seconds after two hosts stop sharing a group during which frames still in
-flight between them are dropped quietly rather than reported."""
-# A pair's direct-path reports (see NetServer._pairs).
-_DIRECT_A, _DIRECT_B = 1, 2
-_BOTH_DIRECT = _DIRECT_A | _DIRECT_B
+
+Targets = Union[int, Iterable[int]]
+"""A HostID (a client or a P2P group) or an iterable of them."""
 
 
+@implementer(INetServer)
+@documentedBy(INetServer)
 class NetServer(service.Service):
     """A game server: accepts clients, owns P2P groups, relays between members.
 
     @param events: an L{INetServerEvent} provider (default: a no-op one).
-    @param protocolVersion: a UUID; clients with another one are refused.
+    @param protocolVersion: a UUID (or its string, or 16 bytes); clients with
+        another one are refused.
+    @param tcpPort: the TCP port to listen on (0: any free one).
+    @param udpPort: the UDP port to listen on (0: any free one).
+    @param interface: the address to bind both to (empty: every IPv4 one).
     @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    @param maxMessageLength: the longest user message, in bytes.
+    @param clientTimeout: seconds of silence after which a client is dropped.
+    @param allowEmptyGroups: whether a group outlives its last member.
+    @param hostIDQuietPeriod: seconds before a released HostID is reused.
+    @param sessionConfig: the L{SessionConfig} of the reliable UDP sessions.
+    @param holePunchPolicy: when pairs start hole punching.
     @param encryption: protect all traffic (default); clients must match.
     @param identity: the server's long-term L{IdentityKey} (a fresh one if
         not given); clients pinned to its public key refuse any other server.
+    @param handshakeTimeout: seconds a new connection has to join.
+    @param maxUnauthenticated: connections not yet joined; more are refused
+        (L{JoinRefusal.SERVER_FULL}).
+    @param relayFramesPerSecond: frames a second each client may have relayed.
+    @param relayBytesPerSecond: bytes a second each client may have relayed.
     @param udpBufferSize: bytes of kernel receive and send buffer to ask for
         on the UDP port, so that bursts are not dropped (0: the OS defaults);
-        a warning is logged if the OS gives less. L{udpSocketBuffers} holds
-        the sizes in force once the server listens.
+        a warning is logged if the OS gives less.
     @param loginTimeout: seconds C{onConnectionRequest} (which may return a
         Deferred) has to answer; a late, failed or raising login refuses the
         client (L{JoinRefusal.LOGIN_TIMEOUT}, L{JoinRefusal.LOGIN_ERROR}).
@@ -103,15 +99,14 @@ class NetServer(service.Service):
         drained for C{clientTimeout} seconds.
     @param closeLinger: seconds a closed connection's last output gets before
         the connection is aborted.
-    @param backlog: the TCP listen queue length.
     @param receiveBudget: bytes the clients' reliable UDP sessions with the
         server may hold in reassembly buffers together (each also within its
         own C{sessionConfig.maxReceiveBufferBytes}).
+    @param backlog: the TCP listen queue length.
     """
 
-    log = Logger()
-
-    def __init__(self, events=None, protocolVersion=uuid.UUID(int=0), *,
+    def __init__(self, events: INetServerEvent | None = None,
+                 protocolVersion: uuid.UUID | str | bytes = uuid.UUID(int=0), *,
                  tcpPort: int = 0, udpPort: int = 0, interface: str = "",
                  reactor=None, maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
                  clientTimeout: float = DEFAULT_CLIENT_TIMEOUT,
@@ -119,7 +114,7 @@ class NetServer(service.Service):
                  hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD,
                  sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
                  holePunchPolicy: HolePunchPolicy = HolePunchPolicy.JUST_IN_TIME,
-                 encryption: bool = True, identity: IdentityKey = None,
+                 encryption: bool = True, identity: IdentityKey | None = None,
                  handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                  maxUnauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
                  relayFramesPerSecond: float = DEFAULT_RELAY_FRAMES_PER_SECOND,
@@ -132,682 +127,106 @@ class NetServer(service.Service):
                  backlog: int = DEFAULT_BACKLOG) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        self.reactor = reactor
-        self.events = events if events is not None else NetServerEvents()
-        self.dispatch = EventDispatcher(self.events, self.log)
-        self.protocolVersion = versionBytes(protocolVersion)
-        self.tcpPort = tcpPort
-        self.udpPort = udpPort
-        self.interface = interface
-        self.maxMessageLength = maxMessageLength
-        self.maxFrameLength = maxMessageLength + FRAME_HEADROOM
-        self.clientTimeout = clientTimeout
-        self.sessionConfig = sessionConfig
-        self.stats = ServerStats()
-        self.holePunchPolicy = holePunchPolicy
         if encryption and identity is None:
             identity = IdentityKey.generate()
-        self.identity = identity if encryption else None
-        self.handshakeTimeout = handshakeTimeout
-        self.maxUnauthenticated = maxUnauthenticated
-        if relayFramesPerSecond < 1 or relayBytesPerSecond < self.sessionConfig.mtu:
-            raise ValueError("relay limits below 1 frame/s or one datagram's bytes/s "
-                             "would block every relayed frame")
-        self.relayFramesPerSecond = relayFramesPerSecond
-        self.relayBytesPerSecond = relayBytesPerSecond
-        self.udpBufferSize = checkedBufferSize(udpBufferSize)
-        self.udpSocketBuffers: SocketBuffers | None = None
-        if loginTimeout <= 0 or closeLinger < 0 or backlog < 1:
-            raise ValueError("need loginTimeout > 0, closeLinger >= 0 and backlog >= 1")
-        if maxClientOutput < self.maxFrameLength:
-            raise ValueError(f"maxClientOutput {maxClientOutput} is below one frame "
-                             f"({self.maxFrameLength} bytes)")
-        self.loginTimeout = loginTimeout
-        self.maxClientOutput = maxClientOutput
-        self.closeLinger = closeLinger
-        self.backlog = backlog
-        self.receiveBudget = ReceiveBudget(receiveBudget)
-        self._unauthenticated = 0
-        # (a, b) with a < b -> when they stopped sharing a group (oldest first).
-        self._parted = {}
-        # (a, b) with a < b -> which of the two report a direct path: bit 1 a,
-        # bit 2 b. An int, not an object per pair: a garbage collection
-        # visits every object, and a server keeps pairs by the tens of thousands.
-        self._pairs = {}
-        self._directAllowed = {}    # group -> bool
-        self._lastPairEpoch = 0
-        self._table = g.P2PGroupTable(allowEmptyGroups)
-        self._hostIDs = HostIDAllocator(hostIDQuietPeriod)
-        self._clients = {}
-        self._connections = set()
-        self._tcpPort = None
-        self._udpPort = None
-        self._udp = ServerDatagramProtocol(self)
-        self._turnEnd = TurnEnd(self.reactor)      # the clients' UDP sessions flush from it
-        self._sweeper = None
-        self.onceLog = OnceLog(self.log)
+        self._engine = ServerEngine(
+            events if events is not None else NetServerEvents(),
+            versionBytes(protocolVersion), reactor, tcpPort=tcpPort, udpPort=udpPort,
+            interface=interface, maxMessageLength=maxMessageLength,
+            clientTimeout=clientTimeout, allowEmptyGroups=allowEmptyGroups,
+            hostIDQuietPeriod=hostIDQuietPeriod, sessionConfig=sessionConfig,
+            holePunchPolicy=holePunchPolicy, identity=identity if encryption else None,
+            handshakeTimeout=handshakeTimeout, maxUnauthenticated=maxUnauthenticated,
+            relayFramesPerSecond=relayFramesPerSecond,
+            relayBytesPerSecond=relayBytesPerSecond, udpBufferSize=udpBufferSize,
+            loginTimeout=loginTimeout, maxClientOutput=maxClientOutput,
+            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog)
 
     # Service
 
     def startService(self) -> None:
         """Listen on TCP and UDP; if either cannot be bound, neither stays open."""
-        self._tcpPort = self.reactor.listenTCP(
-            self.tcpPort, ServerConnectionFactory(self), backlog=self.backlog,
-            interface=self.interface)
-        try:
-            self._udpPort = self.reactor.listenUDP(
-                self.udpPort, self._udp, interface=self.interface)
-        except Exception:
-            self._tcpPort.stopListening()
-            self._tcpPort = None
-            raise
-        self.udpSocketBuffers = sizeUdpBuffers(self._udpPort, self.udpBufferSize,
-                                               self.log.warn)
-        self._sweeper = task.LoopingCall(self._dropSilentClients)
-        self._sweeper.clock = self.reactor
-        self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
+        self._engine.listen()
         service.Service.startService(self)
-        self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}"
-                      " (socket buffers {buffers}); {what}",
-                      tcp=self.getTcpAddress(), udp=self.getUdpAddress(),
-                      buffers=self.udpSocketBuffers or "OS defaults",
-                      what=(f"identity {self.identity.publicKey().fingerprint()}"
-                            if self.identity else "encryption OFF"))
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred:
         """Close every connection and stop listening; a Deferred fires when done."""
         service.Service.stopService(self)
-        if self._sweeper is not None and self._sweeper.running:
-            self._sweeper.stop()
-        for connection in list(self._connections):
-            connection.close(ErrorType.KICKED)
-        ports = [p for p in (self._tcpPort, self._udpPort) if p is not None]
-        self._tcpPort = self._udpPort = None
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        return self._engine.stop()
 
-    def getTcpAddress(self):
-        """The bound TCP C{(host, port)}."""
-        host = self._tcpPort.getHost()
-        return (host.host, host.port)
+    # Attributes
 
-    def getUdpAddress(self):
-        """The bound UDP C{(host, port)}."""
-        host = self._udpPort.getHost()
-        return (host.host, host.port)
+    @property
+    def events(self) -> INetServerEvent:
+        return self._engine.events
 
-    # Settings
+    @property
+    def stats(self) -> ServerStats:
+        return self._engine.stats
+
+    @property
+    def identity(self) -> IdentityKey | None:
+        return self._engine.identity
+
+    @property
+    def udpSocketBuffers(self) -> SocketBuffers | None:
+        return self._engine.udpSocketBuffers
 
     @property
     def allowEmptyGroups(self) -> bool:
-        return self._table.allowEmptyGroups
+        return self._engine.allowEmptyGroups
 
     @allowEmptyGroups.setter
     def allowEmptyGroups(self, allowed: bool) -> None:
-        self._table.allowEmptyGroups = allowed
+        self._engine.allowEmptyGroups = allowed
 
-    # Group service
+    # The game API: see INetServer for what each does.
+
+    def getTcpAddress(self) -> Address:
+        return self._engine.getTcpAddress()
+
+    def getUdpAddress(self) -> Address:
+        return self._engine.getUdpAddress()
 
     def createP2PGroup(self, members: Iterable[int] = (), message: bytes = b"",
                        allowDirectP2P: bool = True) -> int:
-        """Make a P2P group of C{members}; return its HostID.
-
-        With C{allowDirectP2P} false, pairs that meet in this group always
-        talk through the relay (the setting of the group that first puts a
-        pair together decides for that pair).
-        """
-        groupID = self._hostIDs.allocate(self.reactor.seconds())
-        try:
-            effects = self._table.create(groupID, members, message)
-        except Exception:
-            self._hostIDs.release(groupID, self.reactor.seconds())
-            raise
-        self._directAllowed[groupID] = allowDirectP2P
-        self._apply(effects, groupID)
-        return groupID
+        return self._engine.createP2PGroup(members, message, allowDirectP2P)
 
     def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
-        """Add C{member} to C{group}; every member hears of it, then the ack-complete event fires."""
-        self._apply(self._table.join(member, group, message), group)
+        self._engine.joinP2PGroup(member, group, message)
 
     def leaveP2PGroup(self, member: int, group: int) -> None:
-        """Take C{member} out of C{group}; it and the others get C{onP2PMemberLeave}."""
-        self._apply(self._table.leave(member, group))
+        self._engine.leaveP2PGroup(member, group)
 
     def destroyP2PGroup(self, group: int) -> None:
-        """Remove C{group}; every member gets C{onP2PMemberLeave} for every member."""
-        self._apply(self._table.destroy(group))
+        self._engine.destroyP2PGroup(group)
 
     def destroyEmptyP2PGroups(self) -> None:
-        """Remove every group that has no members left."""
-        self._apply(self._table.destroyEmpty())
+        self._engine.destroyEmptyP2PGroups()
 
-    # Queries
-
-    def getClientHostIDs(self) -> list:
-        """HostIDs of every joined client."""
-        return sorted(self._clients)
+    def getClientHostIDs(self) -> list[int]:
+        return self._engine.getClientHostIDs()
 
     def getClientInfo(self, hostID: int) -> ClientInfo:
-        return self._info(self._client(hostID))
+        return self._engine.getClientInfo(hostID)
 
     def getConnectionCount(self) -> int:
-        """Open TCP connections, joined or not yet joined."""
-        return len(self._connections)
+        return self._engine.getConnectionCount()
 
-    def getP2PGroups(self) -> list:
-        """HostIDs of every P2P group."""
-        return self._table.groups()
+    def getP2PGroups(self) -> list[int]:
+        return self._engine.getP2PGroups()
 
     def getP2PGroupInfo(self, group: int) -> P2PGroupInfo:
-        return P2PGroupInfo(group, self._table.membersOf(group))
+        return self._engine.getP2PGroupInfo(group)
 
     def getP2PConnectionStats(self, group: int) -> P2PConnectionStats:
-        """How many member pairs of C{group} there are, and how many talk directly.
+        return self._engine.getP2PConnectionStats(group)
 
-        A pair counts as direct once both of its clients report a direct path.
-        """
-        members = sorted(self._table.membersOf(group))
-        total = direct = 0
-        for i, a in enumerate(members):
-            for b in members[i + 1:]:
-                total += 1
-                if self._pairs.get((a, b)) == _BOTH_DIRECT:
-                    direct += 1
-        return P2PConnectionStats(total, direct)
+    def getJoinedP2PGroups(self, client: int) -> frozenset[int]:
+        return self._engine.getJoinedP2PGroups(client)
 
-    def getJoinedP2PGroups(self, client: int) -> frozenset:
-        return self._table.groupsOf(client)
-
-    # Sending
-
-    def send(self, targets, payload: bytes, reliable: bool = True) -> None:
-        """Send a user message to clients and/or every member of groups."""
-        if len(payload) > self.maxMessageLength:
-            raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
-        flags = relay.FLAG_RELIABLE if reliable else 0
-        for client in self._expandTargets(targets):
-            if reliable or client.udpAddress is None:
-                client.sendBody(relay.encodeTcpUserMessage(flags, payload), not reliable)
-            else:
-                try:
-                    self._session(client).send(payload, DeliveryMode.UNRELIABLE)
-                except SendQueueFull:
-                    self.stats.outputDropped += 1       # unreliable: may be lost
+    def send(self, targets: Targets, payload: bytes, reliable: bool = True) -> None:
+        self._engine.send(targets, payload, reliable)
 
     def closeConnection(self, hostID: int) -> None:
-        """Disconnect a client: it leaves all its groups and C{onClientLeave}
-        fires at once; what was sent to it gets C{closeLinger} seconds to go out."""
-        self._client(hostID).close(ErrorType.KICKED)
-
-    # Called by the protocols
-
-    def connectionOpened(self, connection) -> None:
-        self._connections.add(connection)
-        if self._unauthenticated >= self.maxUnauthenticated:
-            # Told in the clear (no keys yet), so that the client fails at once.
-            self.stats.unauthenticatedRefused += 1
-            self.refuse(connection, JoinRefusal.SERVER_FULL, b"",
-                         f"more than {self.maxUnauthenticated} connections not yet joined")
-            return
-        self._unauthenticated += 1
-        connection.waitingToJoin = True
-        connection.joinDeadline = self.reactor.seconds() + self.handshakeTimeout
-
-    def _joinedOrGone(self, connection) -> None:
-        if connection.waitingToJoin:
-            connection.waitingToJoin = False
-            self._unauthenticated -= 1
-
-    def connectionClosing(self, connection) -> None:
-        """The connection is closing: its client leaves every table now."""
-        login, connection.login = connection.login, None
-        if login is not None:
-            login.cancel()
-        hostID = connection.hostID
-        if self._clients.get(hostID) is not connection:
-            return
-        info = self._info(connection)
-        del self._clients[hostID]
-        if connection.udpSession is not None:
-            connection.udpSession.close()
-        self._apply(self._table.removeClient(hostID))
-        self._hostIDs.release(hostID, self.reactor.seconds())
-        self.stats.clientsLeft += 1
-        self.log.info("client {hostID} left: {reason}", hostID=hostID,
-                      reason=connection.leaveReason.value)
-        self.dispatch("onClientLeave", info, connection.leaveReason,
-                      connection.leaveComment)
-
-    def connectionClosed(self, connection) -> None:
-        self._connections.discard(connection)
-        self._joinedOrGone(connection)
-        connection.closing = True
-        self.connectionClosing(connection)
-
-    def hello(self, connection, fields) -> None:
-        peer = connection.transport.getPeer()
-        address = plainAddress((peer.host, peer.port))
-        if fields.wireVersion != WIRE_VERSION or fields.protocolVersion != self.protocolVersion:
-            self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
-                         "protocol version mismatch")
-            return
-        connection.joinDeadline = float("inf")     # the login timeout bounds it now
-        login = connection.login = askLogin(self.events, address, fields.userData,
-                                            self.loginTimeout, self.reactor)
-        login.addCallbacks(self._loginAnswered, self._loginFailed,
-                           callbackArgs=(connection, address, fields),
-                           errbackArgs=(connection, address))
-
-    def _loginAnswered(self, answer, connection, address, fields) -> None:
-        connection.login = None
-        accepted, reply = answer
-        if not accepted:
-            self.refuse(connection, JoinRefusal.REFUSED_BY_APPLICATION, reply,
-                         "refused by onConnectionRequest")
-            return
-        self._admit(connection, address, fields, reply)
-
-    def _loginFailed(self, failure, connection, address) -> None:
-        """Fail closed: a login check that raised, failed or timed out refuses."""
-        if connection.login is None and connection.closing:
-            return                      # the connection went first; nothing to answer
-        connection.login = None
-        if failure.check(defer.TimeoutError):
-            self.stats.loginTimeouts += 1
-            self.refuse(connection, JoinRefusal.LOGIN_TIMEOUT, b"",
-                         f"onConnectionRequest did not answer within {self.loginTimeout} s")
-            return
-        self.stats.loginErrors += 1
-        if self.onceLog.warn(("login", failure.type), "the login check for {address} "
-                             "failed (refused; later failures of this kind are only "
-                             "counted in stats.loginErrors):\n{traceback}",
-                             address=address, traceback=failure.getTraceback()):
-            self.dispatch("onException", failure)
-        self.refuse(connection, JoinRefusal.LOGIN_ERROR, b"",
-                     f"onConnectionRequest failed: {failure.getErrorMessage()}")
-
-    def _admit(self, connection, address, fields, reply: bytes) -> None:
-        self._joinedOrGone(connection)
-        hostID = self._hostIDs.allocate(self.reactor.seconds())
-        connection.hostID = hostID
-        connection.udpToken = os.urandom(16)
-        connection.userData = fields.userData
-        connection.relayLimit = RelayLimit(self.relayFramesPerSecond, self.relayBytesPerSecond,
-                                           self.reactor.seconds())
-        self._clients[hostID] = connection
-        self._table.addClient(hostID)
-        connection.sendMessage(
-            "JOIN_ACCEPTED", hostID=hostID, udpToken=connection.udpToken,
-            udpPort=self.getUdpAddress()[1],
-            clientTimeoutMs=int(self.clientTimeout * 1000), reply=reply)
-        self.stats.clientsJoined += 1
-        self.log.info("client {hostID} joined from {address}", hostID=hostID,
-                      address=address)
-        self.dispatch("onClientJoin", self._info(connection))
-
-    def memberJoinAcknowledged(self, connection, ackID: int) -> None:
-        self._apply(self._table.acknowledge(connection.hostID, ackID))
-
-    def lanAddressReported(self, connection, address) -> None:
-        connection.lanAddress = addressFromWire(address)
-        self._announceAddresses(connection)
-
-    def userMessage(self, connection, flags: int, payload: bytes) -> None:
-        if flags & relay.FLAG_SESSION:
-            try:
-                self._session(connection).receiveDatagram(payload)
-            except ProtocolError as e:
-                self.malformedDatagram(connection.udpAddress, e)
-            return
-        context = MessageContext(connection.hostID, bool(flags & relay.FLAG_RELIABLE))
-        self.dispatch("onReceiveUserMessage", connection.hostID, payload, context)
-
-    def relay(self, sender, targets, flags: int, payload: bytes) -> None:
-        """Forward C{payload} from C{sender} to each target it shares a group with."""
-        if not self._tooManyTargets(sender, len(targets)):
-            self._forward(sender, flags, [(target, payload) for target in set(targets)])
-
-    def relayBundle(self, sender, flags: int, entries) -> None:
-        """Forward each C{(target, payload)} whose target shares a group with C{sender}.
-
-        Reliable messages go over TCP, the rest over UDP where the target's
-        UDP works; one encoding of a payload serves every target. Every
-        target, refused or not, costs the sender a frame and the payload's
-        bytes of its relay limit.
-        """
-        if not self._tooManyTargets(sender, len(entries)):
-            self._forward(sender, flags, entries)
-
-    def _forward(self, sender, flags: int, entries) -> None:
-        """L{relayBundle} once the number of entries is known to be allowed."""
-        senderID = sender.hostID
-        self.stats.relayRequests += 1
-        refused = 0
-        reliable = flags & relay.FLAG_RELIABLE
-        limit = sender.relayLimit
-        now = self.reactor.seconds()
-        tcpFrames = {}
-        for targetID, payload in entries:
-            if not limit.allow(len(payload), now):
-                self._relayFlood(sender, limit.wait(len(payload), now))
-                return              # the rest would be refused too
-            target = self._clients.get(targetID)
-            if target is None or not self._table.shareGroup(senderID, targetID):
-                if not self._recentlyParted(senderID, targetID, now):
-                    refused += 1
-                continue
-            if reliable or target.udpAddress is None:
-                body = tcpFrames.get(id(payload))
-                if body is None:
-                    body = tcpFrames[id(payload)] = relay.encodeTcpRelayed(
-                        senderID, flags, payload)
-                target.sendBody(body, not reliable)
-            elif flags & relay.FLAG_SESSION:
-                # Sealed end to end by the pair: forwarded without opening or re-sealing.
-                self.sendUdp(relay.encodeUdpPeerFrame(senderID, flags, payload),
-                             target.udpAddress)
-            else:
-                target.sendDatagram(relay.encodeUdpRelayed(senderID, flags, payload))
-            self.stats.framesRelayed += 1
-            self.stats.relayBytes += len(payload)
-        if refused:
-            self._relayRefused(sender, refused, now)
-
-    def _tooManyTargets(self, sender, count: int) -> bool:
-        if count <= relay.MAX_RELAY_TARGETS:
-            return False
-        self.stats.relayRejected += count
-        error = ProtocolError(f"a relay request for {count} targets (at most "
-                              f"{relay.MAX_RELAY_TARGETS})")
-        sender.protocolError(error)
-        return True
-
-    def _recentlyParted(self, a: int, b: int, now: float) -> bool:
-        """Whether C{a} and C{b} shared a group until moments ago (counted)."""
-        parted = self._parted.get((a, b) if a < b else (b, a))
-        if parted is None or now - parted > DEPARTED_GRACE:
-            return False
-        self.stats.relayToDeparted += 1
-        return True
-
-    def udpHello(self, hostID: int, token: bytes, addr, size: int) -> None:
-        """An authentic UDP_HELLO of C{size} bytes from C{addr}.
-
-        The client's UDP address it is already: acknowledged. A new one is
-        only challenged, with one datagram no larger than the hello: the
-        source of a datagram can be forged, so the server sends a new address
-        nothing more until the challenge comes back from it.
-        """
-        client = self._clients.get(hostID)
-        if client is None or not hmac.compare_digest(client.udpToken, token):
-            self._spoofed(hostID, addr)
-            return
-        if client.udpAddress == addr:
-            client.lastHeard = self.reactor.seconds()
-            self._acknowledgeUdp(client)
-            return
-        pending = client.udpChallenge
-        if pending is None or pending[0] != addr:
-            pending = client.udpChallenge = (addr, os.urandom(16))
-        challenge = client.sealedDatagram(encodeDatagram("UDP_CHALLENGE",
-                                                         challenge=pending[1]))
-        if len(challenge) > size:
-            self.stats.amplificationRefused += 1
-            return
-        self.stats.udpChallenges += 1
-        self.sendUdp(challenge, addr)
-
-    def udpChallengeAnswered(self, hostID: int, challenge: bytes, addr) -> None:
-        """C{addr} answered the challenge sent there: it is the client's UDP address."""
-        client = self._clients.get(hostID)
-        pending = client.udpChallenge if client is not None else None
-        if (pending is None or pending[0] != addr
-                or not hmac.compare_digest(pending[1], challenge)):
-            self._spoofed(hostID, addr)
-            return
-        client.udpChallenge = None
-        client.lastHeard = self.reactor.seconds()
-        client.udpAddress = addr
-        self._acknowledgeUdp(client)
-        self._announceAddresses(client)
-
-    def _acknowledgeUdp(self, client) -> None:
-        """Tell the client the UDP address the server now knows it by."""
-        client.sendDatagram(encodeDatagram("UDP_HELLO_ACK",
-                                           address=addressToWire(client.udpAddress)))
-
-    def pathReported(self, connection, peerID: int, direct: bool) -> None:
-        """A client says whether its path to C{peerID} is direct (statistics)."""
-        a, b = sorted((connection.hostID, peerID))
-        reports = self._pairs.get((a, b))
-        if reports is None:
-            return
-        bit = _DIRECT_A if connection.hostID == a else _DIRECT_B
-        self._pairs[(a, b)] = reports | bit if direct else reports & ~bit
-
-    def udpLost(self, connection) -> None:
-        """The client's UDP path stopped working: relay to it over TCP until it is back."""
-        connection.udpAddress = None
-
-    def verifiedUdpClient(self, hostID: int, addr):
-        """The client C{hostID} if C{addr} is its confirmed UDP address, else C{None}."""
-        client = self._clients.get(hostID)
-        if client is None or client.udpAddress != addr:
-            self._spoofed(hostID, addr)
-            return None
-        client.lastHeard = self.reactor.seconds()
-        return client
-
-    def sendUdp(self, data: bytes, addr) -> None:
-        self._udp.send(data, addr)
-
-    def openDatagram(self, data: bytes, addr):
-        """Authenticate a client datagram; the opened datagram, or None if dropped."""
-        if self.identity is None:
-            return data
-        hostID = datagramHostID(data)
-        client = self._clients.get(hostID)
-        if client is None or client.udpChannel is None:
-            self._spoofed(hostID, addr)
-            return None
-        try:
-            return openDatagram(client.udpChannel, data, CLIENT_DATAGRAM_HEADER)
-        except ProtocolError:
-            # Forged, damaged or replayed: whoever sent it, it was not this client.
-            self._spoofed(hostID, addr)
-            return None
-
-    def malformedDatagram(self, addr, error) -> None:
-        self.stats.malformedDatagrams += 1
-        self.onceLog.warn(("malformed", addr), "dropped malformed datagram from {addr}: "
-                           "{error}", addr=addr, error=error)
-
-    # Internals
-
-    def _session(self, connection) -> SessionDriver:
-        """The client's reliable UDP session with the server, made at its first
-        use: many clients never use it, and it is some 25 objects that every
-        full garbage collection visits (it starts as the client's does, at 0)."""
-        session = connection.udpSession
-        if session is None:
-            session = connection.udpSession = SessionDriver(
-                self.reactor, connection.transmitSessionDatagram, connection.sessionEvent,
-                self.sessionConfig, self._turnEnd, receiveBudget=self.receiveBudget)
-        return session
-
-    def sessionEvent(self, connection, event) -> None:
-        """An event of the client's reliable UDP session with the server."""
-        if type(event) is MessageReceived:
-            context = MessageContext(connection.hostID, False, False, event.mode,
-                                     event.channel)
-            self.dispatch("onReceiveUserMessage", connection.hostID, event.payload, context)
-
-    def _introducePair(self, a: int, b: int, groupID) -> None:
-        """Give both clients of a new pair a fresh epoch, secret and path policy."""
-        self._lastPairEpoch = self._lastPairEpoch % 0xFFFFFFFF + 1
-        secret = os.urandom(32)
-        self._pairs[(a, b)] = 0
-        policy = 0
-        if self._directAllowed.get(groupID, True):
-            policy |= POLICY_DIRECT_ALLOWED
-        if self.holePunchPolicy is HolePunchPolicy.ALWAYS:
-            policy |= POLICY_PUNCH_AT_ONCE
-        for me, peer in ((a, b), (b, a)):
-            if me not in self._clients:
-                continue
-            self._clients[me].sendMessage("PEER_PAIR", peerID=peer,
-                                          epoch=self._lastPairEpoch, pairSecret=secret,
-                                          policy=policy)
-
-    def _client(self, hostID: int):
-        try:
-            return self._clients[hostID]
-        except KeyError:
-            raise UnknownHostID(f"no client with HostID {hostID}") from None
-
-    def _info(self, client) -> ClientInfo:
-        peer = client.transport.getPeer()
-        groups = self._table.groupsOf(client.hostID) if self._table.hasClient(client.hostID) else frozenset()
-        return ClientInfo(client.hostID, plainAddress((peer.host, peer.port)),
-                          plainAddress(client.udpAddress), client.lanAddress, groups,
-                          client.userData)
-
-    def refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
-        self.stats.joinsRefused += 1
-        leaveReason = (ErrorType.SERVER_FULL if reason is JoinRefusal.SERVER_FULL
-                       else ErrorType.CONNECTION_REFUSED)
-        self.onceLog.warn(("refused", reason), "refusing {peer}: {why} (later refusals "
-                          "for this reason are counted in stats.joinsRefused)",
-                          peer=connection.transport.getPeer(), why=why)
-        connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
-        connection.close(leaveReason)
-
-    def _expandTargets(self, targets) -> list:
-        if isinstance(targets, int):
-            targets = [targets]
-        hostIDs = set()
-        for target in targets:
-            if self._table.hasGroup(target):
-                hostIDs.update(self._table.membersOf(target))
-            elif target in self._clients:
-                hostIDs.add(target)
-            else:
-                raise UnknownHostID(f"no client or P2P group with HostID {target}")
-        return [self._clients[h] for h in sorted(hostIDs)]
-
-    def _announceAddresses(self, client) -> None:
-        """Tell every peer of C{client} its current UDP and LAN addresses."""
-        body = None
-        for peerID in self._table.peersOf(client.hostID):
-            if body is None:
-                body = self._peerAddresses(client)
-            self._clients[peerID].sendBody(body)
-
-    def _peerAddresses(self, client) -> bytes:
-        return encodeMessage("PEER_ADDRESSES", peerID=client.hostID,
-                             udpAddress=addressToWire(client.udpAddress),
-                             lanAddress=addressToWire(client.lanAddress))
-
-    def _apply(self, effects, groupID=None) -> None:
-        """Carry out what the group table decided (about C{groupID}), in order."""
-        for effect in effects:
-            kind = type(effect)
-            if kind is g.MemberJoinNotice:
-                # .get: an event handler may have closed a client meanwhile.
-                member, to = self._clients.get(effect.memberID), self._clients.get(effect.to)
-                if member is None or to is None:
-                    continue
-                to.sendMessage(
-                    "MEMBER_JOIN", groupID=effect.groupID, memberID=effect.memberID,
-                    memberCount=effect.memberCount, ackID=effect.ackID,
-                    udpAddress=addressToWire(member.udpAddress),
-                    lanAddress=addressToWire(member.lanAddress),
-                    message=effect.message)
-            elif kind is g.MemberLeaveNotice:
-                to = self._clients.get(effect.to)
-                if to is None:
-                    continue
-                to.sendMessage(
-                    "MEMBER_LEAVE", groupID=effect.groupID, memberID=effect.memberID,
-                    memberCount=effect.memberCount)
-            elif kind is g.JoinAckComplete:
-                self.dispatch("onP2PGroupJoinMemberAckComplete", effect.groupID,
-                              effect.memberID, ErrorType.OK)
-            elif kind is g.PairIntroduced:
-                self._introducePair(effect.a, effect.b, groupID)
-            elif kind is g.PairForgotten:
-                self._pairs.pop((effect.a, effect.b), None)
-                self._parted.pop((effect.a, effect.b), None)     # keep oldest first
-                self._parted[(effect.a, effect.b)] = self.reactor.seconds()
-            elif kind is g.GroupRemoved:
-                self._hostIDs.release(effect.groupID, self.reactor.seconds())
-                self._directAllowed.pop(effect.groupID, None)
-                self.dispatch("onP2PGroupRemoved", effect.groupID)
-
-    def hackSuspected(self, client, kind: HackKind) -> None:
-        """Tell the application, at most once a second per client and kind."""
-        self.stats.hackSuspicions += 1
-        now = self.reactor.seconds()
-        last = client.hackReported.get(kind)
-        if last is not None and now - last < 1.0:
-            return
-        client.hackReported[kind] = now
-        self.onceLog.warn(("hack", client.hostID, kind), "client {hostID} suspected: "
-                           "{kind}", hostID=client.hostID, kind=kind.value)
-        self.dispatch("onClientHackSuspected", client.hostID, kind)
-
-    def _relayFlood(self, sender, wait: float) -> None:
-        """Over its relay limit: report it, and read nothing more from it
-        until its budget has refilled (its own TCP buffers then fill)."""
-        self.stats.relayRateLimited += 1
-        self.hackSuspected(sender, HackKind.RELAY_FLOOD)
-        sender.holdReading(min(max(wait, MIN_READ_HOLD), 1.0))
-
-    def _relayRefused(self, sender, count: int, now: float) -> None:
-        """Count refused targets; warn about them at most once a second per client."""
-        self.stats.relayRejected += count
-        sender.relayRefused += count
-        if now - sender.relayRefusedWarned < 1.0:
-            return
-        count, sender.relayRefused, sender.relayRefusedWarned = sender.relayRefused, 0, now
-        comment = (f"{count} relay targets of client {sender.hostID} refused since the "
-                   "last warning: no shared group")
-        self.onceLog.warn(("relay", sender.hostID), "{comment}", comment=comment)
-        self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, sender.hostID,
-                                             comment))
-        self.hackSuspected(sender, HackKind.RELAY_NOT_ALLOWED)
-
-    def _spoofed(self, hostID: int, addr) -> None:
-        self.stats.spoofedDatagrams += 1
-        self.onceLog.warn(("spoofed", addr), "dropped UDP datagram claiming host "
-                           "{hostID} from unexpected address {addr}", hostID=hostID, addr=addr)
-
-    def _dropSilentClients(self) -> None:
-        now = self.reactor.seconds()
-        deadline = now - self.clientTimeout
-        self._forgetPartings(now)
-        for connection in list(self._connections):
-            if connection.closing:
-                if now >= connection.closeDeadline:
-                    connection.transport.abortConnection()      # lingered long enough
-                continue
-            congested = connection.congestedSince
-            if congested is not None and congested < deadline:
-                connection.cutSlowConsumer(
-                    f"left its output undrained for {self.clientTimeout} s")
-            elif not connection.joined and now >= connection.joinDeadline:
-                self.stats.handshakeTimeouts += 1
-                connection.abort(ErrorType.TIMEOUT,
-                                 f"did not join within {self.handshakeTimeout} s")
-            elif connection.lastHeard < deadline:
-                self.stats.clientsTimedOut += 1
-                connection.abort(ErrorType.TIMEOUT,
-                                 f"silent for more than {self.clientTimeout} s")
-
-    def _forgetPartings(self, now: float) -> None:
-        parted = self._parted
-        while parted:
-            pair, when = next(iter(parted.items()))
-            if now - when <= DEPARTED_GRACE:
-                break
-            del parted[pair]
+        self._engine.closeConnection(hostID)
