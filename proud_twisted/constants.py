@@ -22,10 +22,7 @@ class ErrorType(enum.Enum):
     PROTOCOL_ERROR = "protocol error"
     MESSAGE_TOO_LONG = "message too long"
     RELAY_NOT_ALLOWED = "relay between hosts that share no group"
-    UDP_SPOOFED = "UDP datagram from an unexpected address"
-    USER_CALLBACK_FAILED = "user callback raised"
     HANDSHAKE_FAILED = "secure handshake failed"
-    RATE_LIMITED = "rate limit exceeded"
     SLOW_CONSUMER = "the client left too much unread output queued for too long"
     LOGIN_FAILED = "the server's login check failed or timed out"
 
@@ -52,7 +49,6 @@ class RelayReason(enum.Enum):
     HOLE_PUNCHED = "hole punched: direct"
     DIRECT_PATH_DIED = "direct path stopped answering: relayed"
     FORCED_RELAY = "relay forced"
-    NOT_ALLOWED = "direct P2P not allowed"
 
 
 class JoinRefusal(enum.IntEnum):
