@@ -60,12 +60,13 @@ import time
 from twisted.internet import defer, protocol, task
 
 import _common
-from _common import ATTACK_VERSION as VERSION, LOOPBACK, BenchFailure, ChildProcess, ms
+from _common import (
+    ATTACK_VERSION as VERSION, LOOPBACK, BenchFailure, ChildProcess, clientEngine as engine, ms,
+)
 from proud_twisted import NetClient, PublicIdentity, ServerUdpState
-from proud_twisted.client.netclient import UDP_HELLO_PADDING
+from proud_twisted.client.engine import UDP_HELLO_PADDING
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.rudp import frames
-from proud_twisted.server import netserver
 from proud_twisted.server.netserver import (
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
 )
@@ -94,7 +95,7 @@ SERVER_SEND_INTERVAL, SERVER_SEND_SIZE = 0.05, 1024
 ATTACKERS = 4
 AMPLIFICATION_PAYLOAD = 256
 FORGE_INTERVAL = 0.2
-RELAY_TARGETS = getattr(netserver, "MAX_RELAY_TARGETS", 1000)
+RELAY_TARGETS = relay.MAX_RELAY_TARGETS
 """Strangers a relay request names: as many as the server accepts in one."""
 STRANGER_SETS = 4
 STRANGERS = 0x7F000000
@@ -213,8 +214,9 @@ class Arena:
             await defer.DeferredList(leaving).addTimeout(5.0, self.reactor)
         except defer.TimeoutError:
             for client in self.clients:
-                if client._connection is not None:
-                    client._connection.transport.abortConnection()
+                connection = engine(client)._connection
+                if connection is not None:
+                    connection.transport.abortConnection()
         for process in (self.honest, self.server):
             if process is not None:
                 await process.stop(self.reactor)
@@ -349,11 +351,11 @@ async def slowConsumer(arena: Arena) -> str:
     slowID, feederID = await arena.joinAll([slow, feeder])
     await arena.group([slowID, feederID], direct=False)
     await arena.ask(f"send {slowID} {SERVER_SEND_INTERVAL} {SERVER_SEND_SIZE}")
-    slow._connection.transport.pauseProducing()
+    engine(slow)._connection.transport.pauseProducing()
     rate = RATE_SHARE * min(DEFAULT_RELAY_FRAMES_PER_SECOND,
                             DEFAULT_RELAY_BYTES_PER_SECOND / SLOW_PAYLOAD)
     body = relay.encodeTcpRelayRequest([slowID], relay.FLAG_RELIABLE, bytes(SLOW_PAYLOAD))
-    connection = feeder._connection
+    connection = engine(feeder)._connection
     pacer = Pacer(arena, rate, lambda: connection.sendBody(body), lambda: joined(feeder))
     start = time.time()
     cut = []
@@ -419,10 +421,10 @@ async def amplification(arena: Arena) -> str:
 
     def forge() -> None:
         for a in attackers:
-            if not joined(a) or a.udpChannel is None:
+            if not joined(a) or engine(a).udpChannel is None:
                 continue
-            hello = sealDatagram(a.udpChannel, encodeDatagram(
-                "UDP_HELLO", hostID=a.getLocalHostID(), token=a._udpToken,
+            hello = sealDatagram(engine(a).udpChannel, encodeDatagram(
+                "UDP_HELLO", hostID=a.getLocalHostID(), token=engine(a)._udpToken,
                 padding=UDP_HELLO_PADDING), CLIENT_DATAGRAM_HEADER)
             raw.sendto(forgedUdp(victimAddress, serverUdp, hello), (LOOPBACK, 0))
             sent["hellos"] += 1
@@ -436,7 +438,7 @@ async def amplification(arena: Arena) -> str:
                 continue
             for flags in (0, relay.FLAG_RELIABLE):
                 body = relay.encodeTcpRelayRequest([a], flags, payload)
-                m._connection.sendBody(body)
+                engine(m)._connection.sendBody(body)
                 sent["relayBytes"] += len(body)
             if a in m.getPeerHostIDs():
                 m.send(a, payload, reliable=False)      # through the pair's session
@@ -483,7 +485,7 @@ async def rejectedRelayFlood(arena: Arena) -> str:
                                     relay.FLAG_RELIABLE, b"flood")
         for i in range(STRANGER_SETS)])
     size = len(next(bodies))
-    connection = flooder._connection
+    connection = engine(flooder)._connection
     before = (await arena.ask("status"))["stats"]
     cpu0, start, began = arena.cpu(), clock(), time.time()
     flood = Flood(arena.reactor, connection.transport, lambda: connection.sendBody(next(bodies)),
@@ -515,7 +517,7 @@ async def rejectedRelayFlood(arena: Arena) -> str:
 
 class FragmentFeeder:
     """Session datagrams, as a client's server session sends them (see
-    NetClient._serverTransmit), that the server can never finish: unreliable
+    ClientEngine._serverTransmit), that the server can never finish: unreliable
     fragments of messages whose other fragments never come, and reliable
     fragments after a sequence number that is never sent."""
 
@@ -545,7 +547,7 @@ class FragmentFeeder:
             datagram = frames.encodeDatagram(self.packetNumber, [self.frame(i % 2 == 0)],
                                              DEFAULT_SESSION_CONFIG.checksum)
             self.packetNumber += 1
-            self.client._sendUdp(relay.encodeUdpUser(self.client.getLocalHostID(),
+            engine(self.client)._sendUdp(relay.encodeUdpUser(self.client.getLocalHostID(),
                                                      relay.FLAG_SESSION, datagram))
             self.sent += 1
 

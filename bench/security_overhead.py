@@ -242,7 +242,8 @@ async def aeadFloor(world: World, budget: Budget, args) -> dict:
     """Round trip times of the protected pair A, B with its records sealed
     through L{_ThroughChannel} and through L{_WithoutCipher}, alternating."""
     setup = world.pair(0, 1)
-    peers = (setup.a.peerTable.peers[setup.idB], setup.b.peerTable.peers[setup.idA])
+    peers = (_common.clientEngine(setup.a).peerTable.peers[setup.idB],
+             _common.clientEngine(setup.b).peerTable.peers[setup.idA])
     channels = [peer.channel for peer in peers]
     times = {_ThroughChannel: [], _WithoutCipher: []}
     pings = max(1, args.pings // args.blocks)
