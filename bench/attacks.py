@@ -64,7 +64,7 @@ from _common import (
     ATTACK_VERSION as VERSION, LOOPBACK, BenchFailure, ChildProcess, clientEngine as engine, ms,
 )
 from proud_twisted import NetClient, PublicIdentity, ServerUdpState
-from proud_twisted.client.engine import UDP_HELLO_PADDING
+from proud_twisted.client.serverpath import HELLO_PADDING as UDP_HELLO_PADDING
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.rudp import frames
 from proud_twisted.server.netserver import (

@@ -39,8 +39,7 @@ from proud_twisted._crypto.identity import (
     IdentityKey, PublicIdentity, identityFromPem, identityToPem,
 )
 from proud_twisted._crypto.pairs import (
-    PAIR_SECRET_SIZE, PROBE_TAG_SIZE, checkProbeTag, newPairSecret, pairChannel,
-    pairProbeKey, probeTag,
+    PAIR_SECRET_SIZE, newPairSecret, pairChannel, pairProbeKey,
 )
 
 __all__ = [
@@ -48,6 +47,5 @@ __all__ = [
     "ClientHandshake", "ServerHandshake", "HandshakeState", "SessionKeys",
     "ServerAuthenticationFailed", "transcriptHash",
     "SecureChannel", "ReplayWindow", "CounterExhausted", "CIPHERS", "OVERHEAD",
-    "newPairSecret", "pairChannel", "pairProbeKey", "probeTag", "checkProbeTag",
-    "PAIR_SECRET_SIZE", "PROBE_TAG_SIZE",
+    "newPairSecret", "pairChannel", "pairProbeKey", "PAIR_SECRET_SIZE",
 ]

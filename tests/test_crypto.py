@@ -9,11 +9,12 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.crypto import (
-    CIPHERS, OVERHEAD, PROBE_TAG_SIZE, CounterExhausted, IdentityKey, PublicIdentity,
-    ReplayWindow, SecureChannel, checkProbeTag, identityFromPem, identityToPem,
-    newPairSecret, pairChannel, pairProbeKey, probeTag,
+    CIPHERS, OVERHEAD, CounterExhausted, IdentityKey, PublicIdentity,
+    ReplayWindow, SecureChannel, identityFromPem, identityToPem,
+    newPairSecret, pairChannel, pairProbeKey,
 )
 from proud_twisted.errors import ProtocolError
+from proud_twisted.wire.punch import PUNCH_PROBE, encodeControl, tagIsValid
 from tests.test_handshake import flipped, seeded
 
 KEY_A = bytes(range(32))
@@ -328,12 +329,8 @@ class PairTests(SynchronousTestCase):
         key = pairProbeKey(secret)
         self.assertEqual(len(key), 32)
         self.assertNotIn(key, (secret,))
-        tag = probeTag(key, b"probe 1000->1001 #3")
-        self.assertEqual(len(tag), PROBE_TAG_SIZE)
-        checkProbeTag(key, b"probe 1000->1001 #3", tag)
-        self.assertRaises(ProtocolError, checkProbeTag, key, b"probe 1000->1001 #4", tag)
-        self.assertRaises(ProtocolError, checkProbeTag, key, b"probe 1000->1001 #3",
-                          flipped(tag, 0))
-        self.assertRaises(ProtocolError, checkProbeTag, pairProbeKey(newPairSecret()),
-                          b"probe 1000->1001 #3", tag)
+        probe = encodeControl(PUNCH_PROBE, 1000, 1001, b"nonce#03", key)
+        self.assertTrue(tagIsValid(probe, key))
+        self.assertFalse(tagIsValid(flipped(probe, 80), key))
+        self.assertFalse(tagIsValid(probe, pairProbeKey(newPairSecret())))
 

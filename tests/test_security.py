@@ -12,9 +12,11 @@ from proud_twisted import (
     HandshakeFailed, HOSTID_SERVER, NetClient, NetServer, ServerUdpState,
 )
 from proud_twisted.constants import ErrorType, HackKind
+from proud_twisted.client.serverpath import HELLO_PADDING
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire import relay
+from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import encodeFrame
 from proud_twisted.wire.messages import encodeMessage
 from tests.support import RecordingClientEvents, RecordingServerEvents
@@ -230,7 +232,9 @@ class TamperingTests(SynchronousTestCase):
     def test_udpHelloAnswerNeverLargerThanTheHello(self):
         world = World(self, clients=1)
         world.join()
-        world.clients[0]._engine._sendUdpHello()      # once more, now that everything is captured
+        engine = world.clients[0]._engine      # once more, now that everything is captured
+        engine._sendUdp(encodeDatagram("UDP_HELLO", hostID=engine.getLocalHostID(),
+                                       token=engine._udpToken, padding=HELLO_PADDING))
         world.net.advance(1)
         hellos = [d for d in world.captured if len(d) > 1 and d[1] == 1]
         acks = [d for d in world.captured if len(d) > 1 and d[1] == 2]

@@ -1,4 +1,4 @@
-"""HKDF-SHA256, the one key derivation every part of the package uses."""
+"""HKDF-SHA256, the key derivation of the handshake and the pair channels."""
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF

@@ -16,15 +16,11 @@ import hmac
 import os
 import struct
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.hmac import HMAC
-
 from proud_twisted._crypto.channel import SecureChannel
 from proud_twisted._crypto.kdf import hkdf
 from proud_twisted.errors import ProtocolError
 
 PAIR_SECRET_SIZE = 32
-PROBE_TAG_SIZE = 16
 _DIRECTION_INFO = b"proud_twisted p2p direction v2"
 _PROBE_KEY_LABEL = b"proud_twisted peer probe key v1"
 _direction = struct.Struct(">III")     # epoch, sender, receiver
@@ -68,17 +64,3 @@ def pairProbeKey(pairSecret: bytes) -> bytes:
     if len(pairSecret) != PAIR_SECRET_SIZE:
         raise ProtocolError(f"pair secret must be {PAIR_SECRET_SIZE} bytes")
     return hmac.new(pairSecret, _PROBE_KEY_LABEL, hashlib.sha256).digest()
-
-
-def probeTag(probeKey: bytes, data: bytes) -> bytes:
-    """The 16-byte HMAC-SHA256 tag of a probe's C{data} (only tests use it; the
-    wire's is L{proud_twisted.wire.punch.computeTag})."""
-    mac = HMAC(probeKey, hashes.SHA256())
-    mac.update(data)
-    return mac.finalize()[:PROBE_TAG_SIZE]
-
-
-def checkProbeTag(probeKey: bytes, data: bytes, tag: bytes) -> None:
-    """Raise L{ProtocolError} unless C{tag} is L{probeTag} of C{data}."""
-    if not hmac.compare_digest(probeTag(probeKey, data), tag):
-        raise ProtocolError("hole-punch probe failed authentication")

@@ -21,7 +21,8 @@ from proud_twisted.client.connection import (
 from proud_twisted.client.peerlinks import PeerLinks
 from proud_twisted.client.peers import PeerTable
 from proud_twisted.client.relaybatch import RelayBatcher
-from proud_twisted._glue.coredriver import TurnEnd
+from proud_twisted.client.serverpath import ServerPath, ServerPathConfig, ServerUdpStateChanged
+from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 from proud_twisted.constants import (
     HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
 )
@@ -36,17 +37,10 @@ from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
 from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire
-from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import FRAME_HEADROOM
 from proud_twisted.wire.messages import WIRE_VERSION, versionBytes
 
-# A hello is padded so the server's answer is never larger (no amplification).
-UDP_HELLO_PADDING = bytes(64)
 LINGER_CHECK_INTERVAL = 0.01
-UDP_HELLO_FIRST_INTERVAL = 0.1
-UDP_HELLO_MAX_INTERVAL = 3.0
-UDP_PING_INTERVAL = 3.0
-UDP_LOST_AFTER = 10.0
 MAX_JOIN_ACKS = 1024
 """Most join notices acknowledged in one message (4 bytes each)."""
 # What onJoinServerComplete hears for a refusal (CONNECTION_REFUSED otherwise).
@@ -105,7 +99,7 @@ class ClientEngine:
         self.turnEnd = TurnEnd(self.reactor)
         self.relayBatcher = RelayBatcher(
             self.turnEnd, self.getLocalHostID,
-            lambda: self._udpState is ServerUdpState.CONFIRMED,
+            self._udpConfirmed,
             self._sendUdp, self.sendToServerTcp)
         self._serverSession = None
         self._reset()
@@ -121,12 +115,9 @@ class ClientEngine:
         self._udpToken = b""
         self._udpPort = None
         self._udp = ClientDatagramProtocol(self)    # sends nothing until it listens
-        self._udpState = ServerUdpState.UNCONFIRMED
-        self._publicUdpAddress = None
-        self._helloTimer = None
-        self._helloInterval = UDP_HELLO_FIRST_INTERVAL
+        self._serverPath = None         # the UDP path to the server, once joined
+        self._serverPathDriver = None
         self._lastHeard = 0.0
-        self._lastHeardUdp = 0.0
         self._serverTimeout = 20.0
         self._keepalive = None
         self._joinAcks = []         # notices processed this turn, acknowledged at its end
@@ -239,10 +230,15 @@ class ClientEngine:
         self.peerLinks.forceRelay(self._peer(peer), on)
 
     def getServerUdpState(self) -> ServerUdpState:
-        return self._udpState
+        return (self._serverPath.state if self._serverPath is not None
+                else ServerUdpState.UNCONFIRMED)
+
+    def _udpConfirmed(self) -> bool:
+        return (self._serverPath is not None
+                and self._serverPath.state is ServerUdpState.CONFIRMED)
 
     def getPublicUdpAddress(self):
-        return self._publicUdpAddress
+        return self._serverPath.publicAddress if self._serverPath is not None else None
 
     def getLocalUdpAddress(self):
         if self._udpPort is None:
@@ -299,7 +295,7 @@ class ClientEngine:
 
     def _serverBySession(self, mode) -> bool:
         """Whether a message to the server goes by the UDP session (else by TCP)."""
-        return mode is not DeliveryMode.RELIABLE and self._udpState is ServerUdpState.CONFIRMED
+        return mode is not DeliveryMode.RELIABLE and self._udpConfirmed()
 
     def _sendToServer(self, payload, mode, priority, channel) -> None:
         if self._serverBySession(mode):
@@ -349,7 +345,8 @@ class ClientEngine:
         self._lastHeard = self.reactor.seconds()
 
     def heardFromServerUdp(self) -> None:
-        self._lastHeardUdp = self.reactor.seconds()
+        if self._serverPath is not None:
+            self._serverPath.heard(self.reactor.seconds())
 
     def server_JOIN_ACCEPTED(self, fields) -> None:
         if self._joining is None or self._hostID != HOSTID_NONE:
@@ -368,13 +365,19 @@ class ClientEngine:
         local = self._connection.transport.getHost()
         self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
             (local.host, self._udpPort.getHost().port)))
+        keepaliveInterval = max(self._serverTimeout / 5, 0.05)
         self._keepalive = task.LoopingCall(self._keepAlive)
         self._keepalive.clock = self.reactor
-        self._keepalive.start(max(self._serverTimeout / 5, 0.05), now=False)
+        self._keepalive.start(keepaliveInterval, now=False)
         self._serverSession = SessionDriver(
             self.reactor, self._serverTransmit, self._serverDeliver, self.sessionConfig,
             self.turnEnd)
-        self._sendUdpHello()
+        self._serverPath = ServerPath(self._hostID, self._udpToken,
+                                      ServerPathConfig(pingInterval=keepaliveInterval))
+        self._serverPathDriver = CoreDriver(self.reactor, self._serverPath, self._sendUdp,
+                                            self._serverUdpStateChanged, self.turnEnd)
+        self._serverPath.start(self.reactor.seconds())
+        self._serverPathDriver.flush()      # the first hello, now
         joining, self._joining = self._joining, None
         self._cancelJoinTimer()
         self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
@@ -445,17 +448,16 @@ class ClientEngine:
         pass
 
     def server_UDP_HELLO_ACK(self, fields) -> None:
-        self.heardFromServerUdp()
-        self._publicUdpAddress = addressFromWire(fields.address)
-        if self._helloTimer is not None and self._helloTimer.active():
-            self._helloTimer.cancel()
-        self._helloTimer = None
-        self._setUdpState(ServerUdpState.CONFIRMED)
+        if self._serverPath is not None:
+            self._serverPath.helloAcknowledged(addressFromWire(fields.address),
+                                               self.reactor.seconds())
+            self._serverPathDriver.flush()
 
     def server_UDP_CHALLENGE(self, fields) -> None:
         """The server checks that our UDP address is ours: answer from it."""
-        self._sendUdp(encodeDatagram("UDP_CHALLENGE_RESPONSE", hostID=self._hostID,
-                                     challenge=fields.challenge))
+        if self._serverPath is not None:
+            self._serverPath.challenged(fields.challenge, self.reactor.seconds())
+            self._serverPathDriver.flush()
 
     def server_UDP_PONG(self, fields) -> None:
         self.heardFromServerUdp()
@@ -508,7 +510,7 @@ class ClientEngine:
     # The client-server UDP session
 
     def _serverTransmit(self, datagram: bytes) -> None:
-        if self._udpState is ServerUdpState.CONFIRMED:
+        if self._udpConfirmed():
             self._sendUdp(relay.encodeUdpUser(self._hostID, relay.FLAG_SESSION, datagram))
 
     def _serverDeliver(self, event) -> None:
@@ -563,19 +565,6 @@ class ClientEngine:
             self._connection.abort(ErrorType.TIMEOUT, "the server went silent")
             return
         self._connection.sendMessage("PING", timestamp=now)
-        if self._udpState is ServerUdpState.CONFIRMED:
-            if now - self._lastHeardUdp > UDP_LOST_AFTER:
-                self._setUdpState(ServerUdpState.LOST)
-                self._sendUdpHello()
-            else:
-                self._sendUdp(encodeDatagram("UDP_PING", hostID=self._hostID, timestamp=now))
-
-    def _sendUdpHello(self) -> None:
-        self._helloTimer = None
-        self._sendUdp(encodeDatagram("UDP_HELLO", hostID=self._hostID, token=self._udpToken,
-                                     padding=UDP_HELLO_PADDING))
-        self._helloTimer = self.reactor.callLater(self._helloInterval, self._sendUdpHello)
-        self._helloInterval = min(self._helloInterval * 2, UDP_HELLO_MAX_INTERVAL)
 
     def _sendUdp(self, data: bytes) -> None:
         if self._udpPort is not None:
@@ -583,19 +572,17 @@ class ClientEngine:
                 data = sealDatagram(self.udpChannel, data, CLIENT_DATAGRAM_HEADER)
             self._udp.send(data, self.serverUdpAddress)
 
-    def _setUdpState(self, state: ServerUdpState) -> None:
-        if state is self._udpState:
-            return
-        self._udpState = state
-        self._helloInterval = UDP_HELLO_FIRST_INTERVAL
-        if state is ServerUdpState.LOST:
+    def _serverUdpStateChanged(self, event: ServerUdpStateChanged) -> None:
+        """The L{ServerPath} changed state: the server, the peer links and the game hear."""
+        if event.state is ServerUdpState.LOST:
             self._connection.sendMessage("UDP_LOST")
         self.peerLinks.relayPathChanged()
-        self.dispatch("onChangeServerUdpState", state)
+        self.dispatch("onChangeServerUdpState", event.state)
 
     def _stopTimers(self) -> None:
         self._cancelJoinTimer()
-        if self._helloTimer is not None and self._helloTimer.active():
-            self._helloTimer.cancel()
+        if self._serverPathDriver is not None:
+            self._serverPathDriver.close()
+            self._serverPath.close()
         if self._keepalive is not None and self._keepalive.running:
             self._keepalive.stop()
