@@ -1,10 +1,11 @@
 """HostIDs, result codes and states shared by server and client."""
 
 import enum
+from typing import Final
 
-HOSTID_NONE = 0
-HOSTID_SERVER = 1
-FIRST_ALLOCATED_HOSTID = 1000
+HOSTID_NONE: Final = 0
+HOSTID_SERVER: Final = 1
+FIRST_ALLOCATED_HOSTID: Final = 1000
 
 
 class ErrorType(enum.Enum):

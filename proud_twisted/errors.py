@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from twisted.internet.defer import CancelledError
 
 from proud_twisted.constants import JoinRefusal
@@ -93,9 +95,9 @@ class SendQueueFull(ProudError):
         room (the message then went to none of them); empty otherwise.
     """
 
-    def __init__(self, message: str = "", hostIDs: tuple = ()) -> None:
+    def __init__(self, message: str = "", hostIDs: Iterable[int] = ()) -> None:
         super().__init__(message)
-        self.hostIDs = tuple(hostIDs)
+        self.hostIDs: tuple[int, ...] = tuple(hostIDs)
 
 
 class HolePunchFailed(ProudError):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
 
 from proud_twisted.constants import ErrorType
+from proud_twisted.rudp.config import DeliveryMode
+from proud_twisted.rudp.session import SessionStats
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
+"""A C{(host, port)} pair."""
+
+Targets = int | Iterable[int]
+"""What C{send} takes: a HostID (a client, a peer, the server or a P2P group)
+or an iterable of them."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class MessageContext:
     sender: int
     reliable: bool
     relayed: bool = False
-    mode: object = None
+    mode: DeliveryMode | None = None
     channel: int = 0
 
 
@@ -45,9 +52,9 @@ class ClientInfo:
 
     hostID: int
     tcpAddress: Address
-    udpAddress: Optional[Address]
-    lanAddress: Optional[Address]
-    joinedGroups: frozenset = field(default_factory=frozenset)
+    udpAddress: Address | None
+    lanAddress: Address | None
+    joinedGroups: frozenset[int] = field(default_factory=frozenset)
     userData: bytes = b""
 
 
@@ -56,7 +63,7 @@ class P2PGroupInfo:
     """A snapshot of one P2P group."""
 
     groupHostID: int
-    members: frozenset
+    members: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,11 @@ class PeerInfo:
 
     hostID: int
     relayed: bool
-    udpAddress: Optional[Address]
-    lanAddress: Optional[Address]
-    joinedGroups: frozenset = field(default_factory=frozenset)
-    directAddress: Optional[Address] = None
-    stats: object = None
+    udpAddress: Address | None
+    lanAddress: Address | None
+    joinedGroups: frozenset[int] = field(default_factory=frozenset)
+    directAddress: Address | None = None
+    stats: SessionStats | None = None
 
 
 @dataclass(frozen=True)

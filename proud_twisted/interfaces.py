@@ -5,19 +5,45 @@ L{NetServer} and a L{NetClient}; L{INetServerEvent} and L{INetClientEvent}
 are what a game implements to hear from them (they mirror ProudNet's
 ``INetServerEvent`` / ``INetClientEvent`` in Twisted naming: subclass
 L{NetServerEvents} or L{NetClientEvents} and override what you need).
+
+The methods are annotated, and declared without C{self} as zope.interface
+wants; only a type checker that knows zope.interface (mypy with the
+mypy-zope plugin) reads them right, or takes an C{@implementer} class for a
+provider. Without it, type against L{NetServer}, L{NetClient} and the event
+base classes, whose signatures are the same; an events object that
+subclasses a base class is accepted.
 """
 
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
+
 from twisted.application.service import IService
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
+from zope.interface.interface import InterfaceClass
 
-from proud_twisted.rudp.config import Priority
+from proud_twisted.constants import ErrorType, HackKind, RelayReason, ServerUdpState
+from proud_twisted.info import (
+    Address, ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo, PeerInfo,
+    Targets,
+)
+from proud_twisted.rudp.config import DeliveryMode, Priority
+
+if TYPE_CHECKING:
+    from proud_twisted.events import LoginAnswer
+
+_Class = TypeVar("_Class", bound=type)
 
 
-def documentedBy(interface):
+def documentedBy(interface: InterfaceClass) -> Callable[[_Class], _Class]:
     """A class decorator: each method and property of the class without a
     docstring gets that of its namesake in C{interface}, so C{help()} and
     the API reference read the same text as the interface."""
-    def document(cls):
+    def document(cls: _Class) -> _Class:
         for name in interface.names(all=True):
             member = cls.__dict__.get(name)
             doc = interface[name].getDoc()
@@ -32,14 +58,14 @@ def documentedBy(interface):
 class INetCoreEvent(Interface):
     """Events both the server and the client report."""
 
-    def onWarning(errorInfo):
+    def onWarning(errorInfo: ErrorInfo) -> None:
         """Something suspicious happened and was handled (nothing broke);
         C{errorInfo} is an L{ErrorInfo}."""
 
-    def onException(failure):
+    def onException(failure: Failure) -> None:
         """A user callback raised; C{failure} wraps the exception."""
 
-    def onReceiveUserMessage(sender, payload, context):
+    def onReceiveUserMessage(sender: int, payload: bytes, context: MessageContext) -> None:
         """A user message arrived from C{sender} (a HostID).
 
         @param context: a L{MessageContext} (reliability, relayed or not).
@@ -49,26 +75,30 @@ class INetCoreEvent(Interface):
 class INetServerEvent(INetCoreEvent):
     """Events of a L{NetServer}."""
 
-    def onConnectionRequest(address, userData):
+    def onConnectionRequest(address: Address,
+                            userData: bytes) -> LoginAnswer | Awaitable[LoginAnswer]:
         """A client asks to join.
 
         Return C{True} (or C{None}) to accept, C{False} to refuse, or a
-        C{(accepted, replyBytes)} tuple to also hand the client reply bytes.
+        C{(accepted, replyBytes)} tuple to also hand the client reply bytes;
+        or a Deferred (or coroutine: C{async def} works) that gives one of
+        those within the server's C{loginTimeout}.
         """
 
-    def onClientJoin(clientInfo):
+    def onClientJoin(clientInfo: ClientInfo) -> None:
         """A client joined and has a HostID."""
 
-    def onClientLeave(clientInfo, reason, comment):
+    def onClientLeave(clientInfo: ClientInfo, reason: ErrorType, comment: bytes) -> None:
         """A client left (C{reason} an L{ErrorType}); it left all its groups."""
 
-    def onP2PGroupJoinMemberAckComplete(groupHostID, memberHostID, result):
+    def onP2PGroupJoinMemberAckComplete(groupHostID: int, memberHostID: int,
+                                        result: ErrorType) -> None:
         """Every member of the group has processed C{memberHostID}'s join."""
 
-    def onP2PGroupRemoved(groupHostID):
+    def onP2PGroupRemoved(groupHostID: int) -> None:
         """A P2P group no longer exists."""
 
-    def onClientHackSuspected(hostID, kind):
+    def onClientHackSuspected(hostID: int, kind: HackKind) -> None:
         """A client did something no honest client does (C{kind} a L{HackKind}).
 
         The offending traffic was already dropped; the application decides
@@ -79,22 +109,23 @@ class INetServerEvent(INetCoreEvent):
 class INetClientEvent(INetCoreEvent):
     """Events of a L{NetClient}."""
 
-    def onJoinServerComplete(result, reply):
+    def onJoinServerComplete(result: ErrorType, reply: bytes) -> None:
         """The join finished: C{result} is C{ErrorType.OK} or why it failed."""
 
-    def onLeaveServer(reason):
+    def onLeaveServer(reason: ErrorType) -> None:
         """The client is no longer connected (C{reason} an L{ErrorType})."""
 
-    def onP2PMemberJoin(memberHostID, groupHostID, memberCount, message):
+    def onP2PMemberJoin(memberHostID: int, groupHostID: int, memberCount: int,
+                        message: bytes) -> None:
         """A member (possibly this client) joined a group this client is in."""
 
-    def onP2PMemberLeave(memberHostID, groupHostID, memberCount):
+    def onP2PMemberLeave(memberHostID: int, groupHostID: int, memberCount: int) -> None:
         """A member (possibly this client) left a group this client is in."""
 
-    def onChangeP2PRelayState(peerHostID, reason):
+    def onChangeP2PRelayState(peerHostID: int, reason: RelayReason) -> None:
         """The path to a peer changed between relayed and direct."""
 
-    def onChangeServerUdpState(state):
+    def onChangeServerUdpState(state: ServerUdpState) -> None:
         """The UDP path to the server changed (a L{ServerUdpState})."""
 
 
@@ -116,13 +147,14 @@ class INetServer(IService):
         "Whether a P2P group may have no members (settable); when false, a group "
         "whose last member leaves is removed.")
 
-    def getTcpAddress():
+    def getTcpAddress() -> Address:
         """The bound TCP C{(host, port)}."""
 
-    def getUdpAddress():
+    def getUdpAddress() -> Address:
         """The bound UDP C{(host, port)}."""
 
-    def createP2PGroup(members=(), message=b"", allowDirectP2P=True):
+    def createP2PGroup(members: Iterable[int] = (), message: bytes = b"",
+                       allowDirectP2P: bool = True) -> int:
         """Make a P2P group of C{members} (HostIDs); return its HostID.
 
         Every member's client hears C{onP2PMemberJoin} for every member
@@ -134,45 +166,45 @@ class INetServer(IService):
         @raise InvalidGroupOperation: a member is unknown.
         """
 
-    def joinP2PGroup(member, group, message=b""):
+    def joinP2PGroup(member: int, group: int, message: bytes = b"") -> None:
         """Add C{member} to C{group}; every member hears of it, then the
         ack-complete event fires."""
 
-    def leaveP2PGroup(member, group):
+    def leaveP2PGroup(member: int, group: int) -> None:
         """Take C{member} out of C{group}; it and the others get C{onP2PMemberLeave}."""
 
-    def destroyP2PGroup(group):
+    def destroyP2PGroup(group: int) -> None:
         """Remove C{group}; every member gets C{onP2PMemberLeave} for every member."""
 
-    def destroyEmptyP2PGroups():
+    def destroyEmptyP2PGroups() -> None:
         """Remove every group that has no members left."""
 
-    def getClientHostIDs():
+    def getClientHostIDs() -> list[int]:
         """HostIDs of every joined client, sorted."""
 
-    def getClientInfo(hostID):
+    def getClientInfo(hostID: int) -> ClientInfo:
         """A L{ClientInfo} snapshot of client C{hostID}.
 
         @raise UnknownHostID: no such client.
         """
 
-    def getConnectionCount():
+    def getConnectionCount() -> int:
         """Open TCP connections, joined or not yet joined."""
 
-    def getP2PGroups():
+    def getP2PGroups() -> list[int]:
         """HostIDs of every P2P group."""
 
-    def getP2PGroupInfo(group):
+    def getP2PGroupInfo(group: int) -> P2PGroupInfo:
         """A L{P2PGroupInfo} snapshot of C{group}."""
 
-    def getP2PConnectionStats(group):
+    def getP2PConnectionStats(group: int) -> P2PConnectionStats:
         """A L{P2PConnectionStats}: how many member pairs of C{group} there
         are, and how many talk directly (both clients report a direct path)."""
 
-    def getJoinedP2PGroups(client):
+    def getJoinedP2PGroups(client: int) -> frozenset[int]:
         """The HostIDs of the groups C{client} is a member of (a frozenset)."""
 
-    def send(targets, payload, reliable=True):
+    def send(targets: Targets, payload: bytes, reliable: bool = True) -> None:
         """Send a user message to clients and/or every member of groups.
 
         @param targets: a HostID or an iterable of them (clients or groups).
@@ -180,7 +212,7 @@ class INetServer(IService):
         @raise UnknownHostID: a target is neither a client nor a group.
         """
 
-    def closeConnection(hostID):
+    def closeConnection(hostID: int) -> None:
         """Disconnect a client: it leaves all its groups and C{onClientLeave}
         fires at once; what was sent to it gets C{closeLinger} seconds to go out."""
 
@@ -195,7 +227,8 @@ class INetClient(Interface):
     udpSocketBuffers = Attribute(
         "The L{SocketBuffers} in force on the UDP port once joined (else None).")
 
-    def connect(host, port, protocolVersion, userData=b"", timeout=10.0):
+    def connect(host: str, port: int, protocolVersion: uuid.UUID | str | bytes,
+                userData: bytes = b"", timeout: float = 10.0) -> defer.Deferred[int]:
         """Join the server at C{host}:C{port}.
 
         C{host} is an IP address or a name; a name's IPv6 and IPv4 addresses
@@ -214,7 +247,7 @@ class INetClient(Interface):
             called again, even from the errback.
         """
 
-    def disconnect(comment=b"", linger=2.0):
+    def disconnect(comment: bytes = b"", linger: float = 2.0) -> defer.Deferred[None]:
         """Leave the server; the Deferred returned fires once the connection is closed.
 
         Reliable messages already sent to peers get up to C{linger} seconds
@@ -223,28 +256,28 @@ class INetClient(Interface):
         with L{JoinCancelled}, and this one has fired already.
         """
 
-    def getLocalHostID():
+    def getLocalHostID() -> int:
         """This client's HostID (L{HOSTID_NONE} until joined)."""
 
-    def getLocalJoinedP2PGroups():
+    def getLocalJoinedP2PGroups() -> frozenset[int]:
         """The HostIDs of the groups this client is a member of (a frozenset)."""
 
-    def getGroupMembers(group):
+    def getGroupMembers(group: int) -> frozenset[int]:
         """The HostIDs of the members of C{group} (a frozenset).
 
         @raise UnknownHostID: this client is not a member of C{group}.
         """
 
-    def getPeerInfo(peer):
+    def getPeerInfo(peer: int) -> PeerInfo:
         """A L{PeerInfo}: path (relayed or direct), addresses, session statistics.
 
         @raise UnknownHostID: C{peer} shares no group with this client.
         """
 
-    def getPeerHostIDs():
+    def getPeerHostIDs() -> list[int]:
         """The HostIDs of every peer (every host sharing a group), sorted."""
 
-    def whenDirect(peer):
+    def whenDirect(peer: int) -> defer.Deferred[Address]:
         """A Deferred firing with the direct C{(host, port)} of C{peer} once the
         pair talks directly (at once if it already does).
 
@@ -253,20 +286,21 @@ class INetClient(Interface):
         had not started yet.
         """
 
-    def forceRelay(peer, on=True):
+    def forceRelay(peer: int, on: bool = True) -> None:
         """Keep the pair with C{peer} on the relay (C{on}) or let it go direct again."""
 
-    def getServerUdpState():
+    def getServerUdpState() -> ServerUdpState:
         """The L{ServerUdpState} of the UDP path to the server."""
 
-    def getPublicUdpAddress():
+    def getPublicUdpAddress() -> Address | None:
         """Our UDP address as the server sees it (our NAT mapping), if known."""
 
-    def getLocalUdpAddress():
+    def getLocalUdpAddress() -> Address | None:
         """The C{(host, port)} our UDP socket is bound to, once joined (else None)."""
 
-    def send(targets, payload, reliable=True, *, mode=None, priority=Priority.MEDIUM,
-             channel=0):
+    def send(targets: Targets, payload: bytes, reliable: bool = True, *,
+             mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
+             channel: int = 0) -> None:
         """Send a user message to the server, peers and/or groups.
 
         A group reaches each of its other members once. Each peer is reached

@@ -10,6 +10,7 @@ after the path's delay, and waits while the path is blocked.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
@@ -227,7 +228,7 @@ class MemoryTCPTransport:
         if self.producer is not None and not self.streamingProducer:
             self._pullSoon()
 
-    def writeSequence(self, data) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:

@@ -7,7 +7,7 @@ to its private L{ClientEngine}.
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Union
+from typing import Any
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -20,16 +20,13 @@ from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS
 from proud_twisted.constants import ServerUdpState
 from proud_twisted.crypto import PublicIdentity
 from proud_twisted.events import NetClientEvents
-from proud_twisted.info import Address, PeerInfo
+from proud_twisted.info import Address, PeerInfo, Targets
 from proud_twisted.interfaces import INetClient, documentedBy, INetClientEvent
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
 DEFAULT_JOIN_TIMEOUT = 10.0
 DEFAULT_LINGER = 2.0
-
-Targets = Union[int, Iterable[int]]
-"""A HostID (the server, a peer or a P2P group) or an iterable of them."""
 
 
 @implementer(INetClient)
@@ -38,7 +35,9 @@ class NetClient:
     """A game client: joins a server, hears about its groups, messages peers.
 
     @param events: an L{INetClientEvent} provider (default: a no-op one).
-    @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    @param reactor: a reactor providing C{IReactorTime}, C{IReactorTCP} and
+        C{IReactorUDP} (default: the global one), or a
+        L{proud_twisted.testing} host reactor.
     @param maxMessageLength: the longest user message, in bytes.
     @param udpInterface: the address to bind the UDP socket to; empty (the
         default): every address of the family the server was reached by.
@@ -54,7 +53,8 @@ class NetClient:
         sizes in force once joined.
     """
 
-    def __init__(self, events: INetClientEvent | None = None, *, reactor=None,
+    def __init__(self, events: INetClientEvent | NetClientEvents | None = None, *,
+                 reactor: Any = None,
                  maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
                  udpInterface: str = "",
                  sessionConfig: SessionConfig = DEFAULT_SESSION_CONFIG,
@@ -74,7 +74,7 @@ class NetClient:
     # Attributes
 
     @property
-    def events(self) -> INetClientEvent:
+    def events(self) -> INetClientEvent | NetClientEvents:
         return self._engine.events
 
     @property
@@ -84,10 +84,12 @@ class NetClient:
     # The game API: see INetClient for what each does.
 
     def connect(self, host: str, port: int, protocolVersion: uuid.UUID | str | bytes,
-                userData: bytes = b"", timeout: float = DEFAULT_JOIN_TIMEOUT) -> defer.Deferred:
+                userData: bytes = b"",
+                timeout: float = DEFAULT_JOIN_TIMEOUT) -> defer.Deferred[int]:
         return self._engine.connect(host, port, protocolVersion, userData, timeout)
 
-    def disconnect(self, comment: bytes = b"", linger: float = DEFAULT_LINGER) -> defer.Deferred:
+    def disconnect(self, comment: bytes = b"",
+                   linger: float = DEFAULT_LINGER) -> defer.Deferred[None]:
         return self._engine.disconnect(comment, linger)
 
     def getLocalHostID(self) -> int:
@@ -105,7 +107,7 @@ class NetClient:
     def getPeerHostIDs(self) -> list[int]:
         return self._engine.getPeerHostIDs()
 
-    def whenDirect(self, peer: int) -> defer.Deferred:
+    def whenDirect(self, peer: int) -> defer.Deferred[Address]:
         return self._engine.whenDirect(peer)
 
     def forceRelay(self, peer: int, on: bool = True) -> None:

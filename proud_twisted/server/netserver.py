@@ -7,7 +7,8 @@ to its private L{ServerEngine}.
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Union
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
@@ -18,7 +19,9 @@ from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuff
 from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.events import NetServerEvents
-from proud_twisted.info import Address, ClientInfo, P2PConnectionStats, P2PGroupInfo
+from proud_twisted.info import (
+    Address, ClientInfo, P2PConnectionStats, P2PGroupInfo, Targets,
+)
 from proud_twisted.interfaces import INetServer, documentedBy, INetServerEvent
 from proud_twisted.rudp import SessionConfig
 from proud_twisted.server.engine import ServerEngine
@@ -57,9 +60,6 @@ for a round trip after a loss: 210 honest sessions recovering at once."""
 DEFAULT_CLOSE_LINGER = 2.0
 """Seconds a closed client's last words get to go out before it is cut."""
 
-Targets = Union[int, Iterable[int]]
-"""A HostID (a client or a P2P group) or an iterable of them."""
-
 
 @implementer(INetServer)
 @documentedBy(INetServer)
@@ -72,7 +72,9 @@ class NetServer(service.Service):
     @param tcpPort: the TCP port to listen on (0: any free one).
     @param udpPort: the UDP port to listen on (0: any free one).
     @param interface: the address to bind both to (empty: every IPv4 one).
-    @param reactor: the reactor (or a L{proud_twisted.testing} host reactor).
+    @param reactor: a reactor providing C{IReactorTime}, C{IReactorTCP} and
+        C{IReactorUDP} (default: the global one), or a
+        L{proud_twisted.testing} host reactor.
     @param maxMessageLength: the longest user message, in bytes.
     @param clientTimeout: seconds of silence after which a client is dropped.
     @param allowEmptyGroups: whether a group outlives its last member.
@@ -105,10 +107,10 @@ class NetServer(service.Service):
     @param backlog: the TCP listen queue length.
     """
 
-    def __init__(self, events: INetServerEvent | None = None,
+    def __init__(self, events: INetServerEvent | NetServerEvents | None = None,
                  protocolVersion: uuid.UUID | str | bytes = uuid.UUID(int=0), *,
                  tcpPort: int = 0, udpPort: int = 0, interface: str = "",
-                 reactor=None, maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
+                 reactor: Any = None, maxMessageLength: int = DEFAULT_MAX_MESSAGE_LENGTH,
                  clientTimeout: float = DEFAULT_CLIENT_TIMEOUT,
                  allowEmptyGroups: bool = True,
                  hostIDQuietPeriod: float = DEFAULT_QUIET_PERIOD,
@@ -149,7 +151,7 @@ class NetServer(service.Service):
         self._engine.listen()
         service.Service.startService(self)
 
-    def stopService(self) -> defer.Deferred:
+    def stopService(self) -> defer.Deferred[object]:
         """Close every connection and stop listening; a Deferred fires when done."""
         service.Service.stopService(self)
         return self._engine.stop()
@@ -157,7 +159,7 @@ class NetServer(service.Service):
     # Attributes
 
     @property
-    def events(self) -> INetServerEvent:
+    def events(self) -> INetServerEvent | NetServerEvents:
         return self._engine.events
 
     @property

@@ -38,5 +38,5 @@ class ServerStats:
     slowConsumers: int = 0
     udpChallenges: int = 0
 
-    def asDict(self) -> dict:
+    def asDict(self) -> dict[str, int]:
         return asdict(self)
