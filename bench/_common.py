@@ -114,10 +114,12 @@ def formatStats(stats) -> str:
     parts = []
     for key, value in dataclasses.asdict(stats).items():
         if isinstance(value, float) and key in ("srtt", "rttvar", "rto"):
-            value = f"{value * 1000:.3f}ms"
+            shown = f"{value * 1000:.3f}ms"
         elif isinstance(value, float):
-            value = f"{value:.4f}"
-        parts.append(f"{key}={value}")
+            shown = f"{value:.4f}"
+        else:
+            shown = value
+        parts.append(f"{key}={shown}")
     return " ".join(parts)
 
 
@@ -125,7 +127,7 @@ def formatStats(stats) -> str:
 
 def scriptParser(doc: str) -> argparse.ArgumentParser:
     """An option parser described by the first paragraph of a script's ``doc``."""
-    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    return argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
 
 
 def addTimeout(parser: argparse.ArgumentParser, default: float) -> None:
@@ -220,7 +222,7 @@ def runScript(doc: str, run, messages: int, size: int, timeout: float,
     bounded by ``--timeout``, and print the profile if ``--profile`` asked
     for one."""
     printCore()
-    args = parseOptions(doc.split("\n\n")[0], messages, size, timeout, repeat)
+    args = parseOptions(doc.split("\n\n", maxsplit=1)[0], messages, size, timeout, repeat)
     profile = Profile(args.profile)
 
     async def main(reactor):
@@ -950,9 +952,9 @@ def tcpExtCounters(*names: str) -> dict[str, int]:
             lines = netstat.read().splitlines()
     except OSError:
         return {}
-    for heads, values in zip(lines[::2], lines[1::2]):
+    for heads, values in zip(lines[::2], lines[1::2], strict=False):
         if heads.startswith("TcpExt:") and values.startswith("TcpExt:"):
-            table = dict(zip(heads.split()[1:], values.split()[1:]))
+            table = dict(zip(heads.split()[1:], values.split()[1:], strict=False))
             return {name: int(table[name]) for name in names if name in table}
     return {}
 

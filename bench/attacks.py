@@ -61,16 +61,27 @@ from twisted.internet import defer, protocol, task
 
 import _common
 from _common import (
-    ATTACK_VERSION as VERSION, LOOPBACK, BenchFailure, ChildProcess, clientEngine as engine, ms,
+    ATTACK_VERSION as VERSION,
+)
+from _common import (
+    LOOPBACK,
+    BenchFailure,
+    ChildProcess,
+    ms,
+)
+from _common import (
+    clientEngine as engine,
 )
 from proud_twisted import NetClient, PublicIdentity, ServerUdpState
-from proud_twisted.client.serverpath import HELLO_PADDING as UDP_HELLO_PADDING
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
+from proud_twisted.client.serverpath import HELLO_PADDING as UDP_HELLO_PADDING
 from proud_twisted.rudp import frames
 from proud_twisted.server.netserver import (
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_RELAY_BYTES_PER_SECOND,
+    DEFAULT_RELAY_FRAMES_PER_SECOND,
 )
-from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import encodeFrame
@@ -168,7 +179,8 @@ class Arena:
         try:
             return await self.budget.wait(joins, JOIN_TIMEOUT + 5, "the attackers to join")
         except defer.FirstError as e:
-            raise BenchFailure(f"an attacker could not join: {e.subFailure.getErrorMessage()}")
+            raise BenchFailure(
+                f"an attacker could not join: {e.subFailure.getErrorMessage()}") from e
 
     async def udpConfirmed(self, clients) -> None:
         await self.budget.until(
@@ -373,7 +385,7 @@ async def slowConsumer(arena: Arena) -> str:
     print(f"  feeder sent {pacer.sent} messages ({mb(pacer.sent * SLOW_PAYLOAD)});"
           f" the feeder {'is still' if joined(feeder) else 'is NO LONGER'} joined")
     if cut:
-        hostID, reason, when, comment = cut[0]
+        _hostID, reason, when, comment = cut[0]
         print(f"  the server disconnected the slow client after {when - start:.1f} s: {reason}"
               f" {comment!r}")
         return f"slow client cut after {when - start:.1f} s ({reason}); RSS peak {mb(max(samples))}"
@@ -400,7 +412,8 @@ class Victim(protocol.DatagramProtocol):
 
 
 async def amplification(arena: Arena) -> str:
-    """forged-source UDP_HELLOs point attackers' UDP at a victim; their group members relay to them"""
+    """forged-source UDP_HELLOs point attackers' UDP at a victim; their group members relay to
+    them"""
     reactor, args = arena.reactor, arena.args
     victim = Victim()
     port = reactor.listenUDP(0, victim, interface=LOOPBACK)
@@ -414,7 +427,7 @@ async def amplification(arena: Arena) -> str:
     members = [arena.newClient() for _ in range(ATTACKERS)]
     ids = await arena.joinAll(attackers + members)
     attackerIDs = ids[:ATTACKERS]
-    for a, m in zip(attackerIDs, ids[ATTACKERS:]):
+    for a, m in zip(attackerIDs, ids[ATTACKERS:], strict=False):
         await arena.group([a, m], direct=False)
     await arena.udpConfirmed(attackers + members)
     sent = collections.Counter()
@@ -433,7 +446,7 @@ async def amplification(arena: Arena) -> str:
     payload = bytes(AMPLIFICATION_PAYLOAD)
 
     def relayToAttackers() -> None:
-        for m, a in zip(members, attackerIDs):
+        for m, a in zip(members, attackerIDs, strict=False):
             if not joined(m):
                 continue
             for flags in (0, relay.FLAG_RELIABLE):
@@ -498,7 +511,8 @@ async def rejectedRelayFlood(arena: Arena) -> str:
     after = status["stats"]
     rejected = after["relayRejected"] - before["relayRejected"]
     print(f"  the flooder wrote {flood.sent:,} requests of {count} strangers each (of"
-          f" {STRANGER_SETS * count} in all; {mb(flood.sent * size)}) in {flood.seconds:.1f} s, until"
+          f" {STRANGER_SETS * count} in all; {mb(flood.sent * size)}) in {flood.seconds:.1f} s,"
+          f" until"
           f" {'the attack ended' if joined(flooder) else 'its connection closed'}")
     cut = leaves(status, flooderID)
     if cut:
@@ -627,8 +641,9 @@ async def slowloris(arena: Arena) -> str:
     arena.repeat(1.0, dribblers.drip)
     await arena.sleep(args.seconds / 2 - (clock() - start))
     during, why = await arena.freshJoin()
+    joinedOrNot = f"joined in {during:.3f} s" if during is not None else f"did NOT join: {why}"
     print(f"  mid-attack, with {len(dribblers.started)} dribbling connections open: a fresh"
-          f" client {'joined in %.3f s' % during if during is not None else 'did NOT join: ' + why}")
+          f" client {joinedOrNot}")
     await arena.sleep(args.seconds - (clock() - start))
     cut = sorted(dribblers.cut)
     print(f"  {args.slowloris} connections: {len(cut)} cut by the server, {len(dribblers.started)}"
@@ -829,7 +844,7 @@ def summaryTable(outcomes: list, baseline: Outcome) -> None:
     print("\nsummary (ratios against the honest pair alone, no attack):")
     print(f"  {'scenario':22s} {'server':6s} {'RSS before -> after (x base)':30s}"
           f" {'CPU':>5s} {'honest p99 (x base)':22s} {'lost':>5s} {'fresh join':11s} figures")
-    for o in [baseline] + outcomes:
+    for o in [baseline, *outcomes]:
         if o.problem and o.up is None:
             print(f"  {o.name:22s} {o.problem}")
             continue

@@ -34,11 +34,16 @@ import argparse
 
 from twisted.internet import defer, task
 from twisted.logger import (
-    FileLogObserver, LogLevel, LogLevelFilterPredicate, FilteringLogObserver,
-    formatEventAsClassicLogText, globalLogBeginner,
+    FileLogObserver,
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
 )
 
 import _common
+
 # The fuzzing harness belongs to the tests (tests/test_fuzz_server.py runs it
 # on a small budget, this script on a large one).
 from tests.fuzzing import FuzzConfig, FuzzHarness
@@ -81,7 +86,7 @@ def parseOptions(argv=None) -> argparse.Namespace:
 def main(reactor, args) -> defer.Deferred:
     observers = []
     if args.log:
-        logFile = open(args.log, "w")
+        logFile = open(args.log, "w")  # noqa: SIM115 - open for the whole run
         observers.append(FilteringLogObserver(
             FileLogObserver(logFile, formatEventAsClassicLogText),
             [LogLevelFilterPredicate(LogLevel.warn)]))

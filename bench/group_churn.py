@@ -62,7 +62,15 @@ from twisted.protocols.basic import Int32StringReceiver
 
 import _common
 from _common import (
-    LOOPBACK, STEP_WAIT, BenchFailure, Budget, Profile, clock, cpuClock, ms, report,
+    LOOPBACK,
+    STEP_WAIT,
+    BenchFailure,
+    Budget,
+    Profile,
+    clock,
+    cpuClock,
+    ms,
+    report,
 )
 from proud_twisted import ErrorType, NetClient, NetServer, ServerUdpState
 

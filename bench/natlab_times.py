@@ -38,6 +38,7 @@ import time
 
 import _common
 from _common import ms
+
 # The NAT lab belongs to the tests (tests/test_natlab.py drives the same lab,
 # and its agents are tests/natlab_agent.py): the one thing of tests/ a
 # benchmark uses.

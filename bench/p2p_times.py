@@ -35,7 +35,16 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, 
 
 import _common
 from _common import (
-    LOOPBACK, STEP_WAIT, WARMUP, BenchFailure, Budget, clock, ms, pingPongOurs, report, us,
+    LOOPBACK,
+    STEP_WAIT,
+    WARMUP,
+    BenchFailure,
+    Budget,
+    clock,
+    ms,
+    pingPongOurs,
+    report,
+    us,
 )
 from proud_twisted import HolePunchPolicy, NetClient, NetServer, ServerUdpState
 
@@ -345,7 +354,7 @@ async def run(reactor, args) -> None:
                                                          args.size, relayed=True)
             for name, res in (("direct", direct), ("relayed", relayed)):
                 results[name] += res["times"]
-                wrong[name] = [x + y for x, y in zip(wrong[name], res["wrongPath"])]
+                wrong[name] = [x + y for x, y in zip(wrong[name], res["wrongPath"], strict=True)]
                 frames[name] += res["framesRelayed"]
             print(f"  repeat {rep + 1}: direct median {us(_common.median(direct['times']))},"
                   f" relayed median {us(_common.median(relayed['times']))};"

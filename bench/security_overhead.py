@@ -252,13 +252,13 @@ async def aeadFloor(world: World, budget: Budget, args) -> dict:
             order = (_ThroughChannel, _WithoutCipher) if block % 2 == 0 else (
                 _WithoutCipher, _ThroughChannel)
             for standIn in order:
-                for peer, channel in zip(peers, channels):
+                for peer, channel in zip(peers, channels, strict=True):
                     peer.channel = standIn(channel)
                 result = await _common.pingPongOurs(setup, budget, block, pings, args.size,
                                                     expectRelayed=False)
                 times[standIn] += result["times"]
     finally:
-        for peer, channel in zip(peers, channels):
+        for peer, channel in zip(peers, channels, strict=True):
             peer.channel = channel
     return times
 

@@ -271,7 +271,10 @@ def serve(argv: list) -> int:
 
     from twisted.internet import reactor, stdio
     from twisted.logger import (
-        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
         textFileLogObserver,
     )
     # Without an observer, Twisted keeps the last 65,536 log events in memory
@@ -402,9 +405,9 @@ async def runOurs(reactor, budget, args) -> tuple:
                                            f" {failures[0].getTraceback()}")
             return ((status["clients"], status["acked"], status["udp"], confirmed, peers)
                     == (args.clients, args.clients, args.clients, args.clients, pairs),
-                    f"server: {status['clients']} clients, {status['acked']} join acks"
-                    f" complete, {status['udp']} UDP addresses; clients: {confirmed} UDP"
-                    f" confirmed, {peers} of {pairs} peer entries")
+                    (f"server: {status['clients']} clients, {status['acked']} join acks"
+                     f" complete, {status['udp']} UDP addresses; clients: {confirmed} UDP"
+                     f" confirmed, {peers} of {pairs} peer entries"))
 
         joined, full = await measureJoined(reactor, budget, process, args, start, ready,
                                            "every client joined, grouped and acked")

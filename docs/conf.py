@@ -13,10 +13,11 @@ from sphinx.util.nodes import nested_parse_with_titles
 # Document the source tree this file belongs to, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import proud_twisted  # noqa: E402
-from twisted.python.reflect import namedAny  # noqa: E402
-from zope.interface import Interface  # noqa: E402
-from zope.interface.interface import Method  # noqa: E402
+from twisted.python.reflect import namedAny
+from zope.interface import Interface
+from zope.interface.interface import Method
+
+import proud_twisted
 
 project = "proud_twisted"
 author = "the proud_twisted authors"
@@ -38,9 +39,9 @@ autodoc_preserve_defaults = True
 _EPYTEXT = [
     (re.compile(r"[CI]\{([^{}]*)\}"), r"``\1``"),
     (re.compile(r"L\{([^{}]*)\}"), r"`\1`"),
-    (re.compile(r"^(\s*)@(param|type|ivar|keyword) ([\w*]+):", re.M), r"\1:\2 \3:"),
-    (re.compile(r"^(\s*)@raise (\w+):", re.M), r"\1:raises \2:"),
-    (re.compile(r"^(\s*)@(return|rtype):", re.M), r"\1:\2:"),
+    (re.compile(r"^(\s*)@(param|type|ivar|keyword) ([\w*]+):", re.MULTILINE), r"\1:\2 \3:"),
+    (re.compile(r"^(\s*)@raise (\w+):", re.MULTILINE), r"\1:raises \2:"),
+    (re.compile(r"^(\s*)@(return|rtype):", re.MULTILINE), r"\1:\2:"),
 ]
 
 
@@ -97,7 +98,8 @@ class InterfaceDirective(SphinxDirective):
         for memberName in interface.names():
             member = interface[memberName]
             if isinstance(member, Method):
-                lines += ["", f"   .. py:method:: {memberName}{_signature(interface, memberName)}", ""]
+                signature = _signature(interface, memberName)
+                lines += ["", f"   .. py:method:: {memberName}{signature}", ""]
             else:
                 lines += ["", f"   .. py:attribute:: {memberName}", ""]
             lines += _indented(inspect.cleandoc(member.getDoc() or ""), 6)

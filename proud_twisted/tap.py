@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -39,9 +40,14 @@ from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.interfaces import INetServerEvent
 from proud_twisted.server.netserver import (
-    DEFAULT_BACKLOG, DEFAULT_CLIENT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_CLIENT_OUTPUT, DEFAULT_MAX_UNAUTHENTICATED,
-    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
+    DEFAULT_BACKLOG,
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_CLIENT_OUTPUT,
+    DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_RELAY_BYTES_PER_SECOND,
+    DEFAULT_RELAY_FRAMES_PER_SECOND,
     NetServer,
 )
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH, FRAME_HEADROOM
@@ -67,34 +73,34 @@ class Options(usage.Options):
                 "All traffic is encrypted and the server authenticates itself with "
                 "the identity key in --key-file, created on first start.")
 
-    optFlags = [
+    optFlags: ClassVar[list[list]] = [
         ["no-gc-freeze", None,
-         "Keep the objects that exist once the server listens (modules, classes, "
-         "functions: some 40,000) in every later garbage collection, instead of "
-         "freezing them out of it (gc.freeze), which shortens each full "
-         "collection, a pause every player feels."],
+         ("Keep the objects that exist once the server listens (modules, classes, "
+          "functions: some 40,000) in every later garbage collection, instead of "
+          "freezing them out of it (gc.freeze), which shortens each full "
+          "collection, a pause every player feels.")],
         ["no-encryption", None,
-         "Turn encryption and server authentication off (clients must use "
-         "NetClient(encryption=False)). For tests and benchmarks only: anyone "
-         "on the path can then read, forge and replay every message."],
+         ("Turn encryption and server authentication off (clients must use "
+          "NetClient(encryption=False)). For tests and benchmarks only: anyone "
+          "on the path can then read, forge and replay every message.")],
     ]
 
-    optParameters = [
+    optParameters: ClassVar[list[list]] = [
         ["tcp", None, DEFAULT_PORT, "TCP port to listen on (0: any free port)."],
         ["udp", None, DEFAULT_PORT, "UDP port to listen on (0: any free port)."],
         ["interface", None, "",
-         "Address to bind both ports to; empty: every IPv4 address; '::': every "
-         "IPv6 address and, on Linux, every IPv4 address too."],
+         ("Address to bind both ports to; empty: every IPv4 address; '::': every "
+          "IPv6 address and, on Linux, every IPv4 address too.")],
         ["protocol-version", None, None,
-         "UUID that clients must present; others are refused. [default: the "
-         f"rooms app's, {DEFAULT_PROTOCOL_VERSION}]"],
+         ("UUID that clients must present; others are refused. [default: the "
+          f"rooms app's, {DEFAULT_PROTOCOL_VERSION}]")],
         ["events", None, DEFAULT_EVENTS,
-         "Dotted name of the INetServerEvent class to run; it is called with "
-         "no arguments, and its attachServer(server) method, if any, with the "
-         "NetServer."],
+         ("Dotted name of the INetServerEvent class to run; it is called with "
+          "no arguments, and its attachServer(server) method, if any, with the "
+          "NetServer.")],
         ["key-file", None, None,
-         "PEM file of the server's Ed25519 identity key; created (mode 0600) "
-         f"if missing. [default: {DEFAULT_KEY_FILE} in the working directory]"],
+         ("PEM file of the server's Ed25519 identity key; created (mode 0600) "
+          f"if missing. [default: {DEFAULT_KEY_FILE} in the working directory]")],
         ["max-message-length", None, DEFAULT_MAX_MESSAGE_LENGTH,
          "Longest user message in bytes."],
         ["client-timeout", None, DEFAULT_CLIENT_TIMEOUT,
@@ -102,26 +108,26 @@ class Options(usage.Options):
         ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
          "Seconds a new connection has to finish the secure handshake and join."],
         ["max-unauthenticated", None, DEFAULT_MAX_UNAUTHENTICATED,
-         "Most connections that have not joined yet; more are refused at once "
-         "(the client's join fails with JoinRefusal.SERVER_FULL)."],
+         ("Most connections that have not joined yet; more are refused at once "
+          "(the client's join fails with JoinRefusal.SERVER_FULL).")],
         ["login-timeout", None, DEFAULT_LOGIN_TIMEOUT,
-         "Seconds the events' onConnectionRequest (which may return a Deferred) "
-         "has to answer; a late, failed or raising login refuses the client."],
+         ("Seconds the events' onConnectionRequest (which may return a Deferred) "
+          "has to answer; a late, failed or raising login refuses the client.")],
         ["max-client-output", None, DEFAULT_MAX_CLIENT_OUTPUT,
-         "Bytes of unsent output held for a client that does not read; past it "
-         "the client is disconnected (SLOW_CONSUMER)."],
+         ("Bytes of unsent output held for a client that does not read; past it "
+          "the client is disconnected (SLOW_CONSUMER).")],
         ["backlog", None, DEFAULT_BACKLOG,
-         "TCP listen queue length, for join storms (Linux caps it at "
-         "net.core.somaxconn)."],
+         ("TCP listen queue length, for join storms (Linux caps it at "
+          "net.core.somaxconn).")],
         ["relay-rate", None, DEFAULT_RELAY_FRAMES_PER_SECOND,
          "Frames a second each client may have relayed (bursts of one second's worth)."],
         ["relay-bytes", None, DEFAULT_RELAY_BYTES_PER_SECOND,
          "Bytes a second each client may have relayed (bursts of one second's worth)."],
         ["udp-buffer", None, DEFAULT_SERVER_UDP_BUFFER,
-         "Bytes of kernel receive and send buffer to ask for on the UDP port, so "
-         "that bursts are not dropped (0: the OS defaults). Linux caps it at "
-         "net.core.rmem_max / wmem_max unless the server has CAP_NET_ADMIN; the "
-         "server logs a warning if it gets less."],
+         ("Bytes of kernel receive and send buffer to ask for on the UDP port, so "
+          "that bursts are not dropped (0: the OS defaults). Linux caps it at "
+          "net.core.rmem_max / wmem_max unless the server has CAP_NET_ADMIN; the "
+          "server logs a warning if it gets less.")],
     ]
 
     compData = usage.Completions(

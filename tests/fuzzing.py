@@ -47,8 +47,8 @@ import resource
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from twisted.internet import defer, task
 from twisted.internet.error import MessageLengthError
@@ -56,12 +56,15 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from proud_twisted import NetClient, NetClientEvents, NetServer, NetServerEvents
+from proud_twisted._crypto.datagrams import (
+    CLIENT_DATAGRAM_HEADER,
+    SERVER_DATAGRAM_HEADER,
+    openDatagram,
+    sealDatagram,
+)
 from proud_twisted.constants import HOSTID_NONE, HOSTID_SERVER, ServerUdpState
 from proud_twisted.crypto import ClientHandshake, SecureChannel
 from proud_twisted.errors import ProtocolError, ProudError
-from proud_twisted._crypto.datagrams import (
-    CLIENT_DATAGRAM_HEADER, SERVER_DATAGRAM_HEADER, openDatagram, sealDatagram,
-)
 from proud_twisted.rudp import DeliveryMode, Priority, ReliableSession, SessionConfig
 from proud_twisted.wire import datagrams, handshake, messages, punch, relay
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
@@ -208,7 +211,7 @@ class Context:
 
     @property
     def hostIDs(self) -> tuple:
-        return (HOSTID_NONE, HOSTID_SERVER) + self.honest + self.insiders + self.groups
+        return (HOSTID_NONE, HOSTID_SERVER, *self.honest, *self.insiders, *self.groups)
 
 
 def _address(rng: random.Random) -> dict:
@@ -293,7 +296,7 @@ class Corpus:
 
     def _tcpFields(self, kind: str) -> dict:
         rng, anyID = self.rng, self._anyID
-        u32 = lambda: rng.choice(INTERESTING_32 + (rng.randrange(1 << 32),))  # noqa: E731
+        u32 = lambda: rng.choice((*INTERESTING_32, rng.randrange(1 << 32)))  # noqa: E731
         builders = {
             "HELLO": lambda: dict(
                 wireVersion=rng.choice((messages.WIRE_VERSION,) * 3 + (0, 2, 255)),
@@ -321,7 +324,7 @@ class Corpus:
             "PING": lambda: dict(timestamp=rng.choice((0.0, -1.0, 1e300, rng.random()))),
             "PONG": lambda: dict(timestamp=rng.random()),
             "GOODBYE": lambda: dict(comment=_payload(rng)),
-            "UDP_LOST": lambda: {},
+            "UDP_LOST": dict,
             "PEER_PAIR": lambda: dict(peerID=anyID(), epoch=u32(),
                                       pairSecret=rng.randbytes(32), policy=rng.randrange(256)),
             "P2P_PATH": lambda: dict(peerID=anyID(), direct=rng.random() < 0.5),
@@ -401,10 +404,10 @@ class Corpus:
                 (self._anyID(), self._relayPayload()) for _ in range(rng.choice((1, 2, 3)))])
         return relay.encodeUdpRelayed(self._anyID(), self._flags(), self._relayPayload())
 
-    def _peerDatagram(self, sender: int = None) -> bytes:
+    def _peerDatagram(self, sender: int | None = None) -> bytes:
         rng = self.rng
         sender = self._anyID() if sender is None else sender
-        kind = rng.choice(sorted(punch.CONTROL_TYPES) + [punch.DIRECT_DATA])
+        kind = rng.choice([*sorted(punch.CONTROL_TYPES), punch.DIRECT_DATA])
         if kind == punch.DIRECT_DATA:
             return punch.encodeDirectData(sender, self._anyID(), self._relayPayload())
         return punch.encodeControl(kind, sender, self._anyID(), rng.randbytes(8),
@@ -474,8 +477,8 @@ class TcpFraming:
         if r < honest:
             return encodeFrame(body)
         if r < honest + (1 - honest) * 0.6:
-            length = rng.choice(self.prefixes + (len(body) - 1, len(body) + 1,
-                                                 rng.randrange(1 << 32)))
+            length = rng.choice((*self.prefixes, len(body) - 1, len(body) + 1,
+                                 rng.randrange(1 << 32)))
             return _U32.pack(max(0, length)) + body
         return body     # no prefix at all
 
@@ -483,7 +486,7 @@ class TcpFraming:
 class HostileStream(Protocol):
     """One hostile TCP connection; its script is drawn as it goes."""
 
-    def __init__(self, fuzzer: "TcpStreams", index: int, kind: str) -> None:
+    def __init__(self, fuzzer: TcpStreams, index: int, kind: str) -> None:
         self.fuzzer = fuzzer
         self.index = index
         self.kind = kind
@@ -631,7 +634,7 @@ class HostileStream(Protocol):
         elif r < 0.9:
             cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1,
                                                                rng.randint(1, 6))))
-            chunks = [data[i:j] for i, j in zip([0] + cuts, cuts + [len(data)])]
+            chunks = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
         else:
             dribble = min(len(data), 48)
             chunks = [data[i:i + 1] for i in range(dribble)] + [data[dribble:]]
@@ -739,9 +742,11 @@ class TcpStreams:
             self.started += 1
             self.active += 1
             r = self.rng.random()
-            for kind, share in self.KINDS:
+            kind = self.KINDS[-1][0]
+            for candidate, share in self.KINDS:
                 r -= share
                 if r < 0:
+                    kind = candidate
                     break
             stream = HostileStream(self, self.started, kind)
             self.reactor.connectTCP(
@@ -887,9 +892,9 @@ class Insider(Protocol):
         self.transport.write(encodeFrame(self.handshake.start()))
 
     def dataReceived(self, data: bytes) -> None:
-        for body in self.decoder.feed(data):
+        for frame in self.decoder.feed(data):
             if self.tcp is None:
-                finished = self.handshake.receive(body)
+                finished = self.handshake.receive(frame)
                 self.transport.write(encodeFrame(finished))
                 keys = self.handshake.keys
                 self.tcp = keys.clientChannel("tcp")
@@ -900,7 +905,7 @@ class Insider(Protocol):
                 self.sendMessage("HELLO", wireVersion=messages.WIRE_VERSION,
                                  protocolVersion=VERSION.bytes, userData=self.name)
                 continue
-            body = self.tcp.open(body)
+            body = self.tcp.open(frame)
             self.framesReceived += 1
             if body[0] in (relay.TCP_RELAYED, relay.TCP_USER_MESSAGE):
                 continue
@@ -1018,7 +1023,7 @@ class _OneProtocolFactory(ClientFactory):
 
 
 class HonestEvents(NetClientEvents):
-    def __init__(self, harness: "FuzzHarness") -> None:
+    def __init__(self, harness: FuzzHarness) -> None:
         self.harness = harness
         self.client = None
         self.left = []
@@ -1051,7 +1056,7 @@ class Direction:
 
 
 class FuzzServerEvents(NetServerEvents):
-    def __init__(self, harness: "FuzzHarness") -> None:
+    def __init__(self, harness: FuzzHarness) -> None:
         self.harness = harness
         self.hacks = collections.Counter()
         self.warnings = 0
@@ -1087,7 +1092,7 @@ class FailureWatch:
 
     keep = 5
 
-    def __init__(self, harness: "FuzzHarness" = None) -> None:
+    def __init__(self, harness: FuzzHarness = None) -> None:
         self.harness = harness
         self.failures = 0
         self.warnings = 0
@@ -1261,14 +1266,14 @@ class FuzzResult:
         c = self.config
         rate = self.inputs / self.seconds if self.seconds else 0.0
         lines = [
-            f"inputs thrown: {self.inputs:,} (TCP streams {self.tcpStreams:,},"
-            f" UDP datagrams {self.udpDatagrams:,}) of {c.inputs:,}; seed {c.seed}",
+            (f"inputs thrown: {self.inputs:,} (TCP streams {self.tcpStreams:,},"
+             f" UDP datagrams {self.udpDatagrams:,}) of {c.inputs:,}; seed {c.seed}"),
             f"time: {self.seconds:.1f} s, {rate:,.0f} inputs/s",
-            f"TCP streams by kind: {dict(self.tcpByKind)}; joined {self.tcpJoined:,};"
-            f" connect failures {self.tcpConnectFailures}",
+            (f"TCP streams by kind: {dict(self.tcpByKind)}; joined {self.tcpJoined:,};"
+             f" connect failures {self.tcpConnectFailures}"),
             f"UDP datagrams by kind: {dict(self.udpByKind)}",
-            f"UDP datagrams the server read (hostile, counted at its protocol):"
-            f" {self.udpReadByServer:,}; send errors {self.udpSendErrors}",
+            (f"UDP datagrams the server read (hostile, counted at its protocol):"
+             f" {self.udpReadByServer:,}; send errors {self.udpSendErrors}"),
             f"server stats: {self.serverStats}",
             f"hack suspicions reported to the application: {self.hacks}",
         ]
@@ -1276,13 +1281,13 @@ class FuzzResult:
             lines.append(f"honest {label}: sent {sent:,}, received {received:,},"
                          f" lost {sent - received:,}, out of order/duplicated {errors}")
         lines += [
-            f"honest clients disconnected: {self.honestLeft or 'none'};"
-            f" insiders lost: {self.insidersLost}",
+            (f"honest clients disconnected: {self.honestLeft or 'none'};"
+             f" insiders lost: {self.insidersLost}"),
             f"logged failures: {self.failures}; warnings logged: {self.warnings:,}",
-            f"server running: {self.serverRunning}; fresh client joined and was heard:"
-            f" {self.probeAnswered}",
-            f"connections after the run: {self.settledConnections}"
-            f" (expected {self.expectedConnections})",
+            (f"server running: {self.serverRunning}; fresh client joined and was heard:"
+             f" {self.probeAnswered}"),
+            (f"connections after the run: {self.settledConnections}"
+             f" (expected {self.expectedConnections})"),
         ]
         for name in ("start", "middle", "end"):
             sample = getattr(self, name)
@@ -1401,7 +1406,7 @@ class FuzzHarness:
         self.udpTotal = c.inputs - tcpTotal
         self.tcp = TcpStreams(reactor, corpus, self.server.getTcpAddress(), c.seed, tcpTotal,
                               c.tcpConcurrency, self.server._engine.maxFrameLength, c.streamTimeout)
-        self.udp = UdpDatagrams(self.rng, corpus, [p for p in self.attackers],
+        self.udp = UdpDatagrams(self.rng, corpus, list(self.attackers),
                                 self.insiders, self.captured)
         self._attackerAddrs = {(LOOPBACK, p.getHost().port) for p in self.attackers}
         self._attackerAddrs |= {(LOOPBACK, i.udpPort.getHost().port) for i in self.insiders}

@@ -32,6 +32,7 @@ and wait for their events with L{Agent.waitFor}: every wait has a deadline.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import secrets
@@ -43,6 +44,8 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+
+from typing_extensions import Self  # (Twisted's dependency; typing.Self is 3.11+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLIC_PREFIX = "203.0.113."
@@ -72,7 +75,7 @@ def newPrefix() -> str:
 def _run(argv, timeout: float = COMMAND_TIMEOUT, check: bool = True):
     try:
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, timeout=timeout)
+                                text=True, check=False, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise LabError(f"{' '.join(argv)}: {e}") from e
     if check and result.returncode != 0:
@@ -168,7 +171,7 @@ class NatLab:
 
     # Building
 
-    def __enter__(self) -> "NatLab":
+    def __enter__(self) -> Self:
         with _openLabsLock:
             _openLabs.add(self)
         try:
@@ -272,10 +275,10 @@ class NatLab:
         tag = ["-m", "comment", "--comment", self.prefix + "cut", "-j", "DROP"]
         for here, there in ((a, b), (b, a)):
             far = there.wanAddress
-            yield [here.namespace, "FORWARD", "-s", far] + tag
-            yield [here.namespace, "FORWARD", "-d", far] + tag
-            yield [here.namespace, "INPUT", "-s", far] + tag
-            yield [here.namespace, "OUTPUT", "-d", far] + tag
+            yield [here.namespace, "FORWARD", "-s", far, *tag]
+            yield [here.namespace, "FORWARD", "-d", far, *tag]
+            yield [here.namespace, "INPUT", "-s", far, *tag]
+            yield [here.namespace, "OUTPUT", "-d", far, *tag]
 
     # Processes
 
@@ -289,36 +292,34 @@ class NatLab:
             env["PYTHONPATH"] = os.pathsep.join(
                 [REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
             env["PYTHONUNBUFFERED"] = "1"
-        process = subprocess.Popen(["ip", "netns", "exec", ns] + list(argv), stdin=stdin,
+        process = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdin=stdin,
                                    stdout=stdout, stderr=stderr, env=env, cwd=cwd,
                                    start_new_session=True)
         self.processes.append(process)
         return process
 
-    def startAgent(self, ns: str, name: str, args) -> "Agent":
+    def startAgent(self, ns: str, name: str, args) -> Agent:
         """Run C{python -m tests.natlab_agent ARGS} in C{ns}, as a L{Agent}."""
         stderrPath = os.path.join(self.tmpdir, f"{name}.stderr")
         with open(stderrPath, "wb") as stderr:
-            process = self.run(ns, [sys.executable, "-m", "tests.natlab_agent"] + list(args),
+            process = self.run(ns, [sys.executable, "-m", "tests.natlab_agent", *args],
                                stderr=stderr)
         agent = Agent(name, process, stderrPath)
         self.agents.append(agent)
         return agent
 
-    def startServer(self, port: int = 33333, *extra) -> "Agent":
+    def startServer(self, port: int = 33333, *extra) -> Agent:
         """The server agent in the public namespace; returns once it listens."""
-        agent = self.startAgent(self.pub, "server", ["server", "--port", str(port)]
-                                + list(extra))
+        agent = self.startAgent(self.pub, "server", ["server", "--port", str(port), *extra])
         agent.waitFor("listening", timeout=15)
         return agent
 
     def startClient(self, host: Host, name: str, port: int = 33333, *extra,
-                    wait: bool = True) -> "Agent":
+                    wait: bool = True) -> Agent:
         """A client agent on C{host}; returns once it has joined the server
         (at once with C{wait=False})."""
         agent = self.startAgent(host.namespace, name, [
-            "client", "--server", f"{self.serverAddress}:{port}", "--name", name]
-            + list(extra))
+            "client", "--server", f"{self.serverAddress}:{port}", "--name", name, *extra])
         if wait:
             agent.waitFor("joined", timeout=15)
         return agent
@@ -351,10 +352,8 @@ class NatLab:
         for ns in reversed(self.namespaces):
             pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
             result = _run(["ip", "netns", "del", ns], check=False)
             if result.returncode != 0 and ns in listNamespaces():
                 errors.append(f"ip netns del {ns}: {result.stderr.strip()}")
@@ -385,31 +384,27 @@ class NatLab:
         self._ip(ns, "link", "set", "lo", "up")
 
     def _ip(self, ns: str, *args) -> None:
-        _run(["ip", "-n", ns] + list(args))
+        _run(["ip", "-n", ns, *args])
 
     def _exec(self, ns: str, *argv) -> None:
-        _run(["ip", "netns", "exec", ns] + list(argv))
+        _run(["ip", "netns", "exec", ns, *argv])
 
     def _iptables(self, ns: str, *args) -> None:
         self._exec(ns, "iptables", "-w", "5", *args)
 
     def iptablesListing(self, ns: str) -> str:
         """Both tables of C{ns}, with counters (for failure messages)."""
-        out = []
-        for table in ("filter", "nat"):
-            out.append(_run(["ip", "netns", "exec", ns, "iptables", "-t", table, "-L", "-n",
-                             "-v"], check=False).stdout)
-        return "\n".join(out)
+        return "\n".join(_run(["ip", "netns", "exec", ns, "iptables", "-t", table, "-L", "-n",
+                                "-v"], check=False).stdout
+                         for table in ("filter", "nat"))
 
 
 def _signalGroup(process: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             process.send_signal(sig)
-        except ProcessLookupError:
-            pass
 
 
 _terminated = []
@@ -485,10 +480,8 @@ class Agent:
             raise LabError(f"{self.name} is gone: {e}\n{self.stderrTail()}") from e
 
     def closeStdin(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
             self.process.stdin.close()
-        except (BrokenPipeError, OSError, ValueError):
-            pass
 
     def join(self, timeout: float) -> None:
         self._reader.join(timeout)

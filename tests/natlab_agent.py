@@ -41,14 +41,22 @@ import uuid
 
 from twisted.internet import defer, stdio
 from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
     textFileLogObserver,
 )
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from proud_twisted import (
-    HolePunchFailed, NetClient, NetClientEvents, NetServer, NetServerEvents, RelayReason,
+    HolePunchFailed,
+    NetClient,
+    NetClientEvents,
+    NetServer,
+    NetServerEvents,
+    RelayReason,
 )
 
 VERSION = uuid.UUID("6e61746c-6162-4e41-5420-6c6162000001")

@@ -13,13 +13,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import NetClient, NetServer, ServerUdpState
+from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted.client.peerlinks import EARLY_FRAMES_KEPT
 from proud_twisted.constants import ErrorType, JoinRefusal
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, JoinCancelled, JoinFailed, JoinTimeout, SendQueueFull,
+    ConnectionRefusedByServer,
+    JoinCancelled,
+    JoinFailed,
+    JoinTimeout,
+    SendQueueFull,
 )
 from proud_twisted.rudp import DeliveryMode
-from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire.framing import encodeFrame
 from proud_twisted.wire.messages import encodeMessage
@@ -504,7 +508,7 @@ class BoundedPeerQueueTests(SynchronousTestCase):
         a = world.clients[0]
         world.cutOff(2)
         refused = 0
-        for round in range(40):
+        for _round in range(40):
             for _ in range(10):
                 try:
                     a.send(world.ids[2], b"x" * 700)
@@ -523,6 +527,6 @@ class BoundedPeerQueueTests(SynchronousTestCase):
         only so many."""
         world = GroupWorld(self)
         links = world.clients[0]._engine.peerLinks
-        for i in range(10 * EARLY_FRAMES_KEPT):
+        for _i in range(10 * EARLY_FRAMES_KEPT):
             links.relayedFrame(999_999, b"\x00" * 1100)
         self.assertEqual(len(links._early), EARLY_FRAMES_KEPT)

@@ -5,13 +5,23 @@ import random
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.crypto import (
-    CIPHERS, OVERHEAD, CounterExhausted, IdentityKey, PublicIdentity,
-    ReplayWindow, SecureChannel, identityFromPem, identityToPem,
-    newPairSecret, pairChannel, pairProbeKey,
+    CIPHERS,
+    OVERHEAD,
+    CounterExhausted,
+    IdentityKey,
+    PublicIdentity,
+    ReplayWindow,
+    SecureChannel,
+    identityFromPem,
+    identityToPem,
+    newPairSecret,
+    pairChannel,
+    pairProbeKey,
 )
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire.punch import PUNCH_PROBE, encodeControl, tagIsValid

@@ -5,8 +5,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from proud_twisted.errors import InvalidGroupOperation, UnknownHostID
 from proud_twisted.rudp.events import Value
 from proud_twisted.server.groups import (
-    GroupRemoved, JoinAckComplete, MemberJoinNotice, MemberLeaveNotice,
-    P2PGroupTable, PairForgotten, PairIntroduced,
+    GroupRemoved,
+    JoinAckComplete,
+    MemberJoinNotice,
+    MemberLeaveNotice,
+    P2PGroupTable,
+    PairForgotten,
+    PairIntroduced,
 )
 from proud_twisted.server.hostids import HostIDAllocator
 
@@ -173,8 +178,8 @@ class LeaveTests(TableTestCase):
             if n.memberID == B and n.to == A:
                 self.table.acknowledge(A, n.ackID)
         # A's join is still waiting for B; B leaving releases it, B's own join is cancelled.
-        self.table.acknowledge(A, [n for n in of(MemberJoinNotice, effects)
-                                   if n.memberID == A and n.to == A][0].ackID)
+        self.table.acknowledge(A, next(n for n in of(MemberJoinNotice, effects)
+                                   if n.memberID == A and n.to == A).ackID)
         effects = self.table.leave(B, G)
         self.assertEqual(of(JoinAckComplete, effects), [JoinAckComplete(G, A)])
         self.assertEqual(self.table.pendingAcks(), 0)

@@ -2,18 +2,28 @@
 
 import random
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.crypto import (
-    ClientHandshake, HandshakeState, IdentityKey, ServerAuthenticationFailed,
-    ServerHandshake, SessionKeys,
+    ClientHandshake,
+    HandshakeState,
+    IdentityKey,
+    ServerAuthenticationFailed,
+    ServerHandshake,
+    SessionKeys,
 )
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire.datagrams import DatagramType
 from proud_twisted.wire.handshake import (
-    BODIES, HANDSHAKE_VERSION, HandshakeType, TYPE_RANGE, decodeHandshake,
-    encodeHandshake, isHandshakeMessage,
+    BODIES,
+    HANDSHAKE_VERSION,
+    TYPE_RANGE,
+    HandshakeType,
+    decodeHandshake,
+    encodeHandshake,
+    isHandshakeMessage,
 )
 from proud_twisted.wire.messages import MessageType
 
@@ -25,9 +35,10 @@ def seeded(seed):
 
 SERVER_KEY = IdentityKey.generate(seeded("server identity"))
 OTHER_KEY = IdentityKey.generate(seeded("someone else"))
+SERVER_PUBLIC_KEY = SERVER_KEY.publicKey()
 
 
-def handshake(pinned=SERVER_KEY.publicKey(), seed=1):
+def handshake(pinned=SERVER_PUBLIC_KEY, seed=1):
     """A client and a server and the three messages of one handshake."""
     client = ClientHandshake(pinned, randomBytes=seeded(("client", seed)))
     server = ServerHandshake(SERVER_KEY, randomBytes=seeded(("server", seed)))

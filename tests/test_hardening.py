@@ -8,13 +8,14 @@ slow consumer, which needs real socket buffers, is in test_hardening_loopback.
 """
 
 import struct
+from typing import ClassVar
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import ConnectionRefusedByServer, NetClient, ServerUdpState
-from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
+from proud_twisted.constants import ErrorType, HackKind, JoinRefusal
 from proud_twisted.server.engine import DEPARTED_GRACE
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import encodeDatagram
@@ -33,7 +34,7 @@ class HonestPair:
     def __init__(self, world):
         self.world = world
         self.clients = world.clients[:2]
-        self.sent = {c: 0 for c in self.clients}
+        self.sent = dict.fromkeys(self.clients, 0)
         self.latencies = []
         self.loops = []
         clock = world.net.clock
@@ -138,7 +139,7 @@ class LoginFailsClosedTests(SynchronousTestCase):
         self.assertEqual([f.type for f in world.exceptions], [RuntimeError])
 
     def test_aFailedDeferredRefuses(self):
-        world, d = self.joinWith(lambda address, userData: defer.fail(ValueError("no")))
+        _world, d = self.joinWith(lambda address, userData: defer.fail(ValueError("no")))
         self.assertRefused(d, JoinRefusal.LOGIN_ERROR)
         self.flushLoggedErrors(ValueError)
 
@@ -149,7 +150,7 @@ class LoginFailsClosedTests(SynchronousTestCase):
         self.assertTrue(2 <= world.net.clock.seconds() - world.started < 2.5)
 
     def test_anAnswerThatIsNoAnswerRefuses(self):
-        world, d = self.joinWith(lambda address, userData: "yes")
+        _world, d = self.joinWith(lambda address, userData: "yes")
         self.assertRefused(d, JoinRefusal.LOGIN_ERROR)
         self.flushLoggedErrors(TypeError)
 
@@ -210,7 +211,7 @@ class AmplificationTests(AttackTestCase):
         self.server._engine._udp.send = capture
         self.server.createP2PGroup([self.ids[0], attackerID])
         received = 0
-        for i in range(50):
+        for _i in range(50):
             hello = self.forgedHello(attacker)
             received += len(hello)
             self.server._engine._udp.datagramReceived(hello, VICTIM)
@@ -250,7 +251,7 @@ class RejectedRelayTests(AttackTestCase):
     """Finding 5: refused relay targets cost tokens, are capped per request
     and are warned about in aggregate."""
 
-    serverOptions = {"relayFramesPerSecond": 1000}
+    serverOptions: ClassVar[dict] = {"relayFramesPerSecond": 1000}
 
     def strangerRequest(self, count, start=50000):
         return relay.encodeTcpRelayRequest(range(start, start + count), 0, b"spam")
@@ -420,7 +421,7 @@ class FragmentExhaustionTests(AttackTestCase):
     receive budget, and a client that leaves gives its share back."""
 
     clientCount = 5
-    serverOptions = {"receiveBudget": 300_000}
+    serverOptions: ClassVar[dict] = {"receiveBudget": 300_000}
 
     def test_partialMessagesFromManyClientsStayWithinTheServerBudget(self):
         from proud_twisted.rudp import frames as F

@@ -59,7 +59,8 @@ def congestedClient(server):
     slow, = yield connectClients(server, 1)
     slowID = slow.getLocalHostID()
     stopReading(slow)
-    congested = lambda: server._engine._clients[slowID].congestedSince is not None
+    def congested():
+        return server._engine._clients[slowID].congestedSince is not None
     yield fillUntil(server, slowID, congested)
     assert congested()
     return slow, slowID
@@ -83,7 +84,8 @@ def test_aClientThatStopsReadingIsDisconnectedWithinItsOutputBudget(server):
         a.send(slowID, b"r" * 1000)
     honest = task.LoopingCall(talk)
     honest.start(0.01)
-    gone = lambda: slowID not in server.getClientHostIDs()
+    def gone():
+        return slowID not in server.getClientHostIDs()
     worst = yield fillUntil(server, slowID, gone)
     yield server.events.rec.wait(gone, timeout=10)
     honest.stop()
@@ -104,7 +106,8 @@ def test_unreliableOutputToAClientThatDoesNotReadIsDropped(server):
     slowID = slow.getLocalHostID()
     server._engine.udpLost(server._engine._clients[slowID])      # unreliable now goes over TCP too
     stopReading(slow)
-    dropped = lambda: server.stats.outputDropped > 0
+    def dropped():
+        return server.stats.outputDropped > 0
     worst = yield fillUntil(server, slowID, dropped, reliable=False)
     assert dropped()
     assert slowID in server.getClientHostIDs()     # unreliable loss is no offence

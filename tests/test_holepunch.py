@@ -12,17 +12,23 @@ flushes after every arrival and timeout.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import hmac
 import itertools
 import random
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.client.holepunch import (
-    HolePunch, PunchFailed, PunchSchedule, PunchState, PunchSucceeded,
+    HolePunch,
+    PunchFailed,
+    PunchSchedule,
+    PunchState,
+    PunchSucceeded,
 )
 from proud_twisted.crypto import pairProbeKey
 from proud_twisted.errors import ProtocolError
@@ -289,7 +295,7 @@ class ScheduleTests(SynchronousTestCase):
 
     def test_backsOffUpToTheMaximumThenGivesUp(self):
         times, p = self.probeTimes(PunchSchedule())
-        gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
+        gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
         self.assertEqual(gaps[:4], [0.05, 0.075, 0.1125, 0.16875])
         self.assertEqual(max(gaps), 1.0)
         self.assertTrue(times[-1] < 10.0)
@@ -517,10 +523,8 @@ class MutationTests(SynchronousTestCase):
         return p, punch.decodePeerDatagram(sent[1][0]).nonce
 
     def assertUnchanged(self, p, data, src):
-        try:
+        with contextlib.suppress(ProtocolError):
             p.receiveDatagram(data, src, 0.02)
-        except ProtocolError:
-            pass
         self.assertEqual(p.datagramsToSend(0.02), [])
         self.assertEqual(p.state, PunchState.PUNCHING)
         self.assertIsNone(p.directAddress)

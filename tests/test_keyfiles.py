@@ -13,7 +13,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted._crypto import keyfiles
 from proud_twisted._crypto.keyfiles import (
-    KEY_FILE_MODE, KeyFileError, fileMode, loadOrCreateIdentity, writeNewKeyFile,
+    KEY_FILE_MODE,
+    KeyFileError,
+    fileMode,
+    loadOrCreateIdentity,
+    writeNewKeyFile,
 )
 from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 

@@ -13,8 +13,15 @@ from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from zope.interface import implementer
 
 from proud_twisted import (
-    ConnectionRefusedByServer, ErrorType, HOSTID_SERVER, JoinFailed, NetClient, NetServer,
-    ProtocolVersionMismatch, ServerUdpState, SocketBuffers,
+    HOSTID_SERVER,
+    ConnectionRefusedByServer,
+    ErrorType,
+    JoinFailed,
+    NetClient,
+    NetServer,
+    ProtocolVersionMismatch,
+    ServerUdpState,
+    SocketBuffers,
 )
 from proud_twisted._glue.udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, DEFAULT_SERVER_UDP_BUFFER
 from tests.support import RecordingClientEvents, RecordingServerEvents
@@ -95,7 +102,7 @@ def test_thousandReliableRelayedMessagesInOrderExactlyOnce(server):
     sender = a.getLocalHostID()
     yield b.events.rec.wait(lambda: len(b.events.messagesFrom(sender)) >= 1001)
     yield c.events.rec.wait(lambda: len(c.events.messagesFrom(sender)) >= 1)
-    assert b.events.messagesFrom(sender) == sent + [b"to the group"]
+    assert b.events.messagesFrom(sender) == [*sent, b"to the group"]
     assert c.events.messagesFrom(sender) == [b"to the group"]
     assert a.events.messagesFrom(sender) == []   # a group send does not echo to the sender
     contexts = [ctx for s, _, ctx in b.events.rec.named("onReceiveUserMessage")]
@@ -177,7 +184,8 @@ def test_joinLeaveDestroyAndDisconnectEvents(server):
 
     server.joinP2PGroup(idc, group, b"hi c")
     yield server.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
-    assert server.events.rec.named("onP2PGroupJoinMemberAckComplete")[-1] == (group, idc, ErrorType.OK)
+    assert (server.events.rec.named("onP2PGroupJoinMemberAckComplete")[-1]
+            == (group, idc, ErrorType.OK))
     assert sorted(c.events.rec.named("onP2PMemberJoin")) == [
         (m, group, 3, b"hi c") for m in (ida, idb, idc)]
     assert (idc, group, 3, b"hi c") in a.events.rec.named("onP2PMemberJoin")
@@ -240,8 +248,7 @@ def closedByServer(sock) -> bool:
 
 def rawConnection(server):
     """A plain blocking socket to the server, for sending what no client would."""
-    sock = socket.create_connection(server.getTcpAddress(), timeout=5)
-    return sock
+    return socket.create_connection(server.getTcpAddress(), timeout=5)
 
 
 @pytest_twisted.inlineCallbacks

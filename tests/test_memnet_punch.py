@@ -8,7 +8,11 @@ import zlib
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import (
-    HolePunchFailed, NetClient, NetServer, RelayReason, ServerUdpState,
+    HolePunchFailed,
+    NetClient,
+    NetServer,
+    RelayReason,
+    ServerUdpState,
 )
 from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import pairProbeKey
@@ -61,7 +65,7 @@ class PunchWorld:
     def formGroup(self, **kw):
         self.group = self.server.createP2PGroup(self.ids, **kw)
         self.formedAt = self.net.clock.seconds()
-        a, b = self.clients
+        _a, _b = self.clients
         assert self.net.runUntil(lambda: all(
             len(c.events.rec.named("onP2PMemberJoin")) >= 2 for c in self.clients), 5)
         return self.group
@@ -261,7 +265,7 @@ class ForgedProbeTests(SynchronousTestCase):
     def test_forgedProbesAndAnswersNeverChangeThePath(self):
         world = PunchWorld(self, (NATType.FULL_CONE, NATType.FULL_CONE))
         world.formGroup()
-        a, b = world.clients
+        a, _b = world.clients
         ida, idb = world.ids
         attackerHost = world.net.addHost("192.0.2.66")
         attacker = attackerHost.listenUDP(7777, _Sink())

@@ -118,10 +118,11 @@ def assertDelivered(agent: Agent, sender: int, prefix: str, count: int,
         raise AssertionError(f"{agent.name} got {len(got)} of {count} from {sender}; "
                              f"first missing: {missing[:10]}\n{agent.stderrTail()}") from None
     got = streamed(agent, sender, prefix)
+    firstDifference = next((i for i, (x, y) in enumerate(zip(got, expected, strict=False))
+                            if x != y), len(expected))
     assert got == expected, (
         f"{agent.name}: not exactly once in order: {len(got)} received, "
-        f"{len(set(got))} distinct; first difference at "
-        f"{next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), len(expected))}")
+        f"{len(set(got))} distinct; first difference at {firstDifference}")
 
 
 def assertNoDirectWithin(pair: Pair, window: float) -> None:
@@ -148,15 +149,14 @@ def assertHelloOnce(pair: Pair) -> None:
 def test_labBuildsAndTearsDownEverything(natlabReady):
     """The fixture itself: names, addresses, and no trace after a failure inside."""
     natLab = NatLab()
-    with pytest.raises(RuntimeError, match="inside the lab"):
-        with natLab:
-            router = natLab.addRouter("symmetric")
-            host = natLab.addHost(router)
-            assert all(ns.startswith(natLab.prefix) for ns in natLab.namespaces)
-            assert router.wanAddress.startswith("203.0.113.")
-            sleeper = natLab.run(host.namespace, ["sleep", "60"])
-            assert sleeper.poll() is None
-            raise RuntimeError("a failure inside the lab")
+    with pytest.raises(RuntimeError, match="inside the lab"), natLab:
+        router = natLab.addRouter("symmetric")
+        host = natLab.addHost(router)
+        assert all(ns.startswith(natLab.prefix) for ns in natLab.namespaces)
+        assert router.wanAddress.startswith("203.0.113.")
+        sleeper = natLab.run(host.namespace, ["sleep", "60"])
+        assert sleeper.poll() is None
+        raise RuntimeError("a failure inside the lab")
     assert sleeper.poll() is not None
     assert natLab.leftovers() == []
     with pytest.raises(LabError):

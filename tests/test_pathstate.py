@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.client.holepunch import PunchFailed, PunchSchedule, PunchSucceeded
 from proud_twisted.client.pathstate import (
-    TRANSITIONS, IllegalPathTransition, PathBecameDirect, PathBecameRelayed, PathConfig,
-    PathInput, PathMode, PathState, PunchGaveUp, nextMode,
+    TRANSITIONS,
+    IllegalPathTransition,
+    PathBecameDirect,
+    PathBecameRelayed,
+    PathConfig,
+    PathInput,
+    PathMode,
+    PathState,
+    PunchGaveUp,
+    nextMode,
 )
 from proud_twisted.constants import RelayReason
 from proud_twisted.crypto import pairProbeKey
@@ -19,7 +29,13 @@ from proud_twisted.errors import ProtocolError
 from proud_twisted.rudp.events import Value
 from proud_twisted.wire import punch
 from tests.test_holepunch import (
-    A_ID, B_ID, KEY, WAN_LATENCY, garbage, sharedLan, twoHomes,
+    A_ID,
+    B_ID,
+    KEY,
+    WAN_LATENCY,
+    garbage,
+    sharedLan,
+    twoHomes,
 )
 
 
@@ -27,7 +43,7 @@ def startPair(homes=twoHomes, config=PathConfig(), start=(True, True)):
     net, a, b = homes()
     a.core = PathState(A_ID, B_ID, KEY, b.candidates(), config, random.Random(1))
     b.core = PathState(B_ID, A_ID, KEY, a.candidates(), config, random.Random(2))
-    for host, go in zip((a, b), start):
+    for host, go in zip((a, b), start, strict=True):
         if go:
             host.core.startPunching(net.now)
     net.flush()
@@ -110,7 +126,7 @@ class DirectPathTests(SynchronousTestCase):
 
     def test_pingsWhenOnlySending(self):
         # Data going out but nothing coming back still needs proof of life.
-        net, a, b = startPair()
+        net, a, _b = startPair()
         net.run(1.0)
         every(net, 1.0, 30.0, 0.25, lambda: a.core.noteDirectSent(net.now))
         net.run(30.0)
@@ -149,7 +165,7 @@ class FallbackTests(SynchronousTestCase):
     def test_retryDelayIsCapped(self):
         config = PathConfig(retryInitial=1.0, retryMax=3.0,
                             punch=PunchSchedule(giveUpAfter=1.0))
-        net, a, b = startPair(config=config)
+        net, a, _b = startPair(config=config)
         net.cut = True
         net.run(60.0)
         gaps = [round(e.retryAt - t, 6) for t, e in a.events if isinstance(e, PunchGaveUp)]
@@ -174,7 +190,7 @@ class FallbackTests(SynchronousTestCase):
 
     def test_giveUpWithoutRetries(self):
         config = PathConfig(maxRetries=0)
-        net, a, b = startPair(twoHomes, config, start=(True, False))
+        net, a, _b = startPair(twoHomes, config, start=(True, False))
         net.run(30.0)
         self.assertEqual(kinds(a), ["PunchGaveUp"])
         self.assertEqual(a.events[0][0], 10.0)
@@ -267,7 +283,7 @@ class CandidateTests(SynchronousTestCase):
         self.assertFalse(b.core.relayed)
 
     def test_newCandidatesWhileDirectKeepThePath(self):
-        net, a, b = startPair()
+        net, a, _b = startPair()
         net.run(1.0)
         address = a.core.directAddress
         a.core.candidatesChanged([("10.9.9.9", 1)], net.now)
@@ -301,6 +317,7 @@ def answeringPeer(p, now):
         if dst == PEER:
             nonce = punch.decodePeerDatagram(data).nonce
             return punch.encodeControl(punch.PUNCH_ANSWER, B_ID, A_ID, nonce, KEY)
+    return None
 
 
 def directPath():
@@ -381,10 +398,8 @@ class MutationTests(SynchronousTestCase):
     def assertUnchanged(self, data):
         for name, p in self.states().items():
             before = self.snapshot(p)
-            try:
+            with contextlib.suppress(ProtocolError):
                 p.receiveDatagram(data, PEER, 0.5)
-            except ProtocolError:
-                pass
             self.assertEqual(p._outbox, [], name)
             self.assertEqual(self.snapshot(p), before, name)
             self.assertIsNone(p.nextEvent(), name)

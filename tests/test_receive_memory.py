@@ -10,10 +10,10 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import rudp
+from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.rudp import DeliveryMode, ReceiveBudget, ReliableSession, SessionConfig
 from proud_twisted.rudp import frames as F
 from proud_twisted.rudp.reassembly import PARTIAL_OVERHEAD, PIECE_OVERHEAD, REORDER_OVERHEAD
-from proud_twisted._glue.sessiondriver import SessionDriver
 
 try:
     from .test_rudp_helpers import Link, drainEvents, numbered
@@ -34,7 +34,7 @@ def datagrams(frames: list[bytes], firstPn: int = 0) -> list[bytes]:
     out: list[bytes] = []
     batch: list[bytes] = []
     size = F.HEADER_SIZE
-    for frame in frames + [b""]:
+    for frame in [*frames, b""]:
         if batch and (not frame or size + len(frame) > CONFIG.mtu):
             out.append(F.encodeDatagram(firstPn + len(out), batch, False))
             batch, size = [], F.HEADER_SIZE
@@ -169,7 +169,7 @@ class Caps(SynchronousTestCase):
         messages = [numbered(i, 20000) for i in range(10)]
         for message in messages:
             link.sessions[0].send(message, 0.0)
-        link.run(lambda l: len(l.messages(1)) == len(messages))
+        link.run(lambda lk: len(lk.messages(1)) == len(messages))
         self.assertEqual(link.messages(1), messages)
         self.assertEqual(budget.usedBytes, 0)
 
@@ -215,7 +215,7 @@ class HonestTraffic(SynchronousTestCase):
         big = [numbered(i, config.maxMessageLength - i) for i in range(12)]
         for message in big:
             link.sessions[0].send(message, 0.0)
-        link.run(lambda l: len(l.messages(1)) == len(big))
+        link.run(lambda lk: len(lk.messages(1)) == len(big))
         self.assertEqual(link.messages(1), big)
         unreliable = [numbered(i, 5000) for i in range(20)]
         for message in unreliable:
@@ -232,7 +232,7 @@ class HonestTraffic(SynchronousTestCase):
         messages = [numbered(i, 8 + i % 300) for i in range(5000)]
         for message in messages:
             link.sessions[0].send(message, 0.0)
-        link.run(lambda l: len(l.messages(1)) == len(messages))
+        link.run(lambda lk: len(lk.messages(1)) == len(messages))
         self.assertEqual(link.messages(1), messages)
         self.assertEqual(budget.usedBytes, 0)
 

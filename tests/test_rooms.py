@@ -7,7 +7,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import HOSTID_SERVER, NetClient, ProtocolError
 from proud_twisted.apps.rooms import (
-    LEAVE, ROOMS_PROTOCOL_VERSION, RoomClientEvents, joinRequest, parseRequest,
+    LEAVE,
+    ROOMS_PROTOCOL_VERSION,
+    RoomClientEvents,
+    joinRequest,
+    parseRequest,
 )
 from proud_twisted.tap import Options, makeService
 from tests.support import Recorder

@@ -3,13 +3,14 @@ acknowledgement ranges, checked by hand and against sets."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.rudp import SessionConfig
+from proud_twisted.rudp import frames as F
 from proud_twisted.rudp.acks import REPORTS, ReceivedPackets
 from proud_twisted.rudp.congestion import CongestionWindow
-from proud_twisted.rudp import frames as F
 from proud_twisted.rudp.frames import encodeDatagram, parseDatagram
 from proud_twisted.rudp.recovery import SentPackets
 from proud_twisted.rudp.rtt import RttEstimator
@@ -181,7 +182,7 @@ class Sent(SynchronousTestCase):
            st.lists(st.integers(0, 400), max_size=12, unique=True))
     def test_onAckMatchesSets(self, pns, bounds) -> None:
         bounds.sort()
-        ranges = list(zip(bounds[::2], bounds[1::2]))[::-1]
+        ranges = list(zip(bounds[::2], bounds[1::2], strict=False))[::-1]
         sent = self._inFlight(sorted(pns))
         acked = sent.onAck(ranges)
         want = sorted((pn for pn in pns if any(lo <= pn <= hi for lo, hi in ranges)),

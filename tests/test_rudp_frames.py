@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import zlib
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import ProtocolError
@@ -141,7 +142,7 @@ class FastPathAgreesWithSchema(SynchronousTestCase):
     @settings(max_examples=200, deadline=None)
     @given(datagrams(), st.booleans())
     def test_schemaBuildsWhatFastPathPacks(self, model, checksum: bool) -> None:
-        pn, ack, items = model
+        pn, _ack, items = model
         self.assertEqual(buildModel(pn, items, checksum), packModel(pn, items, checksum))
 
     @settings(max_examples=300, deadline=None)
@@ -160,7 +161,7 @@ class FastPathAgreesWithSchema(SynchronousTestCase):
     @given(datagrams(), st.lists(st.tuples(st.integers(0, 10**6), u8), min_size=1, max_size=4),
            st.integers(0, 8), st.booleans())
     def test_mutated(self, model, flips, cut: int, checksum: bool) -> None:
-        pn, ack, items = model
+        pn, _ack, items = model
         original = packModel(pn, items, checksum)
         data = bytearray(original)
         for where, value in flips:
@@ -218,7 +219,8 @@ class Rejections(SynchronousTestCase):
 
     def test_twoAcks(self) -> None:
         ack = F.packAck(1, 0, 0, [])
-        self.assertRaises(ProtocolError, F.parseDatagram, F.encodeDatagram(1, [], False) + ack + ack, MAX_MESSAGE)
+        self.assertRaises(ProtocolError, F.parseDatagram,
+                          F.encodeDatagram(1, [], False) + ack + ack, MAX_MESSAGE)
 
     def test_overheads(self) -> None:
         """Per-datagram and per-frame overhead stay a few bytes."""

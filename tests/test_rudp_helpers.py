@@ -83,8 +83,7 @@ class Link:
 
     def _transmit(self, src: int, data: bytes) -> None:
         self.sent[src] += 1
-        if len(data) > self.largest:
-            self.largest = len(data)
+        self.largest = max(self.largest, len(data))
         rng = self.rng
         if self.drop is not None and self.drop(src, data):
             return
@@ -127,8 +126,7 @@ class Link:
                 when = timeout
         if when == math.inf:
             return False
-        if when > self.now:
-            self.now = when
+        self.now = max(self.now, when)
         heap = self._heap
         while heap and heap[0][0] <= self.now:
             _, _, dst, data = heapq.heappop(heap)
@@ -206,12 +204,12 @@ class LinkTests(SynchronousTestCase):
         link = pair()
         for i in range(50):
             link.sessions[0].send(numbered(i, 100 + i), link.now)
-        link.run(lambda l: len(l.messages(1)) == 50)
+        link.run(lambda lk: len(lk.messages(1)) == 50)
         self.assertEqual(link.messages(1), [numbered(i, 100 + i) for i in range(50)])
 
     def test_lossDropsSomething(self) -> None:
         link = pair(loss=0.5, seed=3)
-        for i in range(20):
+        for _i in range(20):
             link.sessions[0].send(b"x", link.now, DeliveryMode.UNRELIABLE)
         link.settle(1.0)
         self.assertLess(len(link.messages(1)), 20)

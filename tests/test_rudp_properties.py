@@ -5,12 +5,17 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import ProtocolError
 from proud_twisted.rudp import (
-    DeliveryMode, MessageReceived, Priority, ReliableSession, SessionConfig,
+    DeliveryMode,
+    MessageReceived,
+    Priority,
+    ReliableSession,
+    SessionConfig,
 )
 
 try:
@@ -116,8 +121,8 @@ class LossyLinks(SynchronousTestCase):
                 len(link.messages(1 - i, R)) == wanted[i] for i in range(2))
 
         link.run(done, maxTime=5000)
-        link.run(lambda l: not any(s.sendQueueLength or s.stats.bytesInFlight
-                                   for s in l.sessions), maxTime=link.now + 5000)
+        link.run(lambda lk: not any(s.sendQueueLength or s.stats.bytesInFlight
+                                    for s in lk.sessions), maxTime=link.now + 5000)
         link.settle(config.unreliableReassemblyTimeout + 1.0)
         verify(self, sent[0], link.events[1])
         verify(self, sent[1], link.events[0])
@@ -168,7 +173,7 @@ class Garbage(SynchronousTestCase):
         link._transmit = capture
         for i in range(20):
             a.send(tagged(i, 50 * i), 0.0, (R, U, L)[i % 3], channel=i % 2)
-        link.run(lambda l: len(l.messages(1, R)) == 7)
+        link.run(lambda lk: len(lk.messages(1, R)) == 7)
         return link, captured
 
     def _feed(self, session: ReliableSession, data: bytes, now: float) -> bool:
@@ -187,15 +192,12 @@ class Garbage(SynchronousTestCase):
         link, captured = self._exchange(SessionConfig())
         a, b = link.sessions
         for item in inputs:
-            if isinstance(item, bytes):
-                data = item
-            else:
-                data = mutate(captured, *item)
+            data = item if isinstance(item, bytes) else mutate(captured, *item)
             self._feed(b, data, link.now)
         link._drain()
         for i in range(20, 40):
             a.send(tagged(i, 40 * i), link.now)
-        link.run(lambda l: len(l.messages(1, R)) == 27, maxTime=link.now + 60)
+        link.run(lambda lk: len(lk.messages(1, R)) == 27, maxTime=link.now + 60)
         self.assertEqual(link.messages(1, R),
                          [tagged(i, 50 * i) for i in range(0, 20, 3)]
                          + [tagged(i, 40 * i) for i in range(20, 40)])

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull
 from proud_twisted.rudp import (
-    DeliveryMode, MessageReceived, PathAlive, PathDead, Priority, ReliableSession,
-    SessionClosed, SessionConfig,
+    DeliveryMode,
+    MessageReceived,
+    PathAlive,
+    PathDead,
+    Priority,
+    ReliableSession,
+    SessionClosed,
+    SessionConfig,
 )
 from proud_twisted.rudp import frames as F
 
@@ -56,7 +63,8 @@ class Fragmentation(SynchronousTestCase):
             for i, size in enumerate(sizes):
                 link.sessions[0].send(numbered(i, size), link.now, (R, U, L)[i % 3],
                                       channel=i)
-            link.run(lambda l: len(l.events[1]) == len(sizes))
+            count = len(sizes)
+            link.run(lambda lk, count=count: len(lk.events[1]) == count)
             self.assertLessEqual(link.largest, mtu)
             self.assertEqual(sorted(link.messages(1)), sorted(numbered(i, s)
                                                               for i, s in enumerate(sizes)))
@@ -116,7 +124,7 @@ class Modes(SynchronousTestCase):
         a.send(b"r", 0.0, R, channel=3)
         a.send(b"u", 0.0, U, channel=4)
         a.send(b"l", 0.0, L, channel=5)
-        link.run(lambda l: len(l.events[1]) == 3)
+        link.run(lambda lk: len(lk.events[1]) == 3)
         self.assertEqual(sorted(link.events[1], key=lambda e: e.channel), [
             MessageReceived(b"r", R, 3), MessageReceived(b"u", U, 4),
             MessageReceived(b"l", L, 5)])
@@ -213,7 +221,7 @@ class Priorities(SynchronousTestCase):
         for data in first:
             link._order += 1
             link._heap.append((link.now + 0.01, link._order, 1, data))
-        link.run(lambda l: len(l.events[1]) == 16)
+        link.run(lambda lk: len(lk.events[1]) == 16)
         order = [p.split(b".")[0].decode() for p in link.messages(1)]
         self.assertEqual(order, ["L0", "L1", "L2", "L3", "H0", "H1", "H2", "M0", "M1", "M2",
                                  "L4", "L5", "L6", "L7", "L8", "L9"])
@@ -226,7 +234,7 @@ class Priorities(SynchronousTestCase):
         a.send(b"big" * 3000, 0.0, priority=Priority.LOW)
         link.pump()
         a.send(b"urgent", 0.0, priority=Priority.HIGH)
-        link.run(lambda l: len(l.events[1]) == 2)
+        link.run(lambda lk: len(lk.events[1]) == 2)
         self.assertEqual(link.messages(1), [b"big" * 3000, b"urgent"])
 
     def test_retransmissionsBeforeNewData(self) -> None:
@@ -244,7 +252,8 @@ class Priorities(SynchronousTestCase):
         self.assertEqual(firstData[3], numbered(0, 1000))
         self.assertEqual(a.stats.retransmissions, 1)
         got = deliver(again, b, 0.15)
-        self.assertEqual([e.payload for e in got], [numbered(i, 1000) for i in (0, 1, 2, 3, 4, 5, 99)])
+        self.assertEqual([e.payload for e in got],
+                         [numbered(i, 1000) for i in (0, 1, 2, 3, 4, 5, 99)])
 
 
 class ReceiveBuffer(SynchronousTestCase):
@@ -268,7 +277,7 @@ class ReceiveBuffer(SynchronousTestCase):
         link = Link(a, b, now=0.02)
         for data in acks:
             a.receiveDatagram(data, 0.02)
-        link.run(lambda l: len(l.events[1]) == 40)
+        link.run(lambda lk: len(lk.events[1]) == 40)
         self.assertEqual(link.messages(1), messages)
         self.assertGreaterEqual(a.stats.retransmissions, 35)
 
@@ -286,7 +295,7 @@ class BackPressure(SynchronousTestCase):
         link.pump()
         self.assertEqual((a.sendQueueLength, a.sendQueueBytes), (0, 6000))
         self.assertRaises(SendQueueFull, a.send, b"x" * 4001, 0.0)
-        link.run(lambda l: a.sendQueueBytes == 0)
+        link.run(lambda lk: a.sendQueueBytes == 0)
         a.send(b"x" * 10000, link.now)
         self.assertEqual(a.stats.sendQueueBytes, 10000)
 
@@ -302,7 +311,7 @@ class Acknowledgements(SynchronousTestCase):
         b.handleTimeout(1.005)
         acks = b.datagramsToSend(1.005)
         self.assertEqual(len(acks), 1)
-        pn, ack, elicits, frames = parse(acks[0])
+        _pn, ack, elicits, frames = parse(acks[0])
         self.assertEqual((ack[0], frames, elicits), (0, [], False))
         self.assertIsNone(b.nextTimeout())
 
@@ -320,7 +329,7 @@ class Acknowledgements(SynchronousTestCase):
         self.assertAlmostEqual(b.nextTimeout(), 1.005)
         deliver(out[2:], b, 1.001)
         self.assertEqual(b.nextTimeout(), 1.001)
-        pn, ack, _, _ = parse(b.datagramsToSend(1.001)[0])
+        _pn, ack, _, _ = parse(b.datagramsToSend(1.001)[0])
         self.assertEqual(ack[:3], (2, 0, 0))
         self.assertEqual(ack[3], [(0, 0)])
 
@@ -353,7 +362,7 @@ class Acknowledgements(SynchronousTestCase):
         b.send(b"pong", 0.05)
         out = b.datagramsToSend(0.05)
         self.assertEqual(len(out), 1)
-        pn, ack, elicits, frames = parse(out[0])
+        _pn, ack, _elicits, frames = parse(out[0])
         self.assertIsNotNone(ack)
         self.assertEqual(frames[0][3], b"pong")
         got = deliver(out, a, 0.1)
@@ -400,7 +409,7 @@ class Loss(SynchronousTestCase):
         link.drop = dropFirst
         for i in range(10):
             a.send(numbered(i, 1000), 0.0)
-        link.run(lambda l: len(l.events[1]) == 10)
+        link.run(lambda lk: len(lk.events[1]) == 10)
         self.assertLess(link.now, 0.1)
         self.assertEqual(link.messages(1), [numbered(i, 1000) for i in range(10)])
         self.assertEqual(a.stats.retransmissions, 1)
@@ -411,7 +420,7 @@ class Loss(SynchronousTestCase):
         a = link.sessions[0]
         link.drop = lambda src, data: src == 0 and link.now < 0.001
         a.send(b"only", 0.0)
-        link.run(lambda l: len(l.events[1]) == 1)
+        link.run(lambda lk: len(lk.events[1]) == 1)
         self.assertAlmostEqual(link.now, 0.2 + 0.005 + 0.02)
         self.assertEqual(a.stats.retransmissions, 1)
 
@@ -437,7 +446,7 @@ class Loss(SynchronousTestCase):
         link.beforeStep.append(watch)
         for i in range(12):
             a.send(numbered(i, 1000), 0.0)
-        link.run(lambda l: len(l.events[1]) == 12)
+        link.run(lambda lk: len(lk.events[1]) == 12)
         self.assertEqual(a.stats.datagramsLost, 3)
         self.assertEqual(len(cuts), 1, "three losses, one recovery period")
         (ssthresh, window), = cuts
@@ -463,7 +472,7 @@ class Wraparound(SynchronousTestCase):
             a.send(payload, 0.0)
             a.send(numbered(1000 + i, 10), 0.0, L)
             link.settle(0.002)
-        link.run(lambda l: len(l.messages(1, R)) == 60)
+        link.run(lambda lk: len(lk.messages(1, R)) == 60)
         self.assertEqual(link.messages(1, R), reliable)
         latest = link.messages(1, L)
         self.assertEqual(latest, sorted(latest))
@@ -478,7 +487,7 @@ class RttOnLink(SynchronousTestCase):
         a = link.sessions[0]
         for i in range(200):
             a.send(numbered(i, 500), 0.0)
-        link.run(lambda l: len(l.events[1]) == 200)
+        link.run(lambda lk: len(lk.events[1]) == 200)
         self.assertLess(abs(a.stats.srtt - 0.1), 0.002)
         self.assertGreaterEqual(a.stats.rto, SessionConfig().minRto)
 
@@ -490,23 +499,23 @@ class DeadPath(SynchronousTestCase):
         link = pair(config=config, latency=0.02)
         a = link.sessions[0]
         a.send(b"before", 0.0)
-        link.run(lambda l: len(l.events[1]) == 1 and not a.stats.bytesInFlight)
+        link.run(lambda lk: len(lk.events[1]) == 1 and not a.stats.bytesInFlight)
         sends = []
         link.drop = lambda src, data: src == 0 and not sends.append(link.now)
         start = link.now
         a.send(b"during", link.now)
-        link.run(lambda l: any(isinstance(e, PathDead) for e in l.events[0]))
+        link.run(lambda lk: any(isinstance(e, PathDead) for e in lk.events[0]))
         dead = [e for e in link.events[0] if isinstance(e, PathDead)]
         self.assertEqual(len(dead), 1)
         self.assertAlmostEqual(dead[0].since, start)
         self.assertAlmostEqual(link.now, start + 3.0)
         link.settle(10.0)
-        gaps = [y - x for x, y in zip(sends, sends[1:])]
+        gaps = [y - x for x, y in itertools.pairwise(sends)]
         self.assertLessEqual(max(gaps), config.maxRto + 1e-9)
         self.assertEqual(max(gaps), config.maxRto)
         self.assertEqual(len([e for e in link.events[0] if isinstance(e, PathDead)]), 1)
         link.drop = None
-        link.run(lambda l: b"during" in l.messages(1))
+        link.run(lambda lk: b"during" in lk.messages(1))
         link.settle(0.5)
         self.assertEqual([type(e) for e in link.events[0]], [PathDead, PathAlive])
         self.assertLess(link.now, start + 13.0 + config.maxRto + 0.1)
@@ -524,11 +533,11 @@ class DeadPath(SynchronousTestCase):
         messages = [numbered(i, 1000) for i in range(3000)]
         for m in messages[:2000]:
             a.send(m, 0.0)
-        link.run(lambda l: l.now > 5.0)
+        link.run(lambda lk: lk.now > 5.0)
         self.assertEqual(a.stats.window, SessionConfig().minWindow)
         for m in messages[2000:]:
             a.send(m, link.now)
-        link.run(lambda l: len(l.events[1]) == 3000)
+        link.run(lambda lk: len(lk.events[1]) == 3000)
         self.assertEqual(link.messages(1), messages)
         self.assertGreater(a.stats.window, SessionConfig().initialWindow)
 

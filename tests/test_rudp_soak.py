@@ -28,7 +28,7 @@ class Lossy(SynchronousTestCase):
         link = pair(seed=seed, loss=loss, latency=0.02, jitter=0.005, reorder=0.01)
         feeder = Feeder(0, messages)
         link.beforeStep.append(feeder)
-        link.run(lambda l: len(l.events[1]) >= len(messages), maxTime=1e5)
+        link.run(lambda lk: len(lk.events[1]) >= len(messages), maxTime=1e5)
         self.assertEqual(link.messages(1), [m[0] for m in messages])
         self.assertLessEqual(link.largest, 1200)
         return link
@@ -67,7 +67,7 @@ class PathSwitch(SynchronousTestCase):
             return False
 
         link.drop = path1Dies
-        link.run(lambda l: any(isinstance(e, PathDead) for e in l.events[0]))
+        link.run(lambda lk: any(isinstance(e, PathDead) for e in lk.events[0]))
         delivered = len(link.events[1])
         self.assertLess(delivered, len(messages))
         state["path"] = 2
@@ -75,7 +75,7 @@ class PathSwitch(SynchronousTestCase):
         a.pathChanged(link.now)
         b.pathChanged(link.now)
         link.beforeStep.append(sendUnreliable)
-        link.run(lambda l: len(l.messages(1)) >= len(messages), maxTime=1e4)
+        link.run(lambda lk: len(lk.messages(1)) >= len(messages), maxTime=1e4)
         self.assertEqual(link.messages(1), [m[0] for m in messages])
         got = link.messages(0, U)
         self.assertGreater(len(got), 100)
@@ -88,13 +88,13 @@ class PathSwitch(SynchronousTestCase):
         a, b = link.sessions
         for i in range(300):
             a.send(numbered(i, 1000), 0.0)
-        link.run(lambda l: len(l.events[1]) >= 50)
+        link.run(lambda lk: len(lk.events[1]) >= 50)
         link.drop = lambda src, data: link.latency[0] == 0.05
         link.settle(0.01)
         link.latency = (0.02, 0.02)
         a.pathChanged(link.now)
         b.pathChanged(link.now)
         switched = link.now
-        link.run(lambda l: len(l.events[1]) == 300)
+        link.run(lambda lk: len(lk.events[1]) == 300)
         self.assertEqual(link.messages(1), [numbered(i, 1000) for i in range(300)])
         self.assertLess(link.now - switched, 2.0)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections import deque
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.rudp import (
-    COMPILED, DeliveryMode, MessageReceived, PathAlive, PathDead,
+    COMPILED,
+    DeliveryMode,
+    MessageReceived,
+    PathAlive,
+    PathDead,
 )
 from proud_twisted.rudp.fifo import COMPACT_AFTER, Fifo
 

@@ -3,16 +3,21 @@
 Deterministic, in the memory network (trial and pytest).
 """
 
+import contextlib
 import uuid
 
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import (
-    HandshakeFailed, HOSTID_SERVER, NetClient, NetServer, ServerUdpState,
+    HOSTID_SERVER,
+    HandshakeFailed,
+    NetClient,
+    NetServer,
+    ServerUdpState,
 )
-from proud_twisted.constants import ErrorType, HackKind
 from proud_twisted.client.serverpath import HELLO_PADDING
+from proud_twisted.constants import ErrorType, HackKind
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire import relay
@@ -214,17 +219,18 @@ class TamperingTests(SynchronousTestCase):
     def test_forgedHostIDOnUdpDeliversNothing(self):
         world = World(self, clients=3)
         world.join()
-        a, b, mallory = world.clients
+        _a, b, mallory = world.clients
         ida, idb, idm = world.ids
         world.group(allowDirectP2P=False)       # mallory is even a member
-        datagram, server = self.captureUdpToServer(
+        datagram, _server = self.captureUdpToServer(
             world, mallory, lambda: mallory.send(idb, b"from mallory", reliable=False))
         forged = datagram[:2] + ida.to_bytes(4, "big") + datagram[6:]
         world.net.advance(1)
         before = len(b.events.messagesFrom(ida))
         spoofed = world.server.stats.spoofedDatagrams
-        world.server._engine._udp.datagramReceived(forged, world.server.getClientInfo(idm).udpAddress)
-        world.server._engine._udp.datagramReceived(forged, world.server.getClientInfo(ida).udpAddress)
+        udp = world.server._engine._udp
+        udp.datagramReceived(forged, world.server.getClientInfo(idm).udpAddress)
+        udp.datagramReceived(forged, world.server.getClientInfo(ida).udpAddress)
         world.net.advance(1)
         self.assertEqual(len(b.events.messagesFrom(ida)), before)
         self.assertEqual(world.server.stats.spoofedDatagrams - spoofed, 2)
@@ -338,10 +344,8 @@ class ResourceLimitTests(SynchronousTestCase):
         world.group(allowDirectP2P=False)
         from proud_twisted import SendQueueFull
         for i in range(400):
-            try:
+            with contextlib.suppress(SendQueueFull):
                 flooder.send(idv, b"spam %4d" % i + bytes(1000), reliable=False)
-            except SendQueueFull:
-                pass
             world.net.advance(0.002)
         world.net.advance(0.5)
         self.assertGreater(world.server.stats.relayRateLimited, 0)
@@ -355,7 +359,7 @@ class ResourceLimitTests(SynchronousTestCase):
     def test_relayToAStrangerIsReportedAsSuspicious(self):
         world = World(self, clients=3)
         world.join()
-        a, b, stranger = world.clients
+        a, _b, stranger = world.clients
         world.server.createP2PGroup(world.ids[:2])
         world.net.advance(1)
         stranger.send(world.ids[0], b"let me in")
@@ -369,7 +373,7 @@ class ForbiddenMessageTests(SynchronousTestCase):
     def test_aMessageOnlyTheServerMaySendIsReportedAndDisconnects(self):
         world = World(self, clients=2)
         world.join()
-        cheater, honest = world.clients
+        cheater, _honest = world.clients
         idc, idh = world.ids
         cheater._engine._connection.sendMessage("PEER_PAIR", peerID=idh, epoch=1,
                                         pairSecret=bytes(32), policy=0)
@@ -383,7 +387,7 @@ class ForbiddenMessageTests(SynchronousTestCase):
         """Peers would hand it to a UDP write, which refuses hostnames."""
         world = World(self, clients=2)
         world.join()
-        cheater, honest = world.clients
+        cheater, _honest = world.clients
         idc, idh = world.ids
         cheater._engine._connection.sendMessage("LAN_ADDRESS",
                                         address={"host": "localhost", "port": 9})
@@ -426,7 +430,7 @@ class RelayedPeerFrameTests(SynchronousTestCase):
         b._engine.peerLinks.relayedFrame = capture
         a.send(idb, b"genuine", reliable=False)
         self.assertTrue(world.net.runUntil(lambda: b.events.messagesFrom(ida), 2))
-        sender, payload = frames[-1]
+        _sender, payload = frames[-1]
         protocol = b._engine._udpPort.protocol
         serverAddress = b._engine.serverUdpAddress
         tampered = bytearray(payload)

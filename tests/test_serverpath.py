@@ -7,7 +7,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted._glue.coredriver import CoreDriver
 from proud_twisted.client.serverpath import (
-    HELLO_PADDING, ServerPath, ServerPathConfig, ServerUdpStateChanged,
+    HELLO_PADDING,
+    ServerPath,
+    ServerPathConfig,
+    ServerUdpStateChanged,
 )
 from proud_twisted.constants import ServerUdpState
 from proud_twisted.rudp.events import Value

@@ -4,8 +4,8 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted._glue.coredriver import MAX_PASSES, TurnEnd
-from proud_twisted.rudp import MessageReceived
 from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
+from proud_twisted.rudp import MessageReceived
 
 
 class Pair:

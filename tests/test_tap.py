@@ -20,15 +20,16 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from proud_twisted import INetServerEvent, NetServer, NetServerEvents
-from proud_twisted import tap
+from proud_twisted import INetServerEvent, NetServer, NetServerEvents, tap
 from proud_twisted._crypto.keyfiles import KeyFileError
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
-from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION, RoomServerEvents
+from proud_twisted.crypto import IdentityKey, identityFromPem, identityToPem
 from proud_twisted.server.netserver import (
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_UNAUTHENTICATED,
-    DEFAULT_RELAY_BYTES_PER_SECOND, DEFAULT_RELAY_FRAMES_PER_SECOND,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_RELAY_BYTES_PER_SECOND,
+    DEFAULT_RELAY_FRAMES_PER_SECOND,
 )
 from proud_twisted.tap import Options, makeService
 from tests.test_examples import LineReader, environment, stop
@@ -267,7 +268,8 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
         self.assertIsInstance(server, NetServer)
         self.assertIsInstance(top.getServiceNamed("identity"), tap.IdentityLog)
         self.assertIsInstance(top.getServiceNamed("gc-freeze"), tap.GcFreeze)
-        self.assertEqual((server._engine.tcpPort, server._engine.udpPort, server._engine.interface), (0, 0, "127.0.0.1"))
+        engine = server._engine
+        self.assertEqual((engine.tcpPort, engine.udpPort, engine.interface), (0, 0, "127.0.0.1"))
         self.assertEqual(server._engine.protocolVersion, uuid.UUID(VERSION).bytes)
         self.assertEqual(server._engine.maxMessageLength, 1000)
         self.assertEqual(server._engine.clientTimeout, 3.0)
@@ -449,7 +451,7 @@ class TwistdTests(InTemporaryDirectory, SynchronousTestCase):
             "task.react(lambda reactor: defer.ensureDeferred(main(reactor)))\n")
         done = subprocess.run([sys.executable, "-c", code, port, publicKeyHex],
                               cwd=self.directory, env=environment(), capture_output=True,
-                              text=True, timeout=60)
+                              text=True, check=False, timeout=60)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout.strip().splitlines()[-1]
 
@@ -457,7 +459,7 @@ class TwistdTests(InTemporaryDirectory, SynchronousTestCase):
         (self.directory / "proudserver.key").write_bytes(b"not a key")
         done = subprocess.run([*TWISTD, "-n", "--pidfile=", "proudserver"],
                               cwd=self.directory, env=environment(), capture_output=True,
-                              text=True, timeout=60)
+                              text=True, check=False, timeout=60)
         self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
         self.assertIn("--key-file: ", done.stdout)
         self.assertIn("no usable server identity key", done.stdout)
@@ -484,7 +486,8 @@ class PluginTests(InTemporaryDirectory, SynchronousTestCase):
         check = f"print({module!r} in sys.modules)\n"
         code = "import sys\n" + "".join(step + "\n" + check for step in steps)
         out = subprocess.run([sys.executable, "-c", code], cwd=self.directory,
-                             env=environment(), capture_output=True, text=True, timeout=60)
+                             env=environment(), capture_output=True, text=True, check=False,
+                             timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         return [line == "True" for line in out.stdout.split()]
 

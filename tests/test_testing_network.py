@@ -260,8 +260,8 @@ class UDPTests(SynchronousTestCase):
         """
         A host reaches itself by its own or the loopback address.
         """
-        a, portA = listen(self.server, 1)
-        b, portB = listen(self.server, 2)
+        _a, portA = listen(self.server, 1)
+        b, _portB = listen(self.server, 2)
         portA.write(b"own", (SERVER_IP, 2))
         portA.write(b"lo", ("127.0.0.1", 2))
         self.net.advance(0)
@@ -518,7 +518,7 @@ class ConditionsTests(SynchronousTestCase):
         """
         Jitter alone does not reorder datagrams on one path.
         """
-        net, recorder = self.scenario(2, LinkConditions(latency=0.02, jitter=0.01))
+        _net, recorder = self.scenario(2, LinkConditions(latency=0.02, jitter=0.01))
         numbers = [int(data) for data in recorder.payloads()]
         self.assertEqual(numbers, list(range(self.COUNT)))
 
@@ -985,7 +985,7 @@ class TCPTests(SynchronousTestCase):
 
         class Broken(Protocol):
             def dataReceived(self, data):
-                1 / 0
+                raise ZeroDivisionError("broken on purpose")
 
         broken = RecordingServerFactory(Broken)
         self.server.listenTCP(8002, broken)
@@ -1074,10 +1074,10 @@ class TCPTests(SynchronousTestCase):
         """
         self.net.setDefaultConditions(LinkConditions(latency=0.02, jitter=0.01))
         factory, _ = self.connect()
-        udpServer, udpServerPort = listen(self.server, 5000, echo=True)
+        _udpServer, udpServerPort = listen(self.server, 5000, echo=True)
         _, udpClientPort = listen(self.client)
         self.net.advance(1)
-        for n in range(20):
+        for _n in range(20):
             factory.proto.sendString(b"x")
             udpClientPort.write(b"y", (SERVER_IP, 5000))
         factory.proto.transport.loseConnection()
@@ -1153,7 +1153,7 @@ class TimeTests(SynchronousTestCase):
         host = net.addHost(SERVER_IP)
         for interval in (0.1, 0.05, 1 / 60):
             ticks = []
-            loop = LoopingCall(lambda: ticks.append(host.seconds()))
+            loop = LoopingCall(lambda ticks=ticks: ticks.append(host.seconds()))
             loop.clock = host
             loop.start(interval)
             net.advance(100)

@@ -1,9 +1,11 @@
 """Wire schemas: round trips, garbage, and the fast path against construct."""
 
+import contextlib
 import ipaddress
 import math
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.errors import MessageTooLong, ProtocolError
@@ -11,15 +13,38 @@ from proud_twisted.wire import relay
 from proud_twisted.wire._schema import buildWith, parseWith
 from proud_twisted.wire.addresses import addressFromWire, addressToWire, plainAddress
 from proud_twisted.wire.datagrams import (
-    BODIES as UDP_BODIES, FAST_CODECS as UDP_FAST, Datagram, decodeDatagram, encodeDatagram,
+    BODIES as UDP_BODIES,
+)
+from proud_twisted.wire.datagrams import (
+    FAST_CODECS as UDP_FAST,
+)
+from proud_twisted.wire.datagrams import (
+    Datagram,
+    decodeDatagram,
+    encodeDatagram,
 )
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.handshake import (
-    BODIES as HANDSHAKE_BODIES, FAST_CODECS as HANDSHAKE_FAST, HandshakeMessage,
-    decodeHandshake, encodeHandshake,
+    BODIES as HANDSHAKE_BODIES,
+)
+from proud_twisted.wire.handshake import (
+    FAST_CODECS as HANDSHAKE_FAST,
+)
+from proud_twisted.wire.handshake import (
+    HandshakeMessage,
+    decodeHandshake,
+    encodeHandshake,
 )
 from proud_twisted.wire.messages import (
-    BODIES as TCP_BODIES, FAST_CODECS as TCP_FAST, TcpMessage, decodeMessage, encodeMessage,
+    BODIES as TCP_BODIES,
+)
+from proud_twisted.wire.messages import (
+    FAST_CODECS as TCP_FAST,
+)
+from proud_twisted.wire.messages import (
+    TcpMessage,
+    decodeMessage,
+    encodeMessage,
 )
 
 hostIDs = st.integers(0, 2**32 - 1)
@@ -51,7 +76,8 @@ FIELDS = {
     "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
     "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
-    "comment": blobs, "padding": blobs, "epoch": u32, "pairSecret": st.binary(min_size=32, max_size=32),
+    "comment": blobs, "padding": blobs, "epoch": u32,
+    "pairSecret": st.binary(min_size=32, max_size=32),
     "policy": st.integers(0, 255), "direct": st.booleans(),
     "entries": st.lists(st.fixed_dictionaries({"target": hostIDs, "frame": blobs}), max_size=8),
 }
@@ -142,10 +168,8 @@ def _parsers():
 class GarbageTests(SynchronousTestCase):
     def assertOnlyProtocolError(self, data):
         for parse in _parsers():
-            try:
+            with contextlib.suppress(ProtocolError):
                 parse(data)
-            except ProtocolError:
-                pass
 
     @settings(max_examples=1500)
     @given(st.binary(max_size=200))

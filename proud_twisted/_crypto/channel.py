@@ -12,7 +12,8 @@ the AEAD through bound methods.
 from __future__ import annotations
 
 from array import array
-from typing import Callable, Final
+from collections.abc import Callable
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -24,7 +25,7 @@ TAG_SIZE: Final = 16
 OVERHEAD: Final = HEADER_SIZE + TAG_SIZE
 COUNTER_BITS: Final = 64
 NONCE_SIZE: Final = 12
-CIPHERS: Final[dict[str, type[AESGCM] | type[ChaCha20Poly1305]]] = {
+CIPHERS: Final[dict[str, type[AESGCM | ChaCha20Poly1305]]] = {
     "chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
 
 _NONCE_ZEROS: Final = NONCE_SIZE - HEADER_SIZE

@@ -17,11 +17,13 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
-    X25519PrivateKey, X25519PublicKey,
+    X25519PrivateKey,
+    X25519PublicKey,
 )
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -30,7 +32,11 @@ from proud_twisted._crypto.identity import IdentityKey, PublicIdentity
 from proud_twisted._crypto.kdf import hkdf
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire.handshake import (
-    HANDSHAKE_VERSION, KEY_SIZE, RANDOM_SIZE, decodeHandshake, encodeHandshake,
+    HANDSHAKE_VERSION,
+    KEY_SIZE,
+    RANDOM_SIZE,
+    decodeHandshake,
+    encodeHandshake,
 )
 
 _TRANSCRIPT_LABEL = b"proud_twisted handshake v1\0"
@@ -114,7 +120,7 @@ def _deriveKeys(shared: bytes, transcript: bytes):
 class _Handshake:
     """An explicit state table: C{(state, event) -> handler}; anything else fails."""
 
-    _transitions: dict = {}
+    _transitions: ClassVar[dict] = {}
 
     def __init__(self, state: HandshakeState, randomBytes) -> None:
         self.state = state
@@ -206,7 +212,7 @@ class ClientHandshake(_Handshake):
         self.state = HandshakeState.COMPLETE
         return encodeHandshake("CLIENT_FINISHED", confirmation=confirmation)
 
-    _transitions = {
+    _transitions: ClassVar[dict] = {
         (HandshakeState.IDLE, "START"): _start,
         (HandshakeState.AWAIT_SERVER_HELLO, "SERVER_HELLO"): _serverHello,
     }
@@ -248,9 +254,8 @@ class ServerHandshake(_Handshake):
         for name in ("_pending", "_confirmKey", "_transcript"):
             delattr(self, name)
         self.state = HandshakeState.COMPLETE
-        return None
 
-    _transitions = {
+    _transitions: ClassVar[dict] = {
         (HandshakeState.AWAIT_CLIENT_HELLO, "CLIENT_HELLO"): _clientHello,
         (HandshakeState.AWAIT_CLIENT_FINISHED, "CLIENT_FINISHED"): _clientFinished,
     }

@@ -6,7 +6,8 @@ import os
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey, Ed25519PublicKey,
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
 )
 
 from proud_twisted.errors import ProtocolError
@@ -18,7 +19,7 @@ _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 class PublicIdentity:
     """The public half of a server identity: what a client pins."""
 
-    __slots__ = ("_raw", "_key")
+    __slots__ = ("_key", "_raw")
 
     def __init__(self, key: Ed25519PublicKey) -> None:
         self._key = key

@@ -7,6 +7,7 @@ it with C{--key-file: }).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -103,10 +104,8 @@ def writeNewKeyFile(path: Path, pem: bytes) -> None:
             os.replace(temporary, path)
         _syncDirectory(path.parent)
     finally:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
 
 
 def fileMode(path: Path) -> int | None:

@@ -21,7 +21,8 @@ turn is flushed together.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from twisted.logger import Logger
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable, Final
+from collections.abc import Callable
+from typing import Final
 
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 from proud_twisted.rudp import (
-    DeliveryMode, Priority, ReceiveBudget, ReliableSession, SessionConfig, SessionStats,
+    DeliveryMode,
+    Priority,
+    ReceiveBudget,
+    ReliableSession,
+    SessionConfig,
+    SessionStats,
 )
 
 # Room left in each 1200-byte UDP datagram for relay headers and the AEAD record.

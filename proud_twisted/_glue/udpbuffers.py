@@ -16,10 +16,12 @@ the data it holds.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import socket
 import sys
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 DEFAULT_SERVER_UDP_BUFFER = 4 * 1024 * 1024
 """Bytes of receive and send buffer a L{NetServer} asks for on its UDP port."""
@@ -68,16 +70,15 @@ def _grow(sock, option: int, force: int | None, size: int) -> int:
         granted = sock.getsockopt(socket.SOL_SOCKET, option)
         if granted >= size or asking is None:
             return granted
-        try:
+        # Refused, as the privileged option is without the capability.
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, asking, size)
-        except OSError:
-            pass    # refused, as the privileged option is without the capability
     return sock.getsockopt(socket.SOL_SOCKET, option)
 
 
 def shortfall(buffers: SocketBuffers, size: int) -> str | None:
     """What to tell the operator when C{buffers} are smaller than C{size}; else None."""
-    short = [name for name, granted in zip(buffers._fields, buffers) if granted < size]
+    short = [name for name, granted in zip(buffers._fields, buffers, strict=True) if granted < size]
     if not short:
         return None
     return (f"the OS gave this UDP socket less {' and '.join(short)} buffer than the"

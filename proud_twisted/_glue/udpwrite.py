@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import error
 from twisted.internet.protocol import DatagramProtocol
@@ -37,7 +37,7 @@ def datagramWriter(port) -> Callable[[bytes, tuple], None]:
     """
     sock = getattr(port, "socket", None)
     if not isinstance(sock, socket.socket):
-        return lambda data, address: port.write(data, address)
+        return lambda data, address: port.write(data, address)  # noqa: PLW0108 - late lookup
     sendto = sock.sendto
 
     def write(data: bytes, address: tuple) -> None:

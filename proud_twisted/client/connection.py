@@ -3,11 +3,11 @@
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
+from proud_twisted._crypto.datagrams import SERVER_DATAGRAM_HEADER, openDatagram
 from proud_twisted._glue.udpwrite import DatagramSender
 from proud_twisted.constants import ErrorType
 from proud_twisted.crypto import ClientHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
-from proud_twisted._crypto.datagrams import SERVER_DATAGRAM_HEADER, openDatagram
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind

@@ -13,28 +13,41 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.logger import Logger
 
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted._glue.callbacks import EventDispatcher
+from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
+from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted._glue.udpbuffers import SocketBuffers, checkedBufferSize, sizeUdpBuffers
 from proud_twisted.client.connection import (
-    ClientConnectionFactory, ClientDatagramProtocol,
+    ClientConnectionFactory,
+    ClientDatagramProtocol,
 )
 from proud_twisted.client.peerlinks import PeerLinks
 from proud_twisted.client.peers import PeerTable
 from proud_twisted.client.relaybatch import RelayBatcher
 from proud_twisted.client.serverpath import ServerPath, ServerPathConfig, ServerUdpStateChanged
-from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 from proud_twisted.constants import (
-    HOSTID_NONE, HOSTID_SERVER, ErrorType, JoinRefusal, ServerUdpState,
+    HOSTID_NONE,
+    HOSTID_SERVER,
+    ErrorType,
+    JoinRefusal,
+    ServerUdpState,
 )
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, HandshakeFailed, JoinCancelled, JoinFailed, JoinTimeout,
-    MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch, SendQueueFull,
+    ConnectionRefusedByServer,
+    HandshakeFailed,
+    JoinCancelled,
+    JoinFailed,
+    JoinTimeout,
+    MessageTooLong,
+    NotConnected,
+    ProtocolError,
+    ProtocolVersionMismatch,
+    SendQueueFull,
     UnknownHostID,
 )
 from proud_twisted.info import MessageContext
-from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
-from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire
 from proud_twisted.wire.framing import FRAME_HEADROOM

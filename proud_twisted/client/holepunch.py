@@ -40,9 +40,16 @@ from typing import Final
 
 from proud_twisted.rudp.events import Value
 from proud_twisted.wire.punch import (
-    CONTROL_TYPES, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE, PeerMessage,
-    decodePeerDatagram, encodeControl, tagIsValid,
+    CONTROL_TYPES,
+    NONCE_SIZE,
+    PUNCH_ANSWER,
+    PUNCH_PROBE,
+    PeerMessage,
+    decodePeerDatagram,
+    encodeControl,
+    tagIsValid,
 )
+
 
 @dataclass(frozen=True)
 class PunchSchedule:

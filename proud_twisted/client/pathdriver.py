@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from proud_twisted.client.pathstate import PathState
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
+from proud_twisted.client.pathstate import PathState
 
 Address = tuple[Any, ...]
 """A UDP address as Twisted gives it: C{(host, port)}, or longer for IPv6."""

@@ -46,14 +46,22 @@ from dataclasses import dataclass
 from typing import Final
 
 from proud_twisted.client.holepunch import (
-    HolePunch, PairAuthenticator, PunchFailed, PunchSchedule, PunchSucceeded,
+    HolePunch,
+    PairAuthenticator,
+    PunchFailed,
+    PunchSchedule,
+    PunchSucceeded,
     uniqueAddresses,
 )
 from proud_twisted.constants import RelayReason
 from proud_twisted.errors import ProudError
 from proud_twisted.rudp.events import Value
 from proud_twisted.wire.punch import (
-    DIRECT_PING, DIRECT_PONG, NONCE_SIZE, PUNCH_ANSWER, PUNCH_PROBE,
+    DIRECT_PING,
+    DIRECT_PONG,
+    NONCE_SIZE,
+    PUNCH_ANSWER,
+    PUNCH_PROBE,
 )
 
 _PINGS_REMEMBERED = 8
@@ -288,7 +296,7 @@ class PathState:
         elif self.mode is PathMode.RELAYED:
             if self.retryAt is not None and now >= self.retryAt:
                 self._startPunch(now)
-        elif self.mode is PathMode.DIRECT:
+        elif self.mode is PathMode.DIRECT:  # noqa: SIM102 - one branch per mode
             if now >= self._lastReceived + self.config.directTimeout:
                 self._directPathDied(now)
 

@@ -14,15 +14,20 @@ import struct
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.client.pathdriver import PathDriver
 from proud_twisted.client.pathstate import (
-    PathBecameDirect, PathBecameRelayed, PathConfig, PathMode, PathState, PunchGaveUp,
+    PathBecameDirect,
+    PathBecameRelayed,
+    PathConfig,
+    PathMode,
+    PathState,
+    PunchGaveUp,
 )
 from proud_twisted.constants import RelayReason
 from proud_twisted.crypto import pairChannel, pairProbeKey
 from proud_twisted.errors import HolePunchFailed, ProtocolError
 from proud_twisted.rudp import MessageReceived
-from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.wire import relay
 from proud_twisted.wire.messages import POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE
 from proud_twisted.wire.punch import DIRECT_DATA, decodeDirectData, encodeDirectData
@@ -153,7 +158,8 @@ class PeerLinks:
         if peer.pathDriver.state.mode is PathMode.FORCED_RELAY:
             return defer.fail(HolePunchFailed(
                 f"the path to {peer.hostID} is forced onto the relay"))
-        waiter = defer.Deferred(lambda d: peer.directWaiters.remove(d))
+        # (the lambda finds the list of the moment: firing the waiters replaces it)
+        waiter = defer.Deferred(lambda d: peer.directWaiters.remove(d))  # noqa: PLW0108
         peer.directWaiters.append(waiter)
         peer.punchRequested = False     # an explicit wish: try again even after giving up
         self._startPunching(peer)

@@ -26,7 +26,8 @@ frozen dataclass.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Final
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
 
 try:
     from mypy_extensions import mypyc_attr
@@ -58,7 +59,7 @@ class Value:
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={value!r}"
-                           for name, value in zip(self.__match_args__, self._values()))
+                           for name, value in zip(self.__match_args__, self._values(), strict=True))
         return f"{type(self).__name__}({fields})"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final, Generic, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
 

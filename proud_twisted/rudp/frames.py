@@ -33,8 +33,22 @@ from typing import Final
 from zlib import crc32
 
 from construct import (
-    Array, Bytes, Check, ConstructError, Error, GreedyRange, If, Int8ub, Int16ub,
-    Int32ub, Pass, RawCopy, Struct, Switch, Terminated, this,
+    Array,
+    Bytes,
+    Check,
+    ConstructError,
+    Error,
+    GreedyRange,
+    If,
+    Int8ub,
+    Int16ub,
+    Int32ub,
+    Pass,
+    RawCopy,
+    Struct,
+    Switch,
+    Terminated,
+    this,
 )
 
 from proud_twisted.errors import ProtocolError
@@ -213,8 +227,9 @@ def _u32(data: bytes, pos: int) -> int:
     return data[pos] << 24 | data[pos + 1] << 16 | data[pos + 2] << 8 | data[pos + 3]
 
 
-def parseDatagram(data: bytes, maxMessageLength: int,
-                  requireChecksum: bool = False) -> tuple[int, AckFrame | None, int, list[DataFrame]]:
+def parseDatagram(
+    data: bytes, maxMessageLength: int, requireChecksum: bool = False,
+) -> tuple[int, AckFrame | None, int, list[DataFrame]]:
     """Split a datagram into ``(packetNumber32, ack, elicitsAck, dataFrames)``.
 
     ``elicitsAck`` is 0, 1, or `ACK_NOW` (2: a PING asks for the

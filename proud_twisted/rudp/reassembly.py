@@ -8,7 +8,11 @@ from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.events import Event, MessageReceived
 from proud_twisted.rudp.fifo import Fifo
 from proud_twisted.rudp.frames import (
-    FT_LATEST, FT_RELIABLE, FT_UNRELIABLE, MASK32, MODE_BITS,
+    FT_LATEST,
+    FT_RELIABLE,
+    FT_UNRELIABLE,
+    MASK32,
+    MODE_BITS,
 )
 
 # What buffering really costs (tracemalloc, CPython 3.11; the compiled build
@@ -49,7 +53,7 @@ class ReceiveBudget:
 
 
 class _Partial:
-    __slots__ = ("expires", "total", "have", "cost", "pieces")
+    __slots__ = ("cost", "expires", "have", "pieces", "total")
 
     def __init__(self, expires: float, total: int) -> None:
         self.expires = expires

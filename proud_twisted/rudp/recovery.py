@@ -14,7 +14,7 @@ PACKET_THRESHOLD: Final = 3
 class SentPacket:
     """An ack-eliciting datagram that was sent and not yet resolved."""
 
-    __slots__ = ("pn", "timeSent", "size", "frames", "done")
+    __slots__ = ("done", "frames", "pn", "size", "timeSent")
 
     def __init__(self, pn: int, timeSent: float, size: int, frames: list) -> None:
         self.pn = pn

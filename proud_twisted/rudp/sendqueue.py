@@ -8,8 +8,17 @@ from proud_twisted.errors import SendQueueFull
 from proud_twisted.rudp.config import DeliveryMode, SessionConfig
 from proud_twisted.rudp.fifo import Fifo
 from proud_twisted.rudp.frames import (
-    FRAGMENT_OVERHEAD, FT_RELIABLE, FT_RELIABLE_FRAGMENT, MASK32, PING, UNRELIABLE_OVERHEAD,
-    WHOLE_OVERHEAD, headerSize, packFragment, packUnreliable, packWhole,
+    FRAGMENT_OVERHEAD,
+    FT_RELIABLE,
+    FT_RELIABLE_FRAGMENT,
+    MASK32,
+    PING,
+    UNRELIABLE_OVERHEAD,
+    WHOLE_OVERHEAD,
+    headerSize,
+    packFragment,
+    packUnreliable,
+    packWhole,
 )
 
 MIN_FRAGMENT: Final = 128
@@ -24,7 +33,7 @@ _LATEST: Final = int(DeliveryMode.UNRELIABLE_LATEST)
 class SentFrame:
     """A reliable frame kept, encoded, until acknowledged."""
 
-    __slots__ = ("frame", "size", "acked", "lastPn", "queued")
+    __slots__ = ("acked", "frame", "lastPn", "queued", "size")
 
     def __init__(self, frame: bytes, size: int, pn: int) -> None:
         self.frame = frame
@@ -35,7 +44,7 @@ class SentFrame:
 
 
 class _Message:
-    __slots__ = ("payload", "mode", "channel", "seq", "offset", "cancelled", "priority")
+    __slots__ = ("cancelled", "channel", "mode", "offset", "payload", "priority", "seq")
 
     def __init__(self, payload: bytes, mode: int, channel: int, seq: int,
                  priority: int = 0) -> None:

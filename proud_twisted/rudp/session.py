@@ -12,8 +12,16 @@ from proud_twisted.rudp.congestion import CongestionWindow
 from proud_twisted.rudp.events import Event, PathAlive, PathDead
 from proud_twisted.rudp.fifo import Fifo
 from proud_twisted.rudp.frames import (
-    ACK_DELAY_UNIT, MASK32, MODE_BITS, PING, AckFrame, ackRanges, encodeDatagram, expand,
-    headerSize, parseDatagram,
+    ACK_DELAY_UNIT,
+    MASK32,
+    MODE_BITS,
+    PING,
+    AckFrame,
+    ackRanges,
+    encodeDatagram,
+    expand,
+    headerSize,
+    parseDatagram,
 )
 from proud_twisted.rudp.reassembly import Reassembly, ReceiveBudget
 from proud_twisted.rudp.recovery import SentPacket, SentPackets

@@ -9,15 +9,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from proud_twisted._crypto.datagrams import SERVER_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.constants import HOSTID_SERVER, ErrorType, HackKind, JoinRefusal
 from proud_twisted.crypto import ServerHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
-from proud_twisted._crypto.datagrams import SERVER_DATAGRAM_HEADER, sealDatagram
 from proud_twisted.wire import relay
-from proud_twisted.wire.handshake import isHandshakeMessage
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
+from proud_twisted.wire.handshake import isHandshakeMessage
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
-
 
 _RELAY_KINDS = frozenset({relay.TCP_RELAY_REQUEST, relay.TCP_RELAY_BUNDLE})
 

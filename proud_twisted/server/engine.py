@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
 from proud_twisted._glue.callbacks import EventDispatcher
+from proud_twisted._glue.coredriver import TurnEnd
 from proud_twisted._glue.oncelog import OnceLog
+from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted._glue.udpbuffers import SocketBuffers, checkedBufferSize, sizeUdpBuffers
 from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRefusal
-from proud_twisted._glue.coredriver import TurnEnd
-from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
 from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
 from proud_twisted.info import (
-    ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo,
+    ClientInfo,
+    ErrorInfo,
+    MessageContext,
+    P2PConnectionStats,
+    P2PGroupInfo,
 )
 from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget
-from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import HostIDAllocator
@@ -39,7 +43,10 @@ from proud_twisted.wire.addresses import addressFromWire, addressToWire, plainAd
 from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import FRAME_HEADROOM
 from proud_twisted.wire.messages import (
-    POLICY_DIRECT_ALLOWED, POLICY_PUNCH_AT_ONCE, WIRE_VERSION, encodeMessage,
+    POLICY_DIRECT_ALLOWED,
+    POLICY_PUNCH_AT_ONCE,
+    WIRE_VERSION,
+    encodeMessage,
 )
 
 MIN_READ_HOLD = 0.01
@@ -572,7 +579,8 @@ class ServerEngine:
 
     def _info(self, client) -> ClientInfo:
         peer = client.transport.getPeer()
-        groups = self._table.groupsOf(client.hostID) if self._table.hasClient(client.hostID) else frozenset()
+        hostID = client.hostID
+        groups = self._table.groupsOf(hostID) if self._table.hasClient(hostID) else frozenset()
         return ClientInfo(client.hostID, plainAddress((peer.host, peer.port)),
                           plainAddress(client.udpAddress), client.lanAddress, groups,
                           client.userData)

@@ -9,8 +9,9 @@ every core's events (L{proud_twisted.rudp.events.Value}).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Iterable
+from typing import Final
 
 from proud_twisted.errors import InvalidGroupOperation, UnknownHostID
 from proud_twisted.rudp.events import Value
@@ -181,10 +182,10 @@ class P2PGroupTable:
         existing = sorted(current)
         effects = self._addMember(member, groupID)
         count = len(existing) + 1
-        ackID = self._startPendingJoin(groupID, member, existing + [member])
+        ackID = self._startPendingJoin(groupID, member, [*existing, member])
         for other in existing:
             effects.append(MemberJoinNotice(member, groupID, other, count, message, 0))
-        for receiver in existing + [member]:
+        for receiver in [*existing, member]:
             effects.append(MemberJoinNotice(receiver, groupID, member, count,
                                             message, ackID))
         return effects
@@ -198,10 +199,8 @@ class P2PGroupTable:
     def destroy(self, groupID: int) -> list:
         members = sorted(self._requireGroup(groupID))
         self._cancelPendingJoins(groupID)
-        effects = []
-        for receiver in members:
-            for member in members:
-                effects.append(MemberLeaveNotice(receiver, groupID, member, 0))
+        effects = [MemberLeaveNotice(receiver, groupID, member, 0)
+                   for receiver in members for member in members]
         for member in members:
             effects += self._forgetMembership(member, groupID)
         return effects + self._dropGroup(groupID)

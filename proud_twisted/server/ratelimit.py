@@ -4,7 +4,7 @@
 class TokenBucket:
     """Allows C{rate} units a second on average and bursts of up to C{burst}."""
 
-    __slots__ = ("rate", "burst", "_tokens", "_updated")
+    __slots__ = ("_tokens", "_updated", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
@@ -34,7 +34,7 @@ class TokenBucket:
 class RelayLimit:
     """A client's limits on relayed frames and bytes per second."""
 
-    __slots__ = ("frames", "bytes")
+    __slots__ = ("bytes", "frames")
 
     def __init__(self, framesPerSecond: float, bytesPerSecond: float, now: float,
                  burstSeconds: float = 1.0) -> None:

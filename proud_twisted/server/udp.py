@@ -7,7 +7,6 @@ from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram
 
-
 # Per-message datagrams: type byte -> (fast decoder, what the server does with it).
 _FAST_PATHS = {
     relay.UDP_RELAY: (relay.decodeUdpRelay,

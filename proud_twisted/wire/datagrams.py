@@ -8,8 +8,16 @@ import construct as c
 
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire._schema import (
-    AddressStruct, BundleEntries, FastCodec, HostID, RelayFlags, Targets, Token, buildWith,
-    messageFormat, parseWith,
+    AddressStruct,
+    BundleEntries,
+    FastCodec,
+    HostID,
+    RelayFlags,
+    Targets,
+    Token,
+    buildWith,
+    messageFormat,
+    parseWith,
 )
 from proud_twisted.wire.messages import WIRE_VERSION
 

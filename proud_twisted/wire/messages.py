@@ -12,8 +12,17 @@ import uuid
 import construct as c
 
 from proud_twisted.wire._schema import (
-    AddressStruct, Blob, BundleEntries, FastCodec, HostID, RelayFlags, Targets, Token,
-    buildWith, messageFormat, parseWith,
+    AddressStruct,
+    Blob,
+    BundleEntries,
+    FastCodec,
+    HostID,
+    RelayFlags,
+    Targets,
+    Token,
+    buildWith,
+    messageFormat,
+    parseWith,
 )
 
 WIRE_VERSION = 3
