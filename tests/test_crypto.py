@@ -343,4 +343,3 @@ class PairTests(SynchronousTestCase):
         self.assertTrue(tagIsValid(probe, key))
         self.assertFalse(tagIsValid(flipped(probe, 80), key))
         self.assertFalse(tagIsValid(probe, pairProbeKey(newPairSecret())))
-

@@ -137,4 +137,3 @@ class RoomClientTests(SynchronousTestCase):
         first.expect(rf"^\[lobby\] host {secondID} joined \(2 here\)")
         first.expect(rf"^\[lobby\] host {secondID}: hello$")
         first.expect(rf"^\[lobby\] host {secondID} left$")
-

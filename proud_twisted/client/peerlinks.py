@@ -304,4 +304,3 @@ class PeerLinks:
             peer.driver.receiveDatagram(datagram)
         except ProtocolError:
             self.client.malformedDatagrams += 1
-
