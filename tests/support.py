@@ -131,3 +131,12 @@ class RecordingClientEvents(NetClientEvents):
     def messagesFrom(self, sender) -> list:
         """Payloads received from C{sender}, in order (a live list: do not modify)."""
         return self._bySender.get(sender, [])
+
+
+def stopMemoryWorld(net, server, clients, linger: float = 0) -> None:
+    """Disconnect C{clients}, then stop C{server}, in a memory network C{net}."""
+    for client in clients:
+        client.disconnect(linger=linger)
+    net.advance(1)
+    server.stopService()
+    net.advance(1)

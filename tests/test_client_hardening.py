@@ -27,7 +27,7 @@ from proud_twisted.rudp import DeliveryMode
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire.framing import encodeFrame
 from proud_twisted.wire.messages import encodeMessage
-from tests.support import RecordingClientEvents, RecordingServerEvents
+from tests.support import RecordingClientEvents, RecordingServerEvents, stopMemoryWorld
 
 VERSION = uuid.UUID("0d5b8f0e-7c1a-4e62-9b3d-2f6a1c8e4b90")
 SERVER_IP = "203.0.113.1"
@@ -440,11 +440,7 @@ class GroupWorld:
             sent += 1
 
     def stop(self) -> None:
-        for client in self.clients:
-            client.disconnect(linger=0)
-        self.net.advance(1)
-        self.server.stopService()
-        self.net.advance(1)
+        stopMemoryWorld(self.net, self.server, self.clients)
 
 
 class GroupSendTests(SynchronousTestCase):

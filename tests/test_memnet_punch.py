@@ -18,7 +18,7 @@ from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import pairProbeKey
 from proud_twisted.testing import LinkConditions, MemoryNetwork, NATType
 from proud_twisted.wire.punch import PUNCH_ANSWER, PUNCH_PROBE, encodeControl
-from tests.support import RecordingClientEvents, RecordingServerEvents
+from tests.support import RecordingClientEvents, RecordingServerEvents, stopMemoryWorld
 
 VERSION = uuid.UUID("4d1f3a2e-8b7c-4e21-a9f0-0c5d6e7f8a9b")
 SERVER_IP = "203.0.113.1"
@@ -85,11 +85,7 @@ class PunchWorld:
         return not a.getPeerInfo(b.getLocalHostID()).relayed
 
     def stop(self):
-        for client in self.clients:
-            client.disconnect(linger=0)
-        self.net.advance(1)
-        self.server.stopService()
-        self.net.advance(1)
+        stopMemoryWorld(self.net, self.server, self.clients)
 
 
 class NatMatrixTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from proud_twisted import HOSTID_SERVER, NetClient, NetServer, SendQueueFull, Se
 from proud_twisted.client import engine as clientEngine
 from proud_twisted.server.connection import ServerConnection
 from proud_twisted.testing import LinkConditions, MemoryNetwork
-from tests.support import RecordingClientEvents, RecordingServerEvents
+from tests.support import RecordingClientEvents, RecordingServerEvents, stopMemoryWorld
 
 VERSION = uuid.UUID("9c5e0a57-1f3b-4c1e-9a0e-6d2f3b1a7c11")
 SERVER_IP = "203.0.113.1"
@@ -58,6 +58,11 @@ class RelayWorld:
             lambda: self.serverEvents.rec.count("onP2PGroupJoinMemberAckComplete") >= count, 10)
         return group
 
+    def toServer(self, conditions: LinkConditions) -> None:
+        """Put every client's link towards the server under C{conditions}."""
+        for host in self.hosts:
+            self.net.setConditions(host, self.serverHost, conditions)
+
     def setUdpLoss(self, client: int, loss: float) -> None:
         """Lose UDP between one client and the server, both ways."""
         host = self.hosts[client]
@@ -87,11 +92,7 @@ class RelayWorld:
         return got(senderID)
 
     def stop(self):
-        for client in self.clients:
-            client.disconnect()
-        self.net.advance(1)
-        self.server.stopService()
-        self.net.advance(1)
+        stopMemoryWorld(self.net, self.server, self.clients, linger=2.0)
 
 
 def payloadsOf(sizes):
@@ -147,9 +148,7 @@ class UnreliableModesTests(SynchronousTestCase):
     def test_unreliableNeverDuplicatedUnderDuplication(self):
         world = RelayWorld(self, seed=7)
         world.formGroup()
-        for host in world.hosts:
-            world.net.setConditions(host, world.serverHost,
-                                    LinkConditions(duplicate=0.5, reorder=0.2, latency=0.01))
+        world.toServer(LinkConditions(duplicate=0.5, reorder=0.2, latency=0.01))
         a, b = world.clients
         sent = [b"pos%04d" % i for i in range(500)]
         for payload in sent:
@@ -165,9 +164,7 @@ class UnreliableModesTests(SynchronousTestCase):
         from proud_twisted.rudp import DeliveryMode
         world = RelayWorld(self, seed=8)
         world.formGroup()
-        for host in world.hosts:
-            world.net.setConditions(host, world.serverHost,
-                                    LinkConditions(reorder=0.3, reorderDelay=0.05, latency=0.01))
+        world.toServer(LinkConditions(reorder=0.3, reorderDelay=0.05, latency=0.01))
         a, b = world.clients
         for i in range(300):
             a.send(b.getLocalHostID(), i.to_bytes(2, "big"), mode=DeliveryMode.UNRELIABLE_LATEST,

@@ -24,7 +24,7 @@ from proud_twisted.wire import relay
 from proud_twisted.wire.datagrams import encodeDatagram
 from proud_twisted.wire.framing import encodeFrame
 from proud_twisted.wire.messages import encodeMessage
-from tests.support import RecordingClientEvents, RecordingServerEvents
+from tests.support import RecordingClientEvents, RecordingServerEvents, stopMemoryWorld
 
 VERSION = uuid.UUID("5ec0e0a1-1a2b-4c3d-8e9f-a0b1c2d3e4f5")
 SERVER_IP = "203.0.113.1"
@@ -95,11 +95,7 @@ class World:
         return self.server._engine._clients[hostID]
 
     def stop(self):
-        for client in self.clients:
-            client.disconnect(linger=0)
-        self.net.advance(1)
-        self.server.stopService()
-        self.net.advance(1)
+        stopMemoryWorld(self.net, self.server, self.clients)
 
 
 class PassiveObserverTests(SynchronousTestCase):

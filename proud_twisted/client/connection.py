@@ -14,7 +14,7 @@ from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
 from proud_twisted.wire.punch import PEER_TYPE_FIRST, PEER_TYPE_LAST
 
-# Messages a server may send, each handled by NetClient.server_<NAME>.
+# Messages a server may send, each handled by ClientEngine.server_<NAME>.
 _SERVER_MESSAGES = frozenset({
     "JOIN_ACCEPTED", "JOIN_REFUSED", "MEMBER_JOIN", "MEMBER_LEAVE",
     "PEER_ADDRESSES", "PEER_PAIR", "PONG",
@@ -22,6 +22,16 @@ _SERVER_MESSAGES = frozenset({
 _SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG", "UDP_CHALLENGE"})
 _JOIN_REFUSED = 3   # may come in the clear, before any keys exist
 _PEER_FRAME = bytes((relay.UDP_PEER_FRAME,))
+
+
+def _handleServerMessage(client, decoded: tuple, allowed: frozenset) -> str:
+    """Hand a decoded C{(name, fields)} to C{client.server_<name>} if a server
+    may send it (C{allowed}); return the name. L{ProtocolError} otherwise."""
+    name, fields = decoded
+    if name not in allowed:
+        raise ProtocolError(f"a server may not send {name}")
+    getattr(client, "server_" + name)(fields)
+    return name
 
 
 class ClientConnection(Protocol):
@@ -75,10 +85,7 @@ class ClientConnection(Protocol):
             flags, payload = relay.decodeTcpUserMessage(body)
             self.client.serverMessageReceived(flags, payload)
         else:
-            name, fields = decodeMessage(body)
-            if name not in _SERVER_MESSAGES:
-                raise ProtocolError(f"a server may not send {name}")
-            getattr(self.client, "server_" + name)(fields)
+            name = _handleServerMessage(self.client, decodeMessage(body), _SERVER_MESSAGES)
             if name == "JOIN_REFUSED":
                 self.close(ErrorType.CONNECTION_REFUSED)
 
@@ -171,7 +178,4 @@ class ClientDatagramProtocol(DatagramSender):
             self.client.heardFromServerUdp()
             self.client.serverMessageReceived(flags, payload)
         else:
-            name, fields = decodeDatagram(data)
-            if name not in _SERVER_DATAGRAMS:
-                raise ProtocolError(f"a server may not send {name}")
-            getattr(self.client, "server_" + name)(fields)
+            _handleServerMessage(self.client, decodeDatagram(data), _SERVER_DATAGRAMS)

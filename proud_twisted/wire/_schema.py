@@ -1,5 +1,7 @@
 """construct helpers shared by the TCP and UDP schemas."""
 
+from __future__ import annotations
+
 import struct
 
 import construct as c
@@ -157,3 +159,43 @@ class FastCodec:
 
 
 _PORT = struct.Struct(">H")
+
+
+class MessageFamily:
+    """Encoding and decoding of one family of messages (TCP messages, UDP
+    datagrams, handshake messages): a type's L{FastCodec} where it has one,
+    its construct declaration otherwise.
+
+    @param fmt: the construct format of a whole message.
+    @param fastCodecs: the family's L{FastCodec}s by type name.
+    @param what: what a message is called in errors.
+    @param typeAt: the offset of the type byte.
+    @param nested: the name of the field of C{fmt} that holds the type and
+        body, if they are not its top level.
+    """
+
+    def __init__(self, fmt, fastCodecs: dict, what: str, typeAt: int = 0,
+                 nested: str | None = None) -> None:
+        self.fmt = fmt
+        self.fastCodecs = fastCodecs
+        self.what = what
+        self.typeAt = typeAt
+        self.nested = nested
+        self._byType = {codec.prefix[-1]: codec for codec in fastCodecs.values()}
+
+    def encode(self, kind: str, fields: dict) -> bytes:
+        codec = self.fastCodecs.get(kind)
+        if codec is not None:
+            return codec.encode(fields)
+        message = {"type": kind, "body": fields}
+        return buildWith(self.fmt, {self.nested: message} if self.nested else message, kind)
+
+    def decode(self, data: bytes):
+        """C{(kind, fields)}; L{ProtocolError} if C{data} is no such message."""
+        codec = self._byType.get(data[self.typeAt]) if len(data) > self.typeAt else None
+        if codec is not None:
+            return codec.kind, codec.decode(data)
+        parsed = parseWith(self.fmt, data, self.what)
+        if self.nested:
+            parsed = parsed[self.nested]
+        return str(parsed.type), parsed.body

@@ -12,12 +12,11 @@ from proud_twisted.wire._schema import (
     BundleEntries,
     FastCodec,
     HostID,
+    MessageFamily,
     RelayFlags,
     Targets,
     Token,
-    buildWith,
     messageFormat,
-    parseWith,
 )
 from proud_twisted.wire.messages import WIRE_VERSION
 
@@ -65,23 +64,16 @@ Datagram = c.Struct("wireVersion" / c.Const(WIRE_VERSION, c.Int8ub),
 
 
 FAST_CODECS = FastCodec.forBodies(DatagramType, BODIES, prefix=bytes([WIRE_VERSION]))
-_FAST_BY_TYPE = {codec.prefix[-1]: codec for codec in FAST_CODECS.values()}
+_DATAGRAMS = MessageFamily(Datagram, FAST_CODECS, "UDP datagram", typeAt=1, nested="message")
 
 
 def encodeDatagram(kind: str, **fields) -> bytes:
     """Build a whole UDP datagram of type C{kind}."""
-    codec = FAST_CODECS.get(kind)
-    if codec is not None:
-        return codec.encode(fields)
-    return buildWith(Datagram, {"message": {"type": kind, "body": fields}}, kind)
+    return _DATAGRAMS.encode(kind, fields)
 
 
 def decodeDatagram(data: bytes):
     """Parse a UDP datagram into C{(kind, fields)}; raises L{ProtocolError}."""
     if data[:1] != bytes([WIRE_VERSION]):
         raise ProtocolError("UDP datagram of an unknown wire version")
-    codec = _FAST_BY_TYPE.get(data[1]) if len(data) > 1 else None
-    if codec is not None:
-        return codec.kind, codec.decode(data)
-    parsed = parseWith(Datagram, data, "UDP datagram")
-    return str(parsed.message.type), parsed.message.body
+    return _DATAGRAMS.decode(data)

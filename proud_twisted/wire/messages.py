@@ -17,12 +17,11 @@ from proud_twisted.wire._schema import (
     BundleEntries,
     FastCodec,
     HostID,
+    MessageFamily,
     RelayFlags,
     Targets,
     Token,
-    buildWith,
     messageFormat,
-    parseWith,
 )
 
 WIRE_VERSION = 3
@@ -131,21 +130,14 @@ POLICY_PUNCH_AT_ONCE = 0x02
 
 TcpMessage = messageFormat(MessageType, BODIES)
 FAST_CODECS = FastCodec.forBodies(MessageType, BODIES)
-_FAST_BY_TYPE = {codec.prefix[-1]: codec for codec in FAST_CODECS.values()}
+_MESSAGES = MessageFamily(TcpMessage, FAST_CODECS, "TCP message")
 
 
 def encodeMessage(kind: str, **fields) -> bytes:
     """Build the frame body of a C{kind} message (without length prefix)."""
-    codec = FAST_CODECS.get(kind)
-    if codec is not None:
-        return codec.encode(fields)
-    return buildWith(TcpMessage, {"type": kind, "body": fields}, kind)
+    return _MESSAGES.encode(kind, fields)
 
 
 def decodeMessage(data: bytes):
     """Parse a frame body into C{(kind, fields)}; raises L{ProtocolError}."""
-    codec = _FAST_BY_TYPE.get(data[0]) if data else None
-    if codec is not None:
-        return codec.kind, codec.decode(data)
-    parsed = parseWith(TcpMessage, data, "TCP message")
-    return str(parsed.type), parsed.body
+    return _MESSAGES.decode(data)
