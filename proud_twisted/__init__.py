@@ -8,24 +8,54 @@ from proud_twisted._glue.gcfreeze import freezeStartupObjects
 from proud_twisted._glue.udpbuffers import SocketBuffers
 from proud_twisted.client import NetClient
 from proud_twisted.constants import (
-    HOSTID_NONE, HOSTID_SERVER, ErrorType, HackKind, HolePunchPolicy, JoinRefusal,
-    RelayReason, ServerUdpState,
+    HOSTID_NONE,
+    HOSTID_SERVER,
+    ErrorType,
+    HackKind,
+    HolePunchPolicy,
+    JoinRefusal,
+    RelayReason,
+    ServerUdpState,
 )
 from proud_twisted.crypto import IdentityKey, PublicIdentity
 from proud_twisted.errors import (
-    ConnectionRefusedByServer, HandshakeFailed, HolePunchFailed, InvalidGroupOperation,
-    JoinCancelled, JoinFailed, JoinTimeout, MessageTooLong, NotConnected, ProtocolError, ProtocolVersionMismatch,
-    ProudError, SendQueueFull, UnknownHostID,
+    ConnectionRefusedByServer,
+    HandshakeFailed,
+    HolePunchFailed,
+    InvalidGroupOperation,
+    JoinCancelled,
+    JoinFailed,
+    JoinTimeout,
+    MessageTooLong,
+    NotConnected,
+    ProtocolError,
+    ProtocolVersionMismatch,
+    ProudError,
+    SendQueueFull,
+    UnknownHostID,
 )
 from proud_twisted.events import NetClientEvents, NetServerEvents
 from proud_twisted.info import (
-    ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo, PeerInfo,
-)
-from proud_twisted.rudp import (
-    DeliveryMode, Priority, ReceiveBudget, SessionConfig, SessionStats,
+    ClientInfo,
+    ErrorInfo,
+    MessageContext,
+    P2PConnectionStats,
+    P2PGroupInfo,
+    PeerInfo,
 )
 from proud_twisted.interfaces import (
-    INetClient, INetClientEvent, INetCoreEvent, INetServer, INetServerEvent,
+    INetClient,
+    INetClientEvent,
+    INetCoreEvent,
+    INetServer,
+    INetServerEvent,
+)
+from proud_twisted.rudp import (
+    DeliveryMode,
+    Priority,
+    ReceiveBudget,
+    SessionConfig,
+    SessionStats,
 )
 from proud_twisted.server import NetServer
 from proud_twisted.server.stats import ServerStats

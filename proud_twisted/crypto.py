@@ -29,17 +29,31 @@ C{pairChannel(secret, myHostID, peerHostID, epoch)} and C{pairProbeKey(secret)}.
 """
 
 from proud_twisted._crypto.channel import (
-    CIPHERS, OVERHEAD, CounterExhausted, ReplayWindow, SecureChannel,
+    CIPHERS,
+    OVERHEAD,
+    CounterExhausted,
+    ReplayWindow,
+    SecureChannel,
 )
 from proud_twisted._crypto.handshake import (
-    ClientHandshake, HandshakeState, ServerAuthenticationFailed, ServerHandshake,
-    SessionKeys, transcriptHash,
+    ClientHandshake,
+    HandshakeState,
+    ServerAuthenticationFailed,
+    ServerHandshake,
+    SessionKeys,
+    transcriptHash,
 )
 from proud_twisted._crypto.identity import (
-    IdentityKey, PublicIdentity, identityFromPem, identityToPem,
+    IdentityKey,
+    PublicIdentity,
+    identityFromPem,
+    identityToPem,
 )
 from proud_twisted._crypto.pairs import (
-    PAIR_SECRET_SIZE, newPairSecret, pairChannel, pairProbeKey,
+    PAIR_SECRET_SIZE,
+    newPairSecret,
+    pairChannel,
+    pairProbeKey,
 )
 
 __all__ = [

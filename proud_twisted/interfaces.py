@@ -28,7 +28,13 @@ from zope.interface.interface import InterfaceClass
 
 from proud_twisted.constants import ErrorType, HackKind, RelayReason, ServerUdpState
 from proud_twisted.info import (
-    Address, ClientInfo, ErrorInfo, MessageContext, P2PConnectionStats, P2PGroupInfo, PeerInfo,
+    Address,
+    ClientInfo,
+    ErrorInfo,
+    MessageContext,
+    P2PConnectionStats,
+    P2PGroupInfo,
+    PeerInfo,
     Targets,
 )
 from proud_twisted.rudp.config import DeliveryMode, Priority

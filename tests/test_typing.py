@@ -48,12 +48,13 @@ def publicFunctions(cls: type):
     for name, member in vars(cls).items():
         if name.startswith("_") and name != "__init__":
             continue
+        function = member
         if isinstance(member, property):
-            member = member.fget
+            function = member.fget
         elif isinstance(member, (staticmethod, classmethod)):
-            member = member.__func__
-        if inspect.isfunction(member) and member.__module__.startswith("proud_twisted"):
-            yield name, member
+            function = member.__func__
+        if inspect.isfunction(function) and function.__module__.startswith("proud_twisted"):
+            yield name, function
 
 
 def declaredAnnotations(interfaceName: str) -> dict:

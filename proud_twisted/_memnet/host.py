@@ -5,7 +5,8 @@ One host of the memory network, as the reactor its code runs on.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
 from twisted.internet.abstract import isIPAddress
@@ -65,12 +66,12 @@ class HostReactor:
 
     def callLater(self, delay: float, callable: Callable[..., Any],
                   *args: object, **kw: object) -> IDelayedCall:
-        if isinstance(callable, LoopingCall) and callable.interval:
-            # L{advance} steps the clock exactly onto each call's time, where
-            # LoopingCall's float arithmetic can leave a remainder of a few
-            # ulps and tick twice; a remainder that small means "next interval".
-            if 0 < delay < callable.interval * 1e-6:
-                delay += callable.interval
+        # L{advance} steps the clock exactly onto each call's time, where
+        # LoopingCall's float arithmetic can leave a remainder of a few ulps
+        # and tick twice; a remainder that small means "next interval".
+        if (isinstance(callable, LoopingCall) and callable.interval
+                and 0 < delay < callable.interval * 1e-6):
+            delay += callable.interval
         call = self.network.clock.callLater(delay, callable, *args, **kw)
         self._calls.append(call)
         if len(self._calls) > self._pruneAt:

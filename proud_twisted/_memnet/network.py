@@ -4,9 +4,9 @@ The memory network: hosts, NAT boxes, paths and their conditions, one clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from random import Random
-from typing import Callable, Union
 
 from twisted.internet.abstract import isIPAddress
 from twisted.logger import Logger
@@ -17,7 +17,7 @@ from .nat import NATBox
 from .scheduler import EventQueue, NetworkClock
 
 Address = tuple[str, int]
-Node = Union[HostReactor, NATBox]
+Node = HostReactor | NATBox
 
 _PERFECT = LinkConditions()
 

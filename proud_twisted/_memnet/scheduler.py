@@ -8,7 +8,8 @@ from __future__ import annotations
 import heapq
 import itertools
 from bisect import insort
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IDelayedCall

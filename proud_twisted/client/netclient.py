@@ -21,7 +21,7 @@ from proud_twisted.constants import ServerUdpState
 from proud_twisted.crypto import PublicIdentity
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import Address, PeerInfo, Targets
-from proud_twisted.interfaces import INetClient, documentedBy, INetClientEvent
+from proud_twisted.interfaces import INetClient, INetClientEvent, documentedBy
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 

@@ -20,9 +20,13 @@ from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.events import NetServerEvents
 from proud_twisted.info import (
-    Address, ClientInfo, P2PConnectionStats, P2PGroupInfo, Targets,
+    Address,
+    ClientInfo,
+    P2PConnectionStats,
+    P2PGroupInfo,
+    Targets,
 )
-from proud_twisted.interfaces import INetServer, documentedBy, INetServerEvent
+from proud_twisted.interfaces import INetServer, INetServerEvent, documentedBy
 from proud_twisted.rudp import SessionConfig
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
