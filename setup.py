@@ -16,7 +16,6 @@ from setuptools.command.build_ext import build_ext
 
 COMPILED = [
     "proud_twisted/_crypto/channel.py",
-    "proud_twisted/client/pathdriver.py",
     "proud_twisted/_glue/coredriver.py",
     "proud_twisted/rudp/acks.py",
     "proud_twisted/rudp/congestion.py",

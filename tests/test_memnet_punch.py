@@ -294,7 +294,7 @@ class ForgedProbeTests(SynchronousTestCase):
         self.assertEqual(a.getPeerInfo(idb).directAddress, realAddress)
         self.assertNotEqual(realAddress[0], "192.0.2.66")
         self.assertGreater(a._engine.peerLinks.rejectedDatagrams +
-                           a._engine.peerTable.peers[idb].pathDriver.state.rejected, 0)
+                           a._engine.peerTable.peers[idb].pathDriver.core.rejected, 0)
         attacker.stopListening()
 
 

@@ -3,8 +3,9 @@
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted._glue.coredriver import MAX_PASSES, TurnEnd
+from proud_twisted._glue.coredriver import MAX_PASSES, CoreDriver, TurnEnd
 from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG, SessionDriver
+from proud_twisted.client.serverpath import ServerPath, ServerUdpStateChanged
 from proud_twisted.rudp import MessageReceived
 
 
@@ -137,3 +138,20 @@ class TurnEndTests(SynchronousTestCase):
         clock.advance(0)
         self.assertEqual(len(out), len(drivers))
         self.assertEqual(len(clock.getDelayedCalls()), len(drivers), "each its own timer")
+
+
+class CoreDriverInputTests(SynchronousTestCase):
+    def test_anInputGetsTheTimeAndWhatItCausesLeavesAtOnce(self):
+        clock = task.Clock()
+        clock.advance(50)
+        sent, events = [], []
+        path = ServerPath(1000, bytes(16))
+        driver = CoreDriver(clock, path, sent.append, events.append)
+        driver.input(path.start)
+        self.assertEqual(len(sent), 1)                  # the hello, in the same call
+        driver.input(path.helloAcknowledged, ("192.0.2.1", 4000))
+        self.assertEqual(path.publicAddress, ("192.0.2.1", 4000))
+        self.assertEqual([type(e) for e in events], [ServerUdpStateChanged])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)   # the next ping, armed
+        driver.close()
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -101,6 +101,15 @@ class CoreDriver:
         self._turnEnd = TurnEnd(reactor) if turnEnd is None else turnEnd
         self._flushQueued = False
 
+    def input(self, method: Callable[..., None], *args: Any) -> None:
+        """Give the core an input: call C{method(*args, now)}, then flush.
+
+        C{method} is one of the core's input methods, e.g.
+        C{driver.input(path.candidatesChanged, candidates)}.
+        """
+        method(*args, self.reactor.seconds())
+        self.flush()
+
     def flush(self) -> None:
         """Send everything the core has ready, hand out its events, re-arm its timer."""
         self._flushQueued = False

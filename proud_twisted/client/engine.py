@@ -389,8 +389,7 @@ class ClientEngine:
                                       ServerPathConfig(pingInterval=keepaliveInterval))
         self._serverPathDriver = CoreDriver(self.reactor, self._serverPath, self._sendUdp,
                                             self._serverUdpStateChanged, self.turnEnd)
-        self._serverPath.start(self.reactor.seconds())
-        self._serverPathDriver.flush()      # the first hello, now
+        self._serverPathDriver.input(self._serverPath.start)    # the first hello, now
         joining, self._joining = self._joining, None
         self._cancelJoinTimer()
         self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
@@ -462,15 +461,13 @@ class ClientEngine:
 
     def server_UDP_HELLO_ACK(self, fields) -> None:
         if self._serverPath is not None:
-            self._serverPath.helloAcknowledged(addressFromWire(fields.address),
-                                               self.reactor.seconds())
-            self._serverPathDriver.flush()
+            self._serverPathDriver.input(self._serverPath.helloAcknowledged,
+                                         addressFromWire(fields.address))
 
     def server_UDP_CHALLENGE(self, fields) -> None:
         """The server checks that our UDP address is ours: answer from it."""
         if self._serverPath is not None:
-            self._serverPath.challenged(fields.challenge, self.reactor.seconds())
-            self._serverPathDriver.flush()
+            self._serverPathDriver.input(self._serverPath.challenged, fields.challenge)
 
     def server_UDP_PONG(self, fields) -> None:
         self.heardFromServerUdp()

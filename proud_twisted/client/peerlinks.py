@@ -14,8 +14,8 @@ import struct
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from proud_twisted._glue.coredriver import CoreDriver
 from proud_twisted._glue.sessiondriver import SessionDriver
-from proud_twisted.client.pathdriver import PathDriver
 from proud_twisted.client.pathstate import (
     PathBecameDirect,
     PathBecameRelayed,
@@ -69,15 +69,19 @@ class PeerLinks:
         if policy & POLICY_DIRECT_ALLOWED:
             state = PathState(client.getLocalHostID(), peer.hostID,
                               pairProbeKey(peer.pairSecret), (), self.pathConfig)
-            peer.pathDriver = PathDriver(client.reactor, state, client.sendDatagramTo,
+            peer.pathDriver = CoreDriver(client.reactor, state, self._sendPathDatagram,
                                          self._pathEventHandler(peer), client.turnEnd)
             peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
         self._replayEarlyFrames(peer.hostID)
 
+    def _sendPathDatagram(self, item: tuple) -> None:
+        """Send what a path state emits: a C{(datagram, address)} pair."""
+        self.client.sendDatagramTo(*item)
+
     def addressesChanged(self, peer) -> None:
         if peer.pathDriver is None or not peer.candidates:
             return
-        peer.pathDriver.candidatesChanged(peer.candidates)
+        peer.pathDriver.input(peer.pathDriver.core.candidatesChanged, peer.candidates)
         if peer.punchAtOnce:
             self._startPunching(peer)
 
@@ -105,7 +109,7 @@ class PeerLinks:
         if datagram is not None:
             self._startPunching(peer)
             if peer.pathDriver is not None:
-                peer.pathDriver.noteRelayedTraffic()
+                peer.pathDriver.input(peer.pathDriver.core.noteRelayedTraffic)
             self._feed(peer, datagram, relayed=True)
 
     def peerDatagram(self, data: bytes, addr) -> None:
@@ -124,15 +128,15 @@ class PeerLinks:
             self.rejectedDatagrams += 1
             return
         if payload is None:
-            peer.pathDriver.receiveDatagram(data, addr)
+            peer.pathDriver.input(peer.pathDriver.core.receiveDatagram, data, addr)
             return
         addr = tuple(addr)
-        if addr != peer.directAddress and addr not in peer.pathDriver.state.candidates:
+        if addr != peer.directAddress and addr not in peer.pathDriver.core.candidates:
             self.rejectedDatagrams += 1
             return
         datagram = self._unframe(peer, payload)
         if datagram is not None:
-            peer.pathDriver.state.noteDirectTraffic(self.client.reactor.seconds())
+            peer.pathDriver.core.noteDirectTraffic(self.client.reactor.seconds())
             self._feed(peer, datagram, relayed=False)
 
     def punchRequested(self, sender: int) -> None:
@@ -155,7 +159,7 @@ class PeerLinks:
         if peer.pathDriver is None:
             return defer.fail(HolePunchFailed(
                 f"direct P2P with {peer.hostID} is not allowed by the server"))
-        if peer.pathDriver.state.mode is PathMode.FORCED_RELAY:
+        if peer.pathDriver.core.mode is PathMode.FORCED_RELAY:
             return defer.fail(HolePunchFailed(
                 f"the path to {peer.hostID} is forced onto the relay"))
         # (the lambda finds the list of the moment: firing the waiters replaces it)
@@ -168,14 +172,14 @@ class PeerLinks:
     def forceRelay(self, peer, on: bool) -> None:
         if peer.pathDriver is None:
             return
-        peer.pathDriver.forceRelay(on)
+        peer.pathDriver.input(peer.pathDriver.core.forceRelay, on)
         if not on:
             peer.punchRequested = False
             self._startPunching(peer)
 
     def directPeerCount(self) -> int:
         return sum(1 for p in self.client.peerTable.peers.values()
-                   if p.pathDriver is not None and p.pathDriver.state.mode in
+                   if p.pathDriver is not None and p.pathDriver.core.mode in
                    (PathMode.DIRECT, PathMode.PUNCHING))
 
     # Internals
@@ -184,14 +188,14 @@ class PeerLinks:
         """Start punching once; after that the path state retries on its own."""
         driver = peer.pathDriver
         if (driver is None or peer.punchRequested or not peer.candidates
-                or driver.state.mode is not PathMode.RELAYED
-                or driver.state.retryAt is not None):
+                or driver.core.mode is not PathMode.RELAYED
+                or driver.core.retryAt is not None):
             return
         if self.directPeerCount() >= self.maxDirectPeers:
             return
         peer.punchRequested = True
-        driver.candidatesChanged(peer.candidates)
-        driver.startPunching()
+        driver.input(driver.core.candidatesChanged, peer.candidates)
+        driver.input(driver.core.startPunching)
         # A NAT that filters by address lets the peer's probes in only once
         # we have sent it ours: ask it, through the relay, to punch as well.
         self.client.sendToServerTcp(relay.encodeTcpRelayRequest(
@@ -207,7 +211,7 @@ class PeerLinks:
     def _directTransmitter(self, peer, address):
         client = self.client
         localID = client.getLocalHostID()
-        state = peer.pathDriver.state
+        state = peer.pathDriver.core
 
         def transmit(datagram: bytes) -> None:
             client.sendDatagramTo(encodeDirectData(

@@ -18,7 +18,7 @@ class Peer:
         self.pairSecret = b""
         self.channel = None         # the pair's SecureChannel (end to end)
         self.driver = None          # the pair's SessionDriver
-        self.pathDriver = None      # the pair's PathDriver, if direct P2P is allowed
+        self.pathDriver = None      # the CoreDriver of its PathState, if direct P2P is allowed
         self.punchAtOnce = False
         self.punchRequested = False
         self.arrivalRelayed = True  # how the datagram being processed arrived
