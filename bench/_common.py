@@ -980,3 +980,67 @@ def raiseFileLimit() -> int | None:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return None if hard == resource.RLIM_INFINITY else hard
+
+
+# bare Twisted UDP baselines, and the precise CPU time of another process
+
+class BareUdpEcho(protocol.DatagramProtocol):
+    """The least a UDP echo can do: each datagram goes back where it came from."""
+
+    noisy = False
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        self.transport.write(data, addr)
+
+
+class BareUdpForwarder(protocol.DatagramProtocol):
+    """The least a UDP relay can do: what comes from one of ``ends`` (two
+    addresses) goes to the other."""
+
+    noisy = False
+
+    def __init__(self, ends: tuple = ()) -> None:
+        self.ends = tuple(ends)
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        first, second = self.ends
+        self.transport.write(data, second if addr == first else first)
+
+
+def processRunSeconds(pid: int) -> float | None:
+    """CPU seconds the threads of process ``pid`` have run, to the
+    nanosecond: the sum of /proc/<pid>/task/*/schedstat (the run time that
+    /proc/<pid>/stat's utime + stime are scaled to, there in 10 ms ticks);
+    L{processCpuSeconds} where schedstat is missing, None once it is gone."""
+    if not os.path.exists(f"/proc/{pid}/schedstat"):
+        return processCpuSeconds(pid)
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as schedstat:
+                total += int(schedstat.read().split()[0])
+        except FileNotFoundError:
+            continue            # a thread that ended meanwhile
+        except (OSError, ValueError, IndexError):
+            return processCpuSeconds(pid)
+    return total / 1e9
+
+
+def machineBusySeconds() -> float | None:
+    """CPU seconds the whole machine has been busy (every CPU's user, nice,
+    system, irq, softirq and steal time in /proc/stat, in 10 ms ticks); None
+    where there is no /proc/stat. What other processes take during a
+    measurement is this difference less that of the processes measured."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if fields[:1] != ["cpu"]:
+        return None
+    user, nice, system, _, _, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS

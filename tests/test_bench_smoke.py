@@ -26,6 +26,7 @@ def needsEnet():
     ("rudp_loss.py", ["--messages", "200"]),
     ("rudp_rtt.py", ["--messages", "50", "--repeat", "1"]),
     ("p2p_times.py", ["--quick"]),
+    ("framework_rtt.py", ["--quick", "--profile", "--profile-top", "5"]),
     ("security_overhead.py", ["--pings", "50", "--blocks", "2", "--messages", "500",
                               "--relay-runs", "1", "--floor"]),
     ("group_churn.py", ["--clients", "4", "--group-size", "3", "--rounds", "2",
