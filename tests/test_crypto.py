@@ -343,3 +343,35 @@ class PairTests(SynchronousTestCase):
         self.assertTrue(tagIsValid(probe, key))
         self.assertFalse(tagIsValid(flipped(probe, 80), key))
         self.assertFalse(tagIsValid(probe, pairProbeKey(newPairSecret())))
+
+
+class IdleReleaseTests(SynchronousTestCase):
+    """A channel drops its cipher contexts while idle and makes them again."""
+
+    def test_releasedOnlyAfterAQuietCheck(self):
+        for strict in (False, True):
+            sender, receiver = channels(strict=strict)
+            sender.releaseIfIdle()      # the first check: nothing to drop yet
+            receiver.releaseIfIdle()
+            record = sender.seal(b"one")
+            self.assertEqual(receiver.open(record), b"one")
+            self.assertFalse(sender.releaseIfIdle())      # it sealed since the last check
+            self.assertFalse(receiver.releaseIfIdle())    # it opened since the last check
+            self.assertTrue(sender.releaseIfIdle())
+            self.assertTrue(receiver.releaseIfIdle())
+            self.assertIsNone(sender._encrypt)
+            self.assertIsNone(receiver._decrypt)
+
+    def test_aReleasedChannelKeepsItsCountersAndItsReplayProtection(self):
+        for strict in (False, True):
+            sender, receiver = channels(strict=strict)
+            first = sender.seal(b"first")
+            self.assertEqual(receiver.open(first), b"first")
+            for channel in (sender, receiver):
+                channel.releaseIfIdle()
+                channel.releaseIfIdle()
+            second = sender.seal(b"second")
+            self.assertEqual(sender.sent, 2)
+            self.assertEqual(receiver.open(second), b"second")
+            self.assertRaises(ProtocolError, receiver.open, first)
+            self.assertRaises(ProtocolError, receiver.open, flipped(sender.seal(b"x"), 30))

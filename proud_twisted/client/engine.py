@@ -54,6 +54,19 @@ from proud_twisted.wire.framing import FRAME_HEADROOM
 from proud_twisted.wire.messages import WIRE_VERSION, versionBytes
 
 LINGER_CHECK_INTERVAL = 0.01
+KEEPALIVES_PER_TIMEOUT = 3
+"""Keepalives a client sends within the server's client timeout (20 s: one
+every 6.7 s), so that one lost keepalive or answer is never a timeout. While
+the UDP path to the server works and answers they go over UDP only: one small
+datagram each way, the whole idle cost of a player to the server. A keepalive
+interval without a word from the server adds a TCP ping."""
+UDP_LOST_AFTER_KEEPALIVES = 2.5
+"""Keepalive intervals without a word from the server over UDP after which its
+UDP path counts as lost (two lost answers in a row, and some slack)."""
+MIN_UDP_LOST_AFTER = 10.0
+TCP_KEEPALIVE_WHILE_UDP = 60.0
+"""Seconds between TCP pings while the keepalives go over UDP: the TCP
+connection and its NAT mapping still get a word now and then."""
 MAX_JOIN_ACKS = 1024
 """Most join notices acknowledged in one message (4 bytes each)."""
 # What onJoinServerComplete hears for a refusal (CONNECTION_REFUSED otherwise).
@@ -131,6 +144,8 @@ class ClientEngine:
         self._serverPath = None         # the UDP path to the server, once joined
         self._serverPathDriver = None
         self._lastHeard = 0.0
+        self._lastTcpPing = float("-inf")
+        self._keepaliveInterval = 1.0
         self._serverTimeout = 20.0
         self._keepalive = None
         self._joinAcks = []         # notices processed this turn, acknowledged at its end
@@ -358,8 +373,9 @@ class ClientEngine:
         self._lastHeard = self.reactor.seconds()
 
     def heardFromServerUdp(self) -> None:
+        now = self._lastHeard = self.reactor.seconds()
         if self._serverPath is not None:
-            self._serverPath.heard(self.reactor.seconds())
+            self._serverPath.heard(now)
 
     def server_JOIN_ACCEPTED(self, fields) -> None:
         if self._joining is None or self._hostID != HOSTID_NONE:
@@ -378,7 +394,9 @@ class ClientEngine:
         local = self._connection.transport.getHost()
         self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
             (local.host, self._udpPort.getHost().port)))
-        keepaliveInterval = max(self._serverTimeout / 5, 0.05)
+        keepaliveInterval = self._keepaliveInterval = max(
+            self._serverTimeout / KEEPALIVES_PER_TIMEOUT, 0.05)
+        self._lastTcpPing = self.reactor.seconds()      # (joining was TCP traffic)
         self._keepalive = task.LoopingCall(self._keepAlive)
         self._keepalive.clock = self.reactor
         self._keepalive.start(keepaliveInterval, now=False)
@@ -386,7 +404,11 @@ class ClientEngine:
             self.reactor, self._serverTransmit, self._serverDeliver, self.sessionConfig,
             self.turnEnd)
         self._serverPath = ServerPath(self._hostID, self._udpToken,
-                                      ServerPathConfig(pingInterval=keepaliveInterval))
+                                      ServerPathConfig(
+                                          pingInterval=keepaliveInterval,
+                                          lostAfter=max(MIN_UDP_LOST_AFTER,
+                                                        UDP_LOST_AFTER_KEEPALIVES
+                                                        * keepaliveInterval)))
         self._serverPathDriver = CoreDriver(self.reactor, self._serverPath, self._sendUdp,
                                             self._serverUdpStateChanged, self.turnEnd)
         self._serverPathDriver.input(self._serverPath.start)    # the first hello, now
@@ -574,7 +596,10 @@ class ClientEngine:
         if now - self._lastHeard > self._serverTimeout:
             self._connection.abort(ErrorType.TIMEOUT, "the server went silent")
             return
-        self._connection.sendMessage("PING", timestamp=now)
+        if (not self._udpConfirmed() or now - self._lastHeard > self._keepaliveInterval
+                or now - self._lastTcpPing >= TCP_KEEPALIVE_WHILE_UDP):
+            self._lastTcpPing = now
+            self._connection.sendMessage("PING", timestamp=now)
 
     def _sendUdp(self, data: bytes) -> None:
         if self._udpPort is not None:

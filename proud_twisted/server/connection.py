@@ -33,6 +33,15 @@ class ServerConnection(Protocol):
     """
 
     log = Logger()
+    # No __dict__: a server keeps one per client.
+    __slots__ = (
+        "backlog", "closeDeadline", "closing", "congestedSince", "connected", "decoder",
+        "factory", "hackReported", "handshake", "hostID", "joinDeadline", "lanAddress",
+        "lastHeard", "leaveComment", "leaveReason", "login", "readingHeld", "relayLimit",
+        "relayRefused", "relayRefusedWarned", "server", "tcpChannel", "transport",
+        "udpAddress", "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData",
+        "waitingToJoin",
+    )
 
     def __init__(self, server) -> None:
         self.server = server
@@ -52,7 +61,7 @@ class ServerConnection(Protocol):
         self.relayLimit = None
         self.joinDeadline = float("inf")
         self.closeDeadline = float("inf")
-        self.hackReported = {}
+        self.hackReported = None        # HackKind -> when last reported, once one is
         self.waitingToJoin = False      # counted among the server's unauthenticated
         self.login = None               # the pending Deferred of an asynchronous login
         self.congestedSince = None      # when the transport paused us, while it does

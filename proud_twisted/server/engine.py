@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.coredriver import TurnEnd
+from proud_twisted._glue.memory import returnFreedMemory
 from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted._glue.udpbuffers import SocketBuffers, checkedBufferSize, sizeUdpBuffers
@@ -54,6 +55,14 @@ MIN_READ_HOLD = 0.01
 DEPARTED_GRACE = 5.0
 """Seconds after two hosts stop sharing a group during which frames still in
 flight between them are dropped quietly rather than reported."""
+SWEEPS_PER_CIPHER_RELEASE = 4
+"""Every how many sweeps (one a second) the server drops the cipher contexts
+of clients that sent and received nothing since the last such sweep: a
+context holds about 2.5 KiB, four per client, and an idle client (a
+keepalive every 6.7 s) needs them for a moment now and then."""
+TRIM_AFTER_RELEASES = 1024
+"""Released contexts (some 2.5 MiB) after which the freed heap is handed
+back to the OS (L{returnFreedMemory}, about a millisecond)."""
 # A pair's direct-path reports (see NetServer._pairs).
 _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
@@ -121,6 +130,8 @@ class ServerEngine:
         self._udp = ServerDatagramProtocol(self)
         self._turnEnd = TurnEnd(self.reactor)      # the clients' UDP sessions flush from it
         self._sweeper = None
+        self._sweeps = 0
+        self._releasedSinceTrim = 0
         self.onceLog = OnceLog(self.log)
 
     # Listening
@@ -661,10 +672,13 @@ class ServerEngine:
         """Tell the application, at most once a second per client and kind."""
         self.stats.hackSuspicions += 1
         now = self.reactor.seconds()
-        last = client.hackReported.get(kind)
+        reported = client.hackReported
+        if reported is None:
+            reported = client.hackReported = {}
+        last = reported.get(kind)
         if last is not None and now - last < 1.0:
             return
-        client.hackReported[kind] = now
+        reported[kind] = now
         self.onceLog.warn(("hack", client.hostID, kind), "client {hostID} suspected: "
                            "{kind}", hostID=client.hostID, kind=kind.value)
         self.dispatch("onClientHackSuspected", client.hostID, kind)
@@ -699,6 +713,9 @@ class ServerEngine:
         now = self.reactor.seconds()
         deadline = now - self.clientTimeout
         self._forgetPartings(now)
+        self._sweeps += 1
+        releasing = self._sweeps % SWEEPS_PER_CIPHER_RELEASE == 0
+        released = 0
         for connection in list(self._connections):
             if connection.closing:
                 if now >= connection.closeDeadline:
@@ -716,6 +733,15 @@ class ServerEngine:
                 self.stats.clientsTimedOut += 1
                 connection.abort(ErrorType.TIMEOUT,
                                  f"silent for more than {self.clientTimeout} s")
+            elif releasing and connection.udpChannel is not None:
+                # An idle client's cipher contexts are most of its memory.
+                released += (connection.tcpChannel.releaseIfIdle()
+                             + connection.udpChannel.releaseIfIdle())
+        if released:
+            self._releasedSinceTrim += released
+            if self._releasedSinceTrim >= TRIM_AFTER_RELEASES:
+                self._releasedSinceTrim = 0
+                returnFreedMemory()
 
     def _forgetPartings(self, now: float) -> None:
         parted = self._parted
