@@ -282,6 +282,13 @@ class ClientEngine:
             raise NotConnected("not joined to a server")
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
+        if type(targets) is int:
+            peer = self.peerTable.peers.get(targets)
+            if peer is not None and peer.driver is not None:
+                # The common case, one peer, without expanding groups.
+                self._checkRoom(len(payload), mode, channel, (peer,), None)
+                self.peerLinks.send(peer, payload, mode, priority, channel)
+                return
         toServer = False
         peers, strangers = [], []
         for hostID in self.peerTable.expand(self._hostID, targets):

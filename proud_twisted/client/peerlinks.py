@@ -108,8 +108,10 @@ class PeerLinks:
         datagram = self._unframe(peer, payload)
         if datagram is not None:
             self._startPunching(peer)
-            if peer.pathDriver is not None:
-                peer.pathDriver.input(peer.pathDriver.core.noteRelayedTraffic)
+            driver = peer.pathDriver
+            if driver is not None and driver.core.mode is PathMode.DIRECT:
+                # (Relayed data means something to the path only once direct.)
+                driver.input(driver.core.noteRelayedTraffic)
             self._feed(peer, datagram, relayed=True)
 
     def peerDatagram(self, data: bytes, addr) -> None:
