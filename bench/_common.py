@@ -88,6 +88,21 @@ def report(name: str, ours: float, baseline: float, unit: str, baselineName: str
     return ratio
 
 
+def reportLimit(name: str, ours: float, baseline: float, unit: str, baselineName: str,
+                limit: float, higherIsBetter: bool = False, note: str = "") -> bool:
+    """Print a result line like L{report}'s, whose goal is on ``ours`` itself
+    (at most, or with ``higherIsBetter`` at least, ``limit`` ``unit``) rather
+    than on the ratio; whether the goal is met. The ratio reads ``n/a`` when
+    the baseline is 0."""
+    met = ours >= limit if higherIsBetter else ours <= limit
+    sign = ">=" if higherIsBetter else "<="
+    ratio = f"{ours / baseline:.3f}" if baseline else "n/a"
+    print(f"{name}: ours={ours:,.1f} {unit}, baseline={baseline:,.1f} {unit} ({baselineName}),"
+          f" ratio={ratio} (goal ours {sign} {limit:,g} {unit}: {'met' if met else 'MISSED'})"
+          f"{note}")
+    return met
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -337,6 +352,45 @@ class OrderedCounter:
         self.received += 1
         if self.received == self.count:
             self.done.callback(clock())
+
+
+class Trickle:
+    """Calls ``send(index)`` ``rate`` times a second for ``seconds``, paced
+    every ``tick`` seconds by the reactor's clock (a late tick catches up);
+    ``start()`` gives a Deferred of the number of calls made."""
+
+    def __init__(self, reactor, rate: float, seconds: float, send, tick: float = 0.01) -> None:
+        self.reactor = reactor
+        self.rate, self.seconds, self.tick = rate, seconds, tick
+        self.send = send
+        self.sent = 0
+        self.started = 0.0
+        self.done = defer.Deferred()
+        self._loop = task.LoopingCall(self._step)
+        self._loop.clock = reactor
+
+    def start(self) -> defer.Deferred:
+        self.started = self.reactor.seconds()
+        if self.rate <= 0 or self.seconds <= 0:
+            self.done.callback(0)
+        else:
+            self._loop.start(self.tick, now=True)
+        return self.done
+
+    def _step(self) -> None:
+        elapsed = min(self.seconds, self.reactor.seconds() - self.started)
+        for _ in range(int(self.rate * elapsed) - self.sent):
+            self.send(self.sent)
+            self.sent += 1
+        if elapsed >= self.seconds:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop now (the Deferred fires with what was sent so far)."""
+        if self._loop.running:
+            self._loop.stop()
+        if not self.done.called:
+            self.done.callback(self.sent)
 
 
 # the session over loopback UDP
@@ -786,6 +840,18 @@ class ChildProcess(protocol.ProcessProtocol):
         process = cls(label)
         command = [sys.executable, os.path.join(BENCH, script), *map(str, options)]
         reactor.spawnProcess(process, sys.executable, command, env=os.environ.copy(),
+                             childFDs={0: "w", 1: "r", 2: 2})
+        return process
+
+    @classmethod
+    def spawnCommand(cls, reactor, label: str, command: list, env: dict | None = None,
+                     path: str | None = None) -> ChildProcess:
+        """Start ``command`` (an argument list whose first item is the
+        program), with ``env`` (default: this process's) in directory ``path``."""
+        process = cls(label)
+        command = [str(word) for word in command]
+        reactor.spawnProcess(process, command[0], command,
+                             env=os.environ.copy() if env is None else env, path=path,
                              childFDs={0: "w", 1: "r", 2: 2})
         return process
 

@@ -34,6 +34,7 @@ def needsEnet():
     ("server_gc.py", ["--clients", "6", "--group-size", "3"]),
     ("attacks.py", ["--quick", "--seconds", "1", "--scenario", "slow-consumer",
                     "--scenario", "rejected-relay-flood"]),
+    ("scale.py", ["--quick"]),
 ])
 def test_benchmarkPrintsRatio(script, options):
     done = subprocess.run(
@@ -45,3 +46,11 @@ def test_benchmarkPrintsRatio(script, options):
         assert "AES-GCM calls alone (information): ours=" in done.stdout, done.stdout
         for cipher in ("aesgcm", "chacha20poly1305"):
             assert f"seal+open of 64 B, {cipher}, in a loop (information): ours=" in done.stdout
+    if script == "scale.py":
+        for line in ("clients joined in the storm", "SYNs dropped in the storm",
+                     "server CPU per join, storm of", "server memory per idle grouped client",
+                     "server CPU per idle client per second",
+                     "server CPU per relayed frame under the trickle",
+                     "messages lost in the hold", "clients dropped during the hold"):
+            assert re.search(rf"^{re.escape(line)}.*: ours=.*\(goal .*: (met|MISSED)\)",
+                             done.stdout, re.MULTILINE), (line, done.stdout)

@@ -1,0 +1,164 @@
+"""The server events of scale.py, run by ``twistd -n proudserver`` itself:
+
+    PYTHONPATH=bench:. twistd -n --logfile server.log --pidfile '' proudserver \\
+        --tcp 0 --udp 0 --interface 127.0.0.1 --events _scale_events.ScaleEvents ...
+
+`ScaleEvents` puts every client into a relay-only P2P group of
+``$SCALE_GROUP_SIZE`` (default 10) members in the order they join
+(``createP2PGroup([first], allowDirectP2P=False)`` for a group's first
+member, ``joinP2PGroup`` for the others), and counts joins, leaves and join
+acknowledgements. Once the reactor runs it answers commands on stdin with a
+JSON line each on stdout (twistd logs to its ``--logfile``; see
+``_common.JsonControl``):
+
+- first, unasked: the ports, the public key, the pid, the package it runs
+  (path, compiled or not) and how many objects twistd froze out of
+  garbage collection;
+- ``mark K``: start counting joins from 0 and note this process's CPU time
+  (``time.process_time``), at the K-th join from now and at the latest join;
+- ``cpu``: this process's CPU time (``time.process_time``);
+- ``status``: clients, connections, groups, the peer entries their members
+  should hold, join acknowledgements, ``stats``, leaves by reason, the CPU
+  marks, RSS;
+- ``profile-start``, ``profile-stop TOP``: cProfile the server between the
+  two (timed by the process's CPU clock); the second answers with the TOP
+  functions by own time;
+- ``quit`` (or stdin closing): stop the reactor, and so twistd.
+
+The process stops by itself ``$SCALE_LIFETIME`` seconds after it started.
+"""
+
+from __future__ import annotations
+
+import collections
+import cProfile
+import gc
+import io
+import os
+import pstats
+import time
+
+import _common
+from proud_twisted import ErrorType, NetServerEvents
+
+GROUP_SIZE_VARIABLE = "SCALE_GROUP_SIZE"
+LIFETIME_VARIABLE = "SCALE_LIFETIME"
+FAILURES_KEPT = 5
+
+
+class ScaleEvents(NetServerEvents):
+    """Groups the clients as they join, and tells scale.py what it sees."""
+
+    def __init__(self) -> None:
+        self.groupSize = int(os.environ.get(GROUP_SIZE_VARIABLE, "10"))
+        self.lifetime = float(os.environ.get(LIFETIME_VARIABLE, "3600"))
+        self.server = None
+        self.group = None
+        self.members = 0
+        self.acked = 0
+        self.ackFailures = collections.Counter()
+        self.leaves = collections.Counter()
+        self.exceptions = []
+        self.joins = 0
+        self.milestone = 0
+        self.cpuAtMark = self.cpuAtMilestone = self.cpuAtLastJoin = None
+        self.profile = None
+
+    # what twistd proudserver calls
+
+    def attachServer(self, server) -> None:
+        from twisted.internet import reactor
+        self.server = server
+        reactor.callWhenRunning(self._startControl, reactor)
+
+    def _startControl(self, reactor) -> None:
+        from twisted.internet import stdio
+        _common.raiseFileLimit()
+        control = _common.JsonControl(reactor)
+        control.commands = {"mark": self.mark, "status": self.status,
+                            "cpu": lambda: {"cpu": time.process_time()},
+                            "profile-start": self.profileStart,
+                            "profile-stop": self.profileStop}
+        stdio.StandardIO(control, reactor=reactor)
+        reactor.callLater(self.lifetime, control.stop)
+        control.answer(self.hello())
+
+    # the server's events
+
+    def onClientJoin(self, clientInfo) -> None:
+        hostID = clientInfo.hostID
+        if self.group is None or self.members >= self.groupSize:
+            self.group = self.server.createP2PGroup([hostID], allowDirectP2P=False)
+            self.members = 1
+        else:
+            self.server.joinP2PGroup(hostID, self.group)
+            self.members += 1
+        self.joins += 1
+        now = time.process_time()
+        if self.joins == self.milestone:
+            self.cpuAtMilestone = now
+        self.cpuAtLastJoin = now
+
+    def onClientLeave(self, clientInfo, reason, comment) -> None:
+        self.leaves[reason.name] += 1
+
+    def onP2PGroupJoinMemberAckComplete(self, groupHostID, memberHostID, result) -> None:
+        if result == ErrorType.OK:
+            self.acked += 1
+        else:
+            self.ackFailures[result.name] += 1
+
+    def onException(self, failure) -> None:
+        if len(self.exceptions) < FAILURES_KEPT:
+            self.exceptions.append(failure.getTraceback()[-2000:])
+
+    # the control channel's commands
+
+    def hello(self) -> dict:
+        import proud_twisted
+        from proud_twisted import rudp
+        identity = self.server.identity
+        return {"pid": os.getpid(), "tcpPort": self.server.getTcpAddress()[1],
+                "udpPort": self.server.getUdpAddress()[1],
+                "key": identity.publicKey().toHex() if identity is not None else None,
+                "package": os.path.dirname(proud_twisted.__file__),
+                "compiled": rudp.COMPILED, "frozen": gc.get_freeze_count(),
+                "groupSize": self.groupSize}
+
+    def mark(self, milestone: str = "0") -> dict:
+        self.joins = 0
+        self.milestone = int(milestone)
+        self.cpuAtMark = time.process_time()
+        self.cpuAtMilestone = self.cpuAtLastJoin = None
+        return {"cpu": self.cpuAtMark}
+
+    def status(self) -> dict:
+        server = self.server
+        sizes = [len(server.getP2PGroupInfo(group).members) for group in server.getP2PGroups()]
+        return {"clients": len(server.getClientHostIDs()),
+                "connections": server.getConnectionCount(),
+                "groups": len(sizes), "peerEntries": sum(s * (s - 1) for s in sizes),
+                "acked": self.acked, "ackFailures": dict(self.ackFailures),
+                "leaves": dict(self.leaves), "stats": server.stats.asDict(),
+                "joins": self.joins, "cpu": time.process_time(),
+                "cpuAtMark": self.cpuAtMark, "cpuAtMilestone": self.cpuAtMilestone,
+                "cpuAtLastJoin": self.cpuAtLastJoin,
+                "rss": _common.processRssBytes(os.getpid()),
+                "exceptions": self.exceptions}
+
+    def profileStart(self) -> dict:
+        # CPU time, not wall time: on a busy machine the wall clock would
+        # charge the time the process waited for a core to whatever call
+        # (a send, epoll) it was in.
+        self.profile = cProfile.Profile(time.process_time)
+        self.profile.enable()
+        return {"profiling": True}
+
+    def profileStop(self, top: str = "25") -> dict:
+        if self.profile is None:
+            return {"profile": ""}
+        self.profile.disable()
+        out = io.StringIO()
+        pstats.Stats(self.profile, stream=out).sort_stats("tottime").print_stats(int(top))
+        self.profile = None
+        return {"profile": out.getvalue()}
