@@ -21,6 +21,7 @@ from proud_twisted.wire.datagrams import (
 from proud_twisted.wire.datagrams import (
     Datagram,
     decodeDatagram,
+    decodePing,
     encodeDatagram,
 )
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
@@ -369,3 +370,17 @@ class FastCodecTests(SynchronousTestCase):
                 ("PEER_ADDRESSES", dict(peerID=1, udpAddress={"host": "1" * 256, "port": 1},
                                         lanAddress={"host": "", "port": 0}))):
             self.assertRaises(ProtocolError, encodeMessage, kind, **fields)
+
+
+class PingTests(SynchronousTestCase):
+    """The server's fast UDP_PING answer agrees with the declaration."""
+
+    @given(st.integers(0, 2**32 - 1), st.floats(allow_nan=False))
+    def test_theAnswerIsThePongConstructBuilds(self, hostID, timestamp):
+        ping = encodeDatagram("UDP_PING", hostID=hostID, timestamp=timestamp)
+        self.assertEqual(decodePing(ping),
+                         (hostID, encodeDatagram("UDP_PONG", timestamp=timestamp)))
+
+    @given(st.binary(max_size=40).filter(lambda data: len(data) != 14))
+    def test_aPingOfAnotherSizeIsRefused(self, data):
+        self.assertRaises(ProtocolError, decodePing, data)

@@ -5,7 +5,7 @@ from twisted.logger import Logger
 from proud_twisted._glue.udpwrite import DatagramSender
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
-from proud_twisted.wire.datagrams import decodeDatagram, encodeDatagram
+from proud_twisted.wire.datagrams import UDP_PING_TYPE, decodeDatagram, decodePing
 
 # Per-message datagrams: type byte -> (fast decoder, what the server does with it).
 _FAST_PATHS = {
@@ -18,6 +18,7 @@ _FAST_PATHS = {
     relay.UDP_USER: (relay.decodeUdpSender,
                      lambda server, client, flags, payload:
                      server.userMessage(client, flags, payload)),
+    UDP_PING_TYPE: (decodePing, lambda server, client, pong: client.sendDatagram(pong)),
 }
 
 
@@ -54,9 +55,5 @@ class ServerDatagramProtocol(DatagramSender):
             self.server.udpHello(fields.hostID, fields.token, addr, size)
         elif name == "UDP_CHALLENGE_RESPONSE":
             self.server.udpChallengeAnswered(fields.hostID, fields.challenge, addr)
-        elif name == "UDP_PING":
-            client = self.server.verifiedUdpClient(fields.hostID, addr)
-            if client is not None:
-                client.sendDatagram(encodeDatagram("UDP_PONG", timestamp=fields.timestamp))
         else:
             raise ProtocolError(f"a client may not send {name}")

@@ -77,3 +77,17 @@ def decodeDatagram(data: bytes):
     if data[:1] != bytes([WIRE_VERSION]):
         raise ProtocolError("UDP datagram of an unknown wire version")
     return _DATAGRAMS.decode(data)
+
+
+UDP_PING_TYPE = 6
+_PING_SIZE = 14         # version, type, HostID, timestamp
+_PONG_HEADER = bytes([WIRE_VERSION, 7])
+
+
+def decodePing(data: bytes) -> tuple[int, bytes]:
+    """A UDP_PING's sender and its answer, a UDP_PONG echoing its timestamp
+    (the bytes L{encodeDatagram} builds): every idle client sends one every
+    few seconds, so the server answers without decoding a container."""
+    if len(data) != _PING_SIZE:
+        raise ProtocolError(f"malformed UDP_PING: {len(data)} bytes")
+    return int.from_bytes(data[2:6], "big"), _PONG_HEADER + data[6:]
