@@ -1110,3 +1110,30 @@ def machineBusySeconds() -> float | None:
         return None
     user, nice, system, _, _, irq, softirq, steal = (int(f) for f in fields[1:9])
     return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
+class JoinClock:
+    """Counts joins from a mark, and this process's CPU time at the mark, at
+    the C{milestone}-th join and at the last join (scale.py's two servers)."""
+
+    def __init__(self) -> None:
+        self.mark()
+
+    def mark(self, milestone: str = "0") -> dict:
+        self.joins = 0
+        self.milestone = int(milestone)
+        self.cpuAtMark = time.process_time()
+        self.cpuAtMilestone = self.cpuAtLastJoin = None
+        return {"cpu": self.cpuAtMark}
+
+    def joined(self) -> None:
+        self.joins += 1
+        now = time.process_time()
+        if self.joins == self.milestone:
+            self.cpuAtMilestone = now
+        self.cpuAtLastJoin = now
+
+    def figures(self) -> dict:
+        return {"joins": self.joins, "cpu": time.process_time(),
+                "cpuAtMark": self.cpuAtMark, "cpuAtMilestone": self.cpuAtMilestone,
+                "cpuAtLastJoin": self.cpuAtLastJoin}

@@ -130,8 +130,7 @@ class BareHub:
         self.lastID = 0
         self.group = 0
         self.forwarded = self.refused = self.left = 0
-        self.joins = self.milestone = 0
-        self.cpuAtMark = self.cpuAtMilestone = self.cpuAtLastJoin = None
+        self.joinClock = _common.JoinClock()
         factory = protocol.Factory.forProtocol(BareServerConnection)
         factory.noisy = False
         factory.hub = self
@@ -159,11 +158,7 @@ class BareHub:
             if other is not None:
                 other.sendString(notice)
         members.append(hostID)
-        self.joins += 1
-        now = time.process_time()
-        if self.joins == self.milestone:
-            self.cpuAtMilestone = now
-        self.cpuAtLastJoin = now
+        self.joinClock.joined()
 
     def leave(self, connection: BareServerConnection) -> None:
         if self.connections.pop(connection.hostID, None) is not None:
@@ -177,11 +172,7 @@ class BareHub:
                 "udpPort": self.udp.getHost().port, "frozen": gc.get_freeze_count()}
 
     def mark(self, milestone: str = "0") -> dict:
-        self.joins = 0
-        self.milestone = int(milestone)
-        self.cpuAtMark = time.process_time()
-        self.cpuAtMilestone = self.cpuAtLastJoin = None
-        return {"cpu": self.cpuAtMark}
+        return self.joinClock.mark(milestone)
 
     def status(self) -> dict:
         sizes = [len(m) for m in self.groups.values()]
@@ -191,9 +182,7 @@ class BareHub:
                 "peerEntries": sum(s * (s - 1) for s in sizes),
                 "stats": {"framesRelayed": self.forwarded, "relayRefused": self.refused,
                           "clientsLeft": self.left},
-                "joins": self.joins, "cpu": time.process_time(),
-                "cpuAtMark": self.cpuAtMark, "cpuAtMilestone": self.cpuAtMilestone,
-                "cpuAtLastJoin": self.cpuAtLastJoin,
+                **self.joinClock.figures(),
                 "rss": _common.processRssBytes(os.getpid())}
 
 

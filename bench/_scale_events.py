@@ -59,9 +59,7 @@ class ScaleEvents(NetServerEvents):
         self.ackFailures = collections.Counter()
         self.leaves = collections.Counter()
         self.exceptions = []
-        self.joins = 0
-        self.milestone = 0
-        self.cpuAtMark = self.cpuAtMilestone = self.cpuAtLastJoin = None
+        self.joinClock = _common.JoinClock()
         self.profile = None
 
     # what twistd proudserver calls
@@ -93,11 +91,7 @@ class ScaleEvents(NetServerEvents):
         else:
             self.server.joinP2PGroup(hostID, self.group)
             self.members += 1
-        self.joins += 1
-        now = time.process_time()
-        if self.joins == self.milestone:
-            self.cpuAtMilestone = now
-        self.cpuAtLastJoin = now
+        self.joinClock.joined()
 
     def onClientLeave(self, clientInfo, reason, comment) -> None:
         self.leaves[reason.name] += 1
@@ -126,11 +120,7 @@ class ScaleEvents(NetServerEvents):
                 "groupSize": self.groupSize}
 
     def mark(self, milestone: str = "0") -> dict:
-        self.joins = 0
-        self.milestone = int(milestone)
-        self.cpuAtMark = time.process_time()
-        self.cpuAtMilestone = self.cpuAtLastJoin = None
-        return {"cpu": self.cpuAtMark}
+        return self.joinClock.mark(milestone)
 
     def status(self) -> dict:
         server = self.server
@@ -140,9 +130,7 @@ class ScaleEvents(NetServerEvents):
                 "groups": len(sizes), "peerEntries": sum(s * (s - 1) for s in sizes),
                 "acked": self.acked, "ackFailures": dict(self.ackFailures),
                 "leaves": dict(self.leaves), "stats": server.stats.asDict(),
-                "joins": self.joins, "cpu": time.process_time(),
-                "cpuAtMark": self.cpuAtMark, "cpuAtMilestone": self.cpuAtMilestone,
-                "cpuAtLastJoin": self.cpuAtLastJoin,
+                **self.joinClock.figures(),
                 "rss": _common.processRssBytes(os.getpid()),
                 "exceptions": self.exceptions}
 

@@ -1,5 +1,7 @@
 """Event recorders and bounded waits shared by the tests."""
 
+from unittest import mock
+
 from twisted.internet import defer, task
 
 from proud_twisted.events import NetClientEvents, NetServerEvents
@@ -140,3 +142,17 @@ def stopMemoryWorld(net, server, clients, linger: float = 0) -> None:
     net.advance(1)
     server.stopService()
     net.advance(1)
+
+
+def spyOn(testCase, cls, name: str, record) -> None:
+    """For the rest of C{testCase}, every call of C{cls.name} also calls
+    C{record(instance, *args)} first."""
+    original = getattr(cls, name)
+
+    def spy(instance, *args):
+        record(instance, *args)
+        return original(instance, *args)
+
+    patcher = mock.patch.object(cls, name, spy)
+    patcher.start()
+    testCase.addCleanup(patcher.stop)

@@ -1,28 +1,21 @@
 """What an idle player costs the server: keepalives over UDP only, and no
 cipher contexts held while nothing is sealed or opened."""
 
-from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import ServerUdpState
 from proud_twisted.client.engine import TCP_KEEPALIVE_WHILE_UDP
 from proud_twisted.server.connection import ServerConnection
+from tests.support import spyOn
 from tests.test_memnet_relay import RelayWorld
 
 
 class KeepaliveTests(SynchronousTestCase):
     def countTcpPings(self):
         pings = []
-        original = ServerConnection.handle_PING
-
-        def counting(connection, fields):
-            pings.append(connection.hostID)
-            original(connection, fields)
-
-        patcher = mock.patch.object(ServerConnection, "handle_PING", counting)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        spyOn(self, ServerConnection, "handle_PING",
+              lambda connection, fields: pings.append(connection.hostID))
         return pings
 
     def test_anIdleClientKeepsAliveOverUdpOnly(self):

@@ -13,7 +13,7 @@ from proud_twisted import HOSTID_SERVER, NetClient, NetServer, SendQueueFull, Se
 from proud_twisted.client import engine as clientEngine
 from proud_twisted.server.connection import ServerConnection
 from proud_twisted.testing import LinkConditions, MemoryNetwork
-from tests.support import RecordingClientEvents, RecordingServerEvents, stopMemoryWorld
+from tests.support import RecordingClientEvents, RecordingServerEvents, spyOn, stopMemoryWorld
 
 VERSION = uuid.UUID("9c5e0a57-1f3b-4c1e-9a0e-6d2f3b1a7c11")
 SERVER_IP = "203.0.113.1"
@@ -217,15 +217,8 @@ class JoinAckTests(SynchronousTestCase):
     def acksReceived(self):
         """Record every MEMBER_JOIN_ACK message the server handles."""
         received = []
-        original = ServerConnection.handle_MEMBER_JOIN_ACK
-
-        def spy(connection, fields):
-            received.append((connection.hostID, list(fields.ackIDs)))
-            original(connection, fields)
-
-        patcher = mock.patch.object(ServerConnection, "handle_MEMBER_JOIN_ACK", spy)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        spyOn(self, ServerConnection, "handle_MEMBER_JOIN_ACK", lambda connection, fields:
+              received.append((connection.hostID, list(fields.ackIDs))))
         return received
 
     def test_eachMemberAcknowledgesAFormingGroupInOneMessage(self):
