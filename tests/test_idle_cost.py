@@ -56,11 +56,24 @@ class CipherContextTests(SynchronousTestCase):
         world.net.advance(10)
         connections = list(world.server._engine._clients.values())
         for connection in connections:
-            self.assertIsNone(connection.tcpChannel._encrypt)
-            self.assertIsNone(connection.tcpChannel._decrypt)
+            for channel in (connection.tcpChannel, connection.udpChannel):
+                self.assertIsNone(channel._encrypt)
+                self.assertIsNone(channel._decrypt)
         a, b = world.clients
         a.send(b.getLocalHostID(), b"after the release")
         world.server.send(a.getLocalHostID(), b"from the server")
         self.assertTrue(world.net.runUntil(
             lambda: b"after the release" in b.events.messagesFrom(a.getLocalHostID())
             and a.events.messagesFrom(1) == [b"from the server"], 5))
+
+    def test_aKeepaliveAnswerDropsTheUdpContextsAtOnce(self):
+        world = RelayWorld(self, seed=6)
+        world.formGroup()
+        channel = world.server._engine._clients[world.ids()[0]].udpChannel
+        answered = []
+        spyOn(self, ServerConnection, "answerKeepalive",
+              lambda connection, pong: answered.append(connection.udpChannel))
+        self.assertTrue(world.net.runUntil(lambda: channel in answered, 10))
+        self.assertIsNone(channel._encrypt)
+        self.assertIsNone(channel._decrypt)
+        self.assertIs(world.clients[0].getServerUdpState(), ServerUdpState.CONFIRMED)

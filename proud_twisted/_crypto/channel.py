@@ -146,8 +146,12 @@ class SecureChannel:
         if activity != self._activityChecked:
             self._activityChecked = activity
             return False
-        self._encrypt = self._decrypt = None
+        self.release()
         return True
+
+    def release(self) -> None:
+        """Drop the cipher contexts now (the next record makes them again)."""
+        self._encrypt = self._decrypt = None
 
     @property
     def strict(self) -> bool:

@@ -175,6 +175,13 @@ class ServerConnection(Protocol):
         if self.udpAddress is not None:
             self.server.sendUdp(self.sealedDatagram(data), self.udpAddress)
 
+    def answerKeepalive(self, pong: bytes) -> None:
+        """Answer a UDP keepalive, then drop the UDP cipher contexts: for an
+        idle client a keepalive is all the UDP there is, every few seconds."""
+        self.sendDatagram(pong)
+        if self.udpChannel is not None:
+            self.udpChannel.release()
+
     def sealedDatagram(self, data: bytes) -> bytes:
         """C{data} as sent to this client: sealed when secured."""
         if self.udpChannel is not None:

@@ -59,10 +59,8 @@ SWEEPS_PER_CIPHER_RELEASE = 4
 """Every how many sweeps (one a second) the server drops the cipher contexts
 of clients that sent and received nothing since the last such sweep: a
 context holds about 2.5 KiB, four per client, and an idle client (a
-keepalive every 6.7 s) needs them for a moment now and then."""
-TRIM_AFTER_RELEASES = 1024
-"""Released contexts (some 2.5 MiB) after which the freed heap is handed
-back to the OS (L{returnFreedMemory}, about a millisecond)."""
+keepalive every 6.7 s, whose answer drops the UDP ones at once) needs them
+for a moment now and then. The freed heap then goes back to the OS."""
 # A pair's direct-path reports (see NetServer._pairs).
 _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
@@ -131,7 +129,6 @@ class ServerEngine:
         self._turnEnd = TurnEnd(self.reactor)      # the clients' UDP sessions flush from it
         self._sweeper = None
         self._sweeps = 0
-        self._releasedSinceTrim = 0
         self.onceLog = OnceLog(self.log)
 
     # Listening
@@ -715,7 +712,6 @@ class ServerEngine:
         self._forgetPartings(now)
         self._sweeps += 1
         releasing = self._sweeps % SWEEPS_PER_CIPHER_RELEASE == 0
-        released = 0
         for connection in list(self._connections):
             if connection.closing:
                 if now >= connection.closeDeadline:
@@ -735,13 +731,12 @@ class ServerEngine:
                                  f"silent for more than {self.clientTimeout} s")
             elif releasing and connection.udpChannel is not None:
                 # An idle client's cipher contexts are most of its memory.
-                released += (connection.tcpChannel.releaseIfIdle()
-                             + connection.udpChannel.releaseIfIdle())
-        if released:
-            self._releasedSinceTrim += released
-            if self._releasedSinceTrim >= TRIM_AFTER_RELEASES:
-                self._releasedSinceTrim = 0
-                returnFreedMemory()
+                connection.tcpChannel.releaseIfIdle()
+                connection.udpChannel.releaseIfIdle()
+        if releasing:
+            # What this sweep and the keepalive answers since the last one
+            # freed (about a millisecond for a heap of 200 MB).
+            returnFreedMemory()
 
     def _forgetPartings(self, now: float) -> None:
         parted = self._parted
