@@ -1684,18 +1684,12 @@ class FuzzHarness:
         sizes = dict(connections=server.getConnectionCount(),
                      clients=len(server.getClientHostIDs()),
                      groups=len(server.getP2PGroups()))
-        table = getattr(server, "_table", None)
-        if table is not None and hasattr(table, "pendingAcks"):
-            sizes["pendingAcks"] = table.pendingAcks()
-        for name in ("_pairs", "_directAllowed"):
-            if hasattr(server, name):
-                sizes[name.lstrip("_")] = len(getattr(server, name))
-        once = getattr(server, "_onceLog", None)
-        if once is not None and hasattr(once, "_seen"):
-            sizes["onceLogKeys"] = len(once._seen)
-        hostIDs = getattr(server, "_hostIDs", None)
-        if hostIDs is not None and hasattr(hostIDs, "_released"):
-            sizes["hostIDsQuiet"] = len(hostIDs._released)
+        engine = server._engine
+        sizes["pendingAcks"] = engine._table.pendingAcks()
+        sizes["pairs"] = len(engine._pairs)
+        sizes["directAllowed"] = len(engine._directAllowed)
+        sizes["onceLogKeys"] = len(engine.onceLog._seen)
+        sizes["hostIDsQuiet"] = len(engine._hostIDs._released)
         sizes["delayedCalls"] = len(self.reactor.getDelayedCalls())
         return sizes
 

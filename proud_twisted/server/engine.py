@@ -61,9 +61,15 @@ of clients that sent and received nothing since the last such sweep: a
 context holds about 2.5 KiB, four per client, and an idle client (a
 keepalive every 6.7 s, whose answer drops the UDP ones at once) needs them
 for a moment now and then. The freed heap then goes back to the OS."""
-# A pair's direct-path reports (see NetServer._pairs).
+# A pair's direct-path reports (see ServerEngine._pairs).
 _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
+
+
+def _pairKey(a: int, b: int) -> int:
+    """One int for the pair C{a < b} (HostIDs are 32 bits): a tuple key would
+    be another object per pair, and a server keeps tens of thousands."""
+    return a << 32 | b
 
 
 class ServerEngine:
@@ -111,9 +117,9 @@ class ServerEngine:
         self.backlog = backlog
         self.receiveBudget = ReceiveBudget(receiveBudget)
         self._unauthenticated = 0
-        # (a, b) with a < b -> when they stopped sharing a group (oldest first).
+        # _pairKey(a, b) with a < b -> when they stopped sharing a group (oldest first).
         self._parted = {}
-        # (a, b) with a < b -> which of the two report a direct path: bit 1 a,
+        # _pairKey(a, b) with a < b -> which of the two report a direct path: bit 1 a,
         # bit 2 b. An int, not an object per pair: a garbage collection
         # visits every object, and a server keeps pairs by the tens of thousands.
         self._pairs = {}
@@ -234,7 +240,7 @@ class ServerEngine:
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 total += 1
-                if self._pairs.get((a, b)) == _BOTH_DIRECT:
+                if self._pairs.get(_pairKey(a, b)) == _BOTH_DIRECT:
                     direct += 1
         return P2PConnectionStats(total, direct)
 
@@ -444,7 +450,7 @@ class ServerEngine:
 
     def _recentlyParted(self, a: int, b: int, now: float) -> bool:
         """Whether C{a} and C{b} shared a group until moments ago (counted)."""
-        parted = self._parted.get((a, b) if a < b else (b, a))
+        parted = self._parted.get(_pairKey(a, b) if a < b else _pairKey(b, a))
         if parted is None or now - parted > DEPARTED_GRACE:
             return False
         self.stats.relayToDeparted += 1
@@ -499,11 +505,12 @@ class ServerEngine:
     def pathReported(self, connection, peerID: int, direct: bool) -> None:
         """A client says whether its path to C{peerID} is direct (statistics)."""
         a, b = sorted((connection.hostID, peerID))
-        reports = self._pairs.get((a, b))
+        key = _pairKey(a, b)
+        reports = self._pairs.get(key)
         if reports is None:
             return
         bit = _DIRECT_A if connection.hostID == a else _DIRECT_B
-        self._pairs[(a, b)] = reports | bit if direct else reports & ~bit
+        self._pairs[key] = reports | bit if direct else reports & ~bit
 
     def udpLost(self, connection) -> None:
         """The client's UDP path stopped working: relay to it over TCP until it is back."""
@@ -566,7 +573,7 @@ class ServerEngine:
         """Give both clients of a new pair a fresh epoch, secret and path policy."""
         self._lastPairEpoch = self._lastPairEpoch % 0xFFFFFFFF + 1
         secret = os.urandom(32)
-        self._pairs[(a, b)] = 0
+        self._pairs[_pairKey(a, b)] = 0
         policy = 0
         if self._directAllowed.get(groupID, True):
             policy |= POLICY_DIRECT_ALLOWED
@@ -657,9 +664,10 @@ class ServerEngine:
             elif kind is g.PairIntroduced:
                 self._introducePair(effect.a, effect.b, groupID)
             elif kind is g.PairForgotten:
-                self._pairs.pop((effect.a, effect.b), None)
-                self._parted.pop((effect.a, effect.b), None)     # keep oldest first
-                self._parted[(effect.a, effect.b)] = self.reactor.seconds()
+                key = _pairKey(effect.a, effect.b)
+                self._pairs.pop(key, None)
+                self._parted.pop(key, None)     # keep oldest first
+                self._parted[key] = self.reactor.seconds()
             elif kind is g.GroupRemoved:
                 self._hostIDs.release(effect.groupID, self.reactor.seconds())
                 self._directAllowed.pop(effect.groupID, None)
