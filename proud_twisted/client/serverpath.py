@@ -88,7 +88,7 @@ class ServerPath:
         if self.closed or self._startedAt is not None:
             return
         self._startedAt = self._lastHeard = now
-        self._helloAt = now
+        self._sayHello(now)
 
     def helloAcknowledged(self, publicAddress: tuple[str, int], now: float) -> None:
         """The server acknowledged a hello: our address as it sees it."""
@@ -132,23 +132,26 @@ class ServerPath:
             if now - self._lastHeard > self.config.lostAfter:
                 self._tickAt = None
                 self._enter(ServerUdpState.LOST)
-                self._helloAt = now
+                self._sayHello(now)
             else:
                 self._outbox.append(encodeDatagram("UDP_PING", hostID=self.hostID,
                                                    timestamp=now))
         if self._helloAt is not None and now >= self._helloAt:
-            self._outbox.append(encodeDatagram("UDP_HELLO", hostID=self.hostID,
-                                               token=self.token, padding=HELLO_PADDING))
-            self._helloAt = now + self._helloInterval
-            self._helloInterval = min(self._helloInterval * 2, self.config.helloMaxInterval)
+            self._sayHello(now)
 
     def datagramsToSend(self, now: float) -> list[bytes]:
-        """Hellos, pings and challenge answers due by C{now}, for the server."""
-        self.handleTimeout(now)
+        """Hellos, pings and challenge answers queued for the server."""
         datagrams, self._outbox = self._outbox, []
         return datagrams
 
     # Internals
+
+    def _sayHello(self, now: float) -> None:
+        """Queue a UDP_HELLO, and the next one after the current interval."""
+        self._outbox.append(encodeDatagram("UDP_HELLO", hostID=self.hostID,
+                                           token=self.token, padding=HELLO_PADDING))
+        self._helloAt = now + self._helloInterval
+        self._helloInterval = min(self._helloInterval * 2, self.config.helloMaxInterval)
 
     def _enter(self, state: ServerUdpState) -> None:
         self.state = state
