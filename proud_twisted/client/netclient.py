@@ -22,6 +22,9 @@ from proud_twisted.crypto import PublicIdentity
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import Address, PeerInfo, Targets
 from proud_twisted.interfaces import INetClient, INetClientEvent, documentedBy
+from proud_twisted.rmi import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_PENDING_CALLS, Proxy, Stub
+from proud_twisted.rmi.attachment import endpointOf
+from proud_twisted.rmi.endpoint import RmiEndpoint
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
@@ -128,3 +131,18 @@ class NetClient:
         if mode is None:
             mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
         self._engine.send(targets, payload, mode, priority, channel)
+
+    # Remote method calls (see proud_twisted.rmi)
+
+    def attachStub(self, stub: Stub) -> None:
+        self._rmi().attachStub(stub)
+
+    def attachProxy(self, declaration: type, *, timeout: float = DEFAULT_CALL_TIMEOUT,
+                    maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
+        return self._rmi().attachProxy(declaration, timeout, maxPendingCalls)
+
+    def _rmi(self) -> RmiEndpoint:
+        return endpointOf(self._engine, self._engine.send, self._isGroup)
+
+    def _isGroup(self, hostID: int) -> bool:
+        return hostID in self._engine.getLocalJoinedP2PGroups()

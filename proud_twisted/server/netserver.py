@@ -27,7 +27,10 @@ from proud_twisted.info import (
     Targets,
 )
 from proud_twisted.interfaces import INetServer, INetServerEvent, documentedBy
-from proud_twisted.rudp import SessionConfig
+from proud_twisted.rmi import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_PENDING_CALLS, Proxy, Stub
+from proud_twisted.rmi.attachment import endpointOf
+from proud_twisted.rmi.endpoint import RmiEndpoint
+from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
 from proud_twisted.server.stats import ServerStats
@@ -236,3 +239,19 @@ class NetServer(service.Service):
 
     def closeConnection(self, hostID: int) -> None:
         self._engine.closeConnection(hostID)
+
+    # Remote method calls (see proud_twisted.rmi)
+
+    def attachStub(self, stub: Stub) -> None:
+        self._rmi().attachStub(stub)
+
+    def attachProxy(self, declaration: type, *, timeout: float = DEFAULT_CALL_TIMEOUT,
+                    maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
+        return self._rmi().attachProxy(declaration, timeout, maxPendingCalls)
+
+    def _rmi(self) -> RmiEndpoint:
+        return endpointOf(self._engine, self._rmiSend, self._engine._table.hasGroup)
+
+    def _rmiSend(self, targets: Targets, payload: bytes, mode: DeliveryMode,
+                 priority: Priority, channel: int) -> None:
+        self._engine.send(targets, payload, mode is DeliveryMode.RELIABLE)
