@@ -48,6 +48,7 @@ from proud_twisted.errors import (
 )
 from proud_twisted.info import MessageContext
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
+from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire
 from proud_twisted.wire.framing import FRAME_HEADROOM
@@ -282,6 +283,7 @@ class ClientEngine:
             raise NotConnected("not joined to a server")
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
+        mode, priority = checkedSendOptions(mode, priority, channel)
         if type(targets) is int:
             peer = self.peerTable.peers.get(targets)
             if peer is not None and peer.driver is not None:

@@ -31,7 +31,8 @@ from proud_twisted.info import (
     P2PConnectionStats,
     P2PGroupInfo,
 )
-from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget
+from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, ReceiveBudget
+from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import HostIDAllocator
@@ -249,16 +250,27 @@ class ServerEngine:
 
     # Sending
 
-    def send(self, targets, payload: bytes, reliable: bool = True) -> None:
+    def send(self, targets, payload: bytes, mode: DeliveryMode, priority: Priority,
+             channel: int) -> None:
+        """Reliable messages go over TCP, in order with the server's group
+        notices (as a client's reliable messages to the server do); the
+        others through the client's reliable-UDP session with the server,
+        with their priority and channel, while its UDP works (else over TCP,
+        dropped while the client does not read)."""
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
-        flags = relay.FLAG_RELIABLE if reliable else 0
+        mode, priority = checkedSendOptions(mode, priority, channel)
+        reliable = mode is DeliveryMode.RELIABLE
+        tcpBody = None
         for client in self._expandTargets(targets):
             if reliable or client.udpAddress is None:
-                client.sendBody(relay.encodeTcpUserMessage(flags, payload), not reliable)
+                if tcpBody is None:
+                    tcpBody = relay.encodeTcpUserMessage(
+                        relay.FLAG_RELIABLE if reliable else 0, payload)
+                client.sendBody(tcpBody, not reliable)
             else:
                 try:
-                    self._session(client).send(payload, DeliveryMode.UNRELIABLE)
+                    self._session(client).send(payload, mode, priority, channel)
                 except SendQueueFull:
                     self.stats.outputDropped += 1       # unreliable: may be lost
 
