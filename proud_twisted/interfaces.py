@@ -314,6 +314,25 @@ class INetClient(Interface):
     def getServerUdpState() -> ServerUdpState:
         """The L{ServerUdpState} of the UDP path to the server."""
 
+    def getServerTime() -> float | None:
+        """The server's clock now, in seconds (its C{reactor.seconds()}), or
+        None before the first keepalive answer (well within a second of
+        joining) and when not joined.
+
+        It is synchronized from the keepalives' round trips and is within
+        L{getServerTimeError} of the server's clock.
+        """
+
+    def getServerTimeError() -> float | None:
+        """The most, in seconds, L{getServerTime} may be off the server's
+        clock now: half the shortest recent round trip to the server, plus
+        15 ppm of drift since that sample (None while L{getServerTime} is)."""
+
+    def getServerRtt() -> float | None:
+        """The smoothed round trip to the server, in seconds (None before
+        the first keepalive answer); the figure the server shows as
+        L{ClientInfo.rtt}, and the counterpart of L{PeerInfo.rtt}."""
+
     def getPublicUdpAddress() -> Address | None:
         """Our UDP address as the server sees it (our NAT mapping), if known."""
 

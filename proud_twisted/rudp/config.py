@@ -30,6 +30,13 @@ MAX_CHANNEL = 255
 """The highest channel: one byte in a data frame (see `frames`)."""
 
 
+def deliveryMode(reliable: bool, mode: DeliveryMode | None) -> DeliveryMode:
+    """What a ``send(..., reliable, mode=...)`` asks for: ``mode`` if given."""
+    if mode is not None:
+        return mode
+    return DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
+
+
 def checkedSendOptions(mode: int, priority: int,
                        channel: int) -> tuple[DeliveryMode, Priority]:
     """The ``mode`` and ``priority`` of a send as enums; ValueError if either,

@@ -28,6 +28,7 @@ from proud_twisted.info import (
 )
 from proud_twisted.interfaces import INetServer, INetServerEvent, documentedBy
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
+from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
 from proud_twisted.server.stats import ServerStats
@@ -234,9 +235,7 @@ class NetServer(service.Service):
     def send(self, targets: Targets, payload: bytes, reliable: bool = True, *,
              mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
              channel: int = 0) -> None:
-        if mode is None:
-            mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
-        self._engine.send(targets, payload, mode, priority, channel)
+        self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
 
     def closeConnection(self, hostID: int) -> None:
         self._engine.closeConnection(hostID)
