@@ -22,10 +22,9 @@ from proud_twisted.crypto import PublicIdentity
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import Address, PeerInfo, Targets
 from proud_twisted.interfaces import INetClient, INetClientEvent, documentedBy
-from proud_twisted.rmi import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_PENDING_CALLS, Proxy, Stub
-from proud_twisted.rmi.attachment import endpointOf
-from proud_twisted.rmi.endpoint import RmiEndpoint
+from proud_twisted.rmi.attachment import RmiHost
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
+from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
 DEFAULT_JOIN_TIMEOUT = 10.0
@@ -34,7 +33,7 @@ DEFAULT_LINGER = 2.0
 
 @implementer(INetClient)
 @documentedBy(INetClient)
-class NetClient:
+class NetClient(RmiHost):
     """A game client: joins a server, hears about its groups, messages peers.
 
     @param events: an L{INetClientEvent} provider (default: a no-op one).
@@ -119,6 +118,15 @@ class NetClient:
     def getServerUdpState(self) -> ServerUdpState:
         return self._engine.getServerUdpState()
 
+    def getServerTime(self) -> float | None:
+        return self._engine.getServerTime()
+
+    def getServerTimeError(self) -> float | None:
+        return self._engine.getServerTimeError()
+
+    def getServerRtt(self) -> float | None:
+        return self._engine.getServerRtt()
+
     def getPublicUdpAddress(self) -> Address | None:
         return self._engine.getPublicUdpAddress()
 
@@ -128,21 +136,7 @@ class NetClient:
     def send(self, targets: Targets, payload: bytes, reliable: bool = True, *,
              mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
              channel: int = 0) -> None:
-        if mode is None:
-            mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
-        self._engine.send(targets, payload, mode, priority, channel)
-
-    # Remote method calls (see proud_twisted.rmi)
-
-    def attachStub(self, stub: Stub) -> None:
-        self._rmi().attachStub(stub)
-
-    def attachProxy(self, declaration: type, *, timeout: float = DEFAULT_CALL_TIMEOUT,
-                    maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
-        return self._rmi().attachProxy(declaration, timeout, maxPendingCalls)
-
-    def _rmi(self) -> RmiEndpoint:
-        return endpointOf(self._engine, self._engine.send, self._isGroup)
+        self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
 
     def _isGroup(self, hostID: int) -> bool:
         return hostID in self._engine.getLocalJoinedP2PGroups()

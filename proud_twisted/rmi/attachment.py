@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from proud_twisted.interfaces import IRmiHost, documentedBy
 from proud_twisted.rmi.endpoint import RmiEndpoint, RmiStats, SendFunction
+from proud_twisted.rmi.proxy import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_PENDING_CALLS, Proxy
+from proud_twisted.rmi.stub import Stub
 
 
 def endpointOf(engine: Any, send: SendFunction,
@@ -23,3 +26,25 @@ def statsOf(host: Any) -> RmiStats:
     anything is attached)."""
     endpoint = host._engine.rmi
     return RmiStats() if endpoint is None else endpoint.stats
+
+
+@documentedBy(IRmiHost)
+class RmiHost:
+    """L{IRmiHost} for a facade over an engine (C{_engine}, whose C{send}
+    takes C{(targets, payload, mode, priority, channel)}) that says which
+    HostIDs are groups (C{_isGroup})."""
+
+    _engine: Any
+
+    def _isGroup(self, hostID: int) -> bool:
+        raise NotImplementedError
+
+    def attachStub(self, stub: Stub) -> None:
+        self._rmi().attachStub(stub)
+
+    def attachProxy(self, declaration: type, *, timeout: float = DEFAULT_CALL_TIMEOUT,
+                    maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
+        return self._rmi().attachProxy(declaration, timeout, maxPendingCalls)
+
+    def _rmi(self) -> RmiEndpoint:
+        return endpointOf(self._engine, self._engine.send, self._isGroup)

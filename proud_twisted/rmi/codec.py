@@ -154,13 +154,7 @@ def decodeFloat(data: bytes, pos: int) -> tuple[float, int]:
 
 
 def encodeStr(v: str, out: bytearray) -> None:
-    raw = v.encode("utf-8")
-    n = len(raw)
-    if n < 0x80:
-        out.append(n)
-    else:
-        encodeVarint(n, out)
-    out += raw
+    encodeBytes(v.encode("utf-8"), out)
 
 
 def _span(data: bytes, pos: int) -> tuple[int, int]:

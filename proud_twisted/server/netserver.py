@@ -27,10 +27,9 @@ from proud_twisted.info import (
     Targets,
 )
 from proud_twisted.interfaces import INetServer, INetServerEvent, documentedBy
-from proud_twisted.rmi import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_PENDING_CALLS, Proxy, Stub
-from proud_twisted.rmi.attachment import endpointOf
-from proud_twisted.rmi.endpoint import RmiEndpoint
+from proud_twisted.rmi.attachment import RmiHost
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
+from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
 from proud_twisted.server.stats import ServerStats
@@ -70,7 +69,7 @@ DEFAULT_CLOSE_LINGER = 2.0
 
 @implementer(INetServer)
 @documentedBy(INetServer)
-class NetServer(service.Service):
+class NetServer(service.Service, RmiHost):
     """A game server: accepts clients, owns P2P groups, relays between members.
 
     @param events: an L{INetServerEvent} provider (default: a no-op one).
@@ -234,24 +233,13 @@ class NetServer(service.Service):
     def getJoinedP2PGroups(self, client: int) -> frozenset[int]:
         return self._engine.getJoinedP2PGroups(client)
 
-    def send(self, targets: Targets, payload: bytes, reliable: bool = True) -> None:
-        self._engine.send(targets, payload, reliable)
+    def send(self, targets: Targets, payload: bytes, reliable: bool = True, *,
+             mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
+             channel: int = 0) -> None:
+        self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
 
     def closeConnection(self, hostID: int) -> None:
         self._engine.closeConnection(hostID)
 
-    # Remote method calls (see proud_twisted.rmi)
-
-    def attachStub(self, stub: Stub) -> None:
-        self._rmi().attachStub(stub)
-
-    def attachProxy(self, declaration: type, *, timeout: float = DEFAULT_CALL_TIMEOUT,
-                    maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
-        return self._rmi().attachProxy(declaration, timeout, maxPendingCalls)
-
-    def _rmi(self) -> RmiEndpoint:
-        return endpointOf(self._engine, self._rmiSend, self._engine._table.hasGroup)
-
-    def _rmiSend(self, targets: Targets, payload: bytes, mode: DeliveryMode,
-                 priority: Priority, channel: int) -> None:
-        self._engine.send(targets, payload, mode is DeliveryMode.RELIABLE)
+    def _isGroup(self, hostID: int) -> bool:
+        return self._engine._table.hasGroup(hostID)
