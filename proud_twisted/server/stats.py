@@ -37,6 +37,18 @@ class ServerStats:
     """Unreliable messages dropped because their client was not reading."""
     slowConsumers: int = 0
     udpChallenges: int = 0
+    # Connection recovery
+    clientsOffline: int = 0
+    """Joined clients whose connection dropped and whose session waits to resume."""
+    clientsResumed: int = 0
+    recoveryExpired: int = 0
+    """Offline clients that left because their recovery window ran out."""
+    recoveryRefused: int = 0
+    """Dropped clients that left at once: more offline clients than allowed."""
+    resumesRefused: int = 0
+    """Resume attempts refused: unknown session, wrong proof (see the log)."""
+    resendOverflows: int = 0
+    """Sessions ended because their unacknowledged reliable output grew too big."""
 
     def asDict(self) -> dict[str, int]:
         return asdict(self)
