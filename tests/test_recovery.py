@@ -224,9 +224,13 @@ class ResumeTests(SynchronousTestCase):
 
     def test_disconnectWhileOfflineLeavesAtOnce(self):
         world = RecoveryWorld(self)
+        assert world.net.runUntil(lambda: world.alice.getServerTime() is not None, 5)
         world.net.partition(world.aliceHost, world.serverHost)
         rec = world.alice.events.rec
         assert world.net.runUntil(lambda: rec.count("onServerOffline") == 1, 10)
+        # The server's clock is still known while offline.
+        self.assertAlmostEqual(world.alice.getServerTime(), world.net.clock.seconds(),
+                               delta=world.alice.getServerTimeError())
         done = world.alice.disconnect()
         self.assertTrue(done.called)
         self.assertEqual(rec.named("onLeaveServer"), [(ErrorType.DISCONNECT_FROM_LOCAL,)])

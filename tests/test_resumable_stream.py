@@ -39,7 +39,7 @@ class CountedTests(SynchronousTestCase):
                      relay.encodeTcpRelayed(1000, relay.FLAG_SESSION | relay.FLAG_RELIABLE,
                                             b"x"),
                      relay.encodeTcpRelayBundle(relay.FLAG_SESSION, [(1000, b"x")]),
-                     encodeMessage("PING", timestamp=1.0),
+                     encodeMessage("PING", timestamp=1.0, rtt=-1.0),
                      encodeMessage("STREAM_ACK", received=3),
                      encodeMessage("RESUME_ACCEPTED", received=3),
                      encodeMessage("SESSION_ENDED")):

@@ -7,6 +7,8 @@ the relay batcher talk to the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import defer, task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint
@@ -17,6 +19,7 @@ from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted._crypto.resume import resumeProof
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
+from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted._glue.udpbuffers import SocketBuffers, checkedBufferSize, sizeUdpBuffers
 from proud_twisted.client.connection import (
@@ -50,6 +53,7 @@ from proud_twisted.errors import (
 )
 from proud_twisted.info import MessageContext
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
+from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire
 from proud_twisted.wire.framing import FRAME_HEADROOM
@@ -70,6 +74,11 @@ MIN_UDP_LOST_AFTER = 10.0
 TCP_KEEPALIVE_WHILE_UDP = 60.0
 """Seconds between TCP pings while the keepalives go over UDP: the TCP
 connection and its NAT mapping still get a word now and then."""
+SYNC_PINGS = 4
+"""Extra pings on the first confirmation of the UDP path, 0.2 s apart, so
+that the server's clock is known at once, and within a second from the best
+of four round trips rather than from one keepalive every 6.7 s: four more
+small datagrams each way per join."""
 MAX_JOIN_ACKS = 1024
 """Most join notices acknowledged in one message (4 bytes each)."""
 MAX_UNACKNOWLEDGED_TO_SERVER = 1024 * 1024
@@ -132,6 +141,9 @@ class ClientEngine:
         self.udpChannel = None
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
+        self.onceLog = OnceLog(self.log)
+        # Told the reason after each onLeaveServer (the service joins again).
+        self.leftServer: Callable[[ErrorType], None] | None = None
         self.peerTable = PeerTable()
         self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
         # One end-of-turn flush for every session, path and the relay batch.
@@ -154,6 +166,7 @@ class ClientEngine:
         self._recovery = None       # (window, resume key) the server offered
         self._offlineSince = None   # while offline: when the connection dropped
         self._offlineReason = ErrorType.CONNECTION_LOST
+        self._offlineClock = None   # the ServerClock, from going offline to resuming
         self._backoff = None
         self._attempt = None        # the _AttemptFactory of the connection under way or joined
         self._stopConnecting = None
@@ -186,7 +199,7 @@ class ClientEngine:
 
     def connect(self, host: str, port: int, protocolVersion, userData: bytes,
                 timeout: float) -> defer.Deferred:
-        if self._attempt is not None:
+        if self._attempt is not None or self._hostID != HOSTID_NONE:
             raise JoinFailed("already connected or connecting")
         self._protocolVersion = versionBytes(protocolVersion)
         self._userData = userData
@@ -293,6 +306,23 @@ class ClientEngine:
         return (self._serverPath is not None
                 and self._serverPath.state is ServerUdpState.CONFIRMED)
 
+    def _serverClock(self):
+        """The server's clock as sampled on the UDP path (kept while offline)."""
+        path = self._serverPath
+        return path.clock if path is not None else self._offlineClock
+
+    def getServerTime(self) -> float | None:
+        clock = self._serverClock()
+        return clock.serverTime(self.reactor.seconds()) if clock is not None else None
+
+    def getServerTimeError(self) -> float | None:
+        clock = self._serverClock()
+        return clock.error(self.reactor.seconds()) if clock is not None else None
+
+    def getServerRtt(self) -> float | None:
+        clock = self._serverClock()
+        return clock.srtt if clock is not None else None
+
     def getPublicUdpAddress(self):
         return self._serverPath.publicAddress if self._serverPath is not None else None
 
@@ -310,6 +340,7 @@ class ClientEngine:
             raise NotConnected("not joined to a server")
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
+        mode, priority = checkedSendOptions(mode, priority, channel)
         if type(targets) is int:
             peer = self.peerTable.peers.get(targets)
             if peer is not None and peer.driver is not None:
@@ -442,6 +473,8 @@ class ClientEngine:
             stop()
         self.log.info("left the server: {reason}", reason=reason.value)
         self.dispatch("onLeaveServer", reason)
+        if self.leftServer is not None:
+            self.leftServer(reason)
         if closed is not None:
             closed.callback(None)
 
@@ -494,9 +527,12 @@ class ClientEngine:
         self._serverPath = ServerPath(self._hostID, self._udpToken,
                                       ServerPathConfig(
                                           pingInterval=keepaliveInterval,
+                                          syncPings=SYNC_PINGS,
                                           lostAfter=max(MIN_UDP_LOST_AFTER,
                                                         UDP_LOST_AFTER_KEEPALIVES
                                                         * keepaliveInterval)))
+        if self._offlineClock is not None:      # resumed: the samples still hold
+            self._serverPath.clock, self._offlineClock = self._offlineClock, None
         self._serverPathDriver = CoreDriver(self.reactor, self._serverPath, self._sendUdp,
                                             self._serverUdpStateChanged, self.turnEnd)
         self._serverPathDriver.input(self._serverPath.start)    # the first hello, now
@@ -539,6 +575,7 @@ class ClientEngine:
         self._connection = None
         self._attempt = None
         self._stopTimers()
+        self._offlineClock = self._serverPath.clock
         self._serverPath = self._serverPathDriver = None
         self._cancelRecoveryTimers()
         if self._serverSession is not None:
@@ -705,7 +742,7 @@ class ClientEngine:
             self.peerLinks.addressesChanged(peer)
 
     def server_PONG(self, fields) -> None:
-        pass
+        self._timeSample(fields)
 
     def server_UDP_HELLO_ACK(self, fields) -> None:
         if self._serverPath is not None:
@@ -719,6 +756,14 @@ class ClientEngine:
 
     def server_UDP_PONG(self, fields) -> None:
         self.heardFromServerUdp()
+        self._timeSample(fields)
+
+    def _timeSample(self, fields) -> None:
+        """A keepalive's answer: a sample of the server's clock and our round trip."""
+        if self._serverPath is not None and not self._serverPath.clock.pongReceived(
+                fields.timestamp, fields.serverTime, self.reactor.seconds()):
+            self.onceLog.warn("pong", "rejected a keepalive answer that answers no "
+                              "ping of ours (later ones are only counted)")
 
     def relayedReceived(self, sender: int, flags: int, payload: bytes) -> None:
         if flags & relay.FLAG_PUNCH:
@@ -843,7 +888,9 @@ class ClientEngine:
         if (not self._udpConfirmed() or now - self._lastHeard > self._keepaliveInterval
                 or now - self._lastTcpPing >= TCP_KEEPALIVE_WHILE_UDP):
             self._lastTcpPing = now
-            self._connection.sendMessage("PING", timestamp=now)
+            clock = self._serverPath.clock
+            self._connection.sendMessage("PING", timestamp=clock.pingSent(now),
+                                         rtt=clock.reportedRtt)
 
     def _sendUdp(self, data: bytes) -> None:
         if self._udpPort is not None:

@@ -42,7 +42,7 @@ class ServerConnection(Protocol):
         "factory", "hackReported", "handshake", "hostID", "joinDeadline", "lanAddress",
         "lastHeard", "leaveComment", "leaveReason", "login", "offlineTimer", "readingHeld",
         "relayLimit", "relayRefused", "relayRefusedWarned", "resumeKey", "resumeNonce",
-        "server", "stream", "tcpChannel", "transport", "udpAddress", "udpChallenge",
+        "rtt", "server", "stream", "tcpChannel", "transport", "udpAddress", "udpChallenge",
         "udpChannel", "udpSession", "udpToken", "userData", "waitingToJoin",
     )
 
@@ -77,6 +77,7 @@ class ServerConnection(Protocol):
         self.resumeKey = None           # what proves a resume (from the handshake)
         self.resumeNonce = None         # (hostID, nonce) of a resume under way
         self.offlineTimer = None        # while offline: the end of its recovery window
+        self.rtt = None                 # the round trip its keepalives report
 
     @property
     def secured(self) -> bool:
@@ -238,6 +239,7 @@ class ServerConnection(Protocol):
         self.userData = session.userData
         self.relayLimit = session.relayLimit
         self.hackReported = session.hackReported
+        self.rtt = session.rtt
         self.stream, session.stream = session.stream, None
         if self.resumeKey is None:      # no handshake here: the session's key stays
             self.resumeKey = session.resumeKey
@@ -262,7 +264,9 @@ class ServerConnection(Protocol):
         self.server.udpLost(self)
 
     def handle_PING(self, fields) -> None:
-        self.sendMessage("PONG", timestamp=fields.timestamp)
+        self.server.rttReported(self, fields.rtt)
+        self.sendMessage("PONG", timestamp=fields.timestamp,
+                         serverTime=self.server.reactor.seconds())
 
     def handle_GOODBYE(self, fields) -> None:
         self.leaveComment = fields.comment

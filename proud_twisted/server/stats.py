@@ -49,6 +49,9 @@ class ServerStats:
     """Resume attempts refused: unknown session, wrong proof (see the log)."""
     resendOverflows: int = 0
     """Sessions ended because their unacknowledged reliable output grew too big."""
+    rttReportsRejected: int = 0
+    """Keepalives whose round-trip figure was no time (negative, not a
+    number, over a minute): the figure was ignored, the keepalive answered."""
 
     def asDict(self) -> dict[str, int]:
         return asdict(self)
