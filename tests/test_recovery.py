@@ -236,6 +236,31 @@ class ResumeTests(SynchronousTestCase):
         self.assertEqual(rec.named("onLeaveServer"), [(ErrorType.DISCONNECT_FROM_LOCAL,)])
         world.net.heal(world.aliceHost, world.serverHost)
 
+    def test_anOfflineClientsOutputPastItsBoundEndsTheSession(self):
+        """Reliable messages to an offline client wait, up to
+        C{maxClientOutput}; past it the session ends instead of growing."""
+        budget = 80_000
+        world = RecoveryWorld(self, maxClientOutput=budget)
+        world.net.partition(world.aliceHost, world.serverHost)
+        events = world.serverEvents.rec
+        assert world.net.runUntil(lambda: events.count("onClientOffline") == 1, 10)
+        session = world.server._engine._clients[world.aliceID]
+        held = []
+        for _ in range(100):
+            if events.count("onClientLeave"):
+                break
+            world.server.send(world.aliceID, bytes(1000))
+            held.append(session.stream.unacknowledgedBytes if session.stream else 0)
+            world.net.advance(0.01)
+        self.assertLessEqual(max(held), budget)
+        self.assertEqual(events.named("onClientLeave")[0][1], ErrorType.SLOW_CONSUMER)
+        self.assertEqual(world.server.stats.resendOverflows, 1)
+        self.assertEqual(world.server.getClientHostIDs(), [world.bobID])
+        world.net.heal(world.aliceHost, world.serverHost)
+        # Alice's resume is refused: her session is gone; she leaves.
+        assert world.net.runUntil(lambda: world.alice.events.rec.count("onLeaveServer"), 10)
+        self.assertEqual(world.server.stats.resumesRefused, 1)
+
     def test_offlineClientsBeyondTheLimitLeaveAtOnce(self):
         world = RecoveryWorld(self, maxOfflineClients=1)
         world.net.disconnectHost(world.aliceHost)
