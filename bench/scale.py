@@ -37,7 +37,10 @@ Each side in turn, ours first:
    joins. The server's and the load processes' CPU over the whole storm
    (/proc) also print. Ours first runs a storm of N/10 on a fresh server:
    its CPU per join is the goal's reference (CPU per join must not grow
-   with N). Clients whose join failed then join again, ``--top-up`` (100)
+   with N). The storm runs with a listen queue of ``--backlog`` (at least
+   N; as root the run raises the kernel's caps to it, see ListenQueue) and
+   a join timeout of 40 s (STORM_JOIN_TIMEOUT says why; the joins within
+   NetClient's 10 s print beside it). Clients whose join failed then join again, ``--top-up`` (100)
    at a time per load process, so that what follows measures N clients.
 2. Grouped: a bounded wait until every client still joined has its UDP
    path to the server confirmed and every peer entry its groups give it,
@@ -94,7 +97,7 @@ open-files limit to the hard limit.
 
     python bench/scale.py [--clients 10000] [--group-size 10] [--load-processes 4]
                           [--trickle 1000] [--hold 60] [--idle 20] [--quick]
-                          [--top-up 100] [--join-timeout 10] [--wait-quiet S]
+                          [--top-up 100] [--join-timeout 40] [--backlog N] [--wait-quiet S]
                           [--profile-server] [--profile-load] [--timeout 1500]
 """
 
@@ -133,6 +136,12 @@ QUICK = {"clients": 200, "idle": 4.0, "hold": 3.0, "trickle": 200.0, "load_proce
 DEFAULTS = {"clients": 10000, "idle": 20.0, "hold": 60.0, "trickle": 1000.0,
             "load_processes": 4}
 KIB = 1024
+STORM_JOIN_TIMEOUT = 40.0
+"""The bench's join timeout: NetClient's 10 s is for one player's machine,
+but here the load processes share 2 cores with the server and spend about
+2 ms of CPU on each NetClient's join (key agreement, a peer session and a
+pair key per member), some 20 s for 10,000: a 10 s timeout would measure the
+load generator. The joins within NetClient's default print beside it."""
 
 
 # the figures of one side
@@ -158,6 +167,9 @@ class Storm:
     kernel: dict
     profile: str = ""
     """The first load process's profile of the storm (``--profile-load``)."""
+
+    def joinedWithin(self, seconds: float) -> int:
+        return sum(1 for t in self.times if t <= seconds)
 
     def joinsPerSecond(self) -> float:
         return self.joined / max(self.times) if self.times else 0.0
@@ -310,9 +322,10 @@ def twistdCommand() -> list:
             "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
 
 
-def twistdArguments(workdir: str) -> list:
+def twistdArguments(workdir: str, backlog: int) -> list:
     return ["-n", "--logfile", os.path.join(workdir, "proudserver.log"), "--pidfile", "",
             "proudserver", "--tcp", "0", "--udp", "0", "--interface", LOOPBACK,
+            "--backlog", str(backlog),
             "--events", EVENTS, "--protocol-version", str(VERSION),
             "--key-file", os.path.join(workdir, "proudserver.key")]
 
@@ -324,9 +337,11 @@ async def startOurs(reactor, budget, args, label: str) -> Server:
     env["PYTHONPATH"] = os.pathsep.join(
         [_common.BENCH, root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["SCALE_GROUP_SIZE"] = str(args.group_size)
+    if args.profile_memory:
+        env["PYTHONTRACEMALLOC"] = "8"
     env["SCALE_LIFETIME"] = str(max(1.0, budget.left()) + 60.0)
     process = ChildProcess.spawnCommand(reactor, label,
-                                        twistdCommand() + twistdArguments(workdir),
+                                        twistdCommand() + twistdArguments(workdir, args.backlog),
                                         env=env, path=workdir)
     try:
         hello = await process.first(reactor, budget)
@@ -676,6 +691,9 @@ async def runSide(reactor, budget, args, bare: bool) -> Side:
               f" {side.rssGrouped / 2**20:,.1f} MiB now:"
               f" {side.memoryPerClient(side.rssGrouped) / KIB:,.2f} KiB per client")
         await idle(reactor, budget, args, side, server, loads)
+        if args.profile_memory and not bare:
+            side.profiles["the idle window's end: the Python heap it holds"] = (
+                await server.ask(budget, f"memory-top {args.profile_top}"))["memory"]
         if args.profile_server and not bare:
             # A window of its own, so that the measured one runs unprofiled.
             await profileStart(budget, args, server, bare)
@@ -710,7 +728,10 @@ def printResults(args, ours: Side, bare: Side) -> None:
     _common.reportLimit("clients joined in the storm", o.joined, b.joined, "clients", baseline,
                         N, higherIsBetter=True,
                         note=f"; failures: {sum(o.failures.values())} ours,"
-                             f" {sum(b.failures.values())} baseline")
+                             f" {sum(b.failures.values())} baseline; joined within"
+                             f" NetClient's default {args.defaultJoinTimeout:g} s:"
+                             f" {o.joinedWithin(args.defaultJoinTimeout):,} ours,"
+                             f" {b.joinedWithin(args.defaultJoinTimeout):,} baseline")
     _common.reportLimit("SYNs dropped in the storm (TcpExt ListenDrops/ListenOverflows)",
                         o.synDrops(), b.synDrops(), "SYNs", baseline, 0)
     small = ours.small
@@ -768,7 +789,8 @@ async def run(reactor, args) -> None:
           f" the bare clients'): UDP every {args.keepalive:.1f} s, TCP every"
           f" {args.tcp_keepalive:g} s")
     print(f"  ours: PYTHONPATH=bench:. {' '.join(twistdCommand()[1:] or ['twistd'])}"
-          f" {' '.join(twistdArguments('<tmp>'))} (env SCALE_GROUP_SIZE={args.group_size})")
+          f" {' '.join(twistdArguments('<tmp>', args.backlog))}"
+          f" (env SCALE_GROUP_SIZE={args.group_size})")
     print(f"  {args.plan}", flush=True)
     if args.wait_quiet:
         await waitQuiet(reactor, budget, args.wait_quiet)
@@ -823,6 +845,49 @@ def readSysctl(name: str) -> str:
         return "?"
 
 
+class ListenQueue:
+    """The kernel's caps on a listen queue, raised to ``length`` for the run
+    where this process may (root) and put back after; ``said`` tells what it
+    did or what the run needs. Linux caps listen(2)'s backlog at
+    net.core.somaxconn and half-open connections at tcp_max_syn_backlog: a
+    storm of N connects at once needs both at N, or SYNs are dropped (each
+    then waits a 1 s SYN retransmission) whatever the server does."""
+
+    NAMES = ("net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog")
+
+    def __init__(self, length: int, needed: int) -> None:
+        self.length = length
+        self.needed = min(length, needed)
+        self.saved: dict = {}
+        self.said = ""
+
+    def __enter__(self):
+        low = {name: value for name in self.NAMES
+               if (value := readSysctl(name)).isdigit() and int(value) < self.needed}
+        for name, value in low.items():
+            try:
+                writeSysctl(name, str(self.length))
+            except OSError:
+                continue
+            self.saved[name] = value
+        missing = sorted(set(low) - set(self.saved))
+        raised = ", ".join(f"{name} {value} -> {self.length}" for name, value in self.saved.items())
+        self.said = (f"raised for this run: {raised}" if raised else "listen queue caps as found")
+        if missing:
+            self.said += (f"; run as root or set {', '.join(missing)} >= {self.length}"
+                          " (sysctl -w) or SYNs will be dropped")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name, value in self.saved.items():
+            writeSysctl(name, value)
+
+
+def writeSysctl(name: str, value: str) -> None:
+    with open(f"/proc/sys/{name.replace('.', '/')}", "w") as setting:
+        setting.write(value)
+
+
 def checkResources(parser, args) -> str:
     """Refuse an N this machine cannot hold; a line saying what it takes."""
     N = args.clients
@@ -873,15 +938,26 @@ def main() -> int:
                         help="seconds of the trickle (default 60; quick 3)")
     parser.add_argument("--idle", type=float,
                         help="seconds of the idle window (default 20; quick 4)")
-    parser.add_argument("--join-timeout", type=float, default=DEFAULT_JOIN_TIMEOUT,
-                        help=f"each client's join timeout (default {DEFAULT_JOIN_TIMEOUT:g},"
-                             " NetClient's)")
+    parser.add_argument("--join-timeout", type=float, default=STORM_JOIN_TIMEOUT,
+                        help=f"each client's join timeout (default {STORM_JOIN_TIMEOUT:g}:"
+                             f" NetClient's {DEFAULT_JOIN_TIMEOUT:g} plus the load processes'"
+                             " own CPU for a storm of 10,000 on 2 cores; the joins within"
+                             f" {DEFAULT_JOIN_TIMEOUT:g} s print beside it)")
+    parser.add_argument("--backlog", type=int,
+                        help="both servers' TCP listen queue (default: at least --clients, at"
+                             f" least {DEFAULT_BACKLOG:,}); as root the run raises"
+                             " net.core.somaxconn and net.ipv4.tcp_max_syn_backlog to it"
+                             " and puts them back at the end")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 200 clients, 2 load processes, short windows")
     parser.add_argument("--profile-server", action="store_true",
                         help="cProfile our server during the storm and a second idle window")
     parser.add_argument("--profile-load", action="store_true",
                         help="cProfile the first load process's NetClients during the storm")
+    parser.add_argument("--profile-memory", action="store_true",
+                        help="trace our server's Python allocations (tracemalloc) and list"
+                             " what it holds per client after the idle window; its RSS"
+                             " figures then include tracemalloc's own traces")
     parser.add_argument("--profile-top", type=int, default=25,
                         help="functions listed per profile (default 25)")
     parser.add_argument("--top-up", type=int, default=100,
@@ -897,17 +973,21 @@ def main() -> int:
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.backlog = DEFAULT_BACKLOG
+    if args.backlog is None:
+        args.backlog = max(DEFAULT_BACKLOG, args.clients)
+    args.defaultJoinTimeout = DEFAULT_JOIN_TIMEOUT
     args.server_udp_buffer = DEFAULT_SERVER_UDP_BUFFER
     args.client_udp_buffer = DEFAULT_CLIENT_UDP_BUFFER
     args.keepalive, args.tcp_keepalive = keepaliveSchedule(DEFAULT_CLIENT_TIMEOUT)
     if (args.clients < 1 or args.group_size < 1 or args.load_processes < 1
             or args.idle <= 0 or args.hold < 0 or args.trickle < 0 or args.timeout <= 0
-            or args.top_up < 0 or args.wait_quiet < 0):
-        parser.error("need --clients, --group-size, --load-processes >= 1, --idle > 0,"
+            or args.top_up < 0 or args.wait_quiet < 0 or args.backlog < 1):
+        parser.error("need --clients, --group-size, --load-processes, --backlog >= 1, --idle > 0,"
                      " --hold and --trickle >= 0, --timeout > 0")
     args.plan = checkResources(parser, args)
-    return _common.runUntilDeadline(run, args, grace=30.0)
+    with ListenQueue(args.backlog, args.clients) as queue:
+        args.plan += f"; {queue.said}"
+        return _common.runUntilDeadline(run, args, grace=30.0)
 
 
 if __name__ == "__main__":
