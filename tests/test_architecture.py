@@ -24,7 +24,8 @@ PURE_CORES = [
     "proud_twisted.server.hostids", "proud_twisted.server.ratelimit",
     "proud_twisted.server.stats", "proud_twisted.client.pathstate",
     "proud_twisted.client.holepunch", "proud_twisted.client.peers",
-    "proud_twisted.client.serverpath", "proud_twisted._crypto",
+    "proud_twisted.client.serverpath", "proud_twisted.client.servertime",
+    "proud_twisted._crypto",
 ]
 """Sans-I/O modules (and packages): no Twisted, no reactor glue."""
 

@@ -246,6 +246,9 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
     yield c.disconnect()
     yield server.events.rec.waitCount("onClientLeave", 1)
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 2)
+    yield server.events.rec.wait(lambda: all(
+        server.getClientInfo(h).rtt is not None for h in ids[:2]))
+    rtts = [server.getClientInfo(h).rtt for h in ids[:2]]
 
     response, text = yield scrape(metricsPort)
     assert response.code == 200
@@ -273,12 +276,13 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
         ("proud_punch_attempts_total", (("result", "success"),)): 0,
         ("proud_recovery_events_total", (("kind", "offline"),)): 0,
         ("proud_client_rtt_seconds_gcount", ()): 2,
-        ("proud_client_rtt_seconds_bucket", (("le", "1.0"),)): 2,
+        ("proud_client_rtt_seconds_gsum", ()): sum(rtts),
+        ("proud_client_rtt_seconds_bucket", (("le", "0.1"),)): sum(r <= 0.1 for r in rtts),
+        ("proud_client_rtt_seconds_bucket", (("le", "+Inf"),)): 2,
     }
     assert {key: got[key] for key in expected} == expected
     assert stats.relayRequests >= 1 and stats.framesRelayed >= 1
     assert stats.relayBytes >= sum(map(len, payloads))
-    assert 0 < value(got, "proud_client_rtt_seconds_gsum") < 2.0
     # The same activity, as structured log events with their HostIDs as fields.
     assert sorted(e["hostID"] for e in logs.named("client_join")) == sorted(ids)
     [created] = logs.named("group_created")
@@ -435,9 +439,16 @@ class ServerMetricsTests(SynchronousTestCase):
                     ("proud_malformed_total", "kind", "message"): "malformedMessages",
                     ("proud_malformed_total", "kind", "oversized_message"): "oversizedMessages",
                     ("proud_malformed_total", "kind", "datagram"): "malformedDatagrams",
-                    ("proud_malformed_total", "kind", "handshake"): "failedHandshakes"}
+                    ("proud_malformed_total", "kind", "handshake"): "failedHandshakes",
+                    ("proud_malformed_total", "kind", "rtt_report"): "rttReportsRejected"}
         for (metric, label, kind), field in labelled.items():
             self.assertEqual(value(got, metric, **{label: kind}), numbers[field], metric)
+        # Every counter has a metric, or is the sum of a labelled one's series.
+        inLabelledMetrics = {"joinsRefused", "unauthenticatedRefused", "loginErrors",
+                             "loginTimeouts", "hackSuspicions"}
+        notAMetric = {"udpChallenges"}     # a step of confirming an address, not traffic
+        self.assertEqual(set(numbers) - set(plain.values()) - set(labelled.values())
+                         - inLabelledMetrics - notAMetric, set())
         self.assertEqual(value(got, "proud_joins_refused_total", reason="LOGIN_TIMEOUT"), 1)
         self.assertEqual(value(got, "proud_joins_refused_total", reason="SERVER_FULL"), 0)
         self.assertEqual(value(got, "proud_hack_reports_total", kind="RELAY_FLOOD"), 3)

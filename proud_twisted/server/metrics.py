@@ -1,7 +1,8 @@
 """Prometheus metrics of one server: L{ServerMetrics}.
 
 Almost everything is read when Prometheus scrapes: the server's counters
-(L{ServerStats}) and what exists now (clients, groups, pairs), by a custom
+(L{ServerStats}) and what exists now (clients, groups, pairs, the clients'
+round trips), by a custom
 collector. Nothing is added to the path of a relayed message. The one thing
 measured continuously is the event loop's lag: a timer every
 L{LAG_INTERVAL} seconds notes how late it fires.
@@ -50,6 +51,7 @@ _MALFORMED = (
     ("oversized_message", "oversizedMessages"),
     ("datagram", "malformedDatagrams"),
     ("handshake", "failedHandshakes"),
+    ("rtt_report", "rttReportsRejected"),
 )
 _COUNTERS = (     # name (less _total), ServerStats field, meaning
     ("proud_client_joins", "clientsJoined", "Clients that joined the server."),
@@ -182,8 +184,8 @@ def _roundTrips(rtts: list[float]) -> GaugeHistogramMetricFamily:
     cumulative = [(repr(bound), bisect_right(rtts, bound)) for bound in RTT_BUCKETS]
     cumulative.append(("+Inf", len(rtts)))
     return GaugeHistogramMetricFamily(
-        "proud_client_rtt_seconds", "Round-trip times of the joined clients now, as the "
-        "server's TCP stack measures them (smoothed).", buckets=cumulative,
+        "proud_client_rtt_seconds", "Round trips of the joined clients now, as their "
+        "keepalives report them (ClientInfo.rtt).", buckets=cumulative,
         gsum_value=sum(rtts))
 
 

@@ -24,9 +24,9 @@ from proud_twisted.server.metrics import ServerMetrics
 
 MIN_RENDER_INTERVAL = 1.0
 """Seconds a rendered exposition is served again: a render of a server with
-10,000 clients takes some 20 ms, so a flood of scrapes takes at most 2 % of
-the event loop; Prometheus scrapes every 15 s or so and never sees a stale
-answer."""
+10,000 clients in 45,000 pairs takes about 7 ms, so a flood of scrapes takes
+under 1 % of the event loop; Prometheus scrapes every 15 s or so and never
+sees a stale answer."""
 MAX_METRICS_CONNECTIONS = 16
 """Open connections to the metrics port; more are closed at once. A
 Prometheus server or two and an operator's curl need far fewer."""
