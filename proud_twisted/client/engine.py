@@ -460,6 +460,7 @@ class ClientEngine:
         """Leave the server for good: forget the session, close the
         connection or attempt under way (if C{closing}), then tell the game."""
         closed = self._closed
+        hostID = self._hostID
         attempt = self._attempt if closing else None
         connection = attempt.connection if attempt is not None else None
         stop = self._stopConnecting if connection is None and attempt is not None else None
@@ -471,7 +472,8 @@ class ClientEngine:
             connection.close(reason)    # (a resume attempt's: its loss is no one's now)
         elif stop is not None:
             stop()
-        self.log.info("left the server: {reason}", reason=reason.value)
+        self.log.info("{hostID} left the server: {reason}", proud_event="server_leave",
+                      hostID=hostID, reason=reason.name)
         self.dispatch("onLeaveServer", reason)
         if self.leftServer is not None:
             self.leftServer(reason)
@@ -583,8 +585,9 @@ class ClientEngine:
             self._serverSession = None
         self.peerLinks.relayPathChanged()
         self._backoff = Backoff()
-        self.log.info("the server connection dropped ({reason}); resuming within "
-                      "{window} s", reason=reason.value, window=self._recovery[0])
+        self.log.info("{hostID}: the server connection dropped ({reason}); resuming "
+                      "within {window} s", proud_event="server_offline", hostID=self._hostID,
+                      reason=reason.name, window=self._recovery[0])
         self._scheduleResume()
         self.dispatch("onServerOffline", reason)
 
@@ -653,16 +656,18 @@ class ClientEngine:
         for body in resend:
             self._connection.sendBody(body)
         self._startServerLink()
-        self.log.info("resumed the session with the server after {seconds:.1f} s "
-                      "({count} messages sent again)", seconds=offlineFor,
-                      count=len(resend))
+        self.log.info("{hostID} resumed its session with the server after "
+                      "{seconds:.1f} s ({resent} frames sent again)",
+                      proud_event="server_resumed", hostID=self._hostID,
+                      seconds=offlineFor, resent=len(resend))
         self.dispatch("onServerOnline")
 
     def server_RESUME_REFUSED(self, fields) -> None:
         if self._offlineSince is None:
             raise ProtocolError("RESUME_REFUSED while not resuming")
-        self.log.info("the server refused to resume the session (code {code})",
-                      code=fields.reason)
+        self.log.info("{hostID}: the server refused to resume the session (code "
+                      "{code})", proud_event="resume_refused_by_server",
+                      hostID=self._hostID, code=fields.reason)
         self._leave(self._offlineReason)
 
     def server_SESSION_ENDED(self, fields) -> None:
@@ -688,7 +693,7 @@ class ClientEngine:
         except ValueError:
             # A newer server's reason: still a refusal.
             self.log.info("the server refused the join with unknown reason {code}",
-                          code=fields.reason)
+                          proud_event="join_refused_unknown_reason", code=fields.reason)
             reason = JoinRefusal.REFUSED_BY_APPLICATION
         if reason is JoinRefusal.VERSION_MISMATCH:
             error, kind = ProtocolVersionMismatch(
@@ -816,7 +821,9 @@ class ClientEngine:
     def _resendOverflow(self, error: ResendOverflow) -> None:
         """More reliable output than the server acknowledged: the session
         cannot be kept whole, so it ends (after this turn)."""
-        self.log.warn("leaving the server: {error}", error=error)
+        self.log.warn("leaving the server: {why}", proud_event="server_resend_overflow",
+                      hostID=self._hostID, size=self.stream.unacknowledgedBytes,
+                      why=str(error))
         self.stream = None
         if self._connection is not None and self._offlineSince is None:
             self._connection.abort(ErrorType.SLOW_CONSUMER, str(error))
@@ -865,7 +872,8 @@ class ClientEngine:
 
     def _reportJoinFailure(self, joining: defer.Deferred, error: Exception, kind: ErrorType,
                            reply: bytes = b"") -> None:
-        self.log.info("joining the server failed: {error}", error=error)
+        self.log.info("joining the server failed: {error}", proud_event="server_join_failed",
+                      reason=kind.name, error=str(error))
         self.dispatch("onJoinServerComplete", kind, reply)
         if not joining.called:      # (unless cancelled from onJoinServerComplete)
             joining.errback(error)
