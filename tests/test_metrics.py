@@ -21,6 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent
+from twisted.web.test.requesthelper import DummyRequest
 
 from proud_twisted import (
     ErrorType,
@@ -33,7 +34,7 @@ from proud_twisted import (
     metricsService,
     tap,
 )
-from proud_twisted.server.metricsweb import MAX_METRICS_CONNECTIONS
+from proud_twisted.server.metricsweb import MAX_METRICS_CONNECTIONS, MetricsResource
 from proud_twisted.testing import MemoryNetwork, NATType
 from tests.support import RecordingClientEvents, RecordingServerEvents
 from tests.test_examples import LineReader, stop
@@ -246,7 +247,9 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
     stranger = NetClient(RecordingClientEvents(), encryption=False)
     with pytest.raises(ProtocolVersionMismatch):
         yield stranger.connect("127.0.0.1", tcpPort, uuid.uuid4())
-    yield c.disconnect()
+    # A cheater sends what only a server may send: cut, reported, gone.
+    c._engine._connection.sendMessage("PEER_PAIR", peerID=ids[0], epoch=1,
+                                      pairSecret=b"s" * 32, policy=0)
     yield server.events.rec.waitCount("onClientLeave", 1)
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 2)
     yield server.events.rec.wait(lambda: all(
@@ -270,12 +273,13 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
         ("proud_relayed_messages_total", ()): stats.framesRelayed,
         ("proud_relayed_bytes_total", ()): stats.relayBytes,
         ("proud_malformed_total", (("kind", "datagram"),)): 1,
-        ("proud_malformed_total", (("kind", "message"),)): 0,
+        ("proud_malformed_total", (("kind", "message"),)): 1,
         ("proud_joins_refused_total", (("reason", "VERSION_MISMATCH"),)): 1,
         ("proud_joins_refused_total", (("reason", "SERVER_FULL"),)): 0,
         ("proud_rejected_total", (("kind", "relay_not_allowed"),)): 0,
         ("proud_rejected_total", (("kind", "spoofed_datagram"),)): 0,
-        ("proud_hack_reports_total", (("kind", "BAD_MESSAGE"),)): 0,
+        ("proud_hack_reports_total", (("kind", "BAD_MESSAGE"),)): 1,
+        ("proud_hack_reports_total", (("kind", "RELAY_FLOOD"),)): 0,
         ("proud_punch_attempts_total", (("result", "success"),)): 0,
         ("proud_recovery_events_total", (("kind", "offline"),)): 0,
         ("proud_client_rtt_seconds_gcount", ()): 2,
@@ -297,7 +301,12 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
     [refused] = logs.named("join_refused")
     assert refused["reason"] == "VERSION_MISMATCH"
     [leave] = logs.named("client_leave")
-    assert (leave["hostID"], leave["reason"]) == (ids[2], ErrorType.DISCONNECT_FROM_REMOTE.name)
+    assert (leave["hostID"], leave["reason"]) == (ids[2], ErrorType.PROTOCOL_ERROR.name)
+    [hack] = logs.named("hack_suspected")
+    assert (hack["hostID"], hack["kind"]) == (ids[2], "BAD_MESSAGE")
+    [aborted] = logs.named("connection_aborted")
+    assert (aborted["hostID"], aborted["reason"]) == (ids[2], "PROTOCOL_ERROR")
+    assert "PEER_PAIR" in aborted["why"]
     [groupLeave] = logs.named("group_member_leave")
     assert (groupLeave["groupID"], groupLeave["hostID"], groupLeave["reason"]) == \
         (group, ids[2], "client_left")
@@ -497,6 +506,30 @@ class ServerMetricsTests(SynchronousTestCase):
         one.stats.clientsJoined = 7
         self.assertEqual(value(samples(self.exposition(first)), "proud_client_joins_total"), 7)
         self.assertEqual(value(samples(self.exposition(second)), "proud_client_joins_total"), 0)
+
+    def test_aFloodOfScrapesRendersOnceASecond(self):
+        clock = task.Clock()
+        metrics = ServerMetrics(processMetrics=False)
+        server = NetServer(metrics=metrics, encryption=False, reactor=clock)
+        resource = MetricsResource(metrics.registry, clock, minInterval=1.0)
+        first = resource.render(DummyRequest([b"metrics"]))
+        server.stats.clientsJoined = 5
+        clock.advance(0.99)
+        self.assertEqual([resource.render(DummyRequest([b""])) for _ in range(100)],
+                         [first] * 100)
+        self.assertEqual(resource.renders, 1)
+        clock.advance(0.01)
+        fresh = resource.render(DummyRequest([b""]))
+        self.assertEqual(value(samples(fresh.decode()), "proud_client_joins_total"), 5)
+        self.assertEqual(resource.renders, 2)
+
+    def test_onlyGetAndHead(self):
+        resource = MetricsResource(ServerMetrics(processMetrics=False).registry, task.Clock())
+        request = DummyRequest([b""])
+        request.method = b"DELETE"
+        self.assertEqual(resource.render(request), b"")
+        self.assertEqual(request.responseCode, 405)
+        self.assertEqual(resource.renders, 0)
 
     def test_oneServerPerMetrics(self):
         metrics = ServerMetrics()
