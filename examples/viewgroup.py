@@ -275,7 +275,8 @@ class Game:
                 name, i, self.world, self.ledger, self.counters)
             for i, name in enumerate(self.names)]
         self.ticks = 0
-        self.started = self.lastTick = self.lastReport = 0.0
+        self.started = self.lastTick = 0.0
+        self.reported = 0               # seconds reported
         self._ticker: task.LoopingCall | None = None
         self.lastRelayBytes = 0
         self.lastRejected = 0
@@ -310,7 +311,7 @@ class Game:
 
     def play(self) -> defer.Deferred:
         """Tick until the given seconds have passed, reporting every second."""
-        self.started = self.lastTick = self.lastReport = self.reactor.seconds()
+        self.started = self.lastTick = self.reactor.seconds()
         self._ticker = task.LoopingCall(self.tick)
         self._ticker.clock = self.reactor
         return self._ticker.start(TICK, now=False)
@@ -329,10 +330,10 @@ class Game:
                 if isinstance(player, Cheater):
                     player.cheat(self.ticks)
         # A tick a little early (the clock's rounding) still closes its second.
-        if now - self.lastReport >= 1.0 - TICK / 2:
-            self.lastReport = now
+        if now - self.started >= self.reported + 1 - TICK / 2:
+            self.reported += 1
             self.report()
-            if now - self.started >= self.seconds - TICK / 2:
+            if self.reported >= self.seconds:
                 self._ticker.stop()
 
     def pairs(self) -> dict[tuple[int, int], bool]:
@@ -366,7 +367,7 @@ class Game:
         relayed, self.lastRelayBytes = stats.relayBytes - self.lastRelayBytes, stats.relayBytes
         refused, self.lastRejected = stats.relayRejected - self.lastRejected, stats.relayRejected
         fields = {
-            "t": f"{self.reactor.seconds() - self.started:.0f}", "players": len(self.players),
+            "t": self.reported, "players": len(self.players),
             "pairs": len(pairs), "direct": direct, "relayed": len(pairs) - direct,
             "joins": c.joins, "leaves": c.leaves, "relayed_bytes": relayed,
             "positions": c.positions, "chat": c.chat, "lost": counts.lost,
