@@ -35,6 +35,8 @@ others start relayed and go direct once punched.
 
 Each line of the report, every second:
 
+- ``ticks``: moves made that second (10 unless the machine cannot keep up:
+  a tick that comes late is not made up, so positions and lines get fewer);
 - ``joins`` / ``leaves``: members the server put into and took out of groups;
 - ``pairs``, ``direct``, ``relayed``: the P2P pairs now and how they talk;
 - ``relayed_bytes``: bytes the server relayed between peers that second;
@@ -277,6 +279,7 @@ class Game:
         self.ticks = 0
         self.started = self.lastTick = 0.0
         self.reported = 0               # seconds reported
+        self.lastTicks = 0
         self._ticker: task.LoopingCall | None = None
         self.lastRelayBytes = 0
         self.lastRejected = 0
@@ -366,8 +369,9 @@ class Game:
         c = self._takeCounters()
         relayed, self.lastRelayBytes = stats.relayBytes - self.lastRelayBytes, stats.relayBytes
         refused, self.lastRejected = stats.relayRejected - self.lastRejected, stats.relayRejected
+        ticks, self.lastTicks = self.ticks - self.lastTicks, self.ticks
         fields = {
-            "t": self.reported, "players": len(self.players),
+            "t": self.reported, "ticks": ticks, "players": len(self.players),
             "pairs": len(pairs), "direct": direct, "relayed": len(pairs) - direct,
             "joins": c.joins, "leaves": c.leaves, "relayed_bytes": relayed,
             "positions": c.positions, "chat": c.chat, "lost": counts.lost,
