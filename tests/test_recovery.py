@@ -10,8 +10,16 @@ import uuid
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from proud_twisted import ErrorType, NetClient, NetServer, ResumeRefusal, ServerUdpState
+from proud_twisted import (
+    ErrorType,
+    NetClient,
+    NetServer,
+    ResumeRefusal,
+    SendQueueFull,
+    ServerUdpState,
+)
 from proud_twisted._crypto.resume import resumeProof
+from proud_twisted.client.engine import MAX_UNACKNOWLEDGED_TO_SERVER
 from proud_twisted.crypto import ClientHandshake
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
@@ -260,6 +268,34 @@ class ResumeTests(SynchronousTestCase):
         # Alice's resume is refused: her session is gone; she leaves.
         assert world.net.runUntil(lambda: world.alice.events.rec.count("onLeaveServer"), 10)
         self.assertEqual(world.server.stats.resumesRefused, 1)
+
+    def test_theClientHoldsAtMostItsBoundForTheServerWhileOffline(self):
+        """Reliable sends to the server while offline wait, up to
+        MAX_UNACKNOWLEDGED_TO_SERVER; past it send() raises SendQueueFull
+        (nothing is sent), and what waited arrives in order after the resume."""
+        world = RecoveryWorld(self)
+        net, alice = world.net, world.alice
+        net.partition(world.aliceHost, world.serverHost)
+        assert net.runUntil(lambda: alice.events.rec.count("onServerOffline") == 1, 10)
+        sent = []
+        with self.assertRaises(SendQueueFull) as caught:
+            for i in range(100):
+                payload = b"%03d" % i + bytes(60_000)
+                alice.send(1, payload)
+                sent.append(payload)
+        self.assertEqual(list(caught.exception.hostIDs), [1])
+        stream = alice._engine.stream
+        self.assertLessEqual(stream.unacknowledgedBytes, MAX_UNACKNOWLEDGED_TO_SERVER)
+        self.assertGreater(len(sent), 10)
+        net.heal(world.aliceHost, world.serverHost)
+        assert net.runUntil(lambda: alice.events.rec.count("onServerOnline") == 1,
+                            RECOVERED_WITHIN)
+
+        def toServer():
+            return [p for sender, p, _ in world.serverEvents.rec.named("onReceiveUserMessage")
+                    if sender == world.aliceID]
+        assert net.runUntil(lambda: len(toServer()) >= len(sent), 10)
+        self.assertEqual(toServer(), sent)
 
     def test_offlineClientsBeyondTheLimitLeaveAtOnce(self):
         world = RecoveryWorld(self, maxOfflineClients=1)
