@@ -15,6 +15,7 @@ from proud_twisted.constants import (
     HolePunchPolicy,
     JoinRefusal,
     RelayReason,
+    ResumeRefusal,
     ServerUdpState,
 )
 from proud_twisted.crypto import IdentityKey, PublicIdentity
@@ -31,6 +32,7 @@ from proud_twisted.errors import (
     ProtocolError,
     ProtocolVersionMismatch,
     ProudError,
+    ResumeRefused,
     SendQueueFull,
     UnknownHostID,
 )
@@ -59,6 +61,8 @@ from proud_twisted.rudp import (
     SessionStats,
 )
 from proud_twisted.server import NetServer
+from proud_twisted.server.metrics import ServerMetrics
+from proud_twisted.server.metricsweb import MetricsService, metricsService
 from proud_twisted.server.stats import ServerStats
 
 __version__ = "0.1.0"
@@ -69,12 +73,13 @@ __all__ = [
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
     "P2PConnectionStats", "ServerStats", "SocketBuffers", "freezeStartupObjects",
+    "ServerMetrics", "MetricsService", "metricsService",
     "DeliveryMode", "Priority", "ReceiveBudget", "SessionConfig", "SessionStats",
     "IdentityKey", "PublicIdentity",
     "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "JoinRefusal",
-    "RelayReason", "ServerUdpState",
+    "RelayReason", "ResumeRefusal", "ServerUdpState",
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
     "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "JoinCancelled",
-    "SendQueueFull", "HolePunchFailed",
+    "SendQueueFull", "HolePunchFailed", "ResumeRefused",
 ]

@@ -21,7 +21,9 @@ its public key in hex when it starts, for clients to pin
 (C{NetClient(serverKey=PublicIdentity.fromHex(...))}).
 
 L{makeService} composes the server's parts in a C{MultiService}, as
-C{twisted.names.tap} does: L{IdentityLog}, the L{NetServer} and L{GcFreeze}.
+C{twisted.names.tap} does: L{IdentityLog}, the L{NetServer}, with
+C{--metrics} a L{MetricsService} serving its Prometheus metrics, and
+L{GcFreeze}.
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ from proud_twisted._glue.gcfreeze import freezeStartupObjects
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.interfaces import INetServerEvent
+from proud_twisted.server.metrics import ServerMetrics
+from proud_twisted.server.metricsweb import metricsService
 from proud_twisted.server.netserver import (
     DEFAULT_BACKLOG,
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_MAX_CLIENT_OUTPUT,
+    DEFAULT_MAX_OFFLINE_CLIENTS,
     DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_RECOVERY_WINDOW,
     DEFAULT_RELAY_BYTES_PER_SECOND,
     DEFAULT_RELAY_FRAMES_PER_SECOND,
     NetServer,
@@ -116,6 +122,11 @@ class Options(usage.Options):
         ["max-client-output", None, DEFAULT_MAX_CLIENT_OUTPUT,
          ("Bytes of unsent output held for a client that does not read; past it "
           "the client is disconnected (SLOW_CONSUMER).")],
+        ["recovery-window", None, DEFAULT_RECOVERY_WINDOW,
+         ("Seconds a client whose connection dropped keeps its HostID and groups "
+          "while it reconnects and resumes its session (0: no recovery).")],
+        ["max-offline-clients", None, DEFAULT_MAX_OFFLINE_CLIENTS,
+         "Most clients offline (waiting to resume) at once; past it a dropped client leaves."],
         ["backlog", None, DEFAULT_BACKLOG,
          ("TCP listen queue length, for join storms (Linux caps it at "
           "net.core.somaxconn).")],
@@ -123,6 +134,10 @@ class Options(usage.Options):
          "Frames a second each client may have relayed (bursts of one second's worth)."],
         ["relay-bytes", None, DEFAULT_RELAY_BYTES_PER_SECOND,
          "Bytes a second each client may have relayed (bursts of one second's worth)."],
+        ["metrics", None, None,
+         ("Serve Prometheus metrics over HTTP on this Twisted endpoint, e.g. "
+          "tcp:9100 or tcp:9100:interface=127.0.0.1 (keep it off the public "
+          "internet). [default: no metrics]")],
         ["udp-buffer", None, DEFAULT_SERVER_UDP_BUFFER,
          ("Bytes of kernel receive and send buffer to ask for on the UDP port, so "
           "that bursts are not dropped (0: the OS defaults). Linux caps it at "
@@ -154,6 +169,10 @@ class Options(usage.Options):
             "relay-bytes", self["relay-bytes"], _atLeast(float, MIN_RELAY_BYTES))
         self["udp-buffer"] = _convert("udp-buffer", self["udp-buffer"], _atLeast(int, 0))
         self["backlog"] = _convert("backlog", self["backlog"], _atLeast(int, 1))
+        self["recovery-window"] = _convert(
+            "recovery-window", self["recovery-window"], _atLeast(float, 0))
+        self["max-offline-clients"] = _convert(
+            "max-offline-clients", self["max-offline-clients"], _atLeast(int, 0))
         self["max-client-output"] = _convert(
             "max-client-output", self["max-client-output"],
             _atLeast(int, self["max-message-length"] + FRAME_HEADROOM))
@@ -281,13 +300,19 @@ class GcFreeze(service.Service):
 def makeService(config) -> service.MultiService:
     """A C{MultiService} of the server's parts, named and started in this
     order: C{"identity"}, an L{IdentityLog}; C{"proudserver"}, the configured
-    L{NetServer}; C{"gc-freeze"}, a L{GcFreeze}, left out with
-    C{--no-gc-freeze}."""
+    L{NetServer}; C{"metrics"}, its L{MetricsService}, with C{--metrics};
+    C{"gc-freeze"}, a L{GcFreeze}, left out with C{--no-gc-freeze}."""
+    metrics = ServerMetrics() if config["metrics"] else None
     parts = [
         ("identity", IdentityLog(config["identity"], config["key-file"],
                                  config["key-created"])),
-        ("proudserver", _makeServer(config)),
+        ("proudserver", _makeServer(config, metrics)),
     ]
+    if metrics is not None:
+        try:
+            parts.append(("metrics", metricsService(config["metrics"], metrics)))
+        except ValueError as e:
+            raise usage.UsageError(f"--metrics: {e}") from None
     if not config["no-gc-freeze"]:
         parts.append(("gc-freeze", GcFreeze()))
     top = service.MultiService()
@@ -297,7 +322,7 @@ def makeService(config) -> service.MultiService:
     return top
 
 
-def _makeServer(config) -> NetServer:
+def _makeServer(config, metrics: ServerMetrics | None = None) -> NetServer:
     """The L{NetServer} of C{config}, its events attached."""
     events = config["events"]()
     server = NetServer(
@@ -313,7 +338,8 @@ def _makeServer(config) -> NetServer:
         udpBufferSize=config["udp-buffer"],
         loginTimeout=config["login-timeout"],
         maxClientOutput=config["max-client-output"],
-        backlog=config["backlog"])
+        backlog=config["backlog"], recoveryWindow=config["recovery-window"],
+        maxOfflineClients=config["max-offline-clients"], metrics=metrics)
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)

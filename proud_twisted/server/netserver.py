@@ -32,6 +32,7 @@ from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
+from proud_twisted.server.metrics import ServerMetrics
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 from proud_twisted.wire.messages import versionBytes
@@ -65,6 +66,14 @@ hostile sessions fill it, while an honest one holds about a window (0.3 MB)
 for a round trip after a loss: 210 honest sessions recovering at once."""
 DEFAULT_CLOSE_LINGER = 2.0
 """Seconds a closed client's last words get to go out before it is cut."""
+DEFAULT_RECOVERY_WINDOW = 30.0
+"""Seconds a client whose connection dropped has to resume its session."""
+DEFAULT_MAX_OFFLINE_CLIENTS = 1000
+"""Clients that may wait offline for a resume at once; past it a dropped
+client leaves at once. Each holds its state (a few KiB) and at most
+C{maxClientOutput} (1 MiB) of reliable output not yet acknowledged, so
+1,000 x 1 MiB = about 1 GiB at the very worst, when every one of them had
+a full megabyte unacknowledged; a few MiB in all for idle players."""
 
 
 @implementer(INetServer)
@@ -111,6 +120,16 @@ class NetServer(service.Service, RmiHost):
         server may hold in reassembly buffers together (each also within its
         own C{sessionConfig.maxReceiveBufferBytes}).
     @param backlog: the TCP listen queue length.
+    @param recoveryWindow: seconds a client whose connection dropped (reset,
+        silent past C{clientTimeout}) stays offline with its HostID, groups
+        and unacknowledged reliable output, waiting for it to reconnect and
+        resume (C{onClientOffline}, then C{onClientOnline} or, when the
+        window runs out, C{onClientLeave}); 0 turns recovery off.
+    @param maxOfflineClients: clients that may be offline at once; a
+        client dropped past it leaves at once (C{stats.recoveryRefused}).
+    @param metrics: a L{ServerMetrics} for this server alone, to serve to
+        Prometheus (L{metricsService}); it samples the event loop's lag
+        while the server runs.
     """
 
     def __init__(self, events: INetServerEvent | NetServerEvents | None = None,
@@ -132,7 +151,10 @@ class NetServer(service.Service, RmiHost):
                  maxClientOutput: int = DEFAULT_MAX_CLIENT_OUTPUT,
                  closeLinger: float = DEFAULT_CLOSE_LINGER,
                  receiveBudget: int = DEFAULT_RECEIVE_BUDGET,
-                 backlog: int = DEFAULT_BACKLOG) -> None:
+                 backlog: int = DEFAULT_BACKLOG,
+                 recoveryWindow: float = DEFAULT_RECOVERY_WINDOW,
+                 maxOfflineClients: int = DEFAULT_MAX_OFFLINE_CLIENTS,
+                 metrics: ServerMetrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if encryption and identity is None:
@@ -148,18 +170,27 @@ class NetServer(service.Service, RmiHost):
             relayFramesPerSecond=relayFramesPerSecond,
             relayBytesPerSecond=relayBytesPerSecond, udpBufferSize=udpBufferSize,
             loginTimeout=loginTimeout, maxClientOutput=maxClientOutput,
-            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog)
+            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog,
+            recoveryWindow=recoveryWindow, maxOfflineClients=maxOfflineClients)
+        self._reactor = reactor
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.attach(self._engine)
 
     # Service
 
     def startService(self) -> None:
         """Listen on TCP and UDP; if either cannot be bound, neither stays open."""
         self._engine.listen()
+        if self._metrics is not None:
+            self._metrics.start(self._reactor)
         service.Service.startService(self)
 
     def stopService(self) -> defer.Deferred[object]:
         """Close every connection and stop listening; a Deferred fires when done."""
         service.Service.stopService(self)
+        if self._metrics is not None:
+            self._metrics.stop()
         return self._engine.stop()
 
     # Attributes
