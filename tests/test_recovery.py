@@ -213,6 +213,33 @@ class ResumeTests(SynchronousTestCase):
         self.assertEqual(keptOffline, [])      # it was still joined when she came back
         self.assertEqual(world.server.stats.clientsOffline, 1)
 
+    def test_repeatedDropsOnALossyNetworkLoseNothing(self):
+        """Five resets, one every few seconds, with 5 % UDP loss and jitter:
+        every stream still arrives whole, once, in order."""
+        world = RecoveryWorld(self)
+        net = world.net
+        lossy = LinkConditions(latency=0.02, jitter=0.01, loss=0.05)
+        for a, b in ((world.aliceHost, world.serverHost), (world.serverHost, world.aliceHost),
+                     (world.bobHost, world.serverHost), (world.serverHost, world.bobHost)):
+            net.setConditions(a, b, lossy)
+        streams = world.startStreams()
+        rec = world.alice.events.rec
+        for drop in range(1, 6):
+            net.advance(2)
+            net.disconnectHost(world.aliceHost)
+            assert net.runUntil(lambda n=drop: rec.count("onServerOnline") == n,
+                                RECOVERED_WITHIN)
+        net.advance(1)
+        for stream in streams.values():
+            stream.stop()
+        sent = {name: stream.sent for name, stream in streams.items()}
+        assert net.runUntil(lambda: world.received() == sent, 30), {
+            name: (len(sent[name]), len(got)) for name, got in world.received().items()}
+        self.assertGreater(min(len(got) for got in sent.values()), 150)
+        self.assertEqual(world.server.stats.clientsResumed, 5)
+        self.assertEqual(world.alice.getLocalHostID(), world.aliceID)
+        self.assertEqual(world.serverEvents.rec.count("onClientLeave"), 0)
+
     def test_withoutEncryptionTheServerGivesTheResumeKey(self):
         world = RecoveryWorld(self, encryption=False)
         self._outageMidStream(world, lambda: world.net.disconnectHost(world.aliceHost))
