@@ -561,6 +561,7 @@ class ServerEngine:
         else:
             # Still joined on a connection the client gave up (its address
             # changed): that one goes, and the client is offline a moment.
+            self.stats.clientsOffline += 1
             session.closing = True
             session.outgoing = None
             session.transport.abortConnection()
