@@ -9,7 +9,7 @@ sends through the host's C{send}.
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +43,8 @@ SendFunction = Callable[[Any, bytes, DeliveryMode, Priority, int], None]
 """C{send(targets, payload, mode, priority, channel)} of the host."""
 
 _ANSWER_HEADER = bytes([RMI_MARKER, ANSWER_ID])
+_LATER = (defer.Deferred, types.CoroutineType)
+"""What a stub method may return for a result it gives later."""
 _FAILURE_HEADER = bytes([RMI_MARKER, FAILURE_ID])
 
 
@@ -134,6 +136,9 @@ class RmiEndpoint:
 
     def send(self, target: Any, payload: bytes, mode: DeliveryMode | None,
              priority: Priority | None, channel: int | None, latestOnly: int | None) -> None:
+        if mode is None and priority is None and channel is None and latestOnly is None:
+            self._send(target, payload, DeliveryMode.RELIABLE, Priority.MEDIUM, 0)
+            return
         if latestOnly is not None:
             if mode not in (None, DeliveryMode.UNRELIABLE_LATEST) or \
                     channel not in (None, latestOnly):
@@ -206,8 +211,7 @@ class RmiEndpoint:
         except Exception:
             self._stubRaised(method, Failure())
             return
-        if result is not None and (isinstance(result, defer.Deferred)
-                                   or inspect.iscoroutine(result)):
+        if isinstance(result, _LATER):
             defer.ensureDeferred(result).addErrback(lambda f: self._stubRaised(method, f))
 
     def _runCall(self, method: RemoteMethod, handler: Callable[..., Any], stub: Stub,
@@ -227,7 +231,7 @@ class RmiEndpoint:
         except Exception:
             self._callFailed(Failure(), method, sender, requestID)
             return
-        if isinstance(result, defer.Deferred) or inspect.iscoroutine(result):
+        if isinstance(result, _LATER):
             self._inProgress[sender] = inProgress + 1
             d = defer.ensureDeferred(result)
             d.addBoth(self._callDone, sender)
