@@ -28,7 +28,8 @@ from proud_twisted.rmi.codec import (
     encodeVarint,
 )
 from proud_twisted.rmi.declaration import RemoteMethod
-from proud_twisted.rmi.errors import RemoteCallFailed
+from proud_twisted.rmi.errors import RemoteCallFailed, RmiVersionMismatch
+from proud_twisted.rmi.fingerprint import encodeFingerprints, findMismatch
 from proud_twisted.rmi.proxy import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAX_PENDING_CALLS,
@@ -127,6 +128,16 @@ class RmiEndpoint:
                     maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
         self._declare(declaration)
         return proxyClass(declaration)(self, timeout, maxPendingCalls)
+
+    # versions
+
+    def fingerprints(self) -> bytes:
+        """The fingerprints of every attached declaration, for C{HELLO}."""
+        return encodeFingerprints(self.declarations.values())
+
+    def mismatchWith(self, fingerprints: bytes) -> RmiVersionMismatch | None:
+        """How a client's declarations disagree with ours (None if they do not)."""
+        return findMismatch(self.declarations, fingerprints)
 
     # sending
 
