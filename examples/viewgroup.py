@@ -45,11 +45,13 @@ Each line of the report, every second:
   lost, delivered twice or out of order (all must stay 0; each sender numbers
   its lines, each receiver checks them; a line still in flight when its pair
   parted may be dropped with the pair and counts as ``dropped_at_parting``);
+- ``stale``: positions older than one already received from the same
+  player ("latest only" promises none: must stay 0);
 - ``cheats``, ``refused``, ``intrusions``: as above.
 
 The last line, ``total ...``, sums the run after the players stopped moving
 and every line still owed was delivered; the exit status is 1 if anything
-was lost, duplicated, reordered or let through.
+was lost, duplicated, reordered, stale or let through.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class Counters:
     chat: int = 0
     cheats: int = 0
     intrusions: int = 0
+    stale: int = 0
     garbage: int = 0
 
 
@@ -167,6 +170,7 @@ class Player(NetClientEvents):
         self.client: NetClient | None = None
         self.hostID = 0
         self.seq = 0
+        self.latestTick: dict[int, int] = {}    # sender -> newest position's tick
 
     def connect(self, port: int, reactor) -> defer.Deferred:
         self.client = NetClient(self, reactor=reactor)
@@ -202,11 +206,20 @@ class Player(NetClientEvents):
         tag = payload[:1]
         if tag == b"P" and len(payload) == POSITION.size:
             self.counters.positions += 1
+            self.checkLatest(sender, POSITION.unpack(payload)[3])
         elif tag == b"C" and len(payload) >= CHAT.size:
             self.counters.chat += 1
             self.ledger.received(sender, self.hostID, CHAT.unpack_from(payload)[1])
         else:
             self.counters.garbage += 1
+
+
+    def checkLatest(self, sender: int, tick: int) -> None:
+        """A position sent "latest only" is never older than one already had."""
+        if tick <= self.latestTick.get(sender, -1):
+            self.counters.stale += 1
+        else:
+            self.latestTick[sender] = tick
 
 
 class Cheater(Player):
@@ -376,7 +389,8 @@ class Game:
             "joins": c.joins, "leaves": c.leaves, "relayed_bytes": relayed,
             "positions": c.positions, "chat": c.chat, "lost": counts.lost,
             "duplicated": counts.duplicated, "reordered": counts.reordered,
-            "cheats": c.cheats, "refused": refused, "intrusions": c.intrusions,
+            "stale": c.stale, "cheats": c.cheats, "refused": refused,
+            "intrusions": c.intrusions,
         }
         print(" ".join(f"{k}={v}" for k, v in fields.items()), file=self.out, flush=True)
 
@@ -399,10 +413,11 @@ class Game:
               f"positions={t.positions} chat_sent={counts.sent} chat={counts.received} "
               f"lost={counts.lost} duplicated={counts.duplicated} "
               f"reordered={counts.reordered} dropped_at_parting={counts.droppedAtParting} "
+              f"stale={t.stale} "
               f"cheats={t.cheats} refused={stats.relayRejected} "
               f"hack_reports={self.events.hackReports} intrusions={t.intrusions} "
               f"settled={'yes' if settled else 'no'}", file=self.out, flush=True)
-        ok = (counts.broken == 0 and t.intrusions == 0 and t.garbage == 0
+        ok = (counts.broken == 0 and t.intrusions == 0 and t.stale == 0 and t.garbage == 0
               and stats.relayRejected == t.cheats)
         return 0 if ok else 1
 

@@ -195,7 +195,7 @@ class HeadlessRunTests(SynchronousTestCase):
         self.assertEqual(total["settled"], "yes", output)
         self.assertGreater(int(total["chat"]), 0)
         for report in [*seconds, total]:
-            for key in ("lost", "duplicated", "reordered", "intrusions"):
+            for key in ("lost", "duplicated", "reordered", "stale", "intrusions"):
                 self.assertEqual(report[key], "0", (key, output))
 
         # The cheater sent to strangers; the server refused every one and
