@@ -34,7 +34,7 @@ from proud_twisted.info import (
 from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
-from proud_twisted.server.hostids import HostIDAllocator
+from proud_twisted.server.hostids import HostIDAllocator, HostIDsExhausted
 from proud_twisted.server.login import askLogin
 from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.server.stats import ServerStats
@@ -82,7 +82,7 @@ class ServerEngine:
                  hostIDQuietPeriod, sessionConfig, holePunchPolicy, identity,
                  handshakeTimeout, maxUnauthenticated, relayFramesPerSecond,
                  relayBytesPerSecond, udpBufferSize, loginTimeout, maxClientOutput,
-                 closeLinger, receiveBudget, backlog) -> None:
+                 closeLinger, receiveBudget, backlog, cluster=None) -> None:
         self.reactor = reactor
         self.events = events
         self.dispatch = EventDispatcher(self.events, self.log)
@@ -126,7 +126,9 @@ class ServerEngine:
         self._directAllowed = {}    # group -> bool
         self._lastPairEpoch = 0
         self._table = g.P2PGroupTable(allowEmptyGroups)
-        self._hostIDs = HostIDAllocator(hostIDQuietPeriod)
+        self.cluster = cluster
+        self._hostIDs = HostIDAllocator(
+            hostIDQuietPeriod, source=cluster.leases if cluster is not None else None)
         self._clients = {}
         self._connections = set()
         self._tcpPort = None
@@ -156,6 +158,8 @@ class ServerEngine:
         self._sweeper = task.LoopingCall(self._dropSilentClients)
         self._sweeper.clock = self.reactor
         self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
+        if self.cluster is not None:
+            self.cluster.start()
         self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}"
                       " (socket buffers {buffers}); {what}",
                       tcp=self.getTcpAddress(), udp=self.getUdpAddress(),
@@ -171,7 +175,10 @@ class ServerEngine:
             connection.close(ErrorType.KICKED)
         ports = [p for p in (self._tcpPort, self._udpPort) if p is not None]
         self._tcpPort = self._udpPort = None
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        stopping = [defer.maybeDeferred(p.stopListening) for p in ports]
+        if self.cluster is not None:
+            stopping.append(self.cluster.stop())
+        return defer.gatherResults(stopping)
 
     def getTcpAddress(self):
         host = self._tcpPort.getHost()
@@ -253,7 +260,11 @@ class ServerEngine:
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
         flags = relay.FLAG_RELIABLE if reliable else 0
-        for client in self._expandTargets(targets):
+        remote = []
+        local = self._expandTargets(targets, remote if self.cluster is not None else None)
+        if remote:
+            self.cluster.route(remote, payload, reliable)
+        for client in local:
             if reliable or client.udpAddress is None:
                 client.sendBody(relay.encodeTcpUserMessage(flags, payload), not reliable)
             else:
@@ -264,6 +275,24 @@ class ServerEngine:
 
     def closeConnection(self, hostID: int) -> None:
         self._client(hostID).close(ErrorType.KICKED)
+
+    # Called by the cluster
+
+    def holds(self, hostID: int) -> bool:
+        """Whether C{hostID} is a client or group of this server."""
+        return hostID in self._clients or self._table.hasGroup(hostID)
+
+    def load(self) -> tuple:
+        """C{(clients, groups)} here, for the cluster's entry."""
+        return len(self._clients), len(self._table.groups())
+
+    def deliverRouted(self, targets, payload: bytes, reliable: bool) -> int:
+        """Send what another server's C{send} routed here to those of
+        C{targets} that are still here; the number that were not."""
+        here = [t for t in targets if self.holds(t)]
+        if here:
+            self.send(here, payload, reliable)
+        return len(targets) - len(here)
 
     # Called by the protocols
 
@@ -354,7 +383,12 @@ class ServerEngine:
 
     def _admit(self, connection, address, fields, reply: bytes) -> None:
         self._joinedOrGone(connection)
-        hostID = self._hostIDs.allocate(self.reactor.seconds())
+        try:
+            hostID = self._hostIDs.allocate(self.reactor.seconds())
+        except HostIDsExhausted:
+            # A cluster server without a leased block (Redis unreachable since it started).
+            self.refuse(connection, JoinRefusal.SERVER_FULL, b"", "no HostID to give")
+            return
         connection.hostID = hostID
         connection.udpToken = os.urandom(16)
         connection.userData = fields.userData
@@ -610,7 +644,9 @@ class ServerEngine:
         connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
         connection.close(leaveReason)
 
-    def _expandTargets(self, targets) -> list:
+    def _expandTargets(self, targets, remote=None) -> list:
+        """The clients C{targets} name here; with a list C{remote}, the
+        targets that are not here go into it rather than raising."""
         if isinstance(targets, int):
             targets = [targets]
         hostIDs = set()
@@ -619,6 +655,8 @@ class ServerEngine:
                 hostIDs.update(self._table.membersOf(target))
             elif target in self._clients:
                 hostIDs.add(target)
+            elif remote is not None:
+                remote.append(target)
             else:
                 raise UnknownHostID(f"no client or P2P group with HostID {target}")
         return [self._clients[h] for h in sorted(hostIDs)]

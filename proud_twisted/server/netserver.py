@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuffers
+from proud_twisted.cluster import Cluster
 from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.events import NetServerEvents
@@ -109,6 +110,9 @@ class NetServer(service.Service):
         server may hold in reassembly buffers together (each also within its
         own C{sessionConfig.maxReceiveBufferBytes}).
     @param backlog: the TCP listen queue length.
+    @param cluster: a L{Cluster} to join (started and stopped with the
+        server): HostIDs are then unique in the whole cluster, and L{send}
+        reaches clients and groups of the other servers too.
     """
 
     def __init__(self, events: INetServerEvent | NetServerEvents | None = None,
@@ -130,7 +134,7 @@ class NetServer(service.Service):
                  maxClientOutput: int = DEFAULT_MAX_CLIENT_OUTPUT,
                  closeLinger: float = DEFAULT_CLOSE_LINGER,
                  receiveBudget: int = DEFAULT_RECEIVE_BUDGET,
-                 backlog: int = DEFAULT_BACKLOG) -> None:
+                 backlog: int = DEFAULT_BACKLOG, cluster: Cluster | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if encryption and identity is None:
@@ -146,7 +150,10 @@ class NetServer(service.Service):
             relayFramesPerSecond=relayFramesPerSecond,
             relayBytesPerSecond=relayBytesPerSecond, udpBufferSize=udpBufferSize,
             loginTimeout=loginTimeout, maxClientOutput=maxClientOutput,
-            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog)
+            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog,
+            cluster=cluster)
+        if cluster is not None:
+            cluster.attach(self._engine)
 
     # Service
 
@@ -165,6 +172,10 @@ class NetServer(service.Service):
     @property
     def events(self) -> INetServerEvent | NetServerEvents:
         return self._engine.events
+
+    @property
+    def cluster(self) -> Cluster | None:
+        return self._engine.cluster
 
     @property
     def stats(self) -> ServerStats:

@@ -1,0 +1,123 @@
+"""What servers say to each other through Redis, as bytes (pure).
+
+Every message on a cluster channel is one envelope::
+
+    b"PC" | version (1) | kind (1) | sender length (1) | sender | body
+
+ - C{MESSAGE}: channel length (1), channel, then the payload
+   (L{Cluster.send} and L{Cluster.publish});
+ - C{ROUTE}: flags (1), target count (2), the HostIDs (4 each), then the
+   payload (L{NetServer.send} to clients that live on another process);
+ - C{JOIN}: the sender's L{ServerInfo} JSON; C{LEAVE}: nothing more;
+ - C{LEASE}: the index (4) of the HostID block the sender leased.
+
+Anything else, or anything cut short, raises L{ProtocolError}: a Redis
+shared with other software may carry anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from proud_twisted.errors import ProtocolError
+
+MAGIC = b"PC"
+VERSION = 1
+MESSAGE, ROUTE, JOIN, LEAVE, LEASE = range(1, 6)
+KINDS = frozenset((MESSAGE, ROUTE, JOIN, LEAVE, LEASE))
+FLAG_RELIABLE = 1
+MAX_ROUTE_TARGETS = 0xFFFF
+
+_HEAD = struct.Struct("!2sBBB")
+_COUNT = struct.Struct("!BH")
+_BLOCK = struct.Struct("!I")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    kind: int
+    sender: str
+    channel: str = ""
+    payload: bytes = b""
+    targets: tuple[int, ...] = ()
+    reliable: bool = True
+    block: int = 0
+
+
+def _head(kind: int, sender: str) -> bytes:
+    name = sender.encode()
+    return _HEAD.pack(MAGIC, VERSION, kind, len(name)) + name
+
+
+def encodeMessage(sender: str, channel: str, payload: bytes) -> bytes:
+    name = channel.encode()
+    if len(name) > 255:
+        raise ValueError(f"channel {channel!r} is longer than 255 bytes")
+    return b"".join((_head(MESSAGE, sender), bytes((len(name),)), name, payload))
+
+
+def encodeRoute(sender: str, targets, payload: bytes, reliable: bool) -> bytes:
+    targets = list(targets)
+    if not 0 < len(targets) <= MAX_ROUTE_TARGETS:
+        raise ValueError(f"{len(targets)} targets (1 to {MAX_ROUTE_TARGETS})")
+    return b"".join((_head(ROUTE, sender),
+                     _COUNT.pack(FLAG_RELIABLE if reliable else 0, len(targets)),
+                     struct.pack(f"!{len(targets)}I", *targets), payload))
+
+
+def encodeJoin(sender: str, infoJSON: bytes) -> bytes:
+    return _head(JOIN, sender) + infoJSON
+
+
+def encodeLeave(sender: str) -> bytes:
+    return _head(LEAVE, sender)
+
+
+def encodeLease(sender: str, block: int) -> bytes:
+    return _head(LEASE, sender) + _BLOCK.pack(block)
+
+
+def decode(data: bytes) -> Envelope:
+    """The envelope in C{data}; L{ProtocolError} if it is not one."""
+    if not isinstance(data, bytes) or len(data) < _HEAD.size:
+        raise ProtocolError("cluster envelope shorter than its header")
+    magic, version, kind, nameLength = _HEAD.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolError(f"not a version {VERSION} cluster envelope")
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown cluster envelope kind {kind}")
+    at = _HEAD.size + nameLength
+    if len(data) < at or nameLength == 0:
+        raise ProtocolError("cluster envelope cut short in its sender")
+    sender = _text(data[_HEAD.size:at], "sender")
+    if kind == MESSAGE:
+        if len(data) < at + 1 or len(data) < at + 1 + data[at]:
+            raise ProtocolError("cluster message cut short in its channel")
+        end = at + 1 + data[at]
+        return Envelope(kind, sender, _text(data[at + 1:end], "channel"), data[end:])
+    if kind == ROUTE:
+        if len(data) < at + _COUNT.size:
+            raise ProtocolError("routed message cut short")
+        flags, count = _COUNT.unpack_from(data, at)
+        at += _COUNT.size
+        end = at + 4 * count
+        if count == 0 or len(data) < end:
+            raise ProtocolError(f"routed message with {count} targets cut short")
+        return Envelope(kind, sender, payload=data[end:],
+                        targets=struct.unpack_from(f"!{count}I", data, at),
+                        reliable=bool(flags & FLAG_RELIABLE))
+    if kind == LEASE:
+        if len(data) != at + _BLOCK.size:
+            raise ProtocolError("lease announcement of the wrong size")
+        return Envelope(kind, sender, block=_BLOCK.unpack_from(data, at)[0])
+    if kind == LEAVE and len(data) != at:
+        raise ProtocolError("leave announcement with trailing bytes")
+    return Envelope(kind, sender, payload=data[at:])
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError(f"cluster envelope {what} is not UTF-8") from None
