@@ -76,7 +76,8 @@ class ScaleEvents(NetServerEvents):
         control.commands = {"mark": self.mark, "status": self.status,
                             "cpu": lambda: {"cpu": time.process_time()},
                             "profile-start": self.profileStart,
-                            "profile-stop": self.profileStop}
+                            "profile-stop": self.profileStop,
+                            "memory-top": self.memoryTop}
         stdio.StandardIO(control, reactor=reactor)
         reactor.callLater(self.lifetime, control.stop)
         control.answer(self.hello())
@@ -141,6 +142,29 @@ class ScaleEvents(NetServerEvents):
         self.profile = cProfile.Profile(time.process_time)
         self.profile.enable()
         return {"profiling": True}
+
+    def memoryTop(self, top: str = "25") -> dict:
+        """The Python heap this process holds, by the source line that
+        allocated it (tracemalloc: only when started with PYTHONTRACEMALLOC)."""
+        import tracemalloc
+        if not tracemalloc.is_tracing():
+            return {"memory": "tracemalloc is off (PYTHONTRACEMALLOC unset)"}
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot()
+        clients = max(1, len(self.server.getClientHostIDs()))
+        traced = sum(s.size for s in snapshot.statistics("filename"))
+        heading = (f"{traced / clients:,.0f} bytes of traced Python heap per client"
+                   f" ({clients:,} clients); by line:")
+        lines = [heading]
+        for stat in snapshot.statistics("lineno")[:int(top)]:
+            frame = stat.traceback[0]
+            lines.append(f"  {stat.size / clients:8,.1f} B/client {stat.count / clients:7.2f}"
+                         f" blocks/client  {frame.filename}:{frame.lineno}")
+        if tracemalloc.get_traceback_limit() > 1:
+            for stat in snapshot.statistics("traceback")[:3]:
+                lines.append(f"  {stat.size / clients:,.1f} B/client allocated at:")
+                lines.extend("    " + line for line in stat.traceback.format())
+        return {"memory": "\n".join(lines)}
 
     def profileStop(self, top: str = "25") -> dict:
         if self.profile is None:

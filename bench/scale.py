@@ -337,6 +337,8 @@ async def startOurs(reactor, budget, args, label: str) -> Server:
     env["PYTHONPATH"] = os.pathsep.join(
         [_common.BENCH, root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["SCALE_GROUP_SIZE"] = str(args.group_size)
+    if args.profile_memory:
+        env["PYTHONTRACEMALLOC"] = "8"
     env["SCALE_LIFETIME"] = str(max(1.0, budget.left()) + 60.0)
     process = ChildProcess.spawnCommand(reactor, label,
                                         twistdCommand() + twistdArguments(workdir, args.backlog),
@@ -689,6 +691,9 @@ async def runSide(reactor, budget, args, bare: bool) -> Side:
               f" {side.rssGrouped / 2**20:,.1f} MiB now:"
               f" {side.memoryPerClient(side.rssGrouped) / KIB:,.2f} KiB per client")
         await idle(reactor, budget, args, side, server, loads)
+        if args.profile_memory and not bare:
+            side.profiles["the idle window's end: the Python heap it holds"] = (
+                await server.ask(budget, f"memory-top {args.profile_top}"))["memory"]
         if args.profile_server and not bare:
             # A window of its own, so that the measured one runs unprofiled.
             await profileStart(budget, args, server, bare)
@@ -949,6 +954,10 @@ def main() -> int:
                         help="cProfile our server during the storm and a second idle window")
     parser.add_argument("--profile-load", action="store_true",
                         help="cProfile the first load process's NetClients during the storm")
+    parser.add_argument("--profile-memory", action="store_true",
+                        help="trace our server's Python allocations (tracemalloc) and list"
+                             " what it holds per client after the idle window; its RSS"
+                             " figures then include tracemalloc's own traces")
     parser.add_argument("--profile-top", type=int, default=25,
                         help="functions listed per profile (default 25)")
     parser.add_argument("--top-up", type=int, default=100,
