@@ -316,6 +316,8 @@ class Cluster:
                                block=int(block), me=self.serverID)
             # Merged: what was learnt before stays unless Redis says otherwise.
             self._owners.update(_decodeOwners((yield link.command("HGETALL", self.keys.leases))))
+            # HostIDs before the others hear of this server: it can admit clients then.
+            yield self._leaseIfLow(link)
             yield self._writeEntry()
             yield link.command("PUBLISH", self.keys.announce,
                                e.encodeJoin(self.serverID, self.info().toJSON()))
@@ -428,12 +430,16 @@ class Cluster:
             self.dispatch("onServerLeave", serverID)
 
     @defer.inlineCallbacks
-    def _leaseIfLow(self):
-        if self._leasing or not self.leases.wantsBlock() or not self.available:
+    def _leaseIfLow(self, registering=None):
+        """Lease a HostID block if few ids are left (while C{registering} on
+        that link, before this server is available)."""
+        link = registering or self._link
+        if (self._leasing or not self.leases.wantsBlock()
+                or not (registering or self.available)):
             return
         self._leasing = True
         try:
-            block = yield self._link.command(
+            block = yield link.command(
                 "EVAL", _LEASE_SCRIPT, 2, self.keys.hostIDCounter, self.keys.leases,
                 self.serverID)
             block = int(block)
@@ -442,8 +448,7 @@ class Cluster:
             self.leases.add(block)
             self._owners[block] = self.serverID
             self.stats.blocksLeased += 1
-            self._link.command("PUBLISH", self.keys.announce,
-                               e.encodeLease(self.serverID, block))
+            link.command("PUBLISH", self.keys.announce, e.encodeLease(self.serverID, block))
         except Exception as error:
             self.onceLog.warn(("lease", type(error)), "leasing a HostID block failed: "
                               "{error}", error=error)

@@ -1,0 +1,96 @@
+"""Cluster servers in processes of their own (C{twistd -n proudserver
+--cluster ...}) beside one in the test's process, on a real redis-server:
+a send to a client of the other process, and a killed process leaving the
+cluster within its TTL."""
+
+import sys
+import tempfile
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+
+from proud_twisted import HOSTID_SERVER, NetClient
+from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
+from tests.clustersupport import ClusterWorld
+from tests.support import RecordingClientEvents
+from tests.test_examples import environment
+
+CHILD_TTL = 1.0
+"""The child's --cluster-ttl: a heartbeat every 0.2 s."""
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class Child(protocol.ProcessProtocol):
+    """A child process; C{ended} fires when it has exited."""
+
+    def __init__(self) -> None:
+        self.ended = defer.Deferred()
+        self.output = []
+
+    def outReceived(self, data):
+        self.output.append(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+def spawnProudserver(redis, serverID: str, directory: str) -> Child:
+    child = Child()
+    reactor.spawnProcess(child, sys.executable, [
+        *TWISTD, "-n", "--pidfile=", "proudserver", "--tcp", "0", "--udp", "0",
+        "--interface", "127.0.0.1", "--no-encryption", "--no-gc-freeze",
+        "--cluster", redis.url, "--server-id", serverID, "--advertise", "127.0.0.1",
+        "--tag", "zone", "--cluster-ttl", str(CHILD_TTL)],
+        env=environment(), path=directory)
+    return child
+
+
+@pytest.fixture
+def world(redis):
+    world = ClusterWorld(redis)
+    yield world
+    world.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_aSendReachesAClientOfAnotherProcessWhichLeavesWithinItsTTLWhenKilled(world, redis):
+    here = world.server("here")
+    yield world.ready(here)
+    with tempfile.TemporaryDirectory() as directory:
+        child = spawnProudserver(redis, "zone-1", directory)
+        try:
+            yield here.events.rec.waitCount("onServerJoin", 1, timeout=30)
+        except defer.TimeoutError:
+            child.transport.signalProcess("KILL")
+            yield child.ended
+            pytest.fail(b"".join(child.output).decode(errors="replace"))
+        (info,), = here.events.rec.named("onServerJoin")
+        assert (info.serverID, info.tag, info.tcpAddress[0]) == ("zone-1", "zone", "127.0.0.1")
+
+        # A client of the child process, reached through the cluster.
+        player = NetClient(RecordingClientEvents(), encryption=False)
+        yield player.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
+        yield here.events.rec.wait(
+            lambda: here.cluster._owners.get(0) is not None)      # its lease is known
+        located = yield here.cluster.locate(player.getLocalHostID())
+        assert located.serverID == "zone-1"
+        for i in range(10):
+            here.send(player.getLocalHostID(), b"across %d" % i)
+        yield player.events.rec.wait(
+            lambda: len(player.events.messagesFrom(HOSTID_SERVER)) == 10)
+        assert player.events.messagesFrom(HOSTID_SERVER) == [b"across %d" % i
+                                                            for i in range(10)]
+        # Killed: no goodbye; its entry expires.
+        child.transport.signalProcess("KILL")
+        killed = time.monotonic()
+        yield child.ended
+        yield here.events.rec.waitCount("onServerLeave", 1, timeout=10)
+        took = time.monotonic() - killed
+        assert here.events.rec.named("onServerLeave") == [("zone-1",)]
+        # The TTL, plus up to one heartbeat of this server to notice, plus slack.
+        assert took < CHILD_TTL + here.cluster.heartbeat + 1.0, took
+        yield player.disconnect(linger=0)
