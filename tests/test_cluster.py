@@ -17,14 +17,7 @@ from proud_twisted import (
 )
 from proud_twisted.cluster import envelope
 from proud_twisted.cluster.leases import blockOf
-from tests.clustersupport import ClusterWorld, known
-
-
-@pytest.fixture
-def world(redis):
-    world = ClusterWorld(redis)
-    yield world
-    world.close()
+from tests.clustersupport import known
 
 
 @pytest_twisted.inlineCallbacks

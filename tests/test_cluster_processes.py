@@ -13,7 +13,6 @@ from twisted.internet import defer, protocol, reactor
 
 from proud_twisted import HOSTID_SERVER, NetClient
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
-from tests.clustersupport import ClusterWorld
 from tests.support import RecordingClientEvents
 from tests.test_examples import environment
 
@@ -47,13 +46,6 @@ def spawnProudserver(redis, serverID: str, directory: str) -> Child:
         "--tag", "zone", "--cluster-ttl", str(CHILD_TTL)],
         env=environment(), path=directory)
     return child
-
-
-@pytest.fixture
-def world(redis):
-    world = ClusterWorld(redis)
-    yield world
-    world.close()
 
 
 @pytest_twisted.inlineCallbacks
