@@ -39,6 +39,23 @@ def test_serversSeeEachOtherAndAGracefulLeave(world):
 
 
 @pytest_twisted.inlineCallbacks
+def test_aServerMayMessageANewMemberAsSoonAsItHearsOfIt(world):
+    a = world.server("a")
+    yield world.ready(a)
+    sent = []
+
+    def welcome(info, record=a.events.onServerJoin):
+        record(info)
+        sent.append(a.cluster.send(info.serverID, b"welcome"))
+    a.events.onServerJoin = welcome
+    b = world.server("b")
+    yield world.ready(a, b)
+    yield defer.gatherResults(sent)
+    yield b.events.rec.wait(lambda: b.events.fromServer("a") == [(None, b"welcome")])
+    assert b.cluster.stats.unknownSender == 0
+
+
+@pytest_twisted.inlineCallbacks
 def test_hostIDsAreUniqueInTheClusterAndLocated(world):
     a, b = world.server("a", blockSize=4), world.server("b", blockSize=4)
     yield world.ready(a, b)

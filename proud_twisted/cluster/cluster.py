@@ -132,7 +132,7 @@ class Cluster:
         self._servers: dict[str, ServerInfo] = {}
         self._owners: dict[int, str] = {}         # HostID block -> server ID
         self._waiting: list[defer.Deferred] = []
-        self._leasing = False
+        self._leasing = self._registering = False
         self._polling = self._pollAgain = False
         self._pendingBytes = 0
         self._cpuMark: tuple[float, float] | None = None
@@ -303,8 +303,19 @@ class Cluster:
             return self.info()
         return self._servers.get(serverID)
 
+    def _linkUp(self) -> None:
+        if not self._registering:
+            self._registering = True
+            self._register().addBoth(self._registrationDone)
+
+    def _registrationDone(self, result) -> None:
+        self._registering = False
+
     @defer.inlineCallbacks
-    def _linkUp(self):
+    def _register(self):
+        """Claim back the HostID blocks, lease one if needed, read the other
+        members, then write this server's entry and announce it: a member
+        that hears of it can message it at once."""
         link = self._link
         try:
             lost = yield link.command(
@@ -318,6 +329,7 @@ class Cluster:
             self._owners.update(_decodeOwners((yield link.command("HGETALL", self.keys.leases))))
             # HostIDs before the others hear of this server: it can admit clients then.
             yield self._leaseIfLow(link)
+            yield self._poll()
             yield self._writeEntry()
             yield link.command("PUBLISH", self.keys.announce,
                                e.encodeJoin(self.serverID, self.info().toJSON()))
@@ -335,11 +347,6 @@ class Cluster:
         self.log.info("{me} registered in the cluster at {redis}", me=self.serverID,
                       redis=f"{self.address.host}:{self.address.port}/{self.address.db}")
         self._fireReady()
-        try:
-            yield self._poll()
-            yield self._leaseIfLow()
-        except ClusterUnavailable:
-            pass                    # lost again: the next registration reads them
 
     def _linkDown(self, why: str) -> None:
         self._registered = False
