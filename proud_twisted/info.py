@@ -56,6 +56,10 @@ class ClientInfo:
     lanAddress: Address | None
     joinedGroups: frozenset[int] = field(default_factory=frozenset)
     userData: bytes = b""
+    rtt: float | None = None
+    """The client's smoothed round trip to the server in seconds, as its
+    keepalives report it (None before the first); a client can misstate
+    only its own."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class PeerInfo:
     joinedGroups: frozenset[int] = field(default_factory=frozenset)
     directAddress: Address | None = None
     stats: SessionStats | None = None
+    rtt: float | None = None
+    """The smoothed round trip to the peer in seconds (C{stats.srtt}), on
+    whichever path the pair is; None before the first sample."""
 
 
 @dataclass(frozen=True)

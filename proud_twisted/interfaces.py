@@ -213,17 +213,34 @@ class INetServer(IService):
     def getJoinedP2PGroups(client: int) -> frozenset[int]:
         """The HostIDs of the groups C{client} is a member of (a frozenset)."""
 
-    def send(targets: Targets, payload: bytes, reliable: bool = True) -> None:
+    def send(targets: Targets, payload: bytes, reliable: bool = True, *,
+             mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
+             channel: int = 0) -> None:
         """Send a user message to clients and/or every member of groups.
+
+        The options are those of L{INetClient.send}. A reliable message
+        goes over the client's TCP connection, in order with the group
+        notices the server sends (C{priority} and C{channel} then change
+        nothing: a stream has no queue to reorder); the others go through
+        the client's reliable-UDP session with the server while its UDP
+        path works, where C{priority} orders the queue and
+        C{UNRELIABLE_LATEST} drops, per C{channel}, a message older than
+        one already delivered. Without a working UDP path they go over TCP,
+        and are dropped (counted in C{stats.outputDropped}) while the client
+        does not read, as they are when its session's queue is full: an
+        unreliable send never raises L{SendQueueFull}.
 
         With a L{cluster}, a target held by another server (one of its
         clients or groups) is reached through Redis, in order with this
-        server's other sends to that server.
+        server's other sends to that server, and sent there with the same
+        options.
 
         @param targets: a HostID or an iterable of them (clients or groups).
         @raise MessageTooLong: C{payload} is longer than C{maxMessageLength}.
         @raise UnknownHostID: a target is neither a client nor a group (here
             or, with a cluster, on another live server).
+        @raise ValueError: C{mode}, C{priority} or C{channel} (0 to 255) is
+            not one.
         @raise ClusterUnavailable: a target is on another server and Redis
             cannot be reached.
         @raise SendQueueFull: reliable, to another server, while more than the
@@ -309,6 +326,25 @@ class INetClient(Interface):
 
     def getServerUdpState() -> ServerUdpState:
         """The L{ServerUdpState} of the UDP path to the server."""
+
+    def getServerTime() -> float | None:
+        """The server's clock now, in seconds (its C{reactor.seconds()}), or
+        None before the first keepalive answer (well within a second of
+        joining) and when not joined.
+
+        It is synchronized from the keepalives' round trips and is within
+        L{getServerTimeError} of the server's clock.
+        """
+
+    def getServerTimeError() -> float | None:
+        """The most, in seconds, L{getServerTime} may be off the server's
+        clock now: half the shortest recent round trip to the server, plus
+        15 ppm of drift since that sample (None while L{getServerTime} is)."""
+
+    def getServerRtt() -> float | None:
+        """The smoothed round trip to the server, in seconds (None before
+        the first keepalive answer); the figure the server shows as
+        L{ClientInfo.rtt}, and the counterpart of L{PeerInfo.rtt}."""
 
     def getPublicUdpAddress() -> Address | None:
         """Our UDP address as the server sees it (our NAT mapping), if known."""

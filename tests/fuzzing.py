@@ -321,8 +321,9 @@ class Corpus:
                                           payload=self._relayPayload()),
             "RELAYED": lambda: dict(sender=anyID(), flags=self._flags(),
                                     payload=self._relayPayload()),
-            "PING": lambda: dict(timestamp=rng.choice((0.0, -1.0, 1e300, rng.random()))),
-            "PONG": lambda: dict(timestamp=rng.random()),
+            "PING": lambda: dict(timestamp=rng.choice((0.0, -1.0, 1e300, rng.random())),
+                                 rtt=rng.choice((-1.0, float("nan"), 1e300, rng.random()))),
+            "PONG": lambda: dict(timestamp=rng.random(), serverTime=rng.random()),
             "GOODBYE": lambda: dict(comment=_payload(rng)),
             "UDP_LOST": dict,
             "PEER_PAIR": lambda: dict(peerID=anyID(), epoch=u32(),
@@ -348,8 +349,9 @@ class Corpus:
                                       targets=self._targets(), payload=self._relayPayload()),
             "UDP_RELAYED": lambda: dict(sender=self._anyID(), flags=self._flags(),
                                         payload=self._relayPayload()),
-            "UDP_PING": lambda: dict(hostID=hostID, timestamp=rng.random()),
-            "UDP_PONG": lambda: dict(timestamp=rng.random()),
+            "UDP_PING": lambda: dict(hostID=hostID, timestamp=rng.random(),
+                                     rtt=rng.choice((-1.0, float("inf"), rng.random()))),
+            "UDP_PONG": lambda: dict(timestamp=rng.random(), serverTime=rng.random()),
             "UDP_PEER_FRAME": lambda: dict(sender=self._anyID(), flags=self._flags(),
                                            payload=self._relayPayload()),
             "UDP_RELAY_BUNDLE": lambda: dict(hostID=hostID, flags=self._flags(), entries=[
@@ -955,7 +957,7 @@ class Insider(Protocol):
             self.whenReady.callback(self)
 
     def ping(self) -> None:
-        self.sendMessage("PING", timestamp=self.reactor.seconds())
+        self.sendMessage("PING", timestamp=self.reactor.seconds(), rtt=messages.RTT_UNKNOWN)
 
     def sendMessage(self, kind: str, **fields) -> None:
         self.sendBody(messages.encodeMessage(kind, **fields))

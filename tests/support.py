@@ -156,3 +156,19 @@ def spyOn(testCase, cls, name: str, record) -> None:
     patcher = mock.patch.object(cls, name, spy)
     patcher.start()
     testCase.addCleanup(patcher.stop)
+
+
+class OffsetReactor:
+    """A reactor whose clock reads C{offset} seconds off C{reactor}'s; every
+    other attribute is C{reactor}'s. A server given one runs on a clock
+    its clients do not share."""
+
+    def __init__(self, reactor, offset: float) -> None:
+        self._reactor = reactor
+        self.offset = offset
+
+    def seconds(self) -> float:
+        return self._reactor.seconds() + self.offset
+
+    def __getattr__(self, name: str):
+        return getattr(self._reactor, name)

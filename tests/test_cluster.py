@@ -9,6 +9,7 @@ from twisted.internet import defer
 from proud_twisted import (
     HOSTID_SERVER,
     ClusterUnavailable,
+    DeliveryMode,
     MessageTooLong,
     SendQueueFull,
     ServerInfo,
@@ -117,8 +118,13 @@ def test_netServerSendReachesClientsAndGroupsOfAnotherServer(world):
     yield onB2.events.rec.wait(lambda: len(onB2.events.messagesFrom(HOSTID_SERVER)) == 2)
     assert onB2.events.messagesFrom(HOSTID_SERVER) == [b"to the group", b"mixed"]
     yield onA.events.rec.wait(lambda: onA.events.messagesFrom(HOSTID_SERVER) == [b"mixed"])
-    assert b.cluster.stats.routedIn == 22
-    assert a.cluster.stats.routedOut == 22 and a.cluster.stats.messagesSent == 0
+    # send's options travel with it.
+    a.send(onB2.getLocalHostID(), b"latest", mode=DeliveryMode.UNRELIABLE_LATEST, channel=3)
+    yield onB2.events.rec.wait(lambda: onB2.events.messagesFrom(HOSTID_SERVER)[-1:] == [b"latest"])
+    context = onB2.events.rec.named("onReceiveUserMessage")[-1][2]
+    assert (context.mode, context.channel) == (DeliveryMode.UNRELIABLE_LATEST, 3)
+    assert b.cluster.stats.routedIn == 23
+    assert a.cluster.stats.routedOut == 23 and a.cluster.stats.messagesSent == 0
     with pytest.raises(UnknownHostID):
         a.send(10 ** 9, b"nobody leased it")
 
@@ -167,7 +173,7 @@ def test_messagesFromUnknownServersOrMalformedAreRejectedLoggedOnceCounted(
     # An announcement that claims to be a join, with a bad entry.
     redis.call("PUBLISH", a.cluster.keys.announce, envelope.encodeJoin("evil", b"{}"))
     # A routed send on the broadcast channel (it belongs in an inbox).
-    redis.call("PUBLISH", a.cluster.keys.broadcast, envelope.encodeRoute("b", [1000], b"x", True))
+    redis.call("PUBLISH", a.cluster.keys.broadcast, envelope.encodeRoute("b", [1000], b"x"))
     # Then an honest message: everything before it was handled.
     yield b.cluster.send("a", b"honest")
     yield a.events.rec.wait(lambda: a.events.fromServer("b") == [(None, b"honest")])

@@ -12,15 +12,18 @@ from proud_twisted.cluster.leases import LeasedBlocks, blockOf, blockRange
 from proud_twisted.cluster.redisurl import RedisAddress, parseRedisURL
 from proud_twisted.cluster.serverinfo import ServerInfo
 from proud_twisted.errors import ProtocolError
+from proud_twisted.rudp import DeliveryMode, Priority
 from proud_twisted.server.hostids import HostIDAllocator, HostIDsExhausted
 
 
 def test_envelopesRoundTrip():
     assert e.decode(e.encodeMessage("a", "chat", b"hi")) == e.Envelope(e.MESSAGE, "a", "chat",
                                                                         b"hi")
-    routed = e.decode(e.encodeRoute("zone-1", [1000, 0xFFFFFFFF], b"\x00x", False))
+    routed = e.decode(e.encodeRoute("zone-1", [1000, 0xFFFFFFFF], b"\x00x",
+                                    DeliveryMode.UNRELIABLE_LATEST, Priority.HIGH, 7))
     assert routed == e.Envelope(e.ROUTE, "zone-1", payload=b"\x00x",
-                                targets=(1000, 0xFFFFFFFF), reliable=False)
+                                targets=(1000, 0xFFFFFFFF), mode=DeliveryMode.UNRELIABLE_LATEST,
+                                priority=Priority.HIGH, sendChannel=7)
     assert e.decode(e.encodeLease("a", 7)).block == 7
     assert e.decode(e.encodeLeave("a")).kind == e.LEAVE
     assert e.decode(e.encodeJoin("a", b"{}")).payload == b"{}"
@@ -29,7 +32,10 @@ def test_envelopesRoundTrip():
 @pytest.mark.parametrize("data", [
     b"", b"PC", b"XX\x01\x01\x01a\x00", b"PC\x02\x01\x01a\x00", b"PC\x01\x07\x01a",
     b"PC\x01\x01\x00", b"PC\x01\x01\x05abc", b"PC\x01\x01\x01a", b"PC\x01\x01\x01a\x05ab",
-    b"PC\x01\x02\x01a\x01\x00\x00", b"PC\x01\x02\x01a\x01\x00\x02\x00\x00\x03\xe8",
+    b"PC\x01\x02\x01a\x00\x01\x00\x00", b"PC\x01\x02\x01a\x00\x01\x00\x00\x00",
+    b"PC\x01\x02\x01a\x00\x01\x00\x00\x02\x00\x00\x03\xe8",
+    b"PC\x01\x02\x01a\x09\x01\x00\x00\x01\x00\x00\x03\xe8",
+    b"PC\x01\x02\x01a\x00\x07\x00\x00\x01\x00\x00\x03\xe8",
     b"PC\x01\x05\x01a\x00", b"PC\x01\x04\x01ax", b"PC\x01\x01\x02\xff\xfe\x00",
 ])
 def test_malformedEnvelopesRaiseProtocolError(data):

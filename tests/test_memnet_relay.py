@@ -26,19 +26,29 @@ def mixedSizes(count: int, seed: int, largest: int = 65536) -> list:
 
 
 class RelayWorld:
-    """A server on the public internet and clients on their own public hosts."""
+    """A server on the public internet and clients on their own public hosts.
 
-    def __init__(self, testCase, seed: int = 0, clients: int = 2, latency: float = 0.01):
+    The paths to and from the server have C{latency}, unless C{toServer} and
+    C{fromServer} give their conditions; C{serverReactor} wraps the server's
+    host reactor (to give the server a clock of its own, say).
+    """
+
+    def __init__(self, testCase, seed: int = 0, clients: int = 2, latency: float = 0.01,
+                 toServer: LinkConditions | None = None,
+                 fromServer: LinkConditions | None = None,
+                 serverReactor=lambda host: host):
         self.net = MemoryNetwork(seed=seed)
         self.serverHost = self.net.addHost(SERVER_IP)
+        self.serverReactor = serverReactor(self.serverHost)
         self.serverEvents = RecordingServerEvents(self.net.clock)
         self.server = NetServer(self.serverEvents, VERSION, tcpPort=33333, udpPort=33333,
-                                reactor=self.serverHost)
+                                reactor=self.serverReactor)
         self.server.startService()
         self.hosts = [self.net.addHost(f"198.51.100.{10 + i}") for i in range(clients)]
+        plain = LinkConditions(latency=latency)
         for host in self.hosts:
-            for a, b in ((host, self.serverHost), (self.serverHost, host)):
-                self.net.setConditions(a, b, LinkConditions(latency=latency))
+            self.net.setConditions(host, self.serverHost, toServer or plain)
+            self.net.setConditions(self.serverHost, host, fromServer or plain)
         self.clients = [NetClient(RecordingClientEvents(self.net.clock), reactor=host)
                         for host in self.hosts]
         joined = [c.connect(SERVER_IP, 33333, VERSION) for c in self.clients]

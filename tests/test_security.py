@@ -190,7 +190,7 @@ class TamperingTests(SynchronousTestCase):
         world.group(allowDirectP2P=False)
 
         def tampered(channel):
-            record = bytearray(channel.seal(encodeMessage("PING", timestamp=1.0)))
+            record = bytearray(channel.seal(encodeMessage("PING", timestamp=1.0, rtt=0.1)))
             record[len(record) // 2] ^= 0x10
             return bytes(record)
         self.assertRecordClosesOnlyThatConnection(world, tampered)

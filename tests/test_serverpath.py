@@ -15,6 +15,7 @@ from proud_twisted.client.serverpath import (
 from proud_twisted.constants import ServerUdpState
 from proud_twisted.rudp.events import Value
 from proud_twisted.wire.datagrams import decodeDatagram
+from proud_twisted.wire.messages import RTT_UNKNOWN
 
 HOST_ID = 1000
 TOKEN = b"t" * 16
@@ -121,6 +122,29 @@ class PingAndLossTests(SynchronousTestCase):
         self.assertEqual([f.timestamp for _, k, f in run.sent if k == "UDP_PING"],
                          [103.0, 106.0, 109.0])
 
+    def test_syncPingsFollowTheFirstConfirmationOnly(self):
+        run = Run(ServerPathConfig(syncPings=3, syncInterval=0.2), start=100.0)
+        run.at(100.2, acknowledge(run))
+        run.until(109.5, every=1.0, action=run.path.heard)
+        self.assertEqual(run.times("UDP_PING"), [100.2, 100.4, 100.6, 103.0, 106.0, 109.0])
+        run.until(125.0)        # silent: lost, then confirmed again
+        run.at(125.0, acknowledge(run))
+        run.until(128.5, every=1.0, action=run.path.heard)
+        self.assertEqual(run.times("UDP_PING", start=120.0), [127.0])
+
+    def test_pingsCarryTheClocksTimestampsAndRoundTrip(self):
+        run = Run(ServerPathConfig(syncPings=2, syncInterval=0.5))
+        run.at(0.3, acknowledge(run))
+        run.until(0.35)
+        [(_, _, first)] = [s for s in run.sent if s[1] == "UDP_PING"]
+        self.assertEqual((first.timestamp, first.rtt), (0.3, RTT_UNKNOWN))
+        self.assertTrue(run.path.clock.pongReceived(first.timestamp, 50.0, 0.34))
+        run.until(0.9)
+        second = [f for _, k, f in run.sent if k == "UDP_PING"][1]
+        self.assertEqual(second.timestamp, 0.8)
+        self.assertAlmostEqual(second.rtt, 0.04)
+        self.assertAlmostEqual(run.path.clock.serverTime(0.34), 50.02)
+
     def test_lostAfterSilenceThenHelloAgainAndReconfirmed(self):
         run = Run()
         run.at(0.25, acknowledge(run))
@@ -186,6 +210,8 @@ class ValueTests(SynchronousTestCase):
         self.assertRaises(ValueError, ServerPathConfig, helloFirstInterval=4.0)
         self.assertRaises(ValueError, ServerPathConfig, pingInterval=0)
         self.assertRaises(ValueError, ServerPathConfig, lostAfter=-1)
+        self.assertRaises(ValueError, ServerPathConfig, syncPings=-1)
+        self.assertRaises(ValueError, ServerPathConfig, syncInterval=0)
 
 
 class DrivenTests(SynchronousTestCase):

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, SERVER_DATAGRAM_HEADER
 from proud_twisted.errors import MessageTooLong, ProtocolError
 from proud_twisted.wire import relay
 from proud_twisted.wire._schema import buildWith, parseWith
@@ -23,6 +24,7 @@ from proud_twisted.wire.datagrams import (
     decodeDatagram,
     decodePing,
     encodeDatagram,
+    encodePong,
 )
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.handshake import (
@@ -77,6 +79,7 @@ FIELDS = {
     "udpAddress": wireAddresses, "lanAddress": wireAddresses, "address": wireAddresses,
     "message": blobs, "peerID": hostIDs, "payload": blobs, "flags": st.integers(0, 255),
     "targets": st.lists(hostIDs, max_size=20), "sender": hostIDs, "timestamp": floats,
+    "rtt": floats, "serverTime": floats,
     "comment": blobs, "padding": blobs, "epoch": u32,
     "pairSecret": st.binary(min_size=32, max_size=32),
     "policy": st.integers(0, 255), "direct": st.booleans(),
@@ -190,7 +193,7 @@ class GarbageTests(SynchronousTestCase):
         self.assertRaises(ProtocolError, decodeDatagram, b"\x01\xee")
 
     def test_wrongWireVersionRejected(self):
-        datagram = encodeDatagram("UDP_PONG", timestamp=1.0)
+        datagram = encodeDatagram("UDP_PONG", timestamp=1.0, serverTime=2.0)
         self.assertRaises(ProtocolError, decodeDatagram, b"\x09" + datagram[1:])
 
     def test_trailingBytesRejected(self):
@@ -373,14 +376,31 @@ class FastCodecTests(SynchronousTestCase):
 
 
 class PingTests(SynchronousTestCase):
-    """The server's fast UDP_PING answer agrees with the declaration."""
+    """The server's fast UDP_PING reading and answer agree with the declaration."""
 
-    @given(st.integers(0, 2**32 - 1), st.floats(allow_nan=False))
-    def test_theAnswerIsThePongConstructBuilds(self, hostID, timestamp):
-        ping = encodeDatagram("UDP_PING", hostID=hostID, timestamp=timestamp)
-        self.assertEqual(decodePing(ping),
-                         (hostID, encodeDatagram("UDP_PONG", timestamp=timestamp)))
+    @given(st.integers(0, 2**32 - 1), st.floats(allow_nan=False), st.floats(allow_nan=False),
+           st.floats(allow_nan=False))
+    def test_theAnswerIsThePongConstructBuilds(self, hostID, timestamp, rtt, serverTime):
+        ping = encodeDatagram("UDP_PING", hostID=hostID, timestamp=timestamp, rtt=rtt)
+        sender, echo, reported = decodePing(ping)
+        self.assertEqual((sender, reported), (hostID, rtt))
+        self.assertEqual(encodePong(echo, serverTime),
+                         encodeDatagram("UDP_PONG", timestamp=timestamp, serverTime=serverTime))
 
-    @given(st.binary(max_size=40).filter(lambda data: len(data) != 14))
+    @given(st.binary(max_size=40).filter(lambda data: len(data) != 22))
     def test_aPingOfAnotherSizeIsRefused(self, data):
         self.assertRaises(ProtocolError, decodePing, data)
+
+    @given(st.floats(), st.floats(), st.floats())
+    def test_noAnswerIsLongerThanItsPing(self, timestamp, rtt, serverTime):
+        """The keepalive carries the server's clock without amplification:
+        over UDP (plain, and sealed, whose overheads match: the client's
+        clear header is the longer) and over TCP."""
+        ping = encodeDatagram("UDP_PING", hostID=1000, timestamp=timestamp, rtt=rtt)
+        pong = encodePong(decodePing(ping)[1], serverTime)
+        self.assertLessEqual(len(pong), len(ping))
+        self.assertLessEqual(len(pong) - SERVER_DATAGRAM_HEADER,
+                             len(ping) - CLIENT_DATAGRAM_HEADER)
+        self.assertLessEqual(len(encodeMessage("PONG", timestamp=timestamp,
+                                               serverTime=serverTime)),
+                             len(encodeMessage("PING", timestamp=timestamp, rtt=rtt)))

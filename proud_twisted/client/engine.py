@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
+from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted._glue.udpbuffers import SocketBuffers, checkedBufferSize, sizeUdpBuffers
 from proud_twisted.client.connection import (
@@ -48,6 +49,7 @@ from proud_twisted.errors import (
 )
 from proud_twisted.info import MessageContext
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
+from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire
 from proud_twisted.wire.framing import FRAME_HEADROOM
@@ -67,6 +69,11 @@ MIN_UDP_LOST_AFTER = 10.0
 TCP_KEEPALIVE_WHILE_UDP = 60.0
 """Seconds between TCP pings while the keepalives go over UDP: the TCP
 connection and its NAT mapping still get a word now and then."""
+SYNC_PINGS = 4
+"""Extra pings on the first confirmation of the UDP path, 0.2 s apart, so
+that the server's clock is known at once, and within a second from the best
+of four round trips rather than from one keepalive every 6.7 s: four more
+small datagrams each way per join."""
 MAX_JOIN_ACKS = 1024
 """Most join notices acknowledged in one message (4 bytes each)."""
 # What onJoinServerComplete hears for a refusal (CONNECTION_REFUSED otherwise).
@@ -119,6 +126,7 @@ class ClientEngine:
         self.udpChannel = None
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
+        self.onceLog = OnceLog(self.log)
         self.peerTable = PeerTable()
         self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
         # One end-of-turn flush for every session, path and the relay batch.
@@ -265,6 +273,17 @@ class ClientEngine:
         return (self._serverPath is not None
                 and self._serverPath.state is ServerUdpState.CONFIRMED)
 
+    def getServerTime(self) -> float | None:
+        path = self._serverPath
+        return path.clock.serverTime(self.reactor.seconds()) if path is not None else None
+
+    def getServerTimeError(self) -> float | None:
+        path = self._serverPath
+        return path.clock.error(self.reactor.seconds()) if path is not None else None
+
+    def getServerRtt(self) -> float | None:
+        return self._serverPath.clock.srtt if self._serverPath is not None else None
+
     def getPublicUdpAddress(self):
         return self._serverPath.publicAddress if self._serverPath is not None else None
 
@@ -282,6 +301,7 @@ class ClientEngine:
             raise NotConnected("not joined to a server")
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
+        mode, priority = checkedSendOptions(mode, priority, channel)
         if type(targets) is int:
             peer = self.peerTable.peers.get(targets)
             if peer is not None and peer.driver is not None:
@@ -413,6 +433,7 @@ class ClientEngine:
         self._serverPath = ServerPath(self._hostID, self._udpToken,
                                       ServerPathConfig(
                                           pingInterval=keepaliveInterval,
+                                          syncPings=SYNC_PINGS,
                                           lostAfter=max(MIN_UDP_LOST_AFTER,
                                                         UDP_LOST_AFTER_KEEPALIVES
                                                         * keepaliveInterval)))
@@ -486,7 +507,7 @@ class ClientEngine:
             self.peerLinks.addressesChanged(peer)
 
     def server_PONG(self, fields) -> None:
-        pass
+        self._timeSample(fields)
 
     def server_UDP_HELLO_ACK(self, fields) -> None:
         if self._serverPath is not None:
@@ -500,6 +521,14 @@ class ClientEngine:
 
     def server_UDP_PONG(self, fields) -> None:
         self.heardFromServerUdp()
+        self._timeSample(fields)
+
+    def _timeSample(self, fields) -> None:
+        """A keepalive's answer: a sample of the server's clock and our round trip."""
+        if self._serverPath is not None and not self._serverPath.clock.pongReceived(
+                fields.timestamp, fields.serverTime, self.reactor.seconds()):
+            self.onceLog.warn("pong", "rejected a keepalive answer that answers no "
+                              "ping of ours (later ones are only counted)")
 
     def relayedReceived(self, sender: int, flags: int, payload: bytes) -> None:
         if flags & relay.FLAG_PUNCH:
@@ -606,7 +635,9 @@ class ClientEngine:
         if (not self._udpConfirmed() or now - self._lastHeard > self._keepaliveInterval
                 or now - self._lastTcpPing >= TCP_KEEPALIVE_WHILE_UDP):
             self._lastTcpPing = now
-            self._connection.sendMessage("PING", timestamp=now)
+            clock = self._serverPath.clock
+            self._connection.sendMessage("PING", timestamp=clock.pingSent(now),
+                                         rtt=clock.reportedRtt)
 
     def _sendUdp(self, data: bytes) -> None:
         if self._udpPort is not None:

@@ -23,6 +23,7 @@ from proud_twisted.events import NetClientEvents
 from proud_twisted.info import Address, PeerInfo, Targets
 from proud_twisted.interfaces import INetClient, INetClientEvent, documentedBy
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
+from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 
 DEFAULT_JOIN_TIMEOUT = 10.0
@@ -116,6 +117,15 @@ class NetClient:
     def getServerUdpState(self) -> ServerUdpState:
         return self._engine.getServerUdpState()
 
+    def getServerTime(self) -> float | None:
+        return self._engine.getServerTime()
+
+    def getServerTimeError(self) -> float | None:
+        return self._engine.getServerTimeError()
+
+    def getServerRtt(self) -> float | None:
+        return self._engine.getServerRtt()
+
     def getPublicUdpAddress(self) -> Address | None:
         return self._engine.getPublicUdpAddress()
 
@@ -125,6 +135,4 @@ class NetClient:
     def send(self, targets: Targets, payload: bytes, reliable: bool = True, *,
              mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
              channel: int = 0) -> None:
-        if mode is None:
-            mode = DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
-        self._engine.send(targets, payload, mode, priority, channel)
+        self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)

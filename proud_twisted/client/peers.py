@@ -36,7 +36,8 @@ class Peer:
     def info(self) -> PeerInfo:
         stats = self.driver.stats if self.driver is not None else None
         return PeerInfo(self.hostID, self.relayed, self.udpAddress, self.lanAddress,
-                        frozenset(self.groups), self.directAddress, stats)
+                        frozenset(self.groups), self.directAddress, stats,
+                        stats.srtt if stats is not None else None)
 
 
 class PeerTable:

@@ -15,6 +15,12 @@ every C{pingInterval} from L{ServerPath.start} (as a C{LoopingCall} started
 then would): LOST if nothing came over UDP for more than C{lostAfter}, else
 a UDP_PING. Every change of state is a L{ServerUdpStateChanged} event.
 
+Each ping carries a timestamp from the path's L{ServerClock}, and the round
+trip measured so far; the server's answers, over UDP and TCP, are the
+clock's samples (L{ServerClock.pongReceived}). On first confirmation the path also sends
+C{syncPings} pings C{syncInterval} apart, so that the clock has a few
+samples to choose from at once rather than after several keepalives.
+
 Drive it like the other cores (see L{proud_twisted._glue.coredriver}): after
 every input send what L{ServerPath.datagramsToSend} returns (plain
 datagrams for the server, to be sealed and sent by the glue), read
@@ -28,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from proud_twisted.client.servertime import ServerClock
 from proud_twisted.constants import ServerUdpState
 from proud_twisted.rudp.events import Value
 from proud_twisted.wire.datagrams import encodeDatagram
@@ -44,12 +51,16 @@ class ServerPathConfig:
     helloMaxInterval: float = 3.0
     pingInterval: float = 3.0
     lostAfter: float = 10.0
+    syncPings: int = 0
+    syncInterval: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0 < self.helloFirstInterval <= self.helloMaxInterval:
             raise ValueError("need 0 < helloFirstInterval <= helloMaxInterval")
         if self.pingInterval <= 0 or self.lostAfter <= 0:
             raise ValueError("need pingInterval > 0 and lostAfter > 0")
+        if self.syncPings < 0 or self.syncInterval <= 0:
+            raise ValueError("need syncPings >= 0 and syncInterval > 0")
 
 
 class ServerUdpStateChanged(Value):
@@ -70,6 +81,9 @@ class ServerPath:
         self.hostID = hostID
         self.token = token
         self.config = config
+        self.clock = ServerClock()
+        self._syncLeft = config.syncPings
+        self._syncAt: float | None = None
         self.state = ServerUdpState.UNCONFIRMED
         self.publicAddress: tuple[str, int] | None = None
         self.closed = False
@@ -99,6 +113,8 @@ class ServerPath:
         self._helloAt = None
         if self.state is not ServerUdpState.CONFIRMED and self._startedAt is not None:
             self._tickAt = self._nextTick(now)
+            if self._syncLeft:
+                self._syncAt = now
             self._enter(ServerUdpState.CONFIRMED)
 
     def heard(self, now: float) -> None:
@@ -114,7 +130,7 @@ class ServerPath:
     def close(self) -> None:
         """Send nothing more and want no timer."""
         self.closed = True
-        self._helloAt = self._tickAt = None
+        self._helloAt = self._tickAt = self._syncAt = None
         self._outbox.clear()
 
     # The sans-I/O loop
@@ -123,19 +139,22 @@ class ServerPath:
         return self._events.popleft() if self._events else None
 
     def nextTimeout(self) -> float | None:
-        times = [t for t in (self._helloAt, self._tickAt) if t is not None]
+        times = [t for t in (self._helloAt, self._tickAt, self._syncAt) if t is not None]
         return min(times) if times else None
 
     def handleTimeout(self, now: float) -> None:
         if self._tickAt is not None and now >= self._tickAt:
             self._tickAt = self._nextTick(now)
             if now - self._lastHeard > self.config.lostAfter:
-                self._tickAt = None
+                self._tickAt = self._syncAt = None
                 self._enter(ServerUdpState.LOST)
                 self._sayHello(now)
             else:
-                self._outbox.append(encodeDatagram("UDP_PING", hostID=self.hostID,
-                                                   timestamp=now))
+                self._ping(now)
+        if self._syncAt is not None and now >= self._syncAt:
+            self._syncLeft -= 1
+            self._syncAt = now + self.config.syncInterval if self._syncLeft else None
+            self._ping(now)
         if self._helloAt is not None and now >= self._helloAt:
             self._sayHello(now)
 
@@ -145,6 +164,11 @@ class ServerPath:
         return datagrams
 
     # Internals
+
+    def _ping(self, now: float) -> None:
+        self._outbox.append(encodeDatagram("UDP_PING", hostID=self.hostID,
+                                           timestamp=self.clock.pingSent(now),
+                                           rtt=self.clock.reportedRtt))
 
     def _sayHello(self, now: float) -> None:
         """Queue a UDP_HELLO, and the next one after the current interval."""

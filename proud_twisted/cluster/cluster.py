@@ -35,6 +35,7 @@ from proud_twisted.cluster.redisurl import parseRedisURL
 from proud_twisted.cluster.serverinfo import ServerInfo
 from proud_twisted.cluster.stats import ClusterStats
 from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
+from proud_twisted.rudp.config import DeliveryMode, Priority
 
 DEFAULT_TTL = 10.0
 """Seconds a member's entry lives without a heartbeat: a killed process
@@ -248,9 +249,11 @@ class Cluster:
 
     # The server's sends to other servers' clients
 
-    def route(self, hostIDs: Iterable[int], payload: bytes, reliable: bool) -> None:
+    def route(self, hostIDs: Iterable[int], payload: bytes, mode: DeliveryMode,
+              priority: Priority, channel: int) -> None:
         """Send C{payload} to clients or groups of other servers (the
-        server's C{send} to HostIDs it does not hold)."""
+        server's C{send} to HostIDs it does not hold), with C{send}'s options."""
+        reliable = mode is DeliveryMode.RELIABLE
         byOwner: dict[str, list[int]] = {}
         for hostID in hostIDs:
             block = blockOf(hostID, self.leases.size)
@@ -262,7 +265,7 @@ class Cluster:
         if not self.available:
             raise self._unavailable()
         for owner, targets in byOwner.items():
-            data = e.encodeRoute(self.serverID, targets, payload, reliable)
+            data = e.encodeRoute(self.serverID, targets, payload, mode, priority, channel)
             if self._pendingBytes + len(data) > self.maxPendingBytes:
                 if not reliable:
                     self.stats.routedDropped += 1
@@ -501,7 +504,8 @@ class Cluster:
         if message.kind == e.ROUTE:
             self.stats.routedIn += 1
             self.stats.routedUnknown += self._engine.deliverRouted(
-                message.targets, message.payload, message.reliable)
+                message.targets, message.payload, message.mode, message.priority,
+                message.sendChannel)
             return
         self.stats.messagesReceived += 1
         self.dispatch("onClusterMessage", message.sender,

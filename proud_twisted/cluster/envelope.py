@@ -6,8 +6,9 @@ Every message on a cluster channel is one envelope::
 
  - C{MESSAGE}: channel length (1), channel, then the payload
    (L{Cluster.send} and L{Cluster.publish});
- - C{ROUTE}: flags (1), target count (2), the HostIDs (4 each), then the
-   payload (L{NetServer.send} to clients that live on another process);
+ - C{ROUTE}: delivery mode (1), priority (1), channel (1), target count
+   (2), the HostIDs (4 each), then the payload (L{NetServer.send} to
+   clients that live on another process, with its options);
  - C{JOIN}: the sender's L{ServerInfo} JSON; C{LEAVE}: nothing more;
  - C{LEASE}: the index (4) of the HostID block the sender leased.
 
@@ -21,16 +22,16 @@ import struct
 from dataclasses import dataclass
 
 from proud_twisted.errors import ProtocolError
+from proud_twisted.rudp.config import DeliveryMode, Priority
 
 MAGIC = b"PC"
 VERSION = 1
 MESSAGE, ROUTE, JOIN, LEAVE, LEASE = range(1, 6)
 KINDS = frozenset((MESSAGE, ROUTE, JOIN, LEAVE, LEASE))
-FLAG_RELIABLE = 1
 MAX_ROUTE_TARGETS = 0xFFFF
 
 _HEAD = struct.Struct("!2sBBB")
-_COUNT = struct.Struct("!BH")
+_ROUTE = struct.Struct("!BBBH")
 _BLOCK = struct.Struct("!I")
 
 
@@ -41,7 +42,9 @@ class Envelope:
     channel: str = ""
     payload: bytes = b""
     targets: tuple[int, ...] = ()
-    reliable: bool = True
+    mode: DeliveryMode = DeliveryMode.RELIABLE
+    priority: Priority = Priority.MEDIUM
+    sendChannel: int = 0
     block: int = 0
 
 
@@ -57,12 +60,13 @@ def encodeMessage(sender: str, channel: str, payload: bytes) -> bytes:
     return b"".join((_head(MESSAGE, sender), bytes((len(name),)), name, payload))
 
 
-def encodeRoute(sender: str, targets, payload: bytes, reliable: bool) -> bytes:
+def encodeRoute(sender: str, targets, payload: bytes, mode: DeliveryMode = DeliveryMode.RELIABLE,
+                priority: Priority = Priority.MEDIUM, channel: int = 0) -> bytes:
     targets = list(targets)
     if not 0 < len(targets) <= MAX_ROUTE_TARGETS:
         raise ValueError(f"{len(targets)} targets (1 to {MAX_ROUTE_TARGETS})")
     return b"".join((_head(ROUTE, sender),
-                     _COUNT.pack(FLAG_RELIABLE if reliable else 0, len(targets)),
+                     _ROUTE.pack(mode, priority, channel, len(targets)),
                      struct.pack(f"!{len(targets)}I", *targets), payload))
 
 
@@ -97,16 +101,20 @@ def decode(data: bytes) -> Envelope:
         end = at + 1 + data[at]
         return Envelope(kind, sender, _text(data[at + 1:end], "channel"), data[end:])
     if kind == ROUTE:
-        if len(data) < at + _COUNT.size:
+        if len(data) < at + _ROUTE.size:
             raise ProtocolError("routed message cut short")
-        flags, count = _COUNT.unpack_from(data, at)
-        at += _COUNT.size
+        mode, priority, channel, count = _ROUTE.unpack_from(data, at)
+        at += _ROUTE.size
         end = at + 4 * count
         if count == 0 or len(data) < end:
             raise ProtocolError(f"routed message with {count} targets cut short")
+        try:
+            mode, priority = DeliveryMode(mode), Priority(priority)
+        except ValueError as e:
+            raise ProtocolError(f"routed message: {e}") from None
         return Envelope(kind, sender, payload=data[end:],
-                        targets=struct.unpack_from(f"!{count}I", data, at),
-                        reliable=bool(flags & FLAG_RELIABLE))
+                        targets=struct.unpack_from(f"!{count}I", data, at), mode=mode,
+                        priority=priority, sendChannel=channel)
     if kind == LEASE:
         if len(data) != at + _BLOCK.size:
             raise ProtocolError("lease announcement of the wrong size")

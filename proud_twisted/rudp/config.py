@@ -26,6 +26,28 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
+MAX_CHANNEL = 255
+"""The highest channel: one byte in a data frame (see `frames`)."""
+
+
+def deliveryMode(reliable: bool, mode: DeliveryMode | None) -> DeliveryMode:
+    """What a ``send(..., reliable, mode=...)`` asks for: ``mode`` if given."""
+    if mode is not None:
+        return mode
+    return DeliveryMode.RELIABLE if reliable else DeliveryMode.UNRELIABLE
+
+
+def checkedSendOptions(mode: int, priority: int,
+                       channel: int) -> tuple[DeliveryMode, Priority]:
+    """The ``mode`` and ``priority`` of a send as enums; ValueError if either,
+    or ``channel`` (0 to `MAX_CHANNEL`), is not one."""
+    if type(channel) is not int or not 0 <= channel <= MAX_CHANNEL:
+        raise ValueError(f"channel {channel!r} is not an int from 0 to {MAX_CHANNEL}")
+    # (the enums themselves without a lookup: this runs on every send)
+    return (mode if type(mode) is DeliveryMode else DeliveryMode(mode),
+            priority if type(priority) is Priority else Priority(priority))
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Tunables of a `ReliableSession`; times in seconds, sizes in bytes."""

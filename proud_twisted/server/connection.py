@@ -38,7 +38,7 @@ class ServerConnection(Protocol):
         "backlog", "closeDeadline", "closing", "congestedSince", "connected", "decoder",
         "factory", "hackReported", "handshake", "hostID", "joinDeadline", "lanAddress",
         "lastHeard", "leaveComment", "leaveReason", "login", "readingHeld", "relayLimit",
-        "relayRefused", "relayRefusedWarned", "server", "tcpChannel", "transport",
+        "relayRefused", "relayRefusedWarned", "rtt", "server", "tcpChannel", "transport",
         "udpAddress", "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData",
         "waitingToJoin",
     )
@@ -70,6 +70,7 @@ class ServerConnection(Protocol):
         self.relayRefused = 0           # refused relay targets not yet warned about
         self.relayRefusedWarned = float("-inf")
         self.readingHeld = False        # paused: over its relay limit
+        self.rtt = None                 # the round trip its keepalives report
 
     @property
     def secured(self) -> bool:
@@ -216,7 +217,9 @@ class ServerConnection(Protocol):
         self.server.udpLost(self)
 
     def handle_PING(self, fields) -> None:
-        self.sendMessage("PONG", timestamp=fields.timestamp)
+        self.server.rttReported(self, fields.rtt)
+        self.sendMessage("PONG", timestamp=fields.timestamp,
+                         serverTime=self.server.reactor.seconds())
 
     def handle_GOODBYE(self, fields) -> None:
         self.leaveComment = fields.comment

@@ -31,7 +31,8 @@ from proud_twisted.info import (
     P2PConnectionStats,
     P2PGroupInfo,
 )
-from proud_twisted.rudp import DeliveryMode, MessageReceived, ReceiveBudget
+from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, ReceiveBudget
+from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import HostIDAllocator, HostIDsExhausted
@@ -41,17 +42,21 @@ from proud_twisted.server.stats import ServerStats
 from proud_twisted.server.udp import ServerDatagramProtocol
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire, plainAddress
-from proud_twisted.wire.datagrams import encodeDatagram
+from proud_twisted.wire.datagrams import encodeDatagram, encodePong
 from proud_twisted.wire.framing import FRAME_HEADROOM
 from proud_twisted.wire.messages import (
     POLICY_DIRECT_ALLOWED,
     POLICY_PUNCH_AT_ONCE,
+    RTT_UNKNOWN,
     WIRE_VERSION,
     encodeMessage,
 )
 
 MIN_READ_HOLD = 0.01
 """Shortest pause in reading from a client over its relay limit."""
+MAX_REPORTED_RTT = 60.0
+"""The longest round trip a client may report: three times the default
+client timeout; a longer one is no figure of a live connection."""
 DEPARTED_GRACE = 5.0
 """Seconds after two hosts stop sharing a group during which frames still in
 flight between them are dropped quietly rather than reported."""
@@ -256,20 +261,31 @@ class ServerEngine:
 
     # Sending
 
-    def send(self, targets, payload: bytes, reliable: bool = True) -> None:
+    def send(self, targets, payload: bytes, mode: DeliveryMode, priority: Priority,
+             channel: int) -> None:
+        """Reliable messages go over TCP, in order with the server's group
+        notices (as a client's reliable messages to the server do); the
+        others through the client's reliable-UDP session with the server,
+        with their priority and channel, while its UDP works (else over TCP,
+        dropped while the client does not read)."""
         if len(payload) > self.maxMessageLength:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
-        flags = relay.FLAG_RELIABLE if reliable else 0
+        mode, priority = checkedSendOptions(mode, priority, channel)
+        reliable = mode is DeliveryMode.RELIABLE
         remote = []
         local = self._expandTargets(targets, remote if self.cluster is not None else None)
         if remote:
-            self.cluster.route(remote, payload, reliable)
+            self.cluster.route(remote, payload, mode, priority, channel)
+        tcpBody = None
         for client in local:
             if reliable or client.udpAddress is None:
-                client.sendBody(relay.encodeTcpUserMessage(flags, payload), not reliable)
+                if tcpBody is None:
+                    tcpBody = relay.encodeTcpUserMessage(
+                        relay.FLAG_RELIABLE if reliable else 0, payload)
+                client.sendBody(tcpBody, not reliable)
             else:
                 try:
-                    self._session(client).send(payload, DeliveryMode.UNRELIABLE)
+                    self._session(client).send(payload, mode, priority, channel)
                 except SendQueueFull:
                     self.stats.outputDropped += 1       # unreliable: may be lost
 
@@ -286,12 +302,13 @@ class ServerEngine:
         """C{(clients, groups)} here, for the cluster's entry."""
         return len(self._clients), len(self._table.groups())
 
-    def deliverRouted(self, targets, payload: bytes, reliable: bool) -> int:
+    def deliverRouted(self, targets, payload: bytes, mode: DeliveryMode,
+                      priority: Priority, channel: int) -> int:
         """Send what another server's C{send} routed here to those of
         C{targets} that are still here; the number that were not."""
         here = [t for t in targets if self.holds(t)]
         if here:
-            self.send(here, payload, reliable)
+            self.send(here, payload, mode, priority, channel)
         return len(targets) - len(here)
 
     # Called by the protocols
@@ -550,6 +567,22 @@ class ServerEngine:
         """The client's UDP path stopped working: relay to it over TCP until it is back."""
         connection.udpAddress = None
 
+    def keepalive(self, client, echo: bytes, rtt: float) -> None:
+        """A UDP keepalive: note the round trip it reports, and answer with
+        the server's clock (no longer than the ping: nothing to amplify)."""
+        self.rttReported(client, rtt)
+        client.answerKeepalive(encodePong(echo, self.reactor.seconds()))
+
+    def rttReported(self, client, rtt: float) -> None:
+        """A keepalive's figure of the client's round trip to the server."""
+        if 0.0 <= rtt <= MAX_REPORTED_RTT:
+            client.rtt = rtt
+        elif rtt != RTT_UNKNOWN:
+            self.stats.rttReportsRejected += 1
+            self.onceLog.warn(("rtt", client.hostID), "client {hostID} reported a round "
+                              "trip of {rtt!r} s (ignored; later ones are counted in "
+                              "stats.rttReportsRejected)", hostID=client.hostID, rtt=rtt)
+
     def verifiedUdpClient(self, hostID: int, addr):
         """The client C{hostID} if C{addr} is its confirmed UDP address, else C{None}."""
         client = self._clients.get(hostID)
@@ -632,7 +665,7 @@ class ServerEngine:
         groups = self._table.groupsOf(hostID) if self._table.hasClient(hostID) else frozenset()
         return ClientInfo(client.hostID, plainAddress((peer.host, peer.port)),
                           plainAddress(client.udpAddress), client.lanAddress, groups,
-                          client.userData)
+                          client.userData, client.rtt)
 
     def refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
         self.stats.joinsRefused += 1

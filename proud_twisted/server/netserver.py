@@ -28,7 +28,8 @@ from proud_twisted.info import (
     Targets,
 )
 from proud_twisted.interfaces import INetServer, INetServerEvent, documentedBy
-from proud_twisted.rudp import SessionConfig
+from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
+from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
 from proud_twisted.server.stats import ServerStats
@@ -242,8 +243,10 @@ class NetServer(service.Service):
     def getJoinedP2PGroups(self, client: int) -> frozenset[int]:
         return self._engine.getJoinedP2PGroups(client)
 
-    def send(self, targets: Targets, payload: bytes, reliable: bool = True) -> None:
-        self._engine.send(targets, payload, reliable)
+    def send(self, targets: Targets, payload: bytes, reliable: bool = True, *,
+             mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
+             channel: int = 0) -> None:
+        self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
 
     def closeConnection(self, hostID: int) -> None:
         self._engine.closeConnection(hostID)

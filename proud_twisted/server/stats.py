@@ -37,6 +37,9 @@ class ServerStats:
     """Unreliable messages dropped because their client was not reading."""
     slowConsumers: int = 0
     udpChallenges: int = 0
+    rttReportsRejected: int = 0
+    """Keepalives whose round-trip figure was no time (negative, not a
+    number, over a minute): the figure was ignored, the keepalive answered."""
 
     def asDict(self) -> dict[str, int]:
         return asdict(self)

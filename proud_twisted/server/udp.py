@@ -18,7 +18,8 @@ _FAST_PATHS = {
     relay.UDP_USER: (relay.decodeUdpSender,
                      lambda server, client, flags, payload:
                      server.userMessage(client, flags, payload)),
-    UDP_PING_TYPE: (decodePing, lambda server, client, pong: client.answerKeepalive(pong)),
+    UDP_PING_TYPE: (decodePing, lambda server, client, echo, rtt:
+                    server.keepalive(client, echo, rtt)),
 }
 
 

@@ -4,6 +4,8 @@ Every datagram starts with the wire version byte and a type byte. Relay and
 user datagrams also have a fast path in L{proud_twisted.wire.relay}.
 """
 
+import struct
+
 import construct as c
 
 from proud_twisted.errors import ProtocolError
@@ -44,8 +46,9 @@ BODIES = {
                           "targets" / Targets, "payload" / c.GreedyBytes),
     "UDP_RELAYED": c.Struct("sender" / HostID, "flags" / RelayFlags,
                             "payload" / c.GreedyBytes),
-    "UDP_PING": c.Struct("hostID" / HostID, "timestamp" / c.Float64b),
-    "UDP_PONG": c.Struct("timestamp" / c.Float64b),
+    # The keepalive over UDP, as PING and PONG on TCP (see messages.py).
+    "UDP_PING": c.Struct("hostID" / HostID, "timestamp" / c.Float64b, "rtt" / c.Float64b),
+    "UDP_PONG": c.Struct("timestamp" / c.Float64b, "serverTime" / c.Float64b),
     # A pair session frame relayed as is: sealed end to end by the pair, so
     # the server neither opens nor re-seals it.
     "UDP_PEER_FRAME": c.Struct("sender" / HostID, "flags" / RelayFlags,
@@ -80,14 +83,21 @@ def decodeDatagram(data: bytes):
 
 
 UDP_PING_TYPE = 6
-_PING_SIZE = 14         # version, type, HostID, timestamp
+_PING_SIZE = 22         # version, type, HostID, timestamp, rtt
 _PONG_HEADER = bytes([WIRE_VERSION, 7])
+_DOUBLE = struct.Struct(">d")
 
 
-def decodePing(data: bytes) -> tuple[int, bytes]:
-    """A UDP_PING's sender and its answer, a UDP_PONG echoing its timestamp
-    (the bytes L{encodeDatagram} builds): every idle client sends one every
-    few seconds, so the server answers without decoding a container."""
+def decodePing(data: bytes) -> tuple[int, bytes, float]:
+    """A UDP_PING's sender, its timestamp as sent (for L{encodePong} to
+    echo) and the round trip it reports: every idle client sends one every
+    few seconds, so the server reads it without decoding a container."""
     if len(data) != _PING_SIZE:
         raise ProtocolError(f"malformed UDP_PING: {len(data)} bytes")
-    return int.from_bytes(data[2:6], "big"), _PONG_HEADER + data[6:]
+    return int.from_bytes(data[2:6], "big"), data[6:14], _DOUBLE.unpack_from(data, 14)[0]
+
+
+def encodePong(echo: bytes, serverTime: float) -> bytes:
+    """The UDP_PONG answering a ping whose timestamp was C{echo} (the bytes
+    L{encodeDatagram} builds): 4 bytes shorter than the ping."""
+    return _PONG_HEADER + echo + _DOUBLE.pack(serverTime)

@@ -24,7 +24,10 @@ from proud_twisted.wire._schema import (
     messageFormat,
 )
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
+
+RTT_UNKNOWN = -1.0
+"""The round trip a keepalive ping reports before the client has measured one."""
 
 
 def versionBytes(protocolVersion) -> bytes:
@@ -110,8 +113,11 @@ BODIES = {
         "flags" / RelayFlags,
         "payload" / c.GreedyBytes,
     ),
-    "PING": c.Struct("timestamp" / c.Float64b),
-    "PONG": c.Struct("timestamp" / c.Float64b),
+    # A keepalive: the client's clock, and its round trip to the server
+    # (RTT_UNKNOWN before it has one). The answer echoes the timestamp and
+    # adds the server's clock; it is never longer than the ping.
+    "PING": c.Struct("timestamp" / c.Float64b, "rtt" / c.Float64b),
+    "PONG": c.Struct("timestamp" / c.Float64b, "serverTime" / c.Float64b),
     "GOODBYE": c.Struct("comment" / Blob),
     "UDP_LOST": c.Struct(),
     "PEER_PAIR": c.Struct(
