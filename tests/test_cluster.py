@@ -58,7 +58,7 @@ def test_aServerMayMessageANewMemberAsSoonAsItHearsOfIt(world):
 
 @pytest_twisted.inlineCallbacks
 def test_hostIDsAreUniqueInTheClusterAndLocated(world):
-    a, b = world.server("a", blockSize=4), world.server("b", blockSize=4)
+    a, b = world.server("a", blockSize=4, ttl=1.0), world.server("b", blockSize=4, ttl=1.0)
     yield world.ready(a, b)
     clients = []
     for server in (a, b) * 5:       # a block of 4 runs low after 3: one more is leased
@@ -75,6 +75,9 @@ def test_hostIDsAreUniqueInTheClusterAndLocated(world):
     group = b.createP2PGroup(onB[:2])
     assert (yield a.cluster.locate(group)).serverID == "b"
     assert (yield a.cluster.locate(10 ** 9)) is None     # no one leased it
+    # The heartbeats carry each server's load.
+    yield a.events.rec.wait(lambda: [(s.clients, s.groups) for s in a.cluster.getServers()]
+                            == [(5, 0), (5, 1)])
 
 
 @pytest_twisted.inlineCallbacks

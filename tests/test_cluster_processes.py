@@ -1,7 +1,7 @@
 """Cluster servers in processes of their own (C{twistd -n proudserver
 --cluster ...}) beside one in the test's process, on a real redis-server:
-a send to a client of the other process, and a killed process leaving the
-cluster within its TTL."""
+a send to a client of the other process, Redis stopped and started again
+mid-run, and a killed process leaving the cluster within its TTL."""
 
 import sys
 import tempfile
@@ -13,6 +13,8 @@ from twisted.internet import defer, protocol, reactor
 
 from proud_twisted import HOSTID_SERVER, NetClient
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
+from proud_twisted.cluster.leases import blockOf
+from tests.clustersupport import known
 from tests.support import RecordingClientEvents
 from tests.test_examples import environment
 
@@ -49,7 +51,8 @@ def spawnProudserver(redis, serverID: str, directory: str) -> Child:
 
 
 @pytest_twisted.inlineCallbacks
-def test_aSendReachesAClientOfAnotherProcessWhichLeavesWithinItsTTLWhenKilled(world, redis):
+def test_aSendReachesAnotherProcessAcrossARedisRestartAndAKilledOneLeavesWithinItsTTL(
+        world, redis):
     here = world.server("here")
     yield world.ready(here)
     with tempfile.TemporaryDirectory() as directory:
@@ -66,8 +69,8 @@ def test_aSendReachesAClientOfAnotherProcessWhichLeavesWithinItsTTLWhenKilled(wo
         # A client of the child process, reached through the cluster.
         player = NetClient(RecordingClientEvents(), encryption=False)
         yield player.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
-        yield here.events.rec.wait(
-            lambda: here.cluster._owners.get(0) is not None)      # its lease is known
+        block = blockOf(player.getLocalHostID())
+        yield here.events.rec.wait(lambda: here.cluster._owners.get(block) == "zone-1")
         located = yield here.cluster.locate(player.getLocalHostID())
         assert located.serverID == "zone-1"
         for i in range(10):
@@ -76,13 +79,30 @@ def test_aSendReachesAClientOfAnotherProcessWhichLeavesWithinItsTTLWhenKilled(wo
             lambda: len(player.events.messagesFrom(HOSTID_SERVER)) == 10)
         assert player.events.messagesFrom(HOSTID_SERVER) == [b"across %d" % i
                                                             for i in range(10)]
+
+        # Redis stopped: the child keeps serving its player (the rooms app
+        # answers a bad request); Redis started again, empty: both register
+        # again and the send goes through once more.
+        redis.stop()
+        yield here.events.rec.wait(lambda: not here.cluster.available)
+        player.send(HOSTID_SERVER, b"bogus request")
+        yield player.events.rec.wait(lambda: any(
+            m.startswith(b"error:") for m in player.events.messagesFrom(HOSTID_SERVER)))
+        redis.start()
+        yield here.events.rec.wait(lambda: here.cluster.available and "zone-1" in known(here)
+                                   and here.cluster._owners.get(block) == "zone-1", timeout=10)
+        here.send(player.getLocalHostID(), b"after the restart")
+        yield player.events.rec.wait(
+            lambda: player.events.messagesFrom(HOSTID_SERVER)[-1:] == [b"after the restart"])
+
         # Killed: no goodbye; its entry expires.
+        leftBefore = here.events.rec.count("onServerLeave")
         child.transport.signalProcess("KILL")
         killed = time.monotonic()
         yield child.ended
-        yield here.events.rec.waitCount("onServerLeave", 1, timeout=10)
+        yield here.events.rec.waitCount("onServerLeave", leftBefore + 1, timeout=10)
         took = time.monotonic() - killed
-        assert here.events.rec.named("onServerLeave") == [("zone-1",)]
+        assert here.events.rec.named("onServerLeave")[leftBefore:] == [("zone-1",)]
         # The TTL, plus up to one heartbeat of this server to notice, plus slack.
         assert took < CHILD_TTL + here.cluster.heartbeat + 1.0, took
         yield player.disconnect(linger=0)

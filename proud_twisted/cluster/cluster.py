@@ -137,6 +137,7 @@ class Cluster:
         self._polling = self._pollAgain = False
         self._pendingBytes = 0
         self._cpuMark: tuple[float, float] | None = None
+        self._cpuShare = 0.0
 
     # Wiring (NetServer calls these)
 
@@ -290,16 +291,15 @@ class Cluster:
         clients, groups = engine.load()
         return ServerInfo(self.serverID, (self.advertise or tcpHost, tcpPort),
                           (self.advertise or udpHost, udpPort), self.tag, clients, groups,
-                          round(self._cpu(), 3))
+                          self._cpuShare)
 
-    def _cpu(self) -> float:
-        """The share of a core this process used since the last call."""
+    def _measureCpu(self) -> None:
+        """The share of a core this process used since the last heartbeat."""
         times = os.times()
         used, now = times.user + times.system, times.elapsed
         mark, self._cpuMark = self._cpuMark, (used, now)
-        if mark is None or now <= mark[1]:
-            return 0.0
-        return (used - mark[0]) / (now - mark[1])
+        if mark is not None and now > mark[1]:
+            self._cpuShare = round((used - mark[0]) / (now - mark[1]), 3)
 
     def _member(self, serverID: str) -> ServerInfo | None:
         if serverID == self.serverID:
@@ -353,8 +353,8 @@ class Cluster:
 
     def _linkDown(self, why: str) -> None:
         self._registered = False
-        self.stats.redisLost += 1
-        if self._link is not None:
+        if self._link is not None:              # not stopping
+            self.stats.redisLost += 1
             self.log.warn("Redis at {redis} unreachable ({why}): cluster calls fail with "
                           "ClusterUnavailable, this server keeps serving its own clients "
                           "and registers again when Redis is back",
@@ -368,6 +368,7 @@ class Cluster:
             link.command("SADD", self.keys.servers, self.serverID)], consumeErrors=True)
 
     def _heartbeat(self) -> None:
+        self._measureCpu()
         if self._link is None or not self._link.up:
             return
         if not self._registered:
