@@ -252,10 +252,19 @@ class INetServer(IService):
         fires at once; what was sent to it gets C{closeLinger} seconds to go out."""
 
 
-class INetClient(Interface):
+class INetClient(IService):
     """A game client: joins a server, hears about its groups, messages peers.
 
-    A L{NetClient} provides it.
+    A L{NetClient} provides it. Scripts join with L{connect}; it is also a
+    Twisted service: C{startService} (in a C{MultiService}, say) joins the
+    server named by the constructor's C{host}, C{port}, C{protocolVersion}
+    and C{userData}, and joins again after a failed join or a leave, after
+    1 s growing by half each time to a minute (Twisted's C{ClientService}
+    policy), until C{stopService}, which leaves and returns a Deferred that
+    fires once the connection is closed. A refusal by the game's login
+    check, another protocol version or the wrong server key stop the
+    retries (the failure is logged); leaving with L{disconnect} does not
+    join again.
     """
 
     events = Attribute("The L{INetClientEvent} provider the client reports to.")

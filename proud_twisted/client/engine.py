@@ -7,6 +7,8 @@ the relay batcher talk to the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import defer, task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint
@@ -127,6 +129,8 @@ class ClientEngine:
         self.serverUdpAddress = None
         self.malformedDatagrams = 0
         self.onceLog = OnceLog(self.log)
+        # Told the reason after each onLeaveServer (the service joins again).
+        self.leftServer: Callable[[ErrorType], None] | None = None
         self.peerTable = PeerTable()
         self.peerLinks = PeerLinks(self, pathConfig, maxDirectPeers)
         # One end-of-turn flush for every session, path and the relay batch.
@@ -390,6 +394,8 @@ class ClientEngine:
         if wasJoined:
             self.log.info("left the server: {reason}", reason=reason.value)
             self.dispatch("onLeaveServer", reason)
+            if self.leftServer is not None:
+                self.leftServer(reason)
         elif joining is not None:
             self._reportJoinFailure(joining, JoinFailed(
                 f"connection closed before joining: {reason.value}"), reason)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from twisted.application import service
 from twisted.internet import defer
 from zope.interface import implementer
 
 from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted._glue.udpbuffers import DEFAULT_CLIENT_UDP_BUFFER, SocketBuffers
 from proud_twisted.client.engine import ClientEngine
+from proud_twisted.client.joinloop import JoinLoop
 from proud_twisted.client.pathstate import PathConfig
 from proud_twisted.client.peerlinks import DEFAULT_MAX_DIRECT_PEERS
 from proud_twisted.constants import ServerUdpState
@@ -32,8 +34,13 @@ DEFAULT_LINGER = 2.0
 
 @implementer(INetClient)
 @documentedBy(INetClient)
-class NetClient:
+class NetClient(service.Service):
     """A game client: joins a server, hears about its groups, messages peers.
+
+    Join with L{connect}, or run it as a Twisted service (in a
+    C{MultiService}, say): C{startService} joins the server at C{host} and
+    C{port} and joins again, backing off, after a failure or a leave, until
+    C{stopService}.
 
     @param events: an L{INetClientEvent} provider (default: a no-op one).
     @param reactor: a reactor providing C{IReactorTime}, C{IReactorTCP} and
@@ -52,6 +59,10 @@ class NetClient:
     @param udpBufferSize: bytes of kernel receive and send buffer to ask for
         on the UDP port (0: the OS defaults); L{udpSocketBuffers} holds the
         sizes in force once joined.
+    @param host: the server's address or name, for C{startService}.
+    @param port: the server's TCP port, for C{startService}.
+    @param protocolVersion: what C{startService} joins with (see L{connect}).
+    @param userData: what C{startService} joins with (see L{connect}).
     """
 
     def __init__(self, events: INetClientEvent | NetClientEvents | None = None, *,
@@ -62,15 +73,40 @@ class NetClient:
                  pathConfig: PathConfig = PathConfig(),
                  maxDirectPeers: int = DEFAULT_MAX_DIRECT_PEERS,
                  encryption: bool = True, serverKey: PublicIdentity | None = None,
-                 udpBufferSize: int = DEFAULT_CLIENT_UDP_BUFFER) -> None:
+                 udpBufferSize: int = DEFAULT_CLIENT_UDP_BUFFER,
+                 host: str | None = None, port: int = 0,
+                 protocolVersion: uuid.UUID | str | bytes = uuid.UUID(int=0),
+                 userData: bytes = b"") -> None:
         if reactor is None:
             from twisted.internet import reactor
+        self._server = (host, port, protocolVersion, userData)
         self._engine = ClientEngine(
             events if events is not None else NetClientEvents(), reactor,
             maxMessageLength=maxMessageLength, udpInterface=udpInterface,
             sessionConfig=sessionConfig, pathConfig=pathConfig,
             maxDirectPeers=maxDirectPeers, encryption=encryption, serverKey=serverKey,
             udpBufferSize=udpBufferSize)
+        self._joinLoop = JoinLoop(reactor, self._joinConfigured, self.disconnect)
+        self._engine.leftServer = self._joinLoop.left
+
+    # Service
+
+    def startService(self) -> None:
+        """Join the server given to the constructor, and stay joined."""
+        if self._server[0] is None:
+            raise ValueError("NetClient(host=..., port=...) is needed to start it as a service")
+        service.Service.startService(self)
+        self._joinLoop.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Leave the server (see L{disconnect}) and stop joining again."""
+        service.Service.stopService(self)
+        return self._joinLoop.stop()
+
+    def _joinConfigured(self) -> defer.Deferred[int]:
+        host, port, protocolVersion, userData = self._server
+        assert host is not None
+        return self.connect(host, port, protocolVersion, userData)
 
     # Attributes
 

@@ -15,11 +15,12 @@ every C{pingInterval} from L{ServerPath.start} (as a C{LoopingCall} started
 then would): LOST if nothing came over UDP for more than C{lostAfter}, else
 a UDP_PING. Every change of state is a L{ServerUdpStateChanged} event.
 
-Each ping carries a timestamp from the path's L{ServerClock}, and the round
+Each ping carries a timestamp from the path's L{ServerClock} and the round
 trip measured so far; the server's answers, over UDP and TCP, are the
-clock's samples (L{ServerClock.pongReceived}). On first confirmation the path also sends
-C{syncPings} pings C{syncInterval} apart, so that the clock has a few
-samples to choose from at once rather than after several keepalives.
+clock's samples (L{ServerClock.pongReceived}). On first confirmation the
+path also sends C{syncPings} pings C{syncInterval} apart, so that the clock
+has a few samples to choose from at once rather than after several
+keepalives.
 
 Drive it like the other cores (see L{proud_twisted._glue.coredriver}): after
 every input send what L{ServerPath.datagramsToSend} returns (plain
