@@ -58,51 +58,59 @@ def test_aSendReachesAnotherProcessAcrossARedisRestartAndAKilledOneLeavesWithinI
     with tempfile.TemporaryDirectory() as directory:
         child = spawnProudserver(redis, "zone-1", directory)
         try:
-            yield here.events.rec.waitCount("onServerJoin", 1, timeout=30)
-        except defer.TimeoutError:
-            child.transport.signalProcess("KILL")
-            yield child.ended
-            pytest.fail(b"".join(child.output).decode(errors="replace"))
-        (info,), = here.events.rec.named("onServerJoin")
-        assert (info.serverID, info.tag, info.tcpAddress[0]) == ("zone-1", "zone", "127.0.0.1")
+            yield checkChild(world, here, child, redis)
+        finally:
+            if not child.ended.called:
+                child.transport.signalProcess("KILL")
+                yield child.ended
 
-        # A client of the child process, reached through the cluster.
-        player = NetClient(RecordingClientEvents(), encryption=False)
-        yield player.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
-        block = blockOf(player.getLocalHostID())
-        yield here.events.rec.wait(lambda: here.cluster._owners.get(block) == "zone-1")
-        located = yield here.cluster.locate(player.getLocalHostID())
-        assert located.serverID == "zone-1"
-        for i in range(10):
-            here.send(player.getLocalHostID(), b"across %d" % i)
-        yield player.events.rec.wait(
-            lambda: len(player.events.messagesFrom(HOSTID_SERVER)) == 10)
-        assert player.events.messagesFrom(HOSTID_SERVER) == [b"across %d" % i
-                                                            for i in range(10)]
 
-        # Redis stopped: the child keeps serving its player (the rooms app
-        # answers a bad request); Redis started again, empty: both register
-        # again and the send goes through once more.
-        redis.stop()
-        yield here.events.rec.wait(lambda: not here.cluster.available)
-        player.send(HOSTID_SERVER, b"bogus request")
-        yield player.events.rec.wait(lambda: any(
-            m.startswith(b"error:") for m in player.events.messagesFrom(HOSTID_SERVER)))
-        redis.start()
-        yield here.events.rec.wait(lambda: here.cluster.available and "zone-1" in known(here)
-                                   and here.cluster._owners.get(block) == "zone-1", timeout=10)
-        here.send(player.getLocalHostID(), b"after the restart")
-        yield player.events.rec.wait(
-            lambda: player.events.messagesFrom(HOSTID_SERVER)[-1:] == [b"after the restart"])
+@defer.inlineCallbacks
+def checkChild(world, here, child, redis):
+    try:
+        yield here.events.rec.waitCount("onServerJoin", 1, timeout=30)
+    except defer.TimeoutError:
+        pytest.fail(b"".join(child.output).decode(errors="replace"))
+    (info,), = here.events.rec.named("onServerJoin")
+    assert (info.serverID, info.tag, info.tcpAddress[0]) == ("zone-1", "zone", "127.0.0.1")
 
-        # Killed: no goodbye; its entry expires.
-        leftBefore = here.events.rec.count("onServerLeave")
-        child.transport.signalProcess("KILL")
-        killed = time.monotonic()
-        yield child.ended
-        yield here.events.rec.waitCount("onServerLeave", leftBefore + 1, timeout=10)
-        took = time.monotonic() - killed
-        assert here.events.rec.named("onServerLeave")[leftBefore:] == [("zone-1",)]
-        # The TTL, plus up to one heartbeat of this server to notice, plus slack.
-        assert took < CHILD_TTL + here.cluster.heartbeat + 1.0, took
-        yield player.disconnect(linger=0)
+    # A client of the child process, reached through the cluster.
+    player = NetClient(RecordingClientEvents(), encryption=False)
+    world.clients.append(player)          # disconnected at the end
+    yield player.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
+    block = blockOf(player.getLocalHostID())
+    yield here.events.rec.wait(lambda: here.cluster._owners.get(block) == "zone-1")
+    located = yield here.cluster.locate(player.getLocalHostID())
+    assert located.serverID == "zone-1"
+    for i in range(10):
+        here.send(player.getLocalHostID(), b"across %d" % i)
+    yield player.events.rec.wait(
+        lambda: len(player.events.messagesFrom(HOSTID_SERVER)) == 10)
+    assert player.events.messagesFrom(HOSTID_SERVER) == [b"across %d" % i
+                                                        for i in range(10)]
+
+    # Redis stopped: the child keeps serving its player (the rooms app
+    # answers a bad request); Redis started again, empty: both register
+    # again and the send goes through once more.
+    redis.stop()
+    yield here.events.rec.wait(lambda: not here.cluster.available)
+    player.send(HOSTID_SERVER, b"bogus request")
+    yield player.events.rec.wait(lambda: any(
+        m.startswith(b"error:") for m in player.events.messagesFrom(HOSTID_SERVER)))
+    redis.start()
+    yield here.events.rec.wait(lambda: here.cluster.available and "zone-1" in known(here)
+                               and here.cluster._owners.get(block) == "zone-1", timeout=10)
+    here.send(player.getLocalHostID(), b"after the restart")
+    yield player.events.rec.wait(
+        lambda: player.events.messagesFrom(HOSTID_SERVER)[-1:] == [b"after the restart"])
+
+    # Killed: no goodbye; its entry expires.
+    leftBefore = here.events.rec.count("onServerLeave")
+    child.transport.signalProcess("KILL")
+    killed = time.monotonic()
+    yield child.ended
+    yield here.events.rec.waitCount("onServerLeave", leftBefore + 1, timeout=10)
+    took = time.monotonic() - killed
+    assert here.events.rec.named("onServerLeave")[leftBefore:] == [("zone-1",)]
+    # The TTL, plus up to one heartbeat of this server to notice, plus slack.
+    assert took < CHILD_TTL + here.cluster.heartbeat + 1.0, took
