@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from chat import Journal
 from twisted.internet import defer, task
 
+from chat import Journal
 from proud_twisted import (
     HOSTID_SERVER,
     Cluster,

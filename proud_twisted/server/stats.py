@@ -1,6 +1,6 @@
 """Counters a server keeps about what it carried and what it refused."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -9,6 +9,9 @@ class ServerStats:
 
     C{framesRelayed} counts every session frame forwarded between peers:
     user messages, and also acknowledgements, punch requests and resends.
+    The dicts count by kind (a name the server chooses, never one a client
+    sends): C{joinRefusals} by L{JoinRefusal} name, C{hackReports} by
+    L{HackKind} name, C{recoveries} by the kind of connection recovery event.
     """
 
     clientsJoined: int = 0
@@ -40,6 +43,23 @@ class ServerStats:
     rttReportsRejected: int = 0
     """Keepalives whose round-trip figure was no time (negative, not a
     number, over a minute): the figure was ignored, the keepalive answered."""
+    groupJoins: int = 0
+    """Clients added to a P2P group (each member of a created group counts)."""
+    groupLeaves: int = 0
+    """Clients out of a P2P group: left, removed with it, or disconnected."""
+    punchSuccesses: int = 0
+    """A client reported a direct path to a peer (each side reports its own)."""
+    punchFailures: int = 0
+    """A client reported that hole punching to a peer gave up."""
+    directPathsLost: int = 0
+    """A client reported that its direct path to a peer fell back to relay."""
+    joinRefusals: dict[str, int] = field(default_factory=dict)
+    hackReports: dict[str, int] = field(default_factory=dict)
+    recoveries: dict[str, int] = field(default_factory=dict)
 
-    def asDict(self) -> dict[str, int]:
+    def count(self, counts: dict[str, int], kind: str) -> None:
+        """Add one to C{counts[kind]} (one of the dicts above)."""
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def asDict(self) -> dict[str, int | dict[str, int]]:
         return asdict(self)
