@@ -276,6 +276,33 @@ class Cluster:
             self.stats.routedOut += 1
             self._publish(self.keys.inbox(owner), data).addErrback(self._routeFailed, owner)
 
+    # P2P groups across servers (proud_twisted.server.remote)
+
+    def homeOf(self, hostID: int) -> str | None:
+        """The live member, other than this one, whose block holds C{hostID}."""
+        block = blockOf(hostID, self.leases.size)
+        owner = self._owners.get(block) if block is not None else None
+        return owner if owner in self._servers else None
+
+    def control(self, serverID: str, body: bytes) -> None:
+        """Send a group control message to C{serverID} (lost if Redis is away:
+        the groups of each server go on, their remote members fall out of
+        step, as the docs say)."""
+        if self.available:
+            self._publish(self.keys.inbox(serverID), e.encodeControl(self.serverID, body)
+                          ).addErrback(self._routeFailed, serverID)
+
+    def frame(self, serverID: str, sender: int, target: int, flags: int,
+              payload: bytes) -> None:
+        """Relay a client's frame to its peer on C{serverID} (dropped, and
+        counted, if Redis is away or too much waits for it)."""
+        data = e.encodeFrame(self.serverID, sender, target, flags, payload)
+        if not self.available or self._pendingBytes + len(data) > self.maxPendingBytes:
+            self.stats.framesDropped += 1
+            return
+        self.stats.framesOut += 1
+        self._publish(self.keys.inbox(serverID), data).addErrback(self._routeFailed, serverID)
+
     def _routeFailed(self, failure, owner: str) -> None:
         self.onceLog.warn(("route", owner, failure.type), "sending to clients of "
                           "{owner} failed: {why}", owner=owner,
@@ -438,6 +465,7 @@ class Cluster:
     def _leave(self, serverID: str) -> None:
         if self._servers.pop(serverID, None) is not None:
             self.log.info("cluster member {serverID} left", serverID=serverID)
+            self._engine.remote.serverLeft(serverID)
             self.dispatch("onServerLeave", serverID)
 
     @defer.inlineCallbacks
@@ -489,8 +517,8 @@ class Cluster:
         if channel == self.keys.announce:
             self._announced(message)
             return
-        if message.kind not in (e.MESSAGE, e.ROUTE) or (
-                message.kind == e.ROUTE and channel == self.keys.broadcast):
+        if message.kind not in (e.MESSAGE, e.ROUTE, e.CONTROL, e.FRAME) or (
+                message.kind != e.MESSAGE and channel == self.keys.broadcast):
             self._malformed(f"channel {channel}", f"a kind {message.kind} envelope")
             return
         if message.sender not in self._servers:
@@ -501,6 +529,20 @@ class Cluster:
             return
         if len(message.payload) > self._engine.maxMessageLength:
             self._malformed(f"server {message.sender}", "a payload over the longest message")
+            return
+        if message.kind == e.CONTROL:
+            try:
+                self._engine.remote.controlReceived(message.sender, message.payload)
+            except ProtocolError as error:
+                self._malformed(f"control from {message.sender}", error)
+            return
+        if message.kind == e.FRAME:
+            if self._engine.remote.frameReceived(message.sender, message.frameFrom,
+                                                 message.frameTo, message.flags,
+                                                 message.payload):
+                self.stats.framesIn += 1
+            else:
+                self.stats.framesRefused += 1
             return
         if message.kind == e.ROUTE:
             self.stats.routedIn += 1

@@ -10,7 +10,11 @@ Every message on a cluster channel is one envelope::
    (2), the HostIDs (4 each), then the payload (L{NetServer.send} to
    clients that live on another process, with its options);
  - C{JOIN}: the sender's L{ServerInfo} JSON; C{LEAVE}: nothing more;
- - C{LEASE}: the index (4) of the HostID block the sender leased.
+ - C{LEASE}: the index (4) of the HostID block the sender leased;
+ - C{CONTROL}: a JSON object, for P2P groups that span servers
+   (L{proud_twisted.server.remote});
+ - C{FRAME}: sender HostID (4), target HostID (4), flags (1), then a frame
+   one client relays to its peer, a client of the receiving server.
 
 Anything else, or anything cut short, raises L{ProtocolError}: a Redis
 shared with other software may carry anything.
@@ -26,13 +30,14 @@ from proud_twisted.rudp.config import DeliveryMode, Priority
 
 MAGIC = b"PC"
 VERSION = 1
-MESSAGE, ROUTE, JOIN, LEAVE, LEASE = range(1, 6)
-KINDS = frozenset((MESSAGE, ROUTE, JOIN, LEAVE, LEASE))
+MESSAGE, ROUTE, JOIN, LEAVE, LEASE, CONTROL, FRAME = range(1, 8)
+KINDS = frozenset((MESSAGE, ROUTE, JOIN, LEAVE, LEASE, CONTROL, FRAME))
 MAX_ROUTE_TARGETS = 0xFFFF
 
 _HEAD = struct.Struct("!2sBBB")
 _ROUTE = struct.Struct("!BBBH")
 _BLOCK = struct.Struct("!I")
+_FRAME = struct.Struct("!IIB")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Envelope:
     priority: Priority = Priority.MEDIUM
     sendChannel: int = 0
     block: int = 0
+    frameFrom: int = 0
+    frameTo: int = 0
+    flags: int = 0
 
 
 def _head(kind: int, sender: str) -> bytes:
@@ -82,6 +90,14 @@ def encodeLease(sender: str, block: int) -> bytes:
     return _head(LEASE, sender) + _BLOCK.pack(block)
 
 
+def encodeControl(sender: str, body: bytes) -> bytes:
+    return _head(CONTROL, sender) + body
+
+
+def encodeFrame(sender: str, frameFrom: int, frameTo: int, flags: int, payload: bytes) -> bytes:
+    return b"".join((_head(FRAME, sender), _FRAME.pack(frameFrom, frameTo, flags), payload))
+
+
 def decode(data: bytes) -> Envelope:
     """The envelope in C{data}; L{ProtocolError} if it is not one."""
     if not isinstance(data, bytes) or len(data) < _HEAD.size:
@@ -115,6 +131,12 @@ def decode(data: bytes) -> Envelope:
         return Envelope(kind, sender, payload=data[end:],
                         targets=struct.unpack_from(f"!{count}I", data, at), mode=mode,
                         priority=priority, sendChannel=channel)
+    if kind == FRAME:
+        if len(data) < at + _FRAME.size:
+            raise ProtocolError("relayed frame cut short")
+        frameFrom, frameTo, flags = _FRAME.unpack_from(data, at)
+        return Envelope(kind, sender, payload=data[at + _FRAME.size:], frameFrom=frameFrom,
+                        frameTo=frameTo, flags=flags)
     if kind == LEASE:
         if len(data) != at + _BLOCK.size:
             raise ProtocolError("lease announcement of the wrong size")

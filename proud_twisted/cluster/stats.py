@@ -22,6 +22,12 @@ class ClusterStats:
     @ivar registrations: times this server (re-)registered with Redis.
     @ivar redisLost: times Redis became unreachable.
     @ivar blocksLeased: HostID blocks leased.
+    @ivar framesOut: frames of this server's clients relayed to their peers
+        on other servers (P2P groups across servers).
+    @ivar framesIn: such frames from other servers, delivered here.
+    @ivar framesRefused: such frames for no pair known here (refused).
+    @ivar framesDropped: frames not relayed to another server: Redis away,
+        or more than C{maxPendingBytes} waiting for it.
     """
 
     messagesSent: int = 0
@@ -35,3 +41,7 @@ class ClusterStats:
     registrations: int = 0
     redisLost: int = 0
     blocksLeased: int = 0
+    framesOut: int = 0
+    framesIn: int = 0
+    framesRefused: int = 0
+    framesDropped: int = 0
