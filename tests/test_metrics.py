@@ -7,6 +7,7 @@ import ast
 import json
 import re
 import socket
+import urllib.request
 import uuid
 from dataclasses import fields
 from pathlib import Path
@@ -35,7 +36,9 @@ from proud_twisted import (
 from proud_twisted.server.metricsweb import MAX_METRICS_CONNECTIONS
 from proud_twisted.testing import MemoryNetwork, NATType
 from tests.support import RecordingClientEvents, RecordingServerEvents
+from tests.test_examples import LineReader, stop
 from tests.test_memnet_punch import PunchWorld
+from tests.test_tap import TWISTD, InTemporaryDirectory
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ROOT / "docs" / "operations.rst"
@@ -412,8 +415,6 @@ class ServerMetricsTests(SynchronousTestCase):
         stats.count(stats.joinRefusals, "LOGIN_TIMEOUT")
         for _ in range(3):
             stats.count(stats.hackReports, "RELAY_FLOOD")
-        stats.count(stats.recoveries, "online")
-        stats.count(stats.recoveries, "a new kind")
         got = samples(self.exposition(metrics))
         plain = {"proud_client_joins_total": "clientsJoined",
                  "proud_client_leaves_total": "clientsLeft",
@@ -440,7 +441,14 @@ class ServerMetricsTests(SynchronousTestCase):
                     ("proud_malformed_total", "kind", "oversized_message"): "oversizedMessages",
                     ("proud_malformed_total", "kind", "datagram"): "malformedDatagrams",
                     ("proud_malformed_total", "kind", "handshake"): "failedHandshakes",
-                    ("proud_malformed_total", "kind", "rtt_report"): "rttReportsRejected"}
+                    ("proud_malformed_total", "kind", "rtt_report"): "rttReportsRejected",
+                    ("proud_recovery_events_total", "kind", "offline"): "clientsOffline",
+                    ("proud_recovery_events_total", "kind", "online"): "clientsResumed",
+                    ("proud_recovery_events_total", "kind", "expired"): "recoveryExpired",
+                    ("proud_recovery_events_total", "kind", "refused"): "resumesRefused",
+                    ("proud_recovery_events_total", "kind", "no_room"): "recoveryRefused",
+                    ("proud_recovery_events_total", "kind", "resend_overflow"):
+                        "resendOverflows"}
         for (metric, label, kind), field in labelled.items():
             self.assertEqual(value(got, metric, **{label: kind}), numbers[field], metric)
         # Every counter has a metric, or is the sum of a labelled one's series.
@@ -452,23 +460,6 @@ class ServerMetricsTests(SynchronousTestCase):
         self.assertEqual(value(got, "proud_joins_refused_total", reason="LOGIN_TIMEOUT"), 1)
         self.assertEqual(value(got, "proud_joins_refused_total", reason="SERVER_FULL"), 0)
         self.assertEqual(value(got, "proud_hack_reports_total", kind="RELAY_FLOOD"), 3)
-        self.assertEqual(value(got, "proud_recovery_events_total", kind="online"), 1)
-        self.assertEqual(value(got, "proud_recovery_events_total", kind="a new kind"), 1)
-        self.assertEqual(value(got, "proud_recovery_events_total", kind="expired"), 0)
-
-    def test_recoveryEventIsCountedAndLogged(self):
-        """The recovery code's one hook: C{engine.recoveryEvent(kind, hostID, reason)}."""
-        logs = LogCapture().install(self.addCleanup)
-        metrics = ServerMetrics(processMetrics=False)
-        server = NetServer(metrics=metrics, encryption=False, reactor=task.Clock())
-        server._engine.recoveryEvent("offline", 1234, "CONNECTION_LOST")
-        server._engine.recoveryEvent("online", 1234)
-        got = samples(self.exposition(metrics))
-        self.assertEqual(value(got, "proud_recovery_events_total", kind="offline"), 1)
-        self.assertEqual(value(got, "proud_recovery_events_total", kind="online"), 1)
-        self.assertEqual([(e["hostID"], e["kind"], e["reason"])
-                          for e in logs.named("client_recovery")],
-                         [(1234, "offline", "CONNECTION_LOST"), (1234, "online", "")])
 
     def test_eventLoopLagIsHowLateTheTimerFires(self):
         clock = task.Clock()
@@ -620,3 +611,20 @@ class TapMetricsOptionTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             tap.makeService(self.parse("--metrics", "nonsense:9100"))
         self.assertIn("--metrics", str(caught.exception))
+
+
+class TwistdMetricsTests(InTemporaryDirectory, SynchronousTestCase):
+    def test_twistdServesMetrics(self):
+        """C{twistd -n proudserver --metrics tcp:0:...} as a user runs it."""
+        server = LineReader([*TWISTD, "-n", "--pidfile=", "proudserver", "--tcp", "0",
+                             "--udp", "0", "--interface", "127.0.0.1", "--no-encryption",
+                             "--metrics", "tcp:0:interface=127.0.0.1"], self.directory)
+        self.addCleanup(stop, server)
+        url = server.expect(r"Prometheus metrics at (http://127\.0\.0\.1:\d+/metrics)")[1]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            self.assertEqual(response.status, 200)
+            text = response.read().decode()
+        got = samples(text)
+        self.assertEqual(value(got, "proud_clients_connected"), 0)
+        self.assertEqual(value(got, "proud_client_joins_total"), 0)
+        self.assertIn("process_cpu_seconds_total", text)

@@ -889,18 +889,6 @@ class ServerEngine:
                               groupID=effect.groupID)
                 self.dispatch("onP2PGroupRemoved", effect.groupID)
 
-    def recoveryEvent(self, kind: str, hostID: int, reason: str = "") -> None:
-        """Count and log one connection recovery event of client C{hostID}:
-        C{kind} is C{"offline"} (its connection dropped, the window runs),
-        C{"online"} (it resumed its session), C{"expired"} (the window ran
-        out: it leaves) or C{"refused"} (a resume that failed to prove the
-        session's keys). The one call the recovery code makes for metrics
-        (C{proud_recovery_events_total}) and logs (C{client_recovery})."""
-        self.stats.count(self.stats.recoveries, kind)
-        self.log.info("client {hostID} connection recovery: {kind} {reason}",
-                      proud_event="client_recovery", hostID=hostID, kind=kind,
-                      reason=reason)
-
     def hackSuspected(self, client, kind: HackKind) -> None:
         """Tell the application, at most once a second per client and kind."""
         self.stats.hackSuspicions += 1

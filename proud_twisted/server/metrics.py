@@ -1,11 +1,10 @@
 """Prometheus metrics of one server: L{ServerMetrics}.
 
-Almost everything is read when Prometheus scrapes: the server's counters
-(L{ServerStats}) and what exists now (clients, groups, pairs, the clients'
-round trips), by a custom
-collector. Nothing is added to the path of a relayed message. The one thing
-measured continuously is the event loop's lag: a timer every
-L{LAG_INTERVAL} seconds notes how late it fires.
+Almost everything is read when Prometheus scrapes, by a custom collector:
+the server's counters (L{ServerStats}) and what exists now (clients, groups,
+pairs, the clients' round trips). Nothing is added to the path of a relayed
+message. The one thing measured continuously is the event loop's lag: a
+timer every L{LAG_INTERVAL} seconds notes how late it fires.
 
 No metric is labelled by HostID or by anything a client chooses: every label
 takes a handful of values the server defines, so no client can add series.
@@ -35,8 +34,6 @@ half a second."""
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 """Round trips from a LAN (under 1 ms) to a far mobile player (over 300 ms)."""
-RECOVERY_KINDS = ("offline", "online", "expired", "refused")
-"""The kinds of C{proud_recovery_events_total}, shown (at 0) from the start."""
 
 _REJECTED = (
     ("relay_not_allowed", "relayRejected"),
@@ -52,6 +49,14 @@ _MALFORMED = (
     ("datagram", "malformedDatagrams"),
     ("handshake", "failedHandshakes"),
     ("rtt_report", "rttReportsRejected"),
+)
+_RECOVERY = (
+    ("offline", "clientsOffline"),
+    ("online", "clientsResumed"),
+    ("expired", "recoveryExpired"),
+    ("refused", "resumesRefused"),
+    ("no_room", "recoveryRefused"),
+    ("resend_overflow", "resendOverflows"),
 )
 _COUNTERS = (     # name (less _total), ServerStats field, meaning
     ("proud_client_joins", "clientsJoined", "Clients that joined the server."),
@@ -163,7 +168,7 @@ class ServerMetrics:
         yield _byKind("proud_hack_reports", "Suspected cheating, by kind.", "kind",
                       _counts(stats.hackReports, [k.name for k in HackKind]))
         yield _byKind("proud_recovery_events", "Connection recovery events, by kind.",
-                      "kind", _counts(stats.recoveries, RECOVERY_KINDS))
+                      "kind", [(kind, getattr(stats, field)) for kind, field in _RECOVERY])
         yield _roundTrips(engine.clientRoundTrips())
 
 

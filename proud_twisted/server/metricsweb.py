@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from twisted.application import service
 from twisted.internet import defer, endpoints
+from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web import resource, server
 
@@ -105,6 +106,8 @@ class MetricsService(service.Service):
     port that cannot be bound fails C{startService} at once.
     """
 
+    log = Logger()
+
     def __init__(self, reactor: Any, description: str, metricsResource: MetricsResource,
                  maxConnections: int = MAX_METRICS_CONNECTIONS,
                  idleTimeout: float = METRICS_IDLE_TIMEOUT) -> None:
@@ -114,6 +117,7 @@ class MetricsService(service.Service):
         site.noisy = False
         site.log = lambda request: None     # no access log line per scrape
         self.factory = _LimitedConnections(site, maxConnections)
+        self.factory.noisy = False
         self.listening: defer.Deferred[Any] = defer.Deferred()
         self._port: Any = None
 
@@ -127,6 +131,9 @@ class MetricsService(service.Service):
 
     def _listened(self, port) -> None:
         self._port = port
+        address = port.getHost()
+        self.log.info("Prometheus metrics at http://{host}:{port}/metrics",
+                      host=getattr(address, "host", address), port=getattr(address, "port", ""))
         self.listening.callback(port)
 
     def stopService(self) -> defer.Deferred[object] | None:

@@ -11,7 +11,7 @@ class ServerStats:
     user messages, and also acknowledgements, punch requests and resends.
     The dicts count by kind (a name the server chooses, never one a client
     sends): C{joinRefusals} by L{JoinRefusal} name, C{hackReports} by
-    L{HackKind} name, C{recoveries} by the kind of connection recovery event.
+    L{HackKind} name.
     """
 
     clientsJoined: int = 0
@@ -40,6 +40,18 @@ class ServerStats:
     """Unreliable messages dropped because their client was not reading."""
     slowConsumers: int = 0
     udpChallenges: int = 0
+    # Connection recovery
+    clientsOffline: int = 0
+    """Joined clients whose connection dropped and whose session waits to resume."""
+    clientsResumed: int = 0
+    recoveryExpired: int = 0
+    """Offline clients that left because their recovery window ran out."""
+    recoveryRefused: int = 0
+    """Dropped clients that left at once: more offline clients than allowed."""
+    resumesRefused: int = 0
+    """Resume attempts refused: unknown session, wrong proof (see the log)."""
+    resendOverflows: int = 0
+    """Sessions ended because their unacknowledged reliable output grew too big."""
     rttReportsRejected: int = 0
     """Keepalives whose round-trip figure was no time (negative, not a
     number, over a minute): the figure was ignored, the keepalive answered."""
@@ -55,7 +67,6 @@ class ServerStats:
     """A client reported that its direct path to a peer fell back to relay."""
     joinRefusals: dict[str, int] = field(default_factory=dict)
     hackReports: dict[str, int] = field(default_factory=dict)
-    recoveries: dict[str, int] = field(default_factory=dict)
 
     def count(self, counts: dict[str, int], kind: str) -> None:
         """Add one to C{counts[kind]} (one of the dicts above)."""
