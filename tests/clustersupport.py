@@ -63,6 +63,15 @@ class ClusterWorld:
         self.clients.append(client)
         return client
 
+    @defer.inlineCallbacks
+    def twoServers(self):
+        """Servers a and b, ready, with a client of a and two of b."""
+        a, b = self.server("a"), self.server("b")
+        yield self.ready(a, b)
+        onA = yield self.client(a)
+        onB1, onB2 = yield defer.gatherResults([self.client(b), self.client(b)])
+        return a, b, onA, onB1, onB2
+
     def close(self) -> None:
         pytest_twisted.blockon(defer.gatherResults(
             [c.disconnect() for c in self.clients]

@@ -106,10 +106,7 @@ def test_sendAndPublishArriveInOrderPerSender(world):
 
 @pytest_twisted.inlineCallbacks
 def test_netServerSendReachesClientsAndGroupsOfAnotherServer(world):
-    a, b = world.server("a"), world.server("b")
-    yield world.ready(a, b)
-    onA = yield world.client(a)
-    onB1, onB2 = yield defer.gatherResults([world.client(b), world.client(b)])
+    a, b, onA, onB1, onB2 = yield world.twoServers()
     group = b.createP2PGroup([onB1.getLocalHostID(), onB2.getLocalHostID()])
     for i in range(20):
         a.send(onB1.getLocalHostID(), b"reliable %d" % i)

@@ -14,10 +14,7 @@ from proud_twisted.cluster import envelope
 @defer.inlineCallbacks
 def spanningGroup(world):
     """A group on server a of a1 (a's client) and b1, b2 (b's clients)."""
-    a, b = world.server("a"), world.server("b")
-    yield world.ready(a, b)
-    a1 = yield world.client(a)
-    b1, b2 = yield defer.gatherResults([world.client(b), world.client(b)])
+    a, b, a1, b1, b2 = yield world.twoServers()
     ids = [c.getLocalHostID() for c in (a1, b1, b2)]
     group = a.createP2PGroup(ids[:2], b"welcome")
     a.joinP2PGroup(ids[2], group, b"late")
@@ -90,6 +87,19 @@ def test_membersLeavingAcrossServers(world):
     yield a.events.rec.waitCount("onServerLeave", 1)
     assert a.getP2PGroupInfo(group).members == {idA1}
     yield a1.events.rec.wait(lambda: a1.getGroupMembers(group) == {idA1})
+
+
+@pytest_twisted.inlineCallbacks
+def test_whenTheOwnerLeavesItsGroupsLeaveTheMembersOfOtherServers(world):
+    a, b, (a1, b1, b2), (_, idB1, idB2), group = yield spanningGroup(world)
+    world.clients.remove(a1)
+    yield a1.disconnect()
+    yield a.stopService()
+    yield b.events.rec.waitCount("onServerLeave", 1)
+    for client in (b1, b2):
+        yield client.events.rec.wait(lambda c=client: not c.getLocalJoinedP2PGroups())
+    for client, hostID in ((b1, idB1), (b2, idB2)):
+        assert client.events.rec.named("onP2PMemberLeave")[-1] == (hostID, group, 0)
 
 
 @pytest_twisted.inlineCallbacks

@@ -92,7 +92,8 @@ class RemoteMembers:
         self._pairs: dict[int, dict[int, str]] = {}
         self._acks: dict[int, tuple[str, int, int]] = {}  # our ackID -> (owner, theirs, client)
         self._lastAck = FIRST_REMOTE_ACK_ID - 1
-        self._owners: dict[int, set[str]] = {}   # local client -> owners of its remote groups
+        # Local client -> {group of another server's it is in: that server}.
+        self._groups: dict[int, dict[int, str]] = {}
 
     # The owner's side
 
@@ -202,7 +203,7 @@ class RemoteMembers:
 
     def clientGone(self, hostID: int) -> None:
         """Local client C{hostID} left: its remote groups' owners must know."""
-        for owner in sorted(self._owners.pop(hostID, ())):
+        for owner in sorted(set(self._groups.pop(hostID, {}).values())):
             self._control(owner, dict(op="gone", member=hostID))
         for key in [k for k, sides in self._pairs.items() if hostID in sides]:
             self._forget(hostID, self._other(key, hostID))
@@ -241,8 +242,14 @@ class RemoteMembers:
                 self._forget(me, self._other(key, me))
         for ackID in [a for a, p in self._acks.items() if p[0] == serverID]:
             del self._acks[ackID]
-        for owners in self._owners.values():
-            owners.discard(serverID)
+        # Its groups are gone: their members here are told they left them.
+        for hostID, groups in list(self._groups.items()):
+            client = self.engine._clients.get(hostID)
+            for group in [g for g, owner in groups.items() if owner == serverID]:
+                del groups[group]
+                if client is not None:
+                    client.sendMessage("MEMBER_LEAVE", groupID=group, memberID=hostID,
+                                       memberCount=0)
 
     # Control messages
 
@@ -275,16 +282,21 @@ class RemoteMembers:
                                  else FIRST_REMOTE_ACK_ID)
                 self._acks[self._lastAck] = (serverID, ackID, to)
                 ackID = self._lastAck
-            self._owners.setdefault(to, set()).add(serverID)
+            group, member = _int(op, "group"), _int(op, "member")
+            if member == to:
+                self._groups.setdefault(to, {})[group] = serverID
             client.sendMessage(
-                "MEMBER_JOIN", groupID=_int(op, "group"), memberID=_int(op, "member"),
+                "MEMBER_JOIN", groupID=group, memberID=member,
                 memberCount=_int(op, "count"), ackID=ackID,
                 udpAddress=addressToWire(_address(op, "udp")),
                 lanAddress=addressToWire(_address(op, "lan")),
                 message=_hex(op, "message", engine.maxMessageLength))
         elif kind == "leave":
-            client.sendMessage("MEMBER_LEAVE", groupID=_int(op, "group"),
-                               memberID=_int(op, "member"), memberCount=_int(op, "count"))
+            group, member = _int(op, "group"), _int(op, "member")
+            if member == to:
+                self._groups.get(to, {}).pop(group, None)
+            client.sendMessage("MEMBER_LEAVE", groupID=group, memberID=member,
+                               memberCount=_int(op, "count"))
         elif kind == "pair":
             peer, peerHome = _int(op, "peer"), op.get("peerHome")
             if not isinstance(peerHome, str):
