@@ -64,9 +64,9 @@ class ClusterWorld:
         return client
 
     @defer.inlineCallbacks
-    def twoServers(self):
+    def twoServers(self, **clusterOptions):
         """Servers a and b, ready, with a client of a and two of b."""
-        a, b = self.server("a"), self.server("b")
+        a, b = self.server("a", **clusterOptions), self.server("b", **clusterOptions)
         yield self.ready(a, b)
         onA = yield self.client(a)
         onB1, onB2 = yield defer.gatherResults([self.client(b), self.client(b)])

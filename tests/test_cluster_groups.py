@@ -12,9 +12,9 @@ from proud_twisted.cluster import envelope
 
 
 @defer.inlineCallbacks
-def spanningGroup(world):
+def spanningGroup(world, **clusterOptions):
     """A group on server a of a1 (a's client) and b1, b2 (b's clients)."""
-    a, b, a1, b1, b2 = yield world.twoServers()
+    a, b, a1, b1, b2 = yield world.twoServers(**clusterOptions)
     ids = [c.getLocalHostID() for c in (a1, b1, b2)]
     group = a.createP2PGroup(ids[:2], b"welcome")
     a.joinP2PGroup(ids[2], group, b"late")
@@ -66,6 +66,20 @@ def test_relayedFramesCrossServersThenPairsGoDirect(world):
     a1.send(idB1, b"direct")
     yield b1.events.rec.wait(lambda: b1.events.messagesFrom(idA1)[-1:] == [b"direct"])
     assert not b1.events.rec.named("onReceiveUserMessage")[-1][2].relayed
+
+
+@pytest_twisted.inlineCallbacks
+def test_aFloodOfRelayedFramesIsBoundedAndReliableMessagesStillArrive(world):
+    # At most 3,000 bytes may wait for Redis: a burst of 20 messages of 1,000
+    # bytes relayed to another server loses frames there, counted, and the
+    # pair's reliable session sends them again.
+    a, _, (a1, b1, _), (idA1, idB1, _), _ = yield spanningGroup(world, maxPendingBytes=3000)
+    a1.forceRelay(idB1)
+    for i in range(20):
+        a1.send(idB1, b"%02d" % i + b"x" * 998)
+    yield b1.events.rec.wait(lambda: len(b1.events.messagesFrom(idA1)) == 20, timeout=20)
+    assert [m[:2] for m in b1.events.messagesFrom(idA1)] == [b"%02d" % i for i in range(20)]
+    assert a.cluster.stats.framesDropped > 0
 
 
 @pytest_twisted.inlineCallbacks
