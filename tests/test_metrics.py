@@ -246,7 +246,9 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
     stranger = NetClient(RecordingClientEvents(), encryption=False)
     with pytest.raises(ProtocolVersionMismatch):
         yield stranger.connect("127.0.0.1", tcpPort, uuid.uuid4())
-    yield c.disconnect()
+    # A cheater sends what only a server may send: cut, reported, gone.
+    c._engine._connection.sendMessage("PEER_PAIR", peerID=ids[0], epoch=1,
+                                      pairSecret=b"s" * 32, policy=0)
     yield server.events.rec.waitCount("onClientLeave", 1)
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 2)
     yield server.events.rec.wait(lambda: all(
@@ -270,12 +272,13 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
         ("proud_relayed_messages_total", ()): stats.framesRelayed,
         ("proud_relayed_bytes_total", ()): stats.relayBytes,
         ("proud_malformed_total", (("kind", "datagram"),)): 1,
-        ("proud_malformed_total", (("kind", "message"),)): 0,
+        ("proud_malformed_total", (("kind", "message"),)): 1,
         ("proud_joins_refused_total", (("reason", "VERSION_MISMATCH"),)): 1,
         ("proud_joins_refused_total", (("reason", "SERVER_FULL"),)): 0,
         ("proud_rejected_total", (("kind", "relay_not_allowed"),)): 0,
         ("proud_rejected_total", (("kind", "spoofed_datagram"),)): 0,
-        ("proud_hack_reports_total", (("kind", "BAD_MESSAGE"),)): 0,
+        ("proud_hack_reports_total", (("kind", "BAD_MESSAGE"),)): 1,
+        ("proud_hack_reports_total", (("kind", "RELAY_FLOOD"),)): 0,
         ("proud_punch_attempts_total", (("result", "success"),)): 0,
         ("proud_recovery_events_total", (("kind", "offline"),)): 0,
         ("proud_client_rtt_seconds_gcount", ()): 2,
@@ -297,7 +300,12 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
     [refused] = logs.named("join_refused")
     assert refused["reason"] == "VERSION_MISMATCH"
     [leave] = logs.named("client_leave")
-    assert (leave["hostID"], leave["reason"]) == (ids[2], ErrorType.DISCONNECT_FROM_REMOTE.name)
+    assert (leave["hostID"], leave["reason"]) == (ids[2], ErrorType.PROTOCOL_ERROR.name)
+    [hack] = logs.named("hack_suspected")
+    assert (hack["hostID"], hack["kind"]) == (ids[2], "BAD_MESSAGE")
+    [aborted] = logs.named("connection_aborted")
+    assert (aborted["hostID"], aborted["reason"]) == (ids[2], "PROTOCOL_ERROR")
+    assert "PEER_PAIR" in aborted["why"]
     [groupLeave] = logs.named("group_member_leave")
     assert (groupLeave["groupID"], groupLeave["hostID"], groupLeave["reason"]) == \
         (group, ids[2], "client_left")
