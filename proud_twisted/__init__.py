@@ -25,6 +25,7 @@ from proud_twisted.constants import (
     HolePunchPolicy,
     JoinRefusal,
     RelayReason,
+    ResumeRefusal,
     ServerUdpState,
 )
 from proud_twisted.crypto import IdentityKey, PublicIdentity
@@ -41,6 +42,7 @@ from proud_twisted.errors import (
     ProtocolError,
     ProtocolVersionMismatch,
     ProudError,
+    ResumeRefused,
     SendQueueFull,
     UnknownHostID,
 )
@@ -84,11 +86,11 @@ __all__ = [
     "DeliveryMode", "Priority", "ReceiveBudget", "SessionConfig", "SessionStats",
     "IdentityKey", "PublicIdentity",
     "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "JoinRefusal",
-    "RelayReason", "ServerUdpState",
+    "RelayReason", "ResumeRefusal", "ServerUdpState",
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
     "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "JoinCancelled",
-    "SendQueueFull", "HolePunchFailed",
+    "SendQueueFull", "HolePunchFailed", "ResumeRefused",
     "Cluster", "ICluster", "IClusterEvent", "ClusterEvents", "ClusterStats", "ServerInfo",
     "ClusterUnavailable", "UnknownServer",
 ]

@@ -25,7 +25,7 @@ PURE_CORES = [
     "proud_twisted.server.stats", "proud_twisted.client.pathstate",
     "proud_twisted.client.holepunch", "proud_twisted.client.peers",
     "proud_twisted.client.serverpath", "proud_twisted.client.servertime",
-    "proud_twisted._crypto",
+    "proud_twisted.client.reconnect", "proud_twisted._crypto",
     "proud_twisted.cluster.envelope", "proud_twisted.cluster.keys",
     "proud_twisted.cluster.leases", "proud_twisted.cluster.redisurl",
     "proud_twisted.cluster.serverinfo", "proud_twisted.cluster.stats",
