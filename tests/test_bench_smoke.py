@@ -36,6 +36,7 @@ def needsEnet():
                     "--scenario", "rejected-relay-flood"]),
     ("scale.py", ["--quick"]),
     ("cluster.py", ["--quick"]),
+    ("rmi.py", ["--quick"]),
 ])
 def test_benchmarkPrintsRatio(script, options):
     done = subprocess.run(
