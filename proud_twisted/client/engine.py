@@ -52,6 +52,7 @@ from proud_twisted.errors import (
     UnknownHostID,
 )
 from proud_twisted.info import MessageContext
+from proud_twisted.rmi.errors import RmiVersionMismatch
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
 from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.wire import relay
@@ -422,6 +423,8 @@ class ClientEngine:
             return
         connection.sendMessage("HELLO", wireVersion=WIRE_VERSION,
                                protocolVersion=self._protocolVersion,
+                               rmiFingerprints=b"" if self.rmi is None
+                               else self.rmi.fingerprints(),
                                userData=self._userData)
 
     def tcpConnectFailed(self, reason) -> None:
@@ -440,7 +443,7 @@ class ClientEngine:
         if attempt is None or connection is not attempt.connection:
             return      # one given up already (a failed join's, closing): not ours now
         if self._offlineSince is not None:
-            self._attemptFailed()       # a resume attempt's connection
+            self._attemptFailed(lost=True)      # a resume attempt's connection
             return
         if (self.stream is not None and self._closed is None
                 and reason in _RECOVERABLE):
@@ -618,9 +621,10 @@ class ClientEngine:
             if self._attempt is factory:
                 self._stopConnecting = stop
 
-    def _attemptFailed(self) -> None:
-        """The resume attempt under way failed or took too long: give it up
-        and try again later (or leave, once the window has run out)."""
+    def _attemptFailed(self, lost: bool = False) -> None:
+        """The resume attempt under way failed or took too long (or its
+        connection was C{lost}): give it up and try again later (or leave,
+        once the window has run out)."""
         if self._attemptTimer is not None and self._attemptTimer.active():
             self._attemptTimer.cancel()
         self._attemptTimer = None
@@ -628,9 +632,10 @@ class ClientEngine:
         stop, self._stopConnecting = self._stopConnecting, None
         connection, self._connection = self._connection, None
         if attempt is not None and attempt.connection is not None:
-            attempt.connection.abort(ErrorType.TIMEOUT, "resume attempt failed")
-        elif connection is not None:
-            connection.abort(ErrorType.TIMEOUT, "resume attempt failed")
+            connection = attempt.connection
+        if connection is not None:
+            if not lost:
+                connection.abort(ErrorType.TIMEOUT, "resume attempt took too long")
         elif stop is not None:
             stop()
         if self._offlineSince is not None and self._reconnect is None:
@@ -703,6 +708,9 @@ class ClientEngine:
         elif reason is JoinRefusal.ENCRYPTION_MISMATCH:
             error, kind = HandshakeFailed(
                 "client and server disagree on encryption"), ErrorType.HANDSHAKE_FAILED
+        elif reason is JoinRefusal.RMI_MISMATCH:
+            error = RmiVersionMismatch.fromReply(fields.reply)
+            kind = ErrorType.PROTOCOL_VERSION_MISMATCH
         else:
             error = ConnectionRefusedByServer(fields.reply, reason)
             kind = _REFUSAL_ERRORS.get(reason, ErrorType.CONNECTION_REFUSED)
