@@ -104,6 +104,18 @@ def test_membersLeavingAcrossServers(world):
 
 
 @pytest_twisted.inlineCallbacks
+def test_peersOnEveryServerHearAMemberGoOfflineAndComeBack(world):
+    _, b, (a1, b1, b2), (_, idB1, _), _ = yield spanningGroup(world)
+    # b1's connection drops (reset by its server): it reconnects and resumes.
+    b._engine._clients[idB1].transport.abortConnection()
+    for peer in (a1, b2):       # a1 on the owner, b2 beside b1 on its home
+        yield peer.events.rec.waitCount("onP2PMemberOnline", 1, timeout=20)
+        assert peer.events.rec.named("onP2PMemberOffline") == [(idB1,)]
+        assert peer.events.rec.named("onP2PMemberOnline") == [(idB1,)]
+    assert b1.getLocalHostID() == idB1
+
+
+@pytest_twisted.inlineCallbacks
 def test_whenTheOwnerLeavesItsGroupsLeaveTheMembersOfOtherServers(world):
     a, b, (a1, b1, b2), (_, idB1, idB2), group = yield spanningGroup(world)
     world.clients.remove(a1)

@@ -547,6 +547,8 @@ class ServerEngine:
             peer = self._clients.get(peerID)
             if peer is not None:
                 peer.sendBody(body)
+        if self.remote is not None:
+            self.remote.tellPeers(hostID, kind)
 
     def resendOverflow(self, connection, why: str) -> None:
         """The client's unacknowledged reliable output outgrew its bound:

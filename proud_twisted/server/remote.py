@@ -22,6 +22,7 @@ import json
 
 from proud_twisted.errors import ProtocolError, UnknownHostID
 from proud_twisted.wire.addresses import addressToWire
+from proud_twisted.wire.messages import encodeMessage
 
 FIRST_REMOTE_ACK_ID = 0x80000000
 """A home numbers the join notices it passes on from owners from here up, so
@@ -215,6 +216,29 @@ class RemoteMembers:
         a, b = key >> 32, key & 0xFFFFFFFF
         return b if a == hostID else a
 
+    def tellPeers(self, hostID: int, kind: str) -> None:
+        """Local client C{hostID} went offline or came back (C{kind}:
+        C{MEMBER_OFFLINE} or C{MEMBER_ONLINE}): its peers in groups of other
+        servers', or on other servers, hear it as its local peers do."""
+        for key, sides in list(self._pairs.items()):
+            peerHome = sides.get(hostID)
+            if peerHome is None:
+                continue
+            fields = dict(to=self._other(key, hostID), member=hostID,
+                          online=kind == "MEMBER_ONLINE")
+            if peerHome == self.cluster.serverID:
+                self._presence(fields)
+            else:
+                self._control(peerHome, dict(op="presence", **fields))
+
+    def _presence(self, op: dict) -> None:
+        client = self.engine._clients.get(_int(op, "to"))
+        member = _int(op, "member")
+        if client is None or self.peerHome(client.hostID, member) is None:
+            return
+        kind = "MEMBER_ONLINE" if op.get("online") is True else "MEMBER_OFFLINE"
+        client.sendBody(encodeMessage(kind, memberID=member))
+
     def addressesChanged(self, client) -> None:
         """Tell the homes of C{client}'s remote peers its new addresses."""
         for key, sides in list(self._pairs.items()):
@@ -308,6 +332,8 @@ class RemoteMembers:
             self._forget(to, _int(op, "peer"))
         elif kind == "addresses":
             self._addresses(op)
+        elif kind == "presence":
+            self._presence(op)
         else:
             raise ProtocolError(f"unknown control op {kind!r}")
 
