@@ -37,7 +37,8 @@ class ServerConnection(Protocol):
     __slots__ = (
         "backlog", "closeDeadline", "closing", "congestedSince", "connected", "decoder",
         "factory", "hackReported", "handshake", "hostID", "joinDeadline", "lanAddress",
-        "lastHeard", "leaveComment", "leaveReason", "login", "readingHeld", "relayLimit",
+        "lastHeard", "leaveComment", "leaveReason", "login", "outgoing", "readingHeld",
+        "relayLimit",
         "relayRefused", "relayRefusedWarned", "rtt", "server", "tcpChannel", "transport",
         "udpAddress", "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData",
         "waitingToJoin",
@@ -71,6 +72,7 @@ class ServerConnection(Protocol):
         self.relayRefusedWarned = float("-inf")
         self.readingHeld = False        # paused: over its relay limit
         self.rtt = None                 # the round trip its keepalives report
+        self.outgoing = None            # frames written this turn, until it ends
 
     @property
     def secured(self) -> bool:
@@ -243,7 +245,19 @@ class ServerConnection(Protocol):
                 return
         if self.tcpChannel is not None:
             body = self.tcpChannel.seal(body)
-        self.transport.write(encodeFrame(body))
+        if self.outgoing is None:
+            self.outgoing = [encodeFrame(body)]
+            self.server.turnEnd.add(self.flushOutput)
+        else:
+            self.outgoing.append(encodeFrame(body))
+
+    def flushOutput(self) -> None:
+        """Hand this turn's frames to the transport in one write: a join in a
+        group of G sends each member some 2G notices in one turn, and each
+        transport write costs more than the sealing of a small frame."""
+        frames, self.outgoing = self.outgoing, None
+        if frames:
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _overBudget(self) -> bool:
         """Check the transport's real backlog; drop the client if it is over budget."""
@@ -304,6 +318,7 @@ class ServerConnection(Protocol):
         if not self.closing:
             self.leaveReason = reason
             self.closing = True
+        self.outgoing = None
         self.transport.abortConnection()        # the client leaves when it is lost
 
     def close(self, reason: ErrorType) -> None:
@@ -316,6 +331,7 @@ class ServerConnection(Protocol):
             self.leaveReason = reason
             self.closing = True
             self.closeDeadline = self.server.reactor.seconds() + self.server.closeLinger
+            self.flushOutput()                      # what was written goes out first
             self.transport.unregisterProducer()     # else a paused close waits forever
             self.transport.loseConnection()
             self.server.connectionClosing(self)

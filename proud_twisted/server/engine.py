@@ -137,7 +137,8 @@ class ServerEngine:
         self._tcpPort = None
         self._udpPort = None
         self._udp = ServerDatagramProtocol(self)
-        self._turnEnd = TurnEnd(self.reactor)      # the clients' UDP sessions flush from it
+        # The clients' UDP sessions and TCP output flush from it.
+        self.turnEnd = TurnEnd(self.reactor)
         self._sweeper = None
         self._sweeps = 0
         self.onceLog = OnceLog(self.log)
@@ -591,7 +592,7 @@ class ServerEngine:
         if session is None:
             session = connection.udpSession = SessionDriver(
                 self.reactor, connection.transmitSessionDatagram, connection.sessionEvent,
-                self.sessionConfig, self._turnEnd, receiveBudget=self.receiveBudget)
+                self.sessionConfig, self.turnEnd, receiveBudget=self.receiveBudget)
         return session
 
     def sessionEvent(self, connection, event) -> None:
