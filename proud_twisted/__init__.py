@@ -58,6 +58,8 @@ from proud_twisted.rudp import (
     SessionStats,
 )
 from proud_twisted.server import NetServer
+from proud_twisted.server.metrics import ServerMetrics
+from proud_twisted.server.metricsweb import MetricsService, metricsService
 from proud_twisted.server.stats import ServerStats
 
 __version__ = "0.1.0"
@@ -68,6 +70,7 @@ __all__ = [
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
     "P2PConnectionStats", "ServerStats", "SocketBuffers", "freezeStartupObjects",
+    "ServerMetrics", "MetricsService", "metricsService",
     "DeliveryMode", "Priority", "ReceiveBudget", "SessionConfig", "SessionStats",
     "IdentityKey", "PublicIdentity",
     "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "JoinRefusal",

@@ -21,7 +21,9 @@ its public key in hex when it starts, for clients to pin
 (C{NetClient(serverKey=PublicIdentity.fromHex(...))}).
 
 L{makeService} composes the server's parts in a C{MultiService}, as
-C{twisted.names.tap} does: L{IdentityLog}, the L{NetServer} and L{GcFreeze}.
+C{twisted.names.tap} does: L{IdentityLog}, the L{NetServer}, with
+C{--metrics} a L{MetricsService} serving its Prometheus metrics, and
+L{GcFreeze}.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from proud_twisted._glue.gcfreeze import freezeStartupObjects
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.interfaces import INetServerEvent
+from proud_twisted.server.metrics import ServerMetrics
+from proud_twisted.server.metricsweb import metricsService
 from proud_twisted.server.netserver import (
     DEFAULT_BACKLOG,
     DEFAULT_CLIENT_TIMEOUT,
@@ -123,6 +127,10 @@ class Options(usage.Options):
          "Frames a second each client may have relayed (bursts of one second's worth)."],
         ["relay-bytes", None, DEFAULT_RELAY_BYTES_PER_SECOND,
          "Bytes a second each client may have relayed (bursts of one second's worth)."],
+        ["metrics", None, None,
+         ("Serve Prometheus metrics over HTTP on this Twisted endpoint, e.g. "
+          "tcp:9100 or tcp:9100:interface=127.0.0.1 (keep it off the public "
+          "internet). [default: no metrics]")],
         ["udp-buffer", None, DEFAULT_SERVER_UDP_BUFFER,
          ("Bytes of kernel receive and send buffer to ask for on the UDP port, so "
           "that bursts are not dropped (0: the OS defaults). Linux caps it at "
@@ -281,13 +289,19 @@ class GcFreeze(service.Service):
 def makeService(config) -> service.MultiService:
     """A C{MultiService} of the server's parts, named and started in this
     order: C{"identity"}, an L{IdentityLog}; C{"proudserver"}, the configured
-    L{NetServer}; C{"gc-freeze"}, a L{GcFreeze}, left out with
-    C{--no-gc-freeze}."""
+    L{NetServer}; C{"metrics"}, its L{MetricsService}, with C{--metrics};
+    C{"gc-freeze"}, a L{GcFreeze}, left out with C{--no-gc-freeze}."""
+    metrics = ServerMetrics() if config["metrics"] else None
     parts = [
         ("identity", IdentityLog(config["identity"], config["key-file"],
                                  config["key-created"])),
-        ("proudserver", _makeServer(config)),
+        ("proudserver", _makeServer(config, metrics)),
     ]
+    if metrics is not None:
+        try:
+            parts.append(("metrics", metricsService(config["metrics"], metrics)))
+        except ValueError as e:
+            raise usage.UsageError(f"--metrics: {e}") from None
     if not config["no-gc-freeze"]:
         parts.append(("gc-freeze", GcFreeze()))
     top = service.MultiService()
@@ -297,7 +311,7 @@ def makeService(config) -> service.MultiService:
     return top
 
 
-def _makeServer(config) -> NetServer:
+def _makeServer(config, metrics: ServerMetrics | None = None) -> NetServer:
     """The L{NetServer} of C{config}, its events attached."""
     events = config["events"]()
     server = NetServer(
@@ -313,7 +327,7 @@ def _makeServer(config) -> NetServer:
         udpBufferSize=config["udp-buffer"],
         loginTimeout=config["login-timeout"],
         maxClientOutput=config["max-client-output"],
-        backlog=config["backlog"])
+        backlog=config["backlog"], metrics=metrics)
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)

@@ -113,7 +113,8 @@ class ClientConnection(Protocol):
             self.transport.write(encodeFrame(body))
 
     def abort(self, reason: ErrorType, why: str) -> None:
-        self.log.warn("dropping the server connection: {why}", why=why)
+        self.log.warn("dropping the server connection: {why}",
+                      proud_event="server_connection_aborted", reason=reason.name, why=why)
         self.closeReason = reason
         self.transport.abortConnection()
 

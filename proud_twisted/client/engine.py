@@ -384,7 +384,8 @@ class ClientEngine:
         attempt = self._attempt
         if attempt is None or connection is not attempt.connection:
             return      # one given up already (a failed join's, closing): not ours now
-        wasJoined = self._hostID != HOSTID_NONE
+        hostID = self._hostID
+        wasJoined = hostID != HOSTID_NONE
         closed = self._closed
         joining, self._joining = self._joining, None
         self._stopTimers()
@@ -392,7 +393,8 @@ class ClientEngine:
             self._udpPort.stopListening()
         self._reset()
         if wasJoined:
-            self.log.info("left the server: {reason}", reason=reason.value)
+            self.log.info("{hostID} left the server: {reason}", proud_event="server_leave",
+                          hostID=hostID, reason=reason.name)
             self.dispatch("onLeaveServer", reason)
             if self.leftServer is not None:
                 self.leftServer(reason)
@@ -458,7 +460,7 @@ class ClientEngine:
         except ValueError:
             # A newer server's reason: still a refusal.
             self.log.info("the server refused the join with unknown reason {code}",
-                          code=fields.reason)
+                          proud_event="join_refused_unknown_reason", code=fields.reason)
             reason = JoinRefusal.REFUSED_BY_APPLICATION
         if reason is JoinRefusal.VERSION_MISMATCH:
             error, kind = ProtocolVersionMismatch(
@@ -618,7 +620,8 @@ class ClientEngine:
 
     def _reportJoinFailure(self, joining: defer.Deferred, error: Exception, kind: ErrorType,
                            reply: bytes = b"") -> None:
-        self.log.info("joining the server failed: {error}", error=error)
+        self.log.info("joining the server failed: {error}", proud_event="server_join_failed",
+                      reason=kind.name, error=str(error))
         self.dispatch("onJoinServerComplete", kind, reply)
         if not joining.called:      # (unless cancelled from onJoinServerComplete)
             joining.errback(error)

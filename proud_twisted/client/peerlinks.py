@@ -243,8 +243,12 @@ class PeerLinks:
                 peer.driver.pathChanged(self._relayTransmitter(peer))
                 self._reportPath(peer, False, event.reason)
             elif isinstance(event, PunchGaveUp):
-                client.log.info("hole punching to {peer} gave up: {reason}",
-                                peer=peer.hostID, reason=event.reason)
+                # Told to the server for its statistics, as a relayed path.
+                client.sendServerMessage("P2P_PATH", peerID=peer.hostID, direct=False)
+                client.log.info("hole punching from {hostID} to {peerID} gave up: {reason}",
+                                proud_event="punch_gave_up",
+                                hostID=client.getLocalHostID(), peerID=peer.hostID,
+                                reason=event.reason)
                 self._failWaiters(peer, HolePunchFailed(
                     f"hole punching to {peer.hostID} gave up: {event.reason}"))
         return handle
@@ -252,7 +256,10 @@ class PeerLinks:
     def _reportPath(self, peer, direct: bool, reason: RelayReason) -> None:
         client = self.client
         client.sendServerMessage("P2P_PATH", peerID=peer.hostID, direct=direct)
-        client.log.info("path to {peer}: {reason}", peer=peer.hostID, reason=reason.value)
+        client.log.info("path from {hostID} to {peerID}: {reason}",
+                        proud_event="p2p_path_changed", hostID=client.getLocalHostID(),
+                        peerID=peer.hostID, path="direct" if direct else "relayed",
+                        reason=reason.name)
         client.dispatch("onChangeP2PRelayState", peer.hostID, reason)
 
     def _failWaiters(self, peer, error: Exception) -> None:

@@ -312,9 +312,12 @@ class ServerConnection(Protocol):
     def abort(self, reason: ErrorType, why: str) -> None:
         """Drop this connection at once; the reason is logged once per source host."""
         peer = self.transport.getPeer()
-        self.server.onceLog.warn((reason, getattr(peer, "host", None)),
-                                 "closing connection of host {hostID} from {peer}: {why}",
-                                 hostID=self.hostID, peer=peer, why=why)
+        host = getattr(peer, "host", None)
+        self.server.onceLog.warn((reason, host),
+                                 "closing connection of host {hostID} from {address}: {why}",
+                                 proud_event="connection_aborted", hostID=self.hostID,
+                                 address=(host, getattr(peer, "port", None)),
+                                 reason=reason.name, why=why)
         if not self.closing:
             self.leaveReason = reason
             self.closing = True

@@ -71,6 +71,12 @@ _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
 
 
+def _peerAddress(connection):
+    """The C{(host, port)} a connection comes from, as log fields give it."""
+    peer = connection.transport.getPeer()
+    return plainAddress((peer.host, peer.port))
+
+
 def _pairKey(a: int, b: int) -> int:
     """One int for the pair C{a < b} (HostIDs are 32 bits): a tuple key would
     be another object per pair, and a server keeps tens of thousands."""
@@ -208,17 +214,41 @@ class ServerEngine:
             self._hostIDs.release(groupID, self.reactor.seconds())
             raise
         self._directAllowed[groupID] = allowDirectP2P
+        members = sorted(self._table.membersOf(groupID))
+        self.log.info("P2P group {groupID} created with members {members}",
+                      proud_event="group_created", groupID=groupID, members=members)
+        for member in members:
+            self._memberJoined(member, groupID)
         self._apply(effects, groupID)
         return groupID
 
     def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
-        self._apply(self._table.join(member, group, message), group)
+        effects = self._table.join(member, group, message)
+        self._memberJoined(member, group)
+        self._apply(effects, group)
 
     def leaveP2PGroup(self, member: int, group: int) -> None:
-        self._apply(self._table.leave(member, group))
+        effects = self._table.leave(member, group)
+        self._memberLeft(member, group, "left")
+        self._apply(effects)
 
     def destroyP2PGroup(self, group: int) -> None:
-        self._apply(self._table.destroy(group))
+        members = sorted(self._table.membersOf(group))
+        effects = self._table.destroy(group)
+        for member in members:
+            self._memberLeft(member, group, "group_destroyed")
+        self._apply(effects)
+
+    def _memberJoined(self, member: int, group: int) -> None:
+        self.stats.groupJoins += 1
+        self.log.info("client {hostID} joined P2P group {groupID}",
+                      proud_event="group_member_join", hostID=member, groupID=group)
+
+    def _memberLeft(self, member: int, group: int, reason: str) -> None:
+        self.stats.groupLeaves += 1
+        self.log.info("client {hostID} left P2P group {groupID}: {reason}",
+                      proud_event="group_member_leave", hostID=member, groupID=group,
+                      reason=reason)
 
     def destroyEmptyP2PGroups(self) -> None:
         self._apply(self._table.destroyEmpty())
@@ -252,6 +282,20 @@ class ServerEngine:
 
     def getJoinedP2PGroups(self, client: int) -> frozenset:
         return self._table.groupsOf(client)
+
+    def gauges(self) -> dict[str, int]:
+        """What exists now, for metrics read at scrape time (a pass over the
+        pairs and clients, nothing on any message's path)."""
+        pairs = list(self._pairs.values())
+        return {"clients": len(self._clients), "connections": len(self._connections),
+                "groups": len(self._table.groups()), "pairs": len(pairs),
+                "directPairs": pairs.count(_BOTH_DIRECT),
+                "readingHeld": sum(1 for c in self._clients.values() if c.readingHeld)}
+
+    def clientRoundTrips(self) -> list[float]:
+        """The round trip of each joined client that has reported one, in
+        seconds (L{ClientInfo.rtt})."""
+        return [c.rtt for c in self._clients.values() if c.rtt is not None]
 
     # Sending
 
@@ -313,11 +357,16 @@ class ServerEngine:
         del self._clients[hostID]
         if connection.udpSession is not None:
             connection.udpSession.close()
-        self._apply(self._table.removeClient(hostID))
+        groups = sorted(self._table.groupsOf(hostID))
+        effects = self._table.removeClient(hostID)
+        for group in groups:
+            self._memberLeft(hostID, group, "client_left")
+        self._apply(effects)
         self._hostIDs.release(hostID, self.reactor.seconds())
         self.stats.clientsLeft += 1
-        self.log.info("client {hostID} left: {reason}", hostID=hostID,
-                      reason=connection.leaveReason.value)
+        self.log.info("client {hostID} left: {reason} ({comment!r})",
+                      proud_event="client_leave", hostID=hostID,
+                      reason=connection.leaveReason.name, comment=connection.leaveComment)
         self.dispatch("onClientLeave", info, connection.leaveReason,
                       connection.leaveComment)
 
@@ -364,7 +413,9 @@ class ServerEngine:
         if self.onceLog.warn(("login", failure.type), "the login check for {address} "
                              "failed (refused; later failures of this kind are only "
                              "counted in stats.loginErrors):\n{traceback}",
-                             address=address, traceback=failure.getTraceback()):
+                             proud_event="login_failed", address=address,
+                             error=failure.getErrorMessage(),
+                             traceback=failure.getTraceback()):
             self.dispatch("onException", failure)
         self.refuse(connection, JoinRefusal.LOGIN_ERROR, b"",
                      f"onConnectionRequest failed: {failure.getErrorMessage()}")
@@ -384,8 +435,8 @@ class ServerEngine:
             udpPort=self.getUdpAddress()[1],
             clientTimeoutMs=int(self.clientTimeout * 1000), reply=reply)
         self.stats.clientsJoined += 1
-        self.log.info("client {hostID} joined from {address}", hostID=hostID,
-                      address=address)
+        self.log.info("client {hostID} joined from {address}", proud_event="client_join",
+                      hostID=hostID, address=address)
         self.dispatch("onClientJoin", self._info(connection))
 
     def memberJoinAcknowledged(self, connection, ackID: int) -> None:
@@ -528,6 +579,19 @@ class ServerEngine:
             return
         bit = _DIRECT_A if connection.hostID == a else _DIRECT_B
         self._pairs[key] = reports | bit if direct else reports & ~bit
+        if direct:
+            outcome = "unchanged" if reports & bit else "punch_success"
+        else:
+            outcome = "direct_lost" if reports & bit else "punch_failure"
+        if outcome == "punch_success":
+            self.stats.punchSuccesses += 1
+        elif outcome == "direct_lost":
+            self.stats.directPathsLost += 1
+        elif outcome == "punch_failure":
+            self.stats.punchFailures += 1
+        self.log.info("client {hostID} reports its path to {peerID} {path}: {outcome}",
+                      proud_event="p2p_path", hostID=connection.hostID, peerID=peerID,
+                      path="direct" if direct else "relayed", outcome=outcome)
 
     def udpLost(self, connection) -> None:
         """The client's UDP path stopped working: relay to it over TCP until it is back."""
@@ -547,7 +611,8 @@ class ServerEngine:
             self.stats.rttReportsRejected += 1
             self.onceLog.warn(("rtt", client.hostID), "client {hostID} reported a round "
                               "trip of {rtt!r} s (ignored; later ones are counted in "
-                              "stats.rttReportsRejected)", hostID=client.hostID, rtt=rtt)
+                              "stats.rttReportsRejected)", proud_event="rtt_report_rejected",
+                              hostID=client.hostID, rtt=rtt)
 
     def verifiedUdpClient(self, hostID: int, addr):
         """The client C{hostID} if C{addr} is its confirmed UDP address, else C{None}."""
@@ -579,8 +644,9 @@ class ServerEngine:
 
     def malformedDatagram(self, addr, error) -> None:
         self.stats.malformedDatagrams += 1
-        self.onceLog.warn(("malformed", addr), "dropped malformed datagram from {addr}: "
-                           "{error}", addr=addr, error=error)
+        self.onceLog.warn(("malformed", addr), "dropped malformed datagram from {address}: "
+                           "{error}", proud_event="datagram_malformed", address=addr,
+                          error=str(error))
 
     # Internals
 
@@ -635,11 +701,13 @@ class ServerEngine:
 
     def refuse(self, connection, reason: JoinRefusal, reply: bytes, why: str) -> None:
         self.stats.joinsRefused += 1
+        self.stats.count(self.stats.joinRefusals, reason.name)
         leaveReason = (ErrorType.SERVER_FULL if reason is JoinRefusal.SERVER_FULL
                        else ErrorType.CONNECTION_REFUSED)
-        self.onceLog.warn(("refused", reason), "refusing {peer}: {why} (later refusals "
+        self.onceLog.warn(("refused", reason), "refusing {address}: {why} (later refusals "
                           "for this reason are counted in stats.joinsRefused)",
-                          peer=connection.transport.getPeer(), why=why)
+                          proud_event="join_refused", address=_peerAddress(connection),
+                          reason=reason.name, why=why)
         connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
         connection.close(leaveReason)
 
@@ -704,11 +772,14 @@ class ServerEngine:
             elif kind is g.GroupRemoved:
                 self._hostIDs.release(effect.groupID, self.reactor.seconds())
                 self._directAllowed.pop(effect.groupID, None)
+                self.log.info("P2P group {groupID} removed", proud_event="group_removed",
+                              groupID=effect.groupID)
                 self.dispatch("onP2PGroupRemoved", effect.groupID)
 
     def hackSuspected(self, client, kind: HackKind) -> None:
         """Tell the application, at most once a second per client and kind."""
         self.stats.hackSuspicions += 1
+        self.stats.count(self.stats.hackReports, kind.name)
         now = self.reactor.seconds()
         reported = client.hackReported
         if reported is None:
@@ -718,7 +789,8 @@ class ServerEngine:
             return
         reported[kind] = now
         self.onceLog.warn(("hack", client.hostID, kind), "client {hostID} suspected: "
-                           "{kind}", hostID=client.hostID, kind=kind.value)
+                           "{kind}", proud_event="hack_suspected", hostID=client.hostID,
+                          kind=kind.name)
         self.dispatch("onClientHackSuspected", client.hostID, kind)
 
     def _relayFlood(self, sender, wait: float) -> None:
@@ -737,7 +809,9 @@ class ServerEngine:
         count, sender.relayRefused, sender.relayRefusedWarned = sender.relayRefused, 0, now
         comment = (f"{count} relay targets of client {sender.hostID} refused since the "
                    "last warning: no shared group")
-        self.onceLog.warn(("relay", sender.hostID), "{comment}", comment=comment)
+        self.onceLog.warn(("relay", sender.hostID), "{count} relay targets of client "
+                          "{hostID} refused since the last warning: no shared group",
+                          proud_event="relay_refused", hostID=sender.hostID, count=count)
         self.dispatch("onWarning", ErrorInfo(ErrorType.RELAY_NOT_ALLOWED, sender.hostID,
                                              comment))
         self.hackSuspected(sender, HackKind.RELAY_NOT_ALLOWED)
@@ -745,7 +819,8 @@ class ServerEngine:
     def _spoofed(self, hostID: int, addr) -> None:
         self.stats.spoofedDatagrams += 1
         self.onceLog.warn(("spoofed", addr), "dropped UDP datagram claiming host "
-                           "{hostID} from unexpected address {addr}", hostID=hostID, addr=addr)
+                           "{hostID} from unexpected address {address}",
+                          proud_event="datagram_spoofed", hostID=hostID, address=addr)
 
     def _dropSilentClients(self) -> None:
         now = self.reactor.seconds()

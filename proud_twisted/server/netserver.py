@@ -31,6 +31,7 @@ from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.server.engine import ServerEngine
 from proud_twisted.server.hostids import DEFAULT_QUIET_PERIOD
+from proud_twisted.server.metrics import ServerMetrics
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
 from proud_twisted.wire.messages import versionBytes
@@ -110,6 +111,9 @@ class NetServer(service.Service):
         server may hold in reassembly buffers together (each also within its
         own C{sessionConfig.maxReceiveBufferBytes}).
     @param backlog: the TCP listen queue length.
+    @param metrics: a L{ServerMetrics} for this server alone, to serve to
+        Prometheus (L{metricsService}); it samples the event loop's lag
+        while the server runs.
     """
 
     def __init__(self, events: INetServerEvent | NetServerEvents | None = None,
@@ -131,7 +135,8 @@ class NetServer(service.Service):
                  maxClientOutput: int = DEFAULT_MAX_CLIENT_OUTPUT,
                  closeLinger: float = DEFAULT_CLOSE_LINGER,
                  receiveBudget: int = DEFAULT_RECEIVE_BUDGET,
-                 backlog: int = DEFAULT_BACKLOG) -> None:
+                 backlog: int = DEFAULT_BACKLOG,
+                 metrics: ServerMetrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if encryption and identity is None:
@@ -148,17 +153,25 @@ class NetServer(service.Service):
             relayBytesPerSecond=relayBytesPerSecond, udpBufferSize=udpBufferSize,
             loginTimeout=loginTimeout, maxClientOutput=maxClientOutput,
             closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog)
+        self._reactor = reactor
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.attach(self._engine)
 
     # Service
 
     def startService(self) -> None:
         """Listen on TCP and UDP; if either cannot be bound, neither stays open."""
         self._engine.listen()
+        if self._metrics is not None:
+            self._metrics.start(self._reactor)
         service.Service.startService(self)
 
     def stopService(self) -> defer.Deferred[object]:
         """Close every connection and stop listening; a Deferred fires when done."""
         service.Service.stopService(self)
+        if self._metrics is not None:
+            self._metrics.stop()
         return self._engine.stop()
 
     # Attributes

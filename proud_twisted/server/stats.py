@@ -1,6 +1,6 @@
 """Counters a server keeps about what it carried and what it refused."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -9,6 +9,9 @@ class ServerStats:
 
     C{framesRelayed} counts every session frame forwarded between peers:
     user messages, and also acknowledgements, punch requests and resends.
+    The dicts count by kind (a name the server chooses, never one a client
+    sends): C{joinRefusals} by L{JoinRefusal} name, C{hackReports} by
+    L{HackKind} name.
     """
 
     clientsJoined: int = 0
@@ -37,9 +40,37 @@ class ServerStats:
     """Unreliable messages dropped because their client was not reading."""
     slowConsumers: int = 0
     udpChallenges: int = 0
+    # Connection recovery
+    clientsOffline: int = 0
+    """Joined clients whose connection dropped and whose session waits to resume."""
+    clientsResumed: int = 0
+    recoveryExpired: int = 0
+    """Offline clients that left because their recovery window ran out."""
+    recoveryRefused: int = 0
+    """Dropped clients that left at once: more offline clients than allowed."""
+    resumesRefused: int = 0
+    """Resume attempts refused: unknown session, wrong proof (see the log)."""
+    resendOverflows: int = 0
+    """Sessions ended because their unacknowledged reliable output grew too big."""
     rttReportsRejected: int = 0
     """Keepalives whose round-trip figure was no time (negative, not a
     number, over a minute): the figure was ignored, the keepalive answered."""
+    groupJoins: int = 0
+    """Clients added to a P2P group (each member of a created group counts)."""
+    groupLeaves: int = 0
+    """Clients out of a P2P group: left, removed with it, or disconnected."""
+    punchSuccesses: int = 0
+    """A client reported a direct path to a peer (each side reports its own)."""
+    punchFailures: int = 0
+    """A client reported that hole punching to a peer gave up."""
+    directPathsLost: int = 0
+    """A client reported that its direct path to a peer fell back to relay."""
+    joinRefusals: dict[str, int] = field(default_factory=dict)
+    hackReports: dict[str, int] = field(default_factory=dict)
 
-    def asDict(self) -> dict[str, int]:
+    def count(self, counts: dict[str, int], kind: str) -> None:
+        """Add one to C{counts[kind]} (one of the dicts above)."""
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def asDict(self) -> dict[str, int | dict[str, int]]:
         return asdict(self)
