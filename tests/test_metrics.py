@@ -21,6 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent
+from twisted.web.test.requesthelper import DummyRequest
 
 from proud_twisted import (
     ErrorType,
@@ -33,7 +34,7 @@ from proud_twisted import (
     metricsService,
     tap,
 )
-from proud_twisted.server.metricsweb import MAX_METRICS_CONNECTIONS
+from proud_twisted.server.metricsweb import MAX_METRICS_CONNECTIONS, MetricsResource
 from proud_twisted.testing import MemoryNetwork, NATType
 from tests.support import RecordingClientEvents, RecordingServerEvents
 from tests.test_examples import LineReader, stop
@@ -505,6 +506,30 @@ class ServerMetricsTests(SynchronousTestCase):
         one.stats.clientsJoined = 7
         self.assertEqual(value(samples(self.exposition(first)), "proud_client_joins_total"), 7)
         self.assertEqual(value(samples(self.exposition(second)), "proud_client_joins_total"), 0)
+
+    def test_aFloodOfScrapesRendersOnceASecond(self):
+        clock = task.Clock()
+        metrics = ServerMetrics(processMetrics=False)
+        server = NetServer(metrics=metrics, encryption=False, reactor=clock)
+        resource = MetricsResource(metrics.registry, clock, minInterval=1.0)
+        first = resource.render(DummyRequest([b"metrics"]))
+        server.stats.clientsJoined = 5
+        clock.advance(0.99)
+        self.assertEqual([resource.render(DummyRequest([b""])) for _ in range(100)],
+                         [first] * 100)
+        self.assertEqual(resource.renders, 1)
+        clock.advance(0.01)
+        fresh = resource.render(DummyRequest([b""]))
+        self.assertEqual(value(samples(fresh.decode()), "proud_client_joins_total"), 5)
+        self.assertEqual(resource.renders, 2)
+
+    def test_onlyGetAndHead(self):
+        resource = MetricsResource(ServerMetrics(processMetrics=False).registry, task.Clock())
+        request = DummyRequest([b""])
+        request.method = b"DELETE"
+        self.assertEqual(resource.render(request), b"")
+        self.assertEqual(request.responseCode, 405)
+        self.assertEqual(resource.renders, 0)
 
     def test_oneServerPerMetrics(self):
         metrics = ServerMetrics()
