@@ -15,6 +15,7 @@ from proud_twisted.constants import (
     HolePunchPolicy,
     JoinRefusal,
     RelayReason,
+    ResumeRefusal,
     ServerUdpState,
 )
 from proud_twisted.crypto import IdentityKey, PublicIdentity
@@ -31,6 +32,7 @@ from proud_twisted.errors import (
     ProtocolError,
     ProtocolVersionMismatch,
     ProudError,
+    ResumeRefused,
     SendQueueFull,
     UnknownHostID,
 )
@@ -74,9 +76,9 @@ __all__ = [
     "DeliveryMode", "Priority", "ReceiveBudget", "SessionConfig", "SessionStats",
     "IdentityKey", "PublicIdentity",
     "HOSTID_NONE", "HOSTID_SERVER", "ErrorType", "HackKind", "HolePunchPolicy", "JoinRefusal",
-    "RelayReason", "ServerUdpState",
+    "RelayReason", "ResumeRefusal", "ServerUdpState",
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
     "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "JoinCancelled",
-    "SendQueueFull", "HolePunchFailed",
+    "SendQueueFull", "HolePunchFailed", "ResumeRefused",
 ]

@@ -52,6 +52,15 @@ class RelayReason(enum.Enum):
     FORCED_RELAY = "relay forced"
 
 
+class ResumeRefusal(enum.IntEnum):
+    """Wire codes for a refused session resume (logged and counted by the server)."""
+
+    UNKNOWN_SESSION = 1
+    """No session to resume: never was, recovery off, or its window ran out."""
+    BAD_PROOF = 2
+    """The resume proof is not the session's: not its key, or not this nonce."""
+
+
 class JoinRefusal(enum.IntEnum):
     """Wire codes for a refused join."""
 

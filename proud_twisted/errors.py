@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from twisted.internet.defer import CancelledError
 
-from proud_twisted.constants import JoinRefusal
+from proud_twisted.constants import JoinRefusal, ResumeRefusal
 
 
 class ProudError(Exception):
@@ -102,3 +102,11 @@ class SendQueueFull(ProudError):
 
 class HolePunchFailed(ProudError):
     """Hole punching to a peer gave up; the pair stays relayed."""
+
+
+class ResumeRefused(ProudError):
+    """The server refused to resume a session (see L{ResumeRefusal})."""
+
+    def __init__(self, reason: ResumeRefusal, why: str = "") -> None:
+        super().__init__(f"resume refused ({reason.name}){': ' + why if why else ''}")
+        self.reason = reason

@@ -53,6 +53,12 @@ class NetServerEvents(_NetCoreEvents):
     def onClientHackSuspected(self, hostID: int, kind: HackKind) -> None:
         pass
 
+    def onClientOffline(self, clientInfo: ClientInfo) -> None:
+        pass
+
+    def onClientOnline(self, clientInfo: ClientInfo) -> None:
+        pass
+
 
 @implementer(INetClientEvent)
 class NetClientEvents(_NetCoreEvents):
@@ -75,4 +81,16 @@ class NetClientEvents(_NetCoreEvents):
         pass
 
     def onChangeServerUdpState(self, state: ServerUdpState) -> None:
+        pass
+
+    def onServerOffline(self, reason: ErrorType) -> None:
+        pass
+
+    def onServerOnline(self) -> None:
+        pass
+
+    def onP2PMemberOffline(self, memberHostID: int) -> None:
+        pass
+
+    def onP2PMemberOnline(self, memberHostID: int) -> None:
         pass

@@ -111,6 +111,13 @@ class INetServerEvent(INetCoreEvent):
         what else to do (for example L{NetServer.closeConnection}).
         """
 
+    def onClientOffline(clientInfo: ClientInfo) -> None:
+        """A client's connection dropped; it keeps its HostID and groups for
+        the recovery window, and messages to it wait for its return."""
+
+    def onClientOnline(clientInfo: ClientInfo) -> None:
+        """An offline client reconnected and resumed its session."""
+
 
 class INetClientEvent(INetCoreEvent):
     """Events of a L{NetClient}."""
@@ -133,6 +140,22 @@ class INetClientEvent(INetCoreEvent):
 
     def onChangeServerUdpState(state: ServerUdpState) -> None:
         """The UDP path to the server changed (a L{ServerUdpState})."""
+
+    def onServerOffline(reason: ErrorType) -> None:
+        """The connection to the server dropped (C{reason} an L{ErrorType});
+        the client reconnects by itself and keeps its HostID, groups and
+        peers meanwhile. Reliable messages sent now wait for the server."""
+
+    def onServerOnline() -> None:
+        """The client reconnected and resumed its session after
+        C{onServerOffline}: nothing reliable was lost either way."""
+
+    def onP2PMemberOffline(memberHostID: int) -> None:
+        """A peer's connection to the server dropped: it is still a member
+        of its groups and may come back (C{onP2PMemberOnline}) or leave."""
+
+    def onP2PMemberOnline(memberHostID: int) -> None:
+        """A peer that was offline resumed its session."""
 
 
 class INetServer(IService):

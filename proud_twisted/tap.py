@@ -49,7 +49,9 @@ from proud_twisted.server.netserver import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_MAX_CLIENT_OUTPUT,
+    DEFAULT_MAX_OFFLINE_CLIENTS,
     DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_RECOVERY_WINDOW,
     DEFAULT_RELAY_BYTES_PER_SECOND,
     DEFAULT_RELAY_FRAMES_PER_SECOND,
     NetServer,
@@ -120,6 +122,11 @@ class Options(usage.Options):
         ["max-client-output", None, DEFAULT_MAX_CLIENT_OUTPUT,
          ("Bytes of unsent output held for a client that does not read; past it "
           "the client is disconnected (SLOW_CONSUMER).")],
+        ["recovery-window", None, DEFAULT_RECOVERY_WINDOW,
+         ("Seconds a client whose connection dropped keeps its HostID and groups "
+          "while it reconnects and resumes its session (0: no recovery).")],
+        ["max-offline-clients", None, DEFAULT_MAX_OFFLINE_CLIENTS,
+         "Most clients offline (waiting to resume) at once; past it a dropped client leaves."],
         ["backlog", None, DEFAULT_BACKLOG,
          ("TCP listen queue length, for join storms (Linux caps it at "
           "net.core.somaxconn).")],
@@ -162,6 +169,10 @@ class Options(usage.Options):
             "relay-bytes", self["relay-bytes"], _atLeast(float, MIN_RELAY_BYTES))
         self["udp-buffer"] = _convert("udp-buffer", self["udp-buffer"], _atLeast(int, 0))
         self["backlog"] = _convert("backlog", self["backlog"], _atLeast(int, 1))
+        self["recovery-window"] = _convert(
+            "recovery-window", self["recovery-window"], _atLeast(float, 0))
+        self["max-offline-clients"] = _convert(
+            "max-offline-clients", self["max-offline-clients"], _atLeast(int, 0))
         self["max-client-output"] = _convert(
             "max-client-output", self["max-client-output"],
             _atLeast(int, self["max-message-length"] + FRAME_HEADROOM))
@@ -327,7 +338,8 @@ def _makeServer(config, metrics: ServerMetrics | None = None) -> NetServer:
         udpBufferSize=config["udp-buffer"],
         loginTimeout=config["login-timeout"],
         maxClientOutput=config["max-client-output"],
-        backlog=config["backlog"], metrics=metrics)
+        backlog=config["backlog"], recoveryWindow=config["recovery-window"],
+        maxOfflineClients=config["max-offline-clients"], metrics=metrics)
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)

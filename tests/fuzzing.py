@@ -74,6 +74,8 @@ VERSION = uuid.UUID("5f0d2c1e-9a4b-4c77-8e3d-2b1a0f9e8d7c")
 HONEST = b"honest"
 INSIDER = b"insider"
 PROBE = b"probe"
+RECOVERY_WINDOW = 0.5
+"""Seconds the fuzzed server keeps a cut insider's session for a resume."""
 INTERESTING_8 = (0x00, 0x01, 0x7F, 0x80, 0xFF)
 INTERESTING_16 = (0, 1, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF)
 INTERESTING_32 = (0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000,
@@ -332,6 +334,19 @@ class Corpus:
             "RELAY_BUNDLE": lambda: dict(flags=self._flags(), entries=[
                 {"target": anyID(), "frame": self._relayPayload()}
                 for _ in range(rng.choice((0, 1, 2, 5)))]),
+            "STREAM_ACK": lambda: dict(received=rng.choice((0, 1, 2, u32(), (1 << 64) - 1))),
+            "RECOVERY": lambda: dict(windowMs=u32(), resumeSecret=_payload(rng)),
+            "RESUME_REQUEST": lambda: dict(
+                wireVersion=rng.choice((messages.WIRE_VERSION,) * 3 + (0, 255)),
+                hostID=anyID()),
+            "RESUME_CHALLENGE": lambda: dict(nonce=rng.randbytes(16)),
+            "RESUME": lambda: dict(hostID=anyID(), received=rng.choice((0, 1, u32())),
+                                   proof=rng.randbytes(32)),
+            "RESUME_ACCEPTED": lambda: dict(received=u32()),
+            "RESUME_REFUSED": lambda: dict(reason=rng.randrange(256)),
+            "MEMBER_OFFLINE": lambda: dict(memberID=anyID()),
+            "MEMBER_ONLINE": lambda: dict(memberID=anyID()),
+            "SESSION_ENDED": dict,
         }
         return builders[kind]()   # a KeyError here: a new message kind wants a builder
 
@@ -1366,7 +1381,9 @@ class FuzzHarness:
     def _setUp(self):
         c, reactor = self.config, self.reactor
         self.events = FuzzServerEvents(self)
-        self.server = NetServer(self.events, VERSION, interface=LOOPBACK, reactor=reactor)
+        # A short recovery window: the insiders it cuts are offline a moment, then gone.
+        self.server = NetServer(self.events, VERSION, interface=LOOPBACK, reactor=reactor,
+                                recoveryWindow=RECOVERY_WINDOW)
         self.server.startService()
         self._tap()
         self.sandbox = self.server.createP2PGroup([], allowDirectP2P=False)
@@ -1508,8 +1525,8 @@ class FuzzHarness:
                                     and server._engine._udpPort is not None)
         result.probeAnswered = yield self._probe()
         result.expectedConnections = 2 + sum(1 for i in self.insiders if not i.lost)
-        yield self._until(lambda: server.getConnectionCount() == result.expectedConnections,
-                          10, None)
+        yield self._until(lambda: (server.getConnectionCount() == result.expectedConnections
+                                   == len(server.getClientHostIDs())), 10, None)
         result.settledConnections = server.getConnectionCount()
         result.end = self._sample(result.inputs, collect=True)
         result.peakRss = peakRssBytes()

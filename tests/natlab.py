@@ -166,6 +166,7 @@ class NatLab:
         self.processes = []
         self.agents = []
         self._cuts = set()
+        self._linksCut = set()
         self._closed = False
         self.tmpdir = tempfile.mkdtemp(prefix=self.prefix + "-")
 
@@ -270,6 +271,24 @@ class NatLab:
         for rule in self._cutRules(a, b):
             self._iptables(rule[0], "-D", *rule[1:])
         self._cuts.discard((a.index, b.index))
+
+    def cutLink(self, router: Router) -> None:
+        """Drop everything the router forwards, both ways (its WAN link is
+        down for the hosts behind it); its NAT mappings stay. L{restoreLink}."""
+        if router.index in self._linksCut:
+            return
+        self._iptables(router.namespace, "-I", "FORWARD", *self._linkRule())
+        self._linksCut.add(router.index)
+
+    def restoreLink(self, router: Router) -> None:
+        """Undo L{cutLink}."""
+        if router.index not in self._linksCut:
+            return
+        self._iptables(router.namespace, "-D", "FORWARD", *self._linkRule())
+        self._linksCut.discard(router.index)
+
+    def _linkRule(self) -> list:
+        return ["-m", "comment", "--comment", self.prefix + "link", "-j", "DROP"]
 
     def _cutRules(self, a: Router, b: Router):
         tag = ["-m", "comment", "--comment", self.prefix + "cut", "-j", "DROP"]

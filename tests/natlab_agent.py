@@ -13,19 +13,22 @@ The server puts every client that joins into ONE P2P group: created when
 C{--group-when} clients (default 1) have joined, later ones join it. Events:
 C{listening}, C{client_join}, C{group_create} (just before
 C{createP2PGroup}), C{group_created}, C{group_join}, C{ack_complete},
-C{client_leave}, C{stats}, C{warning}, C{error}, C{exception}.
+C{client_leave}, C{client_offline}, C{client_online}, C{received}, C{sent},
+C{stats}, C{warning}, C{error}, C{exception}.
 
 The client greets (a reliable "hello from NAME") every peer it hears of in
 C{onP2PMemberJoin}, then asks C{whenDirect}. Events: C{joined}, C{member_join},
 C{member_leave}, C{hello_sent}, C{relay_state} (C{peer}, C{relayed},
 C{reason}), C{direct} (C{peer}, C{address}), C{when_direct}, C{punch_failed},
 C{received} (C{from}, C{payload}, C{relayed}), C{sent}, C{peer_info},
-C{server_udp}, C{left}, C{warning}, C{error}, C{exception}.
+C{server_udp}, C{server_offline}, C{server_online}, C{member_offline},
+C{member_online}, C{left}, C{warning}, C{error}, C{exception}.
 
 Commands, one JSON object a line on stdin:
   - C{{"cmd": "send", "to": H, "count": N, "prefix": "x"}}: N reliable
-    messages "x0".."x{N-1}" to H; with C{"batch": B, "interval": S} B of them
-    every S seconds; C{"sent"} once all are handed to the client;
+    messages "x0".."x{N-1}" to H (from the server: to client H); with
+    C{"batch": B, "interval": S} B of them every S seconds; C{"sent"} once
+    all are handed over;
   - C{{"cmd": "info", "peer": H}}: a C{peer_info} event (client), or
     C{{"cmd": "stats"}}: a C{stats} event (server);
   - C{{"cmd": "quit"}}: leave and exit (so does the end of stdin).
@@ -145,7 +148,9 @@ class ServerAgent(_Reporting, NetServerEvents):
         self.stopping = False
         self.console = Console(reactor, self.command, self.quit)
         self.server = NetServer(self, VERSION, tcpPort=args.port, udpPort=args.port,
-                                interface=args.interface, reactor=reactor)
+                                interface=args.interface, reactor=reactor,
+                                clientTimeout=args.client_timeout,
+                                recoveryWindow=args.recovery_window)
 
     def start(self) -> None:
         self.server.startService()
@@ -173,6 +178,13 @@ class ServerAgent(_Reporting, NetServerEvents):
         self.console.emit("client_leave", hostID=clientInfo.hostID, reason=reason,
                           comment=comment)
 
+    def onClientOffline(self, clientInfo):
+        self.console.emit("client_offline", hostID=clientInfo.hostID)
+
+    def onClientOnline(self, clientInfo):
+        self.console.emit("client_online", hostID=clientInfo.hostID,
+                          tcp=clientInfo.tcpAddress)
+
     def onP2PGroupJoinMemberAckComplete(self, groupHostID, memberHostID, result):
         self.console.emit("ack_complete", group=groupHostID, member=memberHostID,
                           result=result)
@@ -186,8 +198,11 @@ class ServerAgent(_Reporting, NetServerEvents):
             for hostID in self.server.getClientHostIDs():
                 client = self.server.getClientInfo(hostID)
                 info[str(hostID)] = {"udp": _jsonable(client.udpAddress),
-                                     "lan": _jsonable(client.lanAddress)}
+                                     "lan": _jsonable(client.lanAddress),
+                                     "groups": _jsonable(client.joinedGroups)}
             self.console.emit("stats", clients=info, **self.server.stats.asDict())
+        elif name == "send":
+            sendNumbered(self.reactor, self.console, self.server.send, fields)
         elif name == "quit":
             self.quit()
         else:
@@ -271,15 +286,26 @@ class ClientAgent(_Reporting, NetClientEvents):
     def onChangeServerUdpState(self, state):
         self.console.emit("server_udp", state=state)
 
+    def onServerOffline(self, reason):
+        self.console.emit("server_offline", reason=reason)
+
+    def onServerOnline(self):
+        self.console.emit("server_online", hostID=self.client.getLocalHostID(),
+                          groups=self.client.getLocalJoinedP2PGroups())
+
+    def onP2PMemberOffline(self, memberHostID):
+        self.console.emit("member_offline", member=memberHostID)
+
+    def onP2PMemberOnline(self, memberHostID):
+        self.console.emit("member_online", member=memberHostID)
+
     def onLeaveServer(self, reason):
         self.console.emit("left", reason=reason)
         self.quit()
 
     def command(self, name: str, fields: dict) -> None:
         if name == "send":
-            self._send(int(fields["to"]), int(fields.get("count", 1)),
-                       str(fields.get("prefix", "m")), int(fields.get("batch", 0)),
-                       float(fields.get("interval", 0.0)))
+            sendNumbered(self.reactor, self.console, self.client.send, fields)
         elif name == "info":
             peer = int(fields["peer"])
             info = self.client.getPeerInfo(peer)
@@ -292,17 +318,6 @@ class ClientAgent(_Reporting, NetClientEvents):
         else:
             self.console.emit("error", comment=f"unknown command {name!r}")
 
-    def _send(self, to: int, count: int, prefix: str, batch: int, interval: float,
-              start: int = 0) -> None:
-        end = count if batch <= 0 else min(count, start + batch)
-        for i in range(start, end):
-            self.client.send(to, f"{prefix}{i}".encode())
-        if end < count:
-            self.reactor.callLater(interval, self._send, to, count, prefix, batch, interval,
-                                   end)
-        else:
-            self.console.emit("sent", to=to, count=count, prefix=prefix)
-
     def quit(self) -> None:
         if self.stopping:
             return
@@ -310,6 +325,20 @@ class ClientAgent(_Reporting, NetClientEvents):
         d = defer.maybeDeferred(self.client.disconnect)
         d.addErrback(lambda f: self.console.emit("exception", comment=f.getTraceback()))
         d.addBoth(lambda _: _finish(self.reactor, self.console))
+
+
+def sendNumbered(reactor, console: Console, send, fields: dict, start: int = 0) -> None:
+    """The C{send} command: C{send(to, payload)} for numbered payloads, in batches."""
+    to, count = int(fields["to"]), int(fields.get("count", 1))
+    prefix, batch = str(fields.get("prefix", "m")), int(fields.get("batch", 0))
+    end = count if batch <= 0 else min(count, start + batch)
+    for i in range(start, end):
+        send(to, f"{prefix}{i}".encode())
+    if end < count:
+        reactor.callLater(float(fields.get("interval", 0.0)), sendNumbered, reactor, console,
+                          send, fields, end)
+    else:
+        console.emit("sent", to=to, count=count, prefix=prefix)
 
 
 def _finish(reactor, console: Console) -> None:
@@ -330,6 +359,8 @@ def main(argv=None) -> int:
     server.add_argument("--interface", default="")
     server.add_argument("--group-when", type=int, default=1,
                         help="create the group once this many clients joined")
+    server.add_argument("--client-timeout", type=float, default=20.0)
+    server.add_argument("--recovery-window", type=float, default=30.0)
     client = sub.add_parser("client")
     client.add_argument("--server", required=True, help="HOST:PORT")
     client.add_argument("--name", required=True)

@@ -102,6 +102,12 @@ class RecordingServerEvents(NetServerEvents):
     def onError(self, errorInfo):
         self.rec.record("onError", errorInfo)
 
+    def onClientOffline(self, clientInfo):
+        self.rec.record("onClientOffline", clientInfo)
+
+    def onClientOnline(self, clientInfo):
+        self.rec.record("onClientOnline", clientInfo)
+
 
 class RecordingClientEvents(NetClientEvents):
     def __init__(self, reactor=None) -> None:
@@ -125,6 +131,18 @@ class RecordingClientEvents(NetClientEvents):
 
     def onChangeServerUdpState(self, state):
         self.rec.record("onChangeServerUdpState", state)
+
+    def onServerOffline(self, reason):
+        self.rec.record("onServerOffline", reason)
+
+    def onServerOnline(self):
+        self.rec.record("onServerOnline")
+
+    def onP2PMemberOffline(self, memberHostID):
+        self.rec.record("onP2PMemberOffline", memberHostID)
+
+    def onP2PMemberOnline(self, memberHostID):
+        self.rec.record("onP2PMemberOnline", memberHostID)
 
     def onReceiveUserMessage(self, sender, payload, context):
         self._bySender.setdefault(sender, []).append(payload)

@@ -25,7 +25,7 @@ PURE_CORES = [
     "proud_twisted.server.stats", "proud_twisted.client.pathstate",
     "proud_twisted.client.holepunch", "proud_twisted.client.peers",
     "proud_twisted.client.serverpath", "proud_twisted.client.servertime",
-    "proud_twisted._crypto",
+    "proud_twisted.client.reconnect", "proud_twisted._crypto",
 ]
 """Sans-I/O modules (and packages): no Twisted, no reactor glue."""
 

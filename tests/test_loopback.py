@@ -280,9 +280,10 @@ def test_malformedAndOversizedInputClosesOnlyTheOffender(server):
 
 @pytest.fixture
 def plainServer():
-    """A server with encryption off, so a raw socket can speak to it."""
+    """A server with encryption off, so a raw socket can speak to it (and
+    a short recovery window, so a lost client soon leaves for good)."""
     netServer = NetServer(RecordingServerEvents(), VERSION, interface="127.0.0.1",
-                          clientTimeout=2.0, encryption=False)
+                          clientTimeout=2.0, encryption=False, recoveryWindow=1.0)
     netServer.startService()
     yield netServer
     pytest_twisted.blockon(netServer.stopService())
@@ -299,9 +300,12 @@ def test_silentClientTimesOut(plainServer):
     silent.sendall(encodeFrame(encodeMessage("HELLO", wireVersion=WIRE_VERSION,
                                              protocolVersion=VERSION.bytes, userData=b"")))
     yield server.events.rec.waitCount("onClientJoin", 2)
-    yield server.events.rec.waitCount("onClientLeave", 1, timeout=server._engine.clientTimeout + 5)
+    yield server.events.rec.waitCount("onClientLeave", 1, timeout=server._engine.clientTimeout
+                                      + server._engine.recoveryWindow + 5)
     info, reason, _ = server.events.rec.named("onClientLeave")[0]
     assert reason is ErrorType.TIMEOUT
+    # Offline first (its session kept for a resume that never came).
+    assert [i.hostID for (i,) in server.events.rec.named("onClientOffline")] == [info.hostID]
     assert info.hostID != a.getLocalHostID()
     assert server.stats.clientsTimedOut == 1
     assert server.getClientHostIDs() == [a.getLocalHostID()]   # the live client keeps its place

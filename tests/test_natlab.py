@@ -70,8 +70,10 @@ class Pair:
     hostB: Host
 
 
-def startPair(lab: NatLab, kindA: str, kindB: str | None = None) -> Pair:
-    """A server, and alice and bob behind NATs of C{kindA} / C{kindB}.
+def startPair(lab: NatLab, kindA: str, kindB: str | None = None,
+              serverArgs: tuple = ()) -> Pair:
+    """A server (given C{serverArgs}), and alice and bob behind NATs of
+    C{kindA} / C{kindB}.
 
     C{kindB} None puts bob behind alice's router. Returns once each has
     received the other's hello over the relay.
@@ -79,7 +81,7 @@ def startPair(lab: NatLab, kindA: str, kindB: str | None = None) -> Pair:
     routerA = lab.addRouter(kindA)
     routerB = routerA if kindB is None else lab.addRouter(kindB)
     hostA, hostB = lab.addHost(routerA), lab.addHost(routerB)
-    server = lab.startServer()
+    server = lab.startServer(33333, *serverArgs)
     a = lab.startClient(hostA, "alice", wait=False)
     b = lab.startClient(hostB, "bob", wait=False)
     ida = a.waitFor("joined", JOIN_WAIT)["hostID"]
@@ -272,3 +274,77 @@ def test_directPathCutFallsBackToRelayAndHeals(lab):
     pair.b.command("send", to=pair.ida, count=20, prefix="r")
     assertDelivered(pair.a, pair.idb, "r", 20)
     assertHelloOnce(pair)
+
+
+# Connection recovery (issue #17): alice's router drops everything for a while.
+
+RECOVERY_TIMEOUT = 2.0      # the server's clientTimeout: both ends notice within it
+OUTAGE = 5.0
+RESUME_WAIT = 15.0          # after the link is back: a backoff pause (2 s) and a resume
+
+
+def eventNames(agent: Agent, *names) -> list:
+    return [e["event"] for e in agent.events if e["event"] in names]
+
+
+def test_aFiveSecondOutageMidStreamIsRecovered(lab):
+    pair = startPair(lab, "cone", "cone",
+                     serverArgs=("--client-timeout", str(RECOVERY_TIMEOUT)))
+    a, b, server, ida, idb = pair.a, pair.b, pair.server, pair.ida, pair.idb
+    count, batch, interval = 600, 5, 0.05           # each stream lasts about 6 s
+    streams = [(a, idb, b, ida, "p"), (b, ida, a, idb, "q"),
+               (a, 1, server, ida, "s"), (server, ida, a, 1, "t")]
+    for sender, to, _, _, prefix in streams:
+        sender.command("send", to=to, count=count, prefix=prefix, batch=batch,
+                       interval=interval)
+    b.waitFor(lambda events: len(streamed(b, ida, "p")) >= 50, 10)
+    cutAt = time.monotonic()
+    lab.cutLink(pair.routerA)
+    a.waitFor("server_offline", RECOVERY_TIMEOUT + 5)
+    server.waitFor("client_offline", RECOVERY_TIMEOUT + 5, hostID=ida)
+    b.waitFor("member_offline", RECOVERY_TIMEOUT + 5, member=ida)
+    time.sleep(max(0.0, cutAt + OUTAGE - time.monotonic()))    # the outage's rest
+    lab.restoreLink(pair.routerA)
+    online = a.waitFor("server_online", RESUME_WAIT)
+    for _, _, receiver, sender, prefix in streams:
+        assertDelivered(receiver, sender, prefix, count)
+    # Every stream was still being sent when the link went down.
+    for agent, prefix in ((a, "p"), (b, "q"), (a, "s"), (server, "t")):
+        assert agent.waitFor("sent", 5, prefix=prefix)["t"] > cutAt, prefix
+    # Same HostID, same group; the events in order on client, server and peer.
+    assert online["hostID"] == ida and online["groups"], online
+    assert eventNames(a, "server_offline", "server_online", "left", "joined") == [
+        "joined", "server_offline", "server_online"]
+    assert [(e["event"], e["hostID"]) for e in server.events
+            if e["event"] in ("client_offline", "client_online", "client_leave")] == [
+        ("client_offline", ida), ("client_online", ida)]
+    assert eventNames(b, "member_offline", "member_online", "member_leave") == [
+        "member_offline", "member_online"]
+    assert len(server.matching("client_join")) == 2
+    stats = serverStats(pair)
+    assert stats["clientsResumed"] == 1 and stats["resumesRefused"] == 0, stats
+    assert stats["clients"][str(ida)]["groups"] == stats["clients"][str(idb)]["groups"]
+    assertHelloOnce(pair)
+
+
+def test_anOutagePastTheRecoveryWindowLeavesForGood(lab):
+    window = 3.0
+    pair = startPair(lab, "cone", "cone",
+                     serverArgs=("--client-timeout", str(RECOVERY_TIMEOUT),
+                                 "--recovery-window", str(window)))
+    a, b, server, ida = pair.a, pair.b, pair.server, pair.ida
+    lab.cutLink(pair.routerA)
+    left = a.waitFor("left", RECOVERY_TIMEOUT + window + 10)
+    leave = server.waitFor("client_leave", RECOVERY_TIMEOUT + window + 10, hostID=ida)
+    b.waitFor("member_leave", 10, member=ida)
+    lab.restoreLink(pair.routerA)
+    assert left["reason"] == "TIMEOUT" and leave["reason"] == "TIMEOUT", (left, leave)
+    assert eventNames(a, "server_offline", "server_online", "left") == [
+        "server_offline", "left"]
+    assert [(e["event"], e["hostID"]) for e in server.events
+            if e["event"] in ("client_offline", "client_online", "client_leave")] == [
+        ("client_offline", ida), ("client_leave", ida)]
+    assert eventNames(b, "member_offline", "member_online", "member_leave") == [
+        "member_offline", "member_leave"]
+    stats = serverStats(pair)
+    assert stats["recoveryExpired"] == 1 and str(ida) not in stats["clients"], stats

@@ -3,6 +3,7 @@ in the order written, and all of it out before a close."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from proud_twisted import ErrorType
 from tests.test_memnet_relay import RelayWorld
 
 
@@ -61,7 +62,8 @@ class TurnOutputTests(SynchronousTestCase):
     def test_nothingIsWrittenAfterAnAbort(self):
         writes = countWrites(self, self.connection.transport)
         self.world.server.send(self.a.getLocalHostID(), b"never sent")
-        self.connection.abort(self.connection.leaveReason, "a test drops it")
+        # (A protocol error: a connection merely lost would be resumed.)
+        self.connection.abort(ErrorType.PROTOCOL_ERROR, "a test drops it")
         self.world.net.advance(0)
         self.assertEqual(writes, [])
         self.assertTrue(self.world.net.runUntil(

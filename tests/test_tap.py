@@ -149,6 +149,8 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
             (["--udp-buffer", "big"], "--udp-buffer"),
             (["--login-timeout", "0"], "--login-timeout"),
             (["--backlog", "0"], "--backlog"),
+            (["--recovery-window", "-1"], "--recovery-window"),
+            (["--max-offline-clients", "-1"], "--max-offline-clients"),
             # Less than one frame would cut a client at its first large message.
             (["--max-client-output", "1000"], "--max-client-output"),
         ]:
@@ -168,7 +170,8 @@ class OptionsTests(InTemporaryDirectory, SynchronousTestCase):
                        "--key-file", "--no-encryption", "--handshake-timeout",
                        "--max-unauthenticated", "--relay-rate", "--relay-bytes",
                        "--udp-buffer", "--no-gc-freeze", "--login-timeout",
-                       "--max-client-output", "--backlog"):
+                       "--max-client-output", "--backlog", "--recovery-window",
+                       "--max-offline-clients"):
             self.assertIn(option, text)
         self.assertIn("proudserver.key", text)
 
@@ -281,7 +284,10 @@ class MakeServiceTests(InTemporaryDirectory, SynchronousTestCase):
             "--handshake-timeout", "2.5", "--max-unauthenticated", "7",
             "--relay-rate", "100", "--relay-bytes", "65536",
             "--udp-buffer", "262144", "--login-timeout", "1.5",
-            "--max-client-output", "200000", "--backlog", "123")).getServiceNamed("proudserver")
+            "--max-client-output", "200000", "--backlog", "123", "--recovery-window", "0",
+            "--max-offline-clients", "5")).getServiceNamed("proudserver")
+        self.assertEqual(server._engine.recoveryWindow, 0)
+        self.assertEqual(server._engine.maxOfflineClients, 5)
         self.assertEqual(server._engine.loginTimeout, 1.5)
         self.assertEqual(server._engine.maxClientOutput, 200000)
         self.assertEqual(server._engine.backlog, 123)

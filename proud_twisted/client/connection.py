@@ -4,6 +4,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
 from proud_twisted._crypto.datagrams import SERVER_DATAGRAM_HEADER, openDatagram
+from proud_twisted._crypto.resume import resumeKeyFromSession
 from proud_twisted._glue.udpwrite import DatagramSender
 from proud_twisted.constants import ErrorType
 from proud_twisted.crypto import ClientHandshake
@@ -13,11 +14,13 @@ from proud_twisted.wire.datagrams import decodeDatagram
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
 from proud_twisted.wire.punch import PEER_TYPE_FIRST, PEER_TYPE_LAST
+from proud_twisted.wire.stream import isCounted
 
 # Messages a server may send, each handled by ClientEngine.server_<NAME>.
 _SERVER_MESSAGES = frozenset({
     "JOIN_ACCEPTED", "JOIN_REFUSED", "MEMBER_JOIN", "MEMBER_LEAVE",
-    "PEER_ADDRESSES", "PEER_PAIR", "PONG",
+    "PEER_ADDRESSES", "PEER_PAIR", "PONG", "STREAM_ACK", "RECOVERY", "RESUME_CHALLENGE",
+    "RESUME_ACCEPTED", "RESUME_REFUSED", "MEMBER_OFFLINE", "MEMBER_ONLINE", "SESSION_ENDED",
 })
 _SERVER_DATAGRAMS = frozenset({"UDP_HELLO_ACK", "UDP_PONG", "UDP_CHALLENGE"})
 _JOIN_REFUSED = 3   # may come in the clear, before any keys exist
@@ -45,6 +48,7 @@ class ClientConnection(Protocol):
         self.closeReason = None
         self.handshake = None
         self.tcpChannel = None
+        self.resumeKey = None       # derived from this connection's handshake
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)      # small game messages must not wait
@@ -78,6 +82,8 @@ class ClientConnection(Protocol):
             self.handshakeFrame(body)
             return
         kind = frameKind(body)
+        if self.client.stream is not None and isCounted(body):
+            self.client.countedFrame(len(body))
         if kind == relay.TCP_RELAYED:
             sender, flags, payload = relay.decodeTcpRelayed(body)
             self.client.relayedReceived(sender, flags, payload)
@@ -100,6 +106,7 @@ class ClientConnection(Protocol):
         keys = self.handshake.keys
         self.handshake = None
         self.tcpChannel = keys.clientChannel("tcp")
+        self.resumeKey = resumeKeyFromSession(keys)
         self.client.udpChannel = keys.clientChannel("udp")
         self.client.tcpConnected(self)
 

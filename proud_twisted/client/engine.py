@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.logger import Logger
 
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, sealDatagram
+from proud_twisted._crypto.resume import resumeProof
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.coredriver import CoreDriver, TurnEnd
 from proud_twisted._glue.oncelog import OnceLog
@@ -27,6 +28,7 @@ from proud_twisted.client.connection import (
 )
 from proud_twisted.client.peerlinks import PeerLinks
 from proud_twisted.client.peers import PeerTable
+from proud_twisted.client.reconnect import Backoff
 from proud_twisted.client.relaybatch import RelayBatcher
 from proud_twisted.client.serverpath import ServerPath, ServerPathConfig, ServerUdpStateChanged
 from proud_twisted.constants import (
@@ -55,7 +57,8 @@ from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.wire import relay
 from proud_twisted.wire.addresses import addressFromWire, addressToWire
 from proud_twisted.wire.framing import FRAME_HEADROOM
-from proud_twisted.wire.messages import WIRE_VERSION, versionBytes
+from proud_twisted.wire.messages import WIRE_VERSION, encodeMessage, versionBytes
+from proud_twisted.wire.stream import ResendOverflow, ResumableStream, isCounted
 
 LINGER_CHECK_INTERVAL = 0.01
 KEEPALIVES_PER_TIMEOUT = 3
@@ -78,6 +81,16 @@ of four round trips rather than from one keepalive every 6.7 s: four more
 small datagrams each way per join."""
 MAX_JOIN_ACKS = 1024
 """Most join notices acknowledged in one message (4 bytes each)."""
+MAX_UNACKNOWLEDGED_TO_SERVER = 1024 * 1024
+"""Bytes of reliable messages to the server a client keeps until the server
+has acknowledged them (to send them again after a reconnection): about 16
+maximum-size messages, or a 30-second outage of 35 KB/s of game messages.
+A reliable send to the server past it raises L{SendQueueFull}."""
+STREAM_ACK_DELAY = 0.5
+"""Seconds after a counted frame from the server within which the client
+acknowledges it (at once after 32 frames or 64 KiB)."""
+# How a connection may end with the session kept for a resume (as the server's).
+_RECOVERABLE = frozenset({ErrorType.DISCONNECT_FROM_REMOTE, ErrorType.TIMEOUT})
 # What onJoinServerComplete hears for a refusal (CONNECTION_REFUSED otherwise).
 _REFUSAL_ERRORS = {
     JoinRefusal.SERVER_FULL: ErrorType.SERVER_FULL,
@@ -140,10 +153,21 @@ class ClientEngine:
             self._udpConfirmed,
             self._sendUdp, self.sendToServerTcp)
         self._serverSession = None
+        self.stream = None
+        self._reconnect = None
+        self._attemptTimer = None
+        self._ackTimer = None
         self._reset()
 
     def _reset(self) -> None:
         self._hostID = HOSTID_NONE
+        self._cancelRecoveryTimers()
+        self.stream = None          # the ResumableStream to the server, with recovery on
+        self._recovery = None       # (window, resume key) the server offered
+        self._offlineSince = None   # while offline: when the connection dropped
+        self._offlineReason = ErrorType.CONNECTION_LOST
+        self._offlineClock = None   # the ServerClock, from going offline to resuming
+        self._backoff = None
         self._attempt = None        # the _AttemptFactory of the connection under way or joined
         self._stopConnecting = None
         self._connection = None     # once the handshake is done
@@ -175,10 +199,11 @@ class ClientEngine:
 
     def connect(self, host: str, port: int, protocolVersion, userData: bytes,
                 timeout: float) -> defer.Deferred:
-        if self._attempt is not None:
+        if self._attempt is not None or self._hostID != HOSTID_NONE:
             raise JoinFailed("already connected or connecting")
         self._protocolVersion = versionBytes(protocolVersion)
         self._userData = userData
+        self._server = (host, port)
         self._attempt = factory = _AttemptFactory(self, self.maxMessageLength + FRAME_HEADROOM)
         self._joining = joining = defer.Deferred(self._cancelJoin)
         self._joinTimer = self.reactor.callLater(timeout, self._joinTimedOut, timeout)
@@ -212,6 +237,9 @@ class ClientEngine:
                            ErrorType.DISCONNECT_FROM_LOCAL)
 
     def disconnect(self, comment: bytes, linger: float) -> defer.Deferred:
+        if self._offlineSince is not None:
+            self._leave(ErrorType.DISCONNECT_FROM_LOCAL)
+            return defer.succeed(None)
         if self._joining is not None:
             self._failJoin(JoinCancelled("disconnect() was called while joining"),
                            ErrorType.DISCONNECT_FROM_LOCAL)
@@ -234,7 +262,8 @@ class ClientEngine:
             self.reactor.callLater(LINGER_CHECK_INTERVAL, self._leaveWhenDrained,
                                    comment, deadline)
             return
-        self._connection.sendMessage("GOODBYE", comment=comment)
+        if self._offlineSince is None:
+            self._connection.sendMessage("GOODBYE", comment=comment)
         self._connection.close(ErrorType.DISCONNECT_FROM_LOCAL)
 
     # Queries
@@ -277,16 +306,22 @@ class ClientEngine:
         return (self._serverPath is not None
                 and self._serverPath.state is ServerUdpState.CONFIRMED)
 
-    def getServerTime(self) -> float | None:
+    def _serverClock(self):
+        """The server's clock as sampled on the UDP path (kept while offline)."""
         path = self._serverPath
-        return path.clock.serverTime(self.reactor.seconds()) if path is not None else None
+        return path.clock if path is not None else self._offlineClock
+
+    def getServerTime(self) -> float | None:
+        clock = self._serverClock()
+        return clock.serverTime(self.reactor.seconds()) if clock is not None else None
 
     def getServerTimeError(self) -> float | None:
-        path = self._serverPath
-        return path.clock.error(self.reactor.seconds()) if path is not None else None
+        clock = self._serverClock()
+        return clock.error(self.reactor.seconds()) if clock is not None else None
 
     def getServerRtt(self) -> float | None:
-        return self._serverPath.clock.srtt if self._serverPath is not None else None
+        clock = self._serverClock()
+        return clock.srtt if clock is not None else None
 
     def getPublicUdpAddress(self):
         return self._serverPath.publicAddress if self._serverPath is not None else None
@@ -326,6 +361,8 @@ class ClientEngine:
                 peers.append(peer)
         serverSession = (self._serverSession if toServer and self._serverBySession(mode)
                          else None)
+        if toServer and serverSession is None:
+            self._checkStreamRoom(len(payload))
         if peers or serverSession is not None:
             self._checkRoom(len(payload), mode, channel, peers, serverSession)
         for peer in peers:
@@ -336,7 +373,16 @@ class ClientEngine:
             # Not a peer of ours: the server decides (and refuses) the relay.
             flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
             for some in _chunks(strangers, relay.MAX_RELAY_TARGETS):
-                self._connection.sendBody(relay.encodeTcpRelayRequest(some, flags, payload))
+                self.sendToServerTcp(relay.encodeTcpRelayRequest(some, flags, payload))
+
+    def _checkStreamRoom(self, size: int) -> None:
+        """Raise unless the resend buffer to the server takes C{size} more bytes."""
+        stream = self.stream
+        if (stream is not None and stream.unacknowledgedBytes + size + 2
+                > stream.maxUnacknowledged):
+            raise SendQueueFull(f"{stream.unacknowledgedBytes} bytes to the server wait "
+                                "for its acknowledgement: no room for more",
+                                [HOSTID_SERVER])
 
     def _checkRoom(self, size: int, mode, channel: int, peers, serverSession) -> None:
         """Raise unless every session the send queues into takes it: all or none."""
@@ -361,18 +407,25 @@ class ClientEngine:
             self._serverSession.send(payload, mode, priority, channel)
         else:
             flags = relay.FLAG_RELIABLE if mode is DeliveryMode.RELIABLE else 0
-            self._connection.sendBody(relay.encodeTcpUserMessage(flags, payload))
+            self.sendToServerTcp(relay.encodeTcpUserMessage(flags, payload))
 
     # Called by the protocols
 
     def tcpConnected(self, connection) -> None:
         self._connection = connection
         self.heardFromServer()
+        if self._offlineSince is not None:
+            connection.sendMessage("RESUME_REQUEST", wireVersion=WIRE_VERSION,
+                                   hostID=self._hostID)
+            return
         connection.sendMessage("HELLO", wireVersion=WIRE_VERSION,
                                protocolVersion=self._protocolVersion,
                                userData=self._userData)
 
     def tcpConnectFailed(self, reason) -> None:
+        if self._offlineSince is not None:
+            self._attemptFailed()
+            return
         self._failJoin(JoinFailed(f"cannot connect: {reason.getErrorMessage()}"),
                        ErrorType.CONNECTION_LOST)
 
@@ -384,23 +437,46 @@ class ClientEngine:
         attempt = self._attempt
         if attempt is None or connection is not attempt.connection:
             return      # one given up already (a failed join's, closing): not ours now
-        hostID = self._hostID
-        wasJoined = hostID != HOSTID_NONE
-        closed = self._closed
+        if self._offlineSince is not None:
+            self._attemptFailed()       # a resume attempt's connection
+            return
+        if (self.stream is not None and self._closed is None
+                and reason in _RECOVERABLE):
+            self._goOffline(reason)
+            return
+        if self._hostID != HOSTID_NONE:
+            self._leave(reason, closing=False)
+            return
         joining, self._joining = self._joining, None
         self._stopTimers()
         if self._udpPort is not None:
             self._udpPort.stopListening()
         self._reset()
-        if wasJoined:
-            self.log.info("{hostID} left the server: {reason}", proud_event="server_leave",
-                          hostID=hostID, reason=reason.name)
-            self.dispatch("onLeaveServer", reason)
-            if self.leftServer is not None:
-                self.leftServer(reason)
-        elif joining is not None:
+        if joining is not None:
             self._reportJoinFailure(joining, JoinFailed(
                 f"connection closed before joining: {reason.value}"), reason)
+
+    def _leave(self, reason: ErrorType, closing: bool = True) -> None:
+        """Leave the server for good: forget the session, close the
+        connection or attempt under way (if C{closing}), then tell the game."""
+        closed = self._closed
+        hostID = self._hostID
+        attempt = self._attempt if closing else None
+        connection = attempt.connection if attempt is not None else None
+        stop = self._stopConnecting if connection is None and attempt is not None else None
+        self._stopTimers()
+        if self._udpPort is not None:
+            self._udpPort.stopListening()
+        self._reset()
+        if connection is not None:
+            connection.close(reason)    # (a resume attempt's: its loss is no one's now)
+        elif stop is not None:
+            stop()
+        self.log.info("{hostID} left the server: {reason}", proud_event="server_leave",
+                      hostID=hostID, reason=reason.name)
+        self.dispatch("onLeaveServer", reason)
+        if self.leftServer is not None:
+            self.leftServer(reason)
         if closed is not None:
             closed.callback(None)
 
@@ -426,11 +502,23 @@ class ClientEngine:
         self._udpPort = self.reactor.listenUDP(0, self._udp, interface=interface)
         self.udpSocketBuffers = sizeUdpBuffers(self._udpPort, self.udpBufferSize,
                                                self.log.info)
+        if self._recovery is not None:
+            self.stream = ResumableStream(MAX_UNACKNOWLEDGED_TO_SERVER)
+        self._keepaliveInterval = max(self._serverTimeout / KEEPALIVES_PER_TIMEOUT, 0.05)
+        self._startServerLink()
+        joining, self._joining = self._joining, None
+        self._cancelJoinTimer()
+        self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
+        if not joining.called:      # (unless cancelled from onJoinServerComplete)
+            joining.callback(self._hostID)
+
+    def _startServerLink(self) -> None:
+        """Once joined or resumed: tell the LAN address, start the keepalives,
+        the reliable UDP session and the UDP path to the server."""
         local = self._connection.transport.getHost()
-        self._connection.sendMessage("LAN_ADDRESS", address=addressToWire(
+        self.sendServerMessage("LAN_ADDRESS", address=addressToWire(
             (local.host, self._udpPort.getHost().port)))
-        keepaliveInterval = self._keepaliveInterval = max(
-            self._serverTimeout / KEEPALIVES_PER_TIMEOUT, 0.05)
+        keepaliveInterval = self._keepaliveInterval
         self._lastTcpPing = self.reactor.seconds()      # (joining was TCP traffic)
         self._keepalive = task.LoopingCall(self._keepAlive)
         self._keepalive.clock = self.reactor
@@ -445,14 +533,159 @@ class ClientEngine:
                                           lostAfter=max(MIN_UDP_LOST_AFTER,
                                                         UDP_LOST_AFTER_KEEPALIVES
                                                         * keepaliveInterval)))
+        if self._offlineClock is not None:      # resumed: the samples still hold
+            self._serverPath.clock, self._offlineClock = self._offlineClock, None
         self._serverPathDriver = CoreDriver(self.reactor, self._serverPath, self._sendUdp,
                                             self._serverUdpStateChanged, self.turnEnd)
         self._serverPathDriver.input(self._serverPath.start)    # the first hello, now
-        joining, self._joining = self._joining, None
-        self._cancelJoinTimer()
-        self.dispatch("onJoinServerComplete", ErrorType.OK, fields.reply)
-        if not joining.called:      # (unless cancelled from onJoinServerComplete)
-            joining.callback(self._hostID)
+
+    def server_RECOVERY(self, fields) -> None:
+        """The server keeps our session across a dropped connection (before
+        JOIN_ACCEPTED): the window, and the resume key if no handshake gave one."""
+        if self._joining is None or self._hostID != HOSTID_NONE:
+            raise ProtocolError("RECOVERY outside a join")
+        key = fields.resumeSecret or self._connection.resumeKey
+        if key is None:
+            raise ProtocolError("RECOVERY without a resume key")
+        self._recovery = (fields.windowMs / 1000.0, key)
+
+    def server_STREAM_ACK(self, fields) -> None:
+        if self.stream is None:
+            raise ProtocolError("STREAM_ACK without a resumable stream")
+        self.stream.acknowledge(fields.received)
+
+    def countedFrame(self, size: int) -> None:
+        """A counted frame of C{size} bytes came from the server: acknowledge
+        it now (after many) or within L{STREAM_ACK_DELAY}."""
+        if self.stream.receivedFrame(size):
+            if self._ackTimer is not None and self._ackTimer.active():
+                self._ackTimer.cancel()
+            self._sendStreamAck()
+        elif self._ackTimer is None:
+            self._ackTimer = self.reactor.callLater(STREAM_ACK_DELAY, self._sendStreamAck)
+
+    def _sendStreamAck(self) -> None:
+        self._ackTimer = None
+        count = self.stream.report() if self.stream is not None else None
+        if count is not None and self._connection is not None and self._offlineSince is None:
+            self._connection.sendMessage("STREAM_ACK", received=count)
+
+    def _goOffline(self, reason: ErrorType) -> None:
+        """The connection dropped: keep the session, and try to resume it."""
+        self._offlineSince = self.reactor.seconds()
+        self._offlineReason = reason
+        self._connection = None
+        self._attempt = None
+        self._stopTimers()
+        self._offlineClock = self._serverPath.clock
+        self._serverPath = self._serverPathDriver = None
+        self._cancelRecoveryTimers()
+        if self._serverSession is not None:
+            self._serverSession.close()
+            self._serverSession = None
+        self.peerLinks.relayPathChanged()
+        self._backoff = Backoff()
+        self.log.info("{hostID}: the server connection dropped ({reason}); resuming "
+                      "within {window} s", proud_event="server_offline", hostID=self._hostID,
+                      reason=reason.name, window=self._recovery[0])
+        self._scheduleResume()
+        self.dispatch("onServerOffline", reason)
+
+    def _scheduleResume(self) -> None:
+        now = self.reactor.seconds()
+        left = self._offlineSince + self._recovery[0] - now
+        if left <= 0:
+            self._leave(self._offlineReason)
+            return
+        self._reconnect = self.reactor.callLater(min(self._backoff.next(), left),
+                                                 self._tryResume)
+
+    def _tryResume(self) -> None:
+        """One reconnection attempt, bounded in time."""
+        self._reconnect = None
+        left = self._offlineSince + self._recovery[0] - self.reactor.seconds()
+        timeout = max(min(self._backoff.attemptTimeout, left), 0.1)
+        self._attempt = factory = _AttemptFactory(self, self.maxMessageLength + FRAME_HEADROOM)
+        self._attemptTimer = self.reactor.callLater(timeout, self._attemptFailed)
+        try:
+            stop = self._startConnecting(factory, *self._server, timeout)
+        except Exception as e:
+            self.log.info("cannot reconnect: {error}", error=e)
+            self._attemptFailed()
+        else:
+            if self._attempt is factory:
+                self._stopConnecting = stop
+
+    def _attemptFailed(self) -> None:
+        """The resume attempt under way failed or took too long: give it up
+        and try again later (or leave, once the window has run out)."""
+        if self._attemptTimer is not None and self._attemptTimer.active():
+            self._attemptTimer.cancel()
+        self._attemptTimer = None
+        attempt, self._attempt = self._attempt, None
+        stop, self._stopConnecting = self._stopConnecting, None
+        connection, self._connection = self._connection, None
+        if attempt is not None and attempt.connection is not None:
+            attempt.connection.abort(ErrorType.TIMEOUT, "resume attempt failed")
+        elif connection is not None:
+            connection.abort(ErrorType.TIMEOUT, "resume attempt failed")
+        elif stop is not None:
+            stop()
+        if self._offlineSince is not None and self._reconnect is None:
+            self._scheduleResume()
+
+    def server_RESUME_CHALLENGE(self, fields) -> None:
+        if self._offlineSince is None or self._connection is None:
+            raise ProtocolError("RESUME_CHALLENGE while not resuming")
+        self._connection.sendMessage(
+            "RESUME", hostID=self._hostID, received=self.stream.received,
+            proof=resumeProof(self._recovery[1], self._hostID, fields.nonce))
+
+    def server_RESUME_ACCEPTED(self, fields) -> None:
+        if self._offlineSince is None or self._connection is None:
+            raise ProtocolError("RESUME_ACCEPTED while not resuming")
+        resend = self.stream.resendAfter(fields.received)
+        if self._attemptTimer is not None and self._attemptTimer.active():
+            self._attemptTimer.cancel()
+        self._attemptTimer = None
+        offlineFor = self.reactor.seconds() - self._offlineSince
+        self._offlineSince = None
+        self._backoff = None
+        if self._connection.resumeKey is not None:      # a new handshake: a new key
+            self._recovery = (self._recovery[0], self._connection.resumeKey)
+        for body in resend:
+            self._connection.sendBody(body)
+        self._startServerLink()
+        self.log.info("{hostID} resumed its session with the server after "
+                      "{seconds:.1f} s ({resent} frames sent again)",
+                      proud_event="server_resumed", hostID=self._hostID,
+                      seconds=offlineFor, resent=len(resend))
+        self.dispatch("onServerOnline")
+
+    def server_RESUME_REFUSED(self, fields) -> None:
+        if self._offlineSince is None:
+            raise ProtocolError("RESUME_REFUSED while not resuming")
+        self.log.info("{hostID}: the server refused to resume the session (code "
+                      "{code})", proud_event="resume_refused_by_server",
+                      hostID=self._hostID, code=fields.reason)
+        self._leave(self._offlineReason)
+
+    def server_SESSION_ENDED(self, fields) -> None:
+        """The server closes our connection on purpose: leave when it is gone."""
+        self.stream = None
+
+    def server_MEMBER_OFFLINE(self, fields) -> None:
+        self.dispatch("onP2PMemberOffline", fields.memberID)
+
+    def server_MEMBER_ONLINE(self, fields) -> None:
+        self.dispatch("onP2PMemberOnline", fields.memberID)
+
+    def _cancelRecoveryTimers(self) -> None:
+        for name in ("_reconnect", "_attemptTimer", "_ackTimer"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
 
     def server_JOIN_REFUSED(self, fields) -> None:
         try:
@@ -490,9 +723,8 @@ class ClientEngine:
         """Acknowledge the join notices processed this turn, in one message
         (a group of G members forming sends each member G notices)."""
         acks, self._joinAcks = self._joinAcks, []
-        if self._connection is not None:
-            for ackIDs in _chunks(acks, MAX_JOIN_ACKS):
-                self._connection.sendMessage("MEMBER_JOIN_ACK", ackIDs=ackIDs)
+        for ackIDs in _chunks(acks, MAX_JOIN_ACKS):
+            self.sendServerMessage("MEMBER_JOIN_ACK", ackIDs=ackIDs)
 
     def server_PEER_PAIR(self, fields) -> None:
         peer, old = self.peerTable.pairIntroduced(fields.peerID, fields.epoch,
@@ -571,12 +803,32 @@ class ClientEngine:
         self._udp.send(data, address)
 
     def sendToServerTcp(self, body: bytes) -> None:
-        if self._connection is not None:
+        """Send a frame to the server; a counted one is kept until the server
+        acknowledges it, and while offline only kept (the rest dropped)."""
+        stream = self.stream
+        if stream is not None and isCounted(body):
+            try:
+                stream.sending(body)
+            except ResendOverflow as e:
+                self._resendOverflow(e)
+                return
+        if self._connection is not None and self._offlineSince is None:
             self._connection.sendBody(body)
 
     def sendServerMessage(self, kind: str, **fields) -> None:
-        if self._connection is not None:
-            self._connection.sendMessage(kind, **fields)
+        self.sendToServerTcp(encodeMessage(kind, **fields))
+
+    def _resendOverflow(self, error: ResendOverflow) -> None:
+        """More reliable output than the server acknowledged: the session
+        cannot be kept whole, so it ends (after this turn)."""
+        self.log.warn("leaving the server: {why}", proud_event="server_resend_overflow",
+                      hostID=self._hostID, size=self.stream.unacknowledgedBytes,
+                      why=str(error))
+        self.stream = None
+        if self._connection is not None and self._offlineSince is None:
+            self._connection.abort(ErrorType.SLOW_CONSUMER, str(error))
+        else:
+            self.reactor.callLater(0, self._leave, ErrorType.SLOW_CONSUMER)
 
     def deliverMessage(self, sender: int, event, relayed: bool) -> None:
         context = MessageContext(sender, event.mode is DeliveryMode.RELIABLE, relayed,
@@ -657,7 +909,7 @@ class ClientEngine:
     def _serverUdpStateChanged(self, event: ServerUdpStateChanged) -> None:
         """The L{ServerPath} changed state: the server, the peer links and the game hear."""
         if event.state is ServerUdpState.LOST:
-            self._connection.sendMessage("UDP_LOST")
+            self.sendServerMessage("UDP_LOST")
         self.peerLinks.relayPathChanged()
         self.dispatch("onChangeServerUdpState", event.state)
 

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from proud_twisted._crypto.datagrams import SERVER_DATAGRAM_HEADER, sealDatagram
+from proud_twisted._crypto.resume import resumeKeyFromSession
 from proud_twisted.constants import HOSTID_SERVER, ErrorType, HackKind, JoinRefusal
 from proud_twisted.crypto import ServerHandshake
 from proud_twisted.errors import MessageTooLong, ProtocolError
@@ -17,8 +18,10 @@ from proud_twisted.wire import relay
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame, frameKind
 from proud_twisted.wire.handshake import isHandshakeMessage
 from proud_twisted.wire.messages import decodeMessage, encodeMessage
+from proud_twisted.wire.stream import ResendOverflow, isCounted
 
 _RELAY_KINDS = frozenset({relay.TCP_RELAY_REQUEST, relay.TCP_RELAY_BUNDLE})
+_BEFORE_JOIN = frozenset({"HELLO", "RESUME_REQUEST", "RESUME"})
 
 
 @implementer(IPushProducer)
@@ -37,11 +40,10 @@ class ServerConnection(Protocol):
     __slots__ = (
         "backlog", "closeDeadline", "closing", "congestedSince", "connected", "decoder",
         "factory", "hackReported", "handshake", "hostID", "joinDeadline", "lanAddress",
-        "lastHeard", "leaveComment", "leaveReason", "login", "outgoing", "readingHeld",
-        "relayLimit",
-        "relayRefused", "relayRefusedWarned", "rtt", "server", "tcpChannel", "transport",
-        "udpAddress", "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData",
-        "waitingToJoin",
+        "lastHeard", "leaveComment", "leaveReason", "login", "offlineTimer", "outgoing",
+        "readingHeld", "relayLimit", "relayRefused", "relayRefusedWarned", "resumeKey",
+        "resumeNonce", "rtt", "server", "stream", "tcpChannel", "transport", "udpAddress",
+        "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData", "waitingToJoin",
     )
 
     def __init__(self, server) -> None:
@@ -71,6 +73,10 @@ class ServerConnection(Protocol):
         self.relayRefused = 0           # refused relay targets not yet warned about
         self.relayRefusedWarned = float("-inf")
         self.readingHeld = False        # paused: over its relay limit
+        self.stream = None              # the ResumableStream, once joined with recovery on
+        self.resumeKey = None           # what proves a resume (from the handshake)
+        self.resumeNonce = None         # (hostID, nonce) of a resume under way
+        self.offlineTimer = None        # while offline: the end of its recovery window
         self.rtt = None                 # the round trip its keepalives report
         self.outgoing = None            # frames written this turn, until it ends
 
@@ -122,6 +128,9 @@ class ServerConnection(Protocol):
             self.handshakeFrame(body)
             return
         kind = frameKind(body)
+        stream = self.stream
+        if stream is not None and isCounted(body) and stream.receivedFrame(len(body)):
+            self.acknowledgeStream()
         if self.readingHeld and kind in _RELAY_KINDS:
             self.server.stats.relayRateLimited += 1     # over its limit: not even parsed
             return
@@ -138,7 +147,7 @@ class ServerConnection(Protocol):
             self.server.userMessage(self, flags, payload)
             return
         name, fields = decodeMessage(body)
-        if not self.joined and name != "HELLO":
+        if not self.joined and name not in _BEFORE_JOIN:
             raise ProtocolError(f"{name} before HELLO")
         handler = getattr(self, "handle_" + name, None)
         if handler is None:
@@ -167,6 +176,7 @@ class ServerConnection(Protocol):
             keys = self.handshake.keys
             self.tcpChannel = keys.serverChannel("tcp")
             self.udpChannel = keys.serverChannel("udp")
+            self.resumeKey = resumeKeyFromSession(keys)
             self.handshake = None
 
     def refuse(self, reason: JoinRefusal, why: str) -> None:
@@ -201,9 +211,45 @@ class ServerConnection(Protocol):
         self.server.sessionEvent(self, event)
 
     def handle_HELLO(self, fields) -> None:
-        if self.joined or self.login is not None:
+        if self.joined or self.login is not None or self.resumeNonce is not None:
             raise ProtocolError("HELLO after joining")
         self.server.hello(self, fields)
+
+    def handle_RESUME_REQUEST(self, fields) -> None:
+        if self.joined or self.login is not None or self.resumeNonce is not None:
+            raise ProtocolError("RESUME_REQUEST after joining or resuming")
+        self.server.resumeRequested(self, fields)
+
+    def handle_RESUME(self, fields) -> None:
+        pending, self.resumeNonce = self.resumeNonce, None
+        if self.joined or pending is None or pending[0] != fields.hostID:
+            raise ProtocolError("RESUME without its RESUME_REQUEST")
+        self.server.resume(self, fields, pending[1])
+
+    def handle_STREAM_ACK(self, fields) -> None:
+        if self.stream is None:
+            raise ProtocolError("STREAM_ACK without a resumable stream")
+        self.stream.acknowledge(fields.received)
+
+    def adopt(self, session: "ServerConnection") -> None:
+        """Take over the client session of C{session}, an older connection of
+        the same client (a resume): its HostID, tokens, limits and stream."""
+        self.hostID = session.hostID
+        self.udpToken = session.udpToken
+        self.lanAddress = session.lanAddress
+        self.userData = session.userData
+        self.relayLimit = session.relayLimit
+        self.hackReported = session.hackReported
+        self.rtt = session.rtt
+        self.stream, session.stream = session.stream, None
+        if self.resumeKey is None:      # no handshake here: the session's key stays
+            self.resumeKey = session.resumeKey
+
+    def acknowledgeStream(self) -> None:
+        """Tell the client how many counted frames came, if anything is new."""
+        count = self.stream.report()
+        if count is not None:
+            self.sendMessage("STREAM_ACK", received=count)
 
     def handle_MEMBER_JOIN_ACK(self, fields) -> None:
         for ackID in fields.ackIDs:
@@ -234,8 +280,18 @@ class ServerConnection(Protocol):
         """Write a frame; one that is C{droppable} (unreliable) is dropped
         while the client does not read, and reliable output past the server's
         C{maxClientOutput} disconnects it (nothing reliable is lost silently)."""
-        if self.closing:
-            return
+        stream = self.stream
+        if stream is not None and isCounted(body):
+            try:
+                stream.sending(body)
+            except ResendOverflow as e:
+                self.server.resendOverflow(self, str(e))
+                return
+        if not self.closing:
+            self.writeBody(body, droppable)
+
+    def writeBody(self, body: bytes, droppable: bool = False) -> None:
+        """Write a frame now: L{sendBody} without keeping it for a resume."""
         if self.congestedSince is not None:
             if droppable:
                 self.server.stats.outputDropped += 1
@@ -331,6 +387,8 @@ class ServerConnection(Protocol):
         The client leaves the server's tables (and its groups) at once.
         """
         if not self.closing:
+            if self.stream is not None:
+                self.writeBody(encodeMessage("SESSION_ENDED"))     # do not come back
             self.leaveReason = reason
             self.closing = True
             self.closeDeadline = self.server.reactor.seconds() + self.server.closeLinger

@@ -16,14 +16,27 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from proud_twisted._crypto.datagrams import CLIENT_DATAGRAM_HEADER, datagramHostID, openDatagram
+from proud_twisted._crypto.resume import newNonce, newResumeKey, proofHolds
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.coredriver import TurnEnd
 from proud_twisted._glue.memory import returnFreedMemory
 from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted._glue.sessiondriver import SessionDriver
 from proud_twisted._glue.udpbuffers import SocketBuffers, checkedBufferSize, sizeUdpBuffers
-from proud_twisted.constants import ErrorType, HackKind, HolePunchPolicy, JoinRefusal
-from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
+from proud_twisted.constants import (
+    ErrorType,
+    HackKind,
+    HolePunchPolicy,
+    JoinRefusal,
+    ResumeRefusal,
+)
+from proud_twisted.errors import (
+    MessageTooLong,
+    ProtocolError,
+    ResumeRefused,
+    SendQueueFull,
+    UnknownHostID,
+)
 from proud_twisted.info import (
     ClientInfo,
     ErrorInfo,
@@ -51,6 +64,7 @@ from proud_twisted.wire.messages import (
     WIRE_VERSION,
     encodeMessage,
 )
+from proud_twisted.wire.stream import ResumableStream
 
 MIN_READ_HOLD = 0.01
 """Shortest pause in reading from a client over its relay limit."""
@@ -69,6 +83,18 @@ for a moment now and then. The freed heap then goes back to the OS."""
 # A pair's direct-path reports (see ServerEngine._pairs).
 _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
+ONLINE_RESEND_SLACK = 8 * 1024 * 1024
+"""Bytes a connected client's unacknowledged reliable output may exceed
+C{maxClientOutput} by. A client that reads acknowledges every 32 frames or
+64 KiB, and at the latest at the server's next sweep (a second), so it holds
+about a second of output; one that stops reading is cut as a slow consumer
+once C{maxClientOutput} waits unsent in Twisted, and what the kernel's socket
+buffers hold besides (a few MiB on Linux, 6 MiB at most by default) is
+unacknowledged too: this slack covers it. Offline, only C{maxClientOutput}
+may wait."""
+# How a connection may end with its session kept for a resume: it was lost
+# (reset, or silent past the client timeout), not closed on purpose.
+_RECOVERABLE = frozenset({ErrorType.DISCONNECT_FROM_REMOTE, ErrorType.TIMEOUT})
 
 
 def _peerAddress(connection):
@@ -93,7 +119,8 @@ class ServerEngine:
                  hostIDQuietPeriod, sessionConfig, holePunchPolicy, identity,
                  handshakeTimeout, maxUnauthenticated, relayFramesPerSecond,
                  relayBytesPerSecond, udpBufferSize, loginTimeout, maxClientOutput,
-                 closeLinger, receiveBudget, backlog) -> None:
+                 closeLinger, receiveBudget, backlog, recoveryWindow,
+                 maxOfflineClients) -> None:
         self.reactor = reactor
         self.events = events
         self.dispatch = EventDispatcher(self.events, self.log)
@@ -127,6 +154,12 @@ class ServerEngine:
         self.closeLinger = closeLinger
         self.backlog = backlog
         self.receiveBudget = ReceiveBudget(receiveBudget)
+        if recoveryWindow < 0 or maxOfflineClients < 0:
+            raise ValueError("need recoveryWindow >= 0 and maxOfflineClients >= 0")
+        self.recoveryWindow = recoveryWindow
+        self.maxOfflineClients = maxOfflineClients
+        self._offline = 0           # clients whose session waits for a resume
+        self._stopping = False
         self._unauthenticated = 0
         # _pairKey(a, b) with a < b -> when they stopped sharing a group (oldest first).
         self._parted = {}
@@ -177,10 +210,14 @@ class ServerEngine:
 
     def stop(self) -> defer.Deferred:
         """Close every connection and stop listening; a Deferred fires when done."""
+        self._stopping = True
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         for connection in list(self._connections):
             connection.close(ErrorType.KICKED)
+        for client in list(self._clients.values()):
+            if client.offlineTimer is not None:
+                self._endOffline(client, ErrorType.KICKED)
         ports = [p for p in (self._tcpPort, self._udpPort) if p is not None]
         self._tcpPort = self._udpPort = None
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
@@ -324,7 +361,11 @@ class ServerEngine:
                     self.stats.outputDropped += 1       # unreliable: may be lost
 
     def closeConnection(self, hostID: int) -> None:
-        self._client(hostID).close(ErrorType.KICKED)
+        client = self._client(hostID)
+        if client.offlineTimer is not None:
+            self._endOffline(client, ErrorType.KICKED)
+        else:
+            client.close(ErrorType.KICKED)
 
     # Called by the protocols
 
@@ -350,9 +391,14 @@ class ServerEngine:
         login, connection.login = connection.login, None
         if login is not None:
             login.cancel()
+        if (self._clients.get(connection.hostID) is connection
+                and connection.offlineTimer is None):
+            self._leave(connection)
+
+    def _leave(self, connection) -> None:
+        """The client of C{connection} leaves the server for good."""
         hostID = connection.hostID
-        if self._clients.get(hostID) is not connection:
-            return
+        connection.stream = None
         info = self._info(connection)
         del self._clients[hostID]
         if connection.udpSession is not None:
@@ -374,7 +420,164 @@ class ServerEngine:
         self._connections.discard(connection)
         self._joinedOrGone(connection)
         connection.closing = True
-        self.connectionClosing(connection)
+        if self._keepsSession(connection):
+            self._goOffline(connection)
+        else:
+            self.connectionClosing(connection)
+
+    # Connection recovery
+
+    def _keepsSession(self, connection) -> bool:
+        """Whether the lost C{connection}'s client goes offline (its session
+        waiting for a resume) rather than leaving."""
+        if (connection.stream is None or connection.offlineTimer is not None
+                or self._stopping or connection.leaveReason not in _RECOVERABLE
+                or self._clients.get(connection.hostID) is not connection):
+            return False
+        stream = connection.stream
+        if stream.unacknowledgedBytes > self.maxClientOutput:
+            self.stats.resendOverflows += 1
+            self.onceLog.warn(("overflow", connection.hostID), "client {hostID} left at "
+                              "once: {size} bytes unacknowledged, more than an offline "
+                              "client may hold", proud_event="recovery_overflow",
+                              hostID=connection.hostID, size=stream.unacknowledgedBytes)
+            return False
+        if self._offline >= self.maxOfflineClients:
+            self.stats.recoveryRefused += 1
+            self.onceLog.warn(("offline-full",), "client {hostID} left at once: "
+                              "{limit} clients offline already (maxOfflineClients; "
+                              "later ones are counted in stats.recoveryRefused)",
+                              proud_event="recovery_refused", hostID=connection.hostID,
+                              limit=self.maxOfflineClients)
+            return False
+        return True
+
+    def _goOffline(self, connection) -> None:
+        """Keep the session of C{connection} for C{recoveryWindow} seconds."""
+        self._offline += 1
+        self.stats.clientsOffline += 1
+        connection.stream.maxUnacknowledged = self.maxClientOutput
+        connection.udpAddress = connection.udpChallenge = None
+        if connection.udpSession is not None:
+            connection.udpSession.close()
+            connection.udpSession = None
+        connection.offlineTimer = self.reactor.callLater(
+            self.recoveryWindow, self._endOffline, connection, None)
+        self.log.info("client {hostID} offline ({reason}); its session waits "
+                      "{window} s for a resume", proud_event="client_offline",
+                      hostID=connection.hostID, reason=connection.leaveReason.name,
+                      window=self.recoveryWindow)
+        self._tellPeers(connection.hostID, "MEMBER_OFFLINE")
+        self.dispatch("onClientOffline", self._info(connection))
+
+    def _endOffline(self, connection, reason: ErrorType | None) -> None:
+        """The offline client of C{connection} leaves for good: its window ran
+        out (C{reason} None: it leaves for why it went offline), or C{reason}."""
+        timer, connection.offlineTimer = connection.offlineTimer, None
+        if timer is None:
+            return
+        if timer.active():
+            timer.cancel()
+        else:
+            self.stats.recoveryExpired += 1
+        self._offline -= 1
+        if reason is not None:
+            connection.leaveReason = reason
+        if self._clients.get(connection.hostID) is connection:
+            self._leave(connection)
+
+    def _tellPeers(self, hostID: int, kind: str) -> None:
+        body = encodeMessage(kind, memberID=hostID)
+        for peerID in self._table.peersOf(hostID):
+            peer = self._clients.get(peerID)
+            if peer is not None:
+                peer.sendBody(body)
+
+    def resendOverflow(self, connection, why: str) -> None:
+        """The client's unacknowledged reliable output outgrew its bound:
+        its session ends (now if online, after this turn if offline)."""
+        self.stats.resendOverflows += 1
+        size = connection.stream.unacknowledgedBytes
+        connection.stream = None        # keeps nothing more, and cannot resume
+        if connection.offlineTimer is None:
+            connection.cutSlowConsumer(why)
+            return
+        self.onceLog.warn(("overflow", connection.hostID), "offline client {hostID} "
+                          "leaves: {why}", proud_event="resend_overflow",
+                          hostID=connection.hostID, size=size, why=why)
+        self.reactor.callLater(0, self._endOffline, connection, ErrorType.SLOW_CONSUMER)
+
+    def resumeRequested(self, connection, fields) -> None:
+        """A new connection asks to resume a session: challenge it."""
+        if fields.wireVersion != WIRE_VERSION:
+            self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
+                        "protocol version mismatch")
+            return
+        nonce = newNonce()
+        connection.resumeNonce = (fields.hostID, nonce)
+        connection.sendMessage("RESUME_CHALLENGE", nonce=nonce)
+
+    def resume(self, connection, fields, nonce: bytes) -> None:
+        """The answer to the challenge C{nonce}: resume, or refuse and close."""
+        try:
+            session = self.admitResume(fields.hostID, nonce, fields.proof)
+        except ResumeRefused as e:
+            self.stats.resumesRefused += 1
+            address = _peerAddress(connection)
+            self.onceLog.warn(("resume", e.reason, address[0]),
+                              "refused a resume from {address}: {why} (later ones are "
+                              "counted in stats.resumesRefused)", proud_event="resume_refused",
+                              address=address, hostID=fields.hostID,
+                              reason=e.reason.name, why=str(e))
+            connection.sendMessage("RESUME_REFUSED", reason=int(e.reason))
+            connection.close(ErrorType.CONNECTION_REFUSED)
+            return
+        resend = session.stream.resendAfter(fields.received)    # ProtocolError if it lies
+        self._resumeOn(connection, session, resend)
+
+    def admitResume(self, hostID: int, nonce: bytes, proof: bytes):
+        """The admission step of a resume: the session (a joined or offline
+        client's connection) that C{proof} answers the server's C{nonce} for,
+        or L{ResumeRefused}. Changes nothing."""
+        session = self._clients.get(hostID)
+        if session is None or session.stream is None:
+            raise ResumeRefused(ResumeRefusal.UNKNOWN_SESSION,
+                                f"no session of host {hostID} to resume")
+        if not proofHolds(session.resumeKey, hostID, nonce, proof):
+            raise ResumeRefused(ResumeRefusal.BAD_PROOF,
+                                f"wrong proof for the session of host {hostID}")
+        return session
+
+    def _resumeOn(self, connection, session, resend: list) -> None:
+        """Move C{session} onto the new C{connection} and send it again what
+        the client has not counted (C{resend}), then what is new."""
+        hostID = session.hostID
+        timer, session.offlineTimer = session.offlineTimer, None
+        if timer is not None:
+            timer.cancel()
+            self._offline -= 1
+        else:
+            # Still joined on a connection the client gave up (its address
+            # changed): that one goes, and the client is offline a moment.
+            session.closing = True
+            session.outgoing = None
+            session.transport.abortConnection()
+            self._tellPeers(hostID, "MEMBER_OFFLINE")
+            self.dispatch("onClientOffline", self._info(session))
+        self._joinedOrGone(connection)
+        connection.adopt(session)
+        connection.stream.maxUnacknowledged = self.maxClientOutput + ONLINE_RESEND_SLACK
+        self._clients[hostID] = connection
+        connection.lastHeard = self.reactor.seconds()
+        connection.sendMessage("RESUME_ACCEPTED", received=connection.stream.received)
+        for body in resend:
+            connection.writeBody(body)
+        self.stats.clientsResumed += 1
+        self.log.info("client {hostID} resumed its session from {address}",
+                      proud_event="client_resumed", hostID=hostID,
+                      address=_peerAddress(connection))
+        self._tellPeers(hostID, "MEMBER_ONLINE")
+        self.dispatch("onClientOnline", self._info(connection))
 
     def hello(self, connection, fields) -> None:
         peer = connection.transport.getPeer()
@@ -430,10 +633,19 @@ class ServerEngine:
                                            self.reactor.seconds())
         self._clients[hostID] = connection
         self._table.addClient(hostID)
+        if self.recoveryWindow > 0:
+            # First, so that the client counts from JOIN_ACCEPTED on as we do.
+            secret = b""
+            if connection.resumeKey is None:        # no handshake to derive it from
+                connection.resumeKey = secret = newResumeKey()
+            connection.sendMessage("RECOVERY", windowMs=int(self.recoveryWindow * 1000),
+                                   resumeSecret=secret)
         connection.sendMessage(
             "JOIN_ACCEPTED", hostID=hostID, udpToken=connection.udpToken,
             udpPort=self.getUdpAddress()[1],
             clientTimeoutMs=int(self.clientTimeout * 1000), reply=reply)
+        if self.recoveryWindow > 0:
+            connection.stream = ResumableStream(self.maxClientOutput + ONLINE_RESEND_SLACK)
         self.stats.clientsJoined += 1
         self.log.info("client {hostID} joined from {address}", proud_event="client_join",
                       hostID=hostID, address=address)
@@ -845,7 +1057,9 @@ class ServerEngine:
                 self.stats.clientsTimedOut += 1
                 connection.abort(ErrorType.TIMEOUT,
                                  f"silent for more than {self.clientTimeout} s")
-            elif releasing and connection.udpChannel is not None:
+            elif connection.stream is not None:
+                connection.acknowledgeStream()
+            if releasing and not connection.closing and connection.udpChannel is not None:
                 # An idle client's cipher contexts are most of its memory.
                 connection.tcpChannel.releaseIfIdle()
                 connection.udpChannel.releaseIfIdle()

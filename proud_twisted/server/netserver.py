@@ -65,6 +65,14 @@ hostile sessions fill it, while an honest one holds about a window (0.3 MB)
 for a round trip after a loss: 210 honest sessions recovering at once."""
 DEFAULT_CLOSE_LINGER = 2.0
 """Seconds a closed client's last words get to go out before it is cut."""
+DEFAULT_RECOVERY_WINDOW = 30.0
+"""Seconds a client whose connection dropped has to resume its session."""
+DEFAULT_MAX_OFFLINE_CLIENTS = 1000
+"""Clients that may wait offline for a resume at once; past it a dropped
+client leaves at once. Each holds its state (a few KiB) and at most
+C{maxClientOutput} (1 MiB) of reliable output not yet acknowledged, so
+1,000 x 1 MiB = about 1 GiB at the very worst, when every one of them had
+a full megabyte unacknowledged; a few MiB in all for idle players."""
 
 
 @implementer(INetServer)
@@ -111,6 +119,13 @@ class NetServer(service.Service):
         server may hold in reassembly buffers together (each also within its
         own C{sessionConfig.maxReceiveBufferBytes}).
     @param backlog: the TCP listen queue length.
+    @param recoveryWindow: seconds a client whose connection dropped (reset,
+        silent past C{clientTimeout}) stays offline with its HostID, groups
+        and unacknowledged reliable output, waiting for it to reconnect and
+        resume (C{onClientOffline}, then C{onClientOnline} or, when the
+        window runs out, C{onClientLeave}); 0 turns recovery off.
+    @param maxOfflineClients: clients that may be offline at once; a
+        client dropped past it leaves at once (C{stats.recoveryRefused}).
     @param metrics: a L{ServerMetrics} for this server alone, to serve to
         Prometheus (L{metricsService}); it samples the event loop's lag
         while the server runs.
@@ -136,6 +151,8 @@ class NetServer(service.Service):
                  closeLinger: float = DEFAULT_CLOSE_LINGER,
                  receiveBudget: int = DEFAULT_RECEIVE_BUDGET,
                  backlog: int = DEFAULT_BACKLOG,
+                 recoveryWindow: float = DEFAULT_RECOVERY_WINDOW,
+                 maxOfflineClients: int = DEFAULT_MAX_OFFLINE_CLIENTS,
                  metrics: ServerMetrics | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -152,7 +169,8 @@ class NetServer(service.Service):
             relayFramesPerSecond=relayFramesPerSecond,
             relayBytesPerSecond=relayBytesPerSecond, udpBufferSize=udpBufferSize,
             loginTimeout=loginTimeout, maxClientOutput=maxClientOutput,
-            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog)
+            closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog,
+            recoveryWindow=recoveryWindow, maxOfflineClients=maxOfflineClients)
         self._reactor = reactor
         self._metrics = metrics
         if metrics is not None:

@@ -61,6 +61,17 @@ MessageType = c.Enum(
     UDP_LOST=16,
     P2P_PATH=17,
     RELAY_BUNDLE=18,
+    # Connection recovery (proud_twisted.wire.stream says which frames are counted).
+    STREAM_ACK=40,
+    RECOVERY=41,
+    RESUME_REQUEST=42,
+    RESUME_CHALLENGE=43,
+    RESUME=44,
+    RESUME_ACCEPTED=45,
+    RESUME_REFUSED=46,
+    MEMBER_OFFLINE=47,
+    MEMBER_ONLINE=48,
+    SESSION_ENDED=49,
 )
 
 BODIES = {
@@ -128,6 +139,24 @@ BODIES = {
     ),
     "P2P_PATH": c.Struct("peerID" / HostID, "direct" / c.Flag),
     "RELAY_BUNDLE": c.Struct("flags" / RelayFlags, "entries" / BundleEntries),
+    # Counted frames the sender of this message has received on the stream.
+    "STREAM_ACK": c.Struct("received" / c.Int64ub),
+    # After JOIN_ACCEPTED when recovery is on: the window, and the resume
+    # secret when there is no handshake to derive it from (else empty).
+    "RECOVERY": c.Struct("windowMs" / c.Int32ub, "resumeSecret" / Blob),
+    "RESUME_REQUEST": c.Struct("wireVersion" / c.Int8ub, "hostID" / HostID),
+    "RESUME_CHALLENGE": c.Struct("nonce" / Token),
+    "RESUME": c.Struct(
+        "hostID" / HostID,
+        "received" / c.Int64ub,
+        "proof" / c.Bytes(32),
+    ),
+    "RESUME_ACCEPTED": c.Struct("received" / c.Int64ub),
+    "RESUME_REFUSED": c.Struct("reason" / c.Int8ub),
+    "MEMBER_OFFLINE": c.Struct("memberID" / HostID),
+    "MEMBER_ONLINE": c.Struct("memberID" / HostID),
+    # The server closes the connection on purpose: no resume.
+    "SESSION_ENDED": c.Struct(),
 }
 
 # PEER_PAIR policy bits.
