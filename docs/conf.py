@@ -92,7 +92,7 @@ class InterfaceDirective(SphinxDirective):
         lines += _indented(inspect.cleandoc(interface.__doc__ or ""), 3)
         for base in interface.__bases__:
             if base.__name__ in proud_twisted.__all__:
-                lines += ["", f"   Also has every event of `proud_twisted.{base.__name__}`."]
+                lines += ["", f"   Also has every member of `proud_twisted.{base.__name__}`."]
             elif base is not Interface:
                 lines += ["", f"   Also a ``{base.__module__}.{base.__name__}``."]
         for memberName in interface.names():
@@ -108,6 +108,25 @@ class InterfaceDirective(SphinxDirective):
         return container.children
 
 
+class RmiDeclarationDirective(SphinxDirective):
+    """``.. rmi-declaration:: module.Interface``: what ``python -m
+    proud_twisted.rmi describe`` prints for it (modules in docs/ import too)."""
+
+    required_arguments = 1
+
+    def run(self):
+        from proud_twisted.rmi.describe import describe, resolve
+
+        docs = str(Path(__file__).resolve().parent)
+        if docs not in sys.path:
+            sys.path.insert(0, docs)
+        text = describe(resolve(self.arguments[0]))
+        block = nodes.literal_block(text, text)
+        block["language"] = "text"
+        return [block]
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", convertDocstring)
     app.add_directive("interface", InterfaceDirective)
+    app.add_directive("rmi-declaration", RmiDeclarationDirective)

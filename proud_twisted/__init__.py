@@ -51,6 +51,7 @@ from proud_twisted.interfaces import (
     INetCoreEvent,
     INetServer,
     INetServerEvent,
+    IRmiHost,
 )
 from proud_twisted.rudp import (
     DeliveryMode,
@@ -68,7 +69,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NetServer", "NetClient", "INetServer", "INetClient",
-    "INetCoreEvent", "INetServerEvent", "INetClientEvent",
+    "INetCoreEvent", "INetServerEvent", "INetClientEvent", "IRmiHost",
     "NetServerEvents", "NetClientEvents",
     "ClientInfo", "ErrorInfo", "MessageContext", "P2PGroupInfo", "PeerInfo",
     "P2PConnectionStats", "ServerStats", "SocketBuffers", "freezeStartupObjects",

@@ -28,6 +28,9 @@ class _NetCoreEvents:
                              context: MessageContext) -> None:
         pass
 
+    def onNoRmiProcessed(self, rmiID: int, context: MessageContext) -> None:
+        pass
+
 
 @implementer(INetServerEvent)
 class NetServerEvents(_NetCoreEvents):

@@ -41,6 +41,7 @@ from proud_twisted.rudp.config import DeliveryMode, Priority
 
 if TYPE_CHECKING:
     from proud_twisted.events import LoginAnswer
+    from proud_twisted.rmi import Proxy, Stub
 
 _Class = TypeVar("_Class", bound=type)
 
@@ -75,6 +76,11 @@ class INetCoreEvent(Interface):
         """A user message arrived from C{sender} (a HostID).
 
         @param context: a L{MessageContext} (reliability, relayed or not).
+        """
+
+    def onNoRmiProcessed(rmiID: int, context: MessageContext) -> None:
+        """An RMI message arrived that no attached stub handles: its ID
+        C{rmiID} is not declared here, or the stub does not define the method.
         """
 
 
@@ -158,7 +164,32 @@ class INetClientEvent(INetCoreEvent):
         """A peer that was offline resumed its session."""
 
 
-class INetServer(IService):
+class IRmiHost(Interface):
+    """Where remote interfaces attach: a L{NetServer} or a L{NetClient}."""
+
+    def attachStub(stub: Stub) -> None:
+        """Handle a remote interface's calls with C{stub} (an instance of a
+        subclass of C{Declaration.Stub}); see L{proud_twisted.rmi}.
+
+        @raise DeclarationError: the declaration's IDs overlap those of
+            another one attached here, a stub of it is attached already, or a
+            stub method takes other arguments than its declaration sends.
+        """
+
+    def attachProxy(declaration: type, *, timeout: float = 30.0,
+                    maxPendingCalls: int = 10000) -> Proxy:
+        """A proxy calling C{declaration}'s remote methods from here (see
+        L{proud_twisted.rmi}): C{proxy.say(target, text)} sends; a call with a
+        result returns a Deferred that fails with L{RemoteCallTimeout} after
+        C{timeout} seconds, or with L{TooManyPendingCalls} while
+        C{maxPendingCalls} others wait.
+
+        @raise DeclarationError: the declaration's IDs overlap those of
+            another one attached here.
+        """
+
+
+class INetServer(IService, IRmiHost):
     """A game server: accepts clients, owns P2P groups, relays between members.
 
     A L{NetServer} provides it; it is a Twisted service (start it with
@@ -262,7 +293,7 @@ class INetServer(IService):
         fires at once; what was sent to it gets C{closeLinger} seconds to go out."""
 
 
-class INetClient(IService):
+class INetClient(IService, IRmiHost):
     """A game client: joins a server, hears about its groups, messages peers.
 
     A L{NetClient} provides it. Scripts join with L{connect}; it is also a

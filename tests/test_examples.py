@@ -70,10 +70,26 @@ class LineReader:
             self.process.stdout.close()
 
 
+INTERRUPT_AGAIN_AFTER = 3.0
+INTERRUPTS = 5
+
+
 def stop(reader: LineReader) -> None:
-    """Interrupt C{reader}'s process if it still runs, and wait for it."""
-    if reader.process.poll() is None:
+    """Interrupt C{reader}'s process if it still runs, and wait for it.
+
+    An interrupt that lands before the process's reactor handles signals
+    may be lost (its KeyboardInterrupt, raised inside a garbage collector's
+    weakref callback, is only printed), so it is sent again every
+    C{INTERRUPT_AGAIN_AFTER} seconds, at most C{INTERRUPTS} times.
+    """
+    for _ in range(INTERRUPTS):
+        if reader.process.poll() is not None:
+            break
         reader.process.send_signal(signal.SIGINT)
+        try:
+            reader.process.wait(INTERRUPT_AGAIN_AFTER)
+        except subprocess.TimeoutExpired:
+            continue
     reader.finish()
 
 

@@ -6,6 +6,7 @@ Deterministic: one clock, no real sockets."""
 from __future__ import annotations
 
 import uuid
+from unittest import mock
 
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,10 +22,17 @@ from proud_twisted import (
 from proud_twisted._crypto.resume import resumeProof
 from proud_twisted.client.engine import MAX_UNACKNOWLEDGED_TO_SERVER
 from proud_twisted.crypto import ClientHandshake
+from proud_twisted.server.connection import ServerConnection
+from proud_twisted.server.engine import ServerEngine
 from proud_twisted.testing import LinkConditions, MemoryNetwork
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.messages import WIRE_VERSION, decodeMessage, encodeMessage
-from tests.support import RecordingClientEvents, RecordingServerEvents, stopMemoryWorld
+from tests.support import (
+    RecordingClientEvents,
+    RecordingServerEvents,
+    spyOn,
+    stopMemoryWorld,
+)
 
 VERSION = uuid.UUID("7265636f-7665-7279-0000-746573740001")
 SERVER_IP = "203.0.113.1"
@@ -182,6 +190,55 @@ class ResumeTests(SynchronousTestCase):
         self._assertResumed(world, ErrorType.TIMEOUT)
         # Messages sent while she was away were held and arrived after.
         self.assertEqual(world.alice.events.rec.count("onLeaveServer"), 0)
+
+    def test_aClientWhoseAddressChangedTakesItsSessionBack(self):
+        """The client gave its connection up (its address changed) while the
+        server never heard the old one end: the resume moves the session
+        over, offline then online, and nothing is lost."""
+        world = RecoveryWorld(self)
+        old = world.server._engine._clients[world.aliceID]
+        lost = ServerConnection.connectionLost
+        unheard = mock.patch.object(
+            ServerConnection, "connectionLost",
+            lambda connection, reason: None if connection is old else lost(connection,
+                                                                            reason))
+        unheard.start()
+        self.addCleanup(unheard.stop)
+        keptOffline = []
+        spyOn(self, ServerEngine, "_goOffline", lambda engine, c: keptOffline.append(c))
+        self._outageMidStream(world, lambda: world.net.disconnectHost(world.aliceHost))
+        self._assertResumed(world, ErrorType.DISCONNECT_FROM_REMOTE)
+        self.assertIsNot(world.server._engine._clients[world.aliceID], old)
+        self.assertTrue(old.closing)
+        self.assertEqual(keptOffline, [])      # it was still joined when she came back
+        self.assertEqual(world.server.stats.clientsOffline, 1)
+
+    def test_repeatedDropsOnALossyNetworkLoseNothing(self):
+        """Five resets, one every few seconds, with 5 % UDP loss and jitter:
+        every stream still arrives whole, once, in order."""
+        world = RecoveryWorld(self)
+        net = world.net
+        lossy = LinkConditions(latency=0.02, jitter=0.01, loss=0.05)
+        for a, b in ((world.aliceHost, world.serverHost), (world.serverHost, world.aliceHost),
+                     (world.bobHost, world.serverHost), (world.serverHost, world.bobHost)):
+            net.setConditions(a, b, lossy)
+        streams = world.startStreams()
+        rec = world.alice.events.rec
+        for drop in range(1, 6):
+            net.advance(2)
+            net.disconnectHost(world.aliceHost)
+            assert net.runUntil(lambda n=drop: rec.count("onServerOnline") == n,
+                                RECOVERED_WITHIN)
+        net.advance(1)
+        for stream in streams.values():
+            stream.stop()
+        sent = {name: stream.sent for name, stream in streams.items()}
+        assert net.runUntil(lambda: world.received() == sent, 30), {
+            name: (len(sent[name]), len(got)) for name, got in world.received().items()}
+        self.assertGreater(min(len(got) for got in sent.values()), 150)
+        self.assertEqual(world.server.stats.clientsResumed, 5)
+        self.assertEqual(world.alice.getLocalHostID(), world.aliceID)
+        self.assertEqual(world.serverEvents.rec.count("onClientLeave"), 0)
 
     def test_withoutEncryptionTheServerGivesTheResumeKey(self):
         world = RecoveryWorld(self, encryption=False)

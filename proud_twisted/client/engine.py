@@ -125,6 +125,8 @@ class ClientEngine:
     """One client's state and the protocol hooks; see L{NetClient} for the settings."""
 
     log = Logger()
+    rmi = None
+    """The L{proud_twisted.rmi.endpoint.RmiEndpoint}, once anything is attached."""
 
     def __init__(self, events, reactor, *, maxMessageLength, udpInterface, sessionConfig,
                  pathConfig, maxDirectPeers, encryption, serverKey, udpBufferSize) -> None:
@@ -776,7 +778,7 @@ class ClientEngine:
             return
         if not flags & relay.FLAG_SESSION:
             context = MessageContext(sender, bool(flags & relay.FLAG_RELIABLE), relayed=True)
-            self.dispatch("onReceiveUserMessage", sender, payload, context)
+            self.deliverUserMessage(sender, payload, context)
             return
         self.peerLinks.relayedFrame(sender, payload)
 
@@ -792,7 +794,7 @@ class ClientEngine:
                     self.malformedDatagrams += 1
             return
         context = MessageContext(HOSTID_SERVER, bool(flags & relay.FLAG_RELIABLE))
-        self.dispatch("onReceiveUserMessage", HOSTID_SERVER, payload, context)
+        self.deliverUserMessage(HOSTID_SERVER, payload, context)
 
     def malformedDatagram(self, addr) -> None:
         self.malformedDatagrams += 1
@@ -833,7 +835,14 @@ class ClientEngine:
     def deliverMessage(self, sender: int, event, relayed: bool) -> None:
         context = MessageContext(sender, event.mode is DeliveryMode.RELIABLE, relayed,
                                  event.mode, event.channel)
-        self.dispatch("onReceiveUserMessage", sender, event.payload, context)
+        self.deliverUserMessage(sender, event.payload, context)
+
+    def deliverUserMessage(self, sender: int, payload: bytes, context) -> None:
+        """An RMI message goes to the attached RMI endpoint, any other to
+        C{onReceiveUserMessage}."""
+        rmi = self.rmi
+        if rmi is None or not rmi.receive(sender, payload, context):
+            self.dispatch("onReceiveUserMessage", sender, payload, context)
 
     # The client-server UDP session
 

@@ -24,6 +24,7 @@ from proud_twisted.crypto import PublicIdentity
 from proud_twisted.events import NetClientEvents
 from proud_twisted.info import Address, PeerInfo, Targets
 from proud_twisted.interfaces import INetClient, INetClientEvent, documentedBy
+from proud_twisted.rmi.attachment import RmiHost
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.wire.framing import DEFAULT_MAX_MESSAGE_LENGTH
@@ -34,7 +35,7 @@ DEFAULT_LINGER = 2.0
 
 @implementer(INetClient)
 @documentedBy(INetClient)
-class NetClient(service.Service):
+class NetClient(service.Service, RmiHost):
     """A game client: joins a server, hears about its groups, messages peers.
 
     Join with L{connect}, or run it as a Twisted service (in a
@@ -172,3 +173,6 @@ class NetClient(service.Service):
              mode: DeliveryMode | None = None, priority: Priority = Priority.MEDIUM,
              channel: int = 0) -> None:
         self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
+
+    def _isGroup(self, hostID: int) -> bool:
+        return hostID in self._engine.getLocalJoinedP2PGroups()

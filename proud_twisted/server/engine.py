@@ -113,6 +113,8 @@ class ServerEngine:
     """One server's state and the protocol hooks; see L{NetServer} for the settings."""
 
     log = Logger()
+    rmi = None
+    """The L{proud_twisted.rmi.endpoint.RmiEndpoint}, once anything is attached."""
 
     def __init__(self, events, protocolVersion: bytes, reactor, *, tcpPort, udpPort,
                  interface, maxMessageLength, clientTimeout, allowEmptyGroups,
@@ -559,6 +561,7 @@ class ServerEngine:
         else:
             # Still joined on a connection the client gave up (its address
             # changed): that one goes, and the client is offline a moment.
+            self.stats.clientsOffline += 1
             session.closing = True
             session.outgoing = None
             session.transport.abortConnection()
@@ -666,7 +669,14 @@ class ServerEngine:
                 self.malformedDatagram(connection.udpAddress, e)
             return
         context = MessageContext(connection.hostID, bool(flags & relay.FLAG_RELIABLE))
-        self.dispatch("onReceiveUserMessage", connection.hostID, payload, context)
+        self.deliverUserMessage(connection.hostID, payload, context)
+
+    def deliverUserMessage(self, sender: int, payload: bytes, context) -> None:
+        """An RMI message goes to the attached RMI endpoint, any other to
+        C{onReceiveUserMessage}."""
+        rmi = self.rmi
+        if rmi is None or not rmi.receive(sender, payload, context):
+            self.dispatch("onReceiveUserMessage", sender, payload, context)
 
     def relay(self, sender, targets, flags: int, payload: bytes) -> None:
         """Forward C{payload} from C{sender} to each target it shares a group with."""
@@ -878,7 +888,7 @@ class ServerEngine:
         if type(event) is MessageReceived:
             context = MessageContext(connection.hostID, False, False, event.mode,
                                      event.channel)
-            self.dispatch("onReceiveUserMessage", connection.hostID, event.payload, context)
+            self.deliverUserMessage(connection.hostID, event.payload, context)
 
     def _introducePair(self, a: int, b: int, groupID) -> None:
         """Give both clients of a new pair a fresh epoch, secret and path policy."""

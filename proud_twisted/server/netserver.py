@@ -27,6 +27,7 @@ from proud_twisted.info import (
     Targets,
 )
 from proud_twisted.interfaces import INetServer, INetServerEvent, documentedBy
+from proud_twisted.rmi.attachment import RmiHost
 from proud_twisted.rudp import DeliveryMode, Priority, SessionConfig
 from proud_twisted.rudp.config import deliveryMode
 from proud_twisted.server.engine import ServerEngine
@@ -77,7 +78,7 @@ a full megabyte unacknowledged; a few MiB in all for idle players."""
 
 @implementer(INetServer)
 @documentedBy(INetServer)
-class NetServer(service.Service):
+class NetServer(service.Service, RmiHost):
     """A game server: accepts clients, owns P2P groups, relays between members.
 
     @param events: an L{INetServerEvent} provider (default: a no-op one).
@@ -270,3 +271,6 @@ class NetServer(service.Service):
 
     def closeConnection(self, hostID: int) -> None:
         self._engine.closeConnection(hostID)
+
+    def _isGroup(self, hostID: int) -> bool:
+        return self._engine._table.hasGroup(hostID)
