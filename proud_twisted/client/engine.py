@@ -440,7 +440,7 @@ class ClientEngine:
         if attempt is None or connection is not attempt.connection:
             return      # one given up already (a failed join's, closing): not ours now
         if self._offlineSince is not None:
-            self._attemptFailed()       # a resume attempt's connection
+            self._attemptFailed(lost=True)      # a resume attempt's connection
             return
         if (self.stream is not None and self._closed is None
                 and reason in _RECOVERABLE):
@@ -618,9 +618,10 @@ class ClientEngine:
             if self._attempt is factory:
                 self._stopConnecting = stop
 
-    def _attemptFailed(self) -> None:
-        """The resume attempt under way failed or took too long: give it up
-        and try again later (or leave, once the window has run out)."""
+    def _attemptFailed(self, lost: bool = False) -> None:
+        """The resume attempt under way failed or took too long (or its
+        connection was C{lost}): give it up and try again later (or leave,
+        once the window has run out)."""
         if self._attemptTimer is not None and self._attemptTimer.active():
             self._attemptTimer.cancel()
         self._attemptTimer = None
@@ -628,9 +629,10 @@ class ClientEngine:
         stop, self._stopConnecting = self._stopConnecting, None
         connection, self._connection = self._connection, None
         if attempt is not None and attempt.connection is not None:
-            attempt.connection.abort(ErrorType.TIMEOUT, "resume attempt failed")
-        elif connection is not None:
-            connection.abort(ErrorType.TIMEOUT, "resume attempt failed")
+            connection = attempt.connection
+        if connection is not None:
+            if not lost:
+                connection.abort(ErrorType.TIMEOUT, "resume attempt took too long")
         elif stop is not None:
             stop()
         if self._offlineSince is not None and self._reconnect is None:

@@ -41,6 +41,12 @@ EARLY_FRAMES_KEPT = 64
 EARLY_FRAME_LIFETIME = 2.0
 
 
+def _directHead(sender: int, receiver: int, epoch: int) -> bytes:
+    """How every DIRECT_DATA datagram of the pair's C{epoch} from C{sender}
+    to C{receiver} begins: the sealed session datagram follows."""
+    return encodeDirectData(sender, receiver, relay.encodeSessionFrame(epoch, b""))
+
+
 class PeerLinks:
     """The sessions and paths of one L{NetClient}'s peers."""
 
@@ -71,6 +77,7 @@ class PeerLinks:
                               pairProbeKey(peer.pairSecret), (), self.pathConfig)
             peer.pathDriver = CoreDriver(client.reactor, state, self._sendPathDatagram,
                                          self._pathEventHandler(peer), client.turnEnd)
+            peer.inboundHead = _directHead(peer.hostID, client.getLocalHostID(), peer.epoch)
             peer.punchAtOnce = bool(policy & POLICY_PUNCH_AT_ONCE)
         self._replayEarlyFrames(peer.hostID)
 
@@ -116,27 +123,27 @@ class PeerLinks:
 
     def peerDatagram(self, data: bytes, addr) -> None:
         """A datagram on our UDP socket from a peer (L{ProtocolError} if malformed)."""
-        if data[1] == DIRECT_DATA:
-            sender, receiver, payload = decodeDirectData(data)
-        else:
-            # Only the HostIDs here; the path state parses and authenticates the rest.
-            if len(data) < _PEER_IDS.size + 2:
-                raise ProtocolError("truncated peer datagram")
-            sender, receiver = _PEER_IDS.unpack_from(data, 2)
-            payload = None
+        # Only the HostIDs here; the path state parses and authenticates the rest.
+        if len(data) < _PEER_IDS.size + 2:
+            raise ProtocolError("truncated peer datagram")
+        sender, receiver = _PEER_IDS.unpack_from(data, 2)
         peer = self.client.peerTable.peers.get(sender)
         if (receiver != self.client.getLocalHostID() or peer is None
                 or peer.pathDriver is None):
             self.rejectedDatagrams += 1
             return
-        if payload is None:
+        if data[1] != DIRECT_DATA:
             peer.pathDriver.input(peer.pathDriver.core.receiveDatagram, data, addr)
             return
         addr = tuple(addr)
         if addr != peer.directAddress and addr not in peer.pathDriver.core.candidates:
             self.rejectedDatagrams += 1
             return
-        datagram = self._unframe(peer, payload)
+        head = peer.inboundHead
+        if data.startswith(head):       # (this epoch's: the one header check per datagram)
+            datagram = self._open(peer, data[len(head):])
+        else:
+            datagram = self._unframe(peer, decodeDirectData(data)[2])
         if datagram is not None:
             peer.pathDriver.core.noteDirectTraffic(self.client.reactor.seconds())
             self._feed(peer, datagram, relayed=False)
@@ -215,9 +222,10 @@ class PeerLinks:
         localID = client.getLocalHostID()
         state = peer.pathDriver.core
 
+        head = _directHead(localID, peer.hostID, peer.epoch)
+
         def transmit(datagram: bytes) -> None:
-            client.sendDatagramTo(encodeDirectData(
-                localID, peer.hostID, self._frame(peer, datagram)), address)
+            client.sendDatagramTo(head + self._seal(peer, datagram), address)
             state.noteDirectSent(client.reactor.seconds())
         return transmit
 
@@ -269,9 +277,11 @@ class PeerLinks:
 
     def _frame(self, peer, datagram: bytes) -> bytes:
         """A session datagram as it travels: the pair's epoch, then the sealed datagram."""
-        if peer.channel is not None:
-            datagram = peer.channel.seal(datagram)
-        return relay.encodeSessionFrame(peer.epoch, datagram)
+        return relay.encodeSessionFrame(peer.epoch, self._seal(peer, datagram))
+
+    @staticmethod
+    def _seal(peer, datagram: bytes) -> bytes:
+        return datagram if peer.channel is None else peer.channel.seal(datagram)
 
     def _unframe(self, peer, payload: bytes):
         """The session datagram in a frame from C{peer}, or None if stale or forged.
@@ -287,10 +297,14 @@ class PeerLinks:
         if epoch != peer.epoch:
             self.staleFrames += 1
             return None
+        return self._open(peer, datagram)
+
+    def _open(self, peer, sealed: bytes):
+        """The session datagram C{peer} sealed, or None (counted) if forged."""
         if peer.channel is None:
-            return datagram
+            return sealed
         try:
-            return peer.channel.open(datagram)
+            return peer.channel.open(sealed)
         except ProtocolError:
             self.rejectedDatagrams += 1
             return None

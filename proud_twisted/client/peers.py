@@ -19,6 +19,7 @@ class Peer:
         self.channel = None         # the pair's SecureChannel (end to end)
         self.driver = None          # the pair's SessionDriver
         self.pathDriver = None      # the CoreDriver of its PathState, if direct P2P is allowed
+        self.inboundHead = b""      # how its DIRECT_DATA to us begins, up to the sealed datagram
         self.punchAtOnce = False
         self.punchRequested = False
         self.arrivalRelayed = True  # how the datagram being processed arrived
