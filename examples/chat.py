@@ -2,8 +2,10 @@
 
 The server keeps one chat group: the first user to connect creates it,
 later users join it, a user who disconnects leaves it, and the group is
-destroyed when the last user has left. Clients send their lines to the
-group; the server only relays them.
+destroyed when the last user has left. Clients say their lines to the
+group through a remote method, C{ChatMessages.say}, declared once below:
+the client calls it on a proxy, the other members' stubs run it. The
+server only relays.
 
     python examples/chat.py --headless              # the whole story in one process
     python examples/chat.py server --port 33334
@@ -23,6 +25,7 @@ from twisted.internet import defer, stdio, task
 from twisted.protocols.basic import LineReceiver
 
 from proud_twisted import NetClient, NetClientEvents, NetServer, NetServerEvents
+from proud_twisted.rmi import RemoteInterface
 
 CHAT_PROTOCOL_VERSION = uuid.UUID("6a1d3b0e-8c55-4e3f-a7d4-2b9f0c6e1d58")
 DEFAULT_PORT = 33334
@@ -104,6 +107,24 @@ class ChatServerEvents(NetServerEvents):
         self.journal("group_removed", group=groupHostID)
 
 
+class ChatMessages(RemoteInterface, firstID=5000):
+    """What chat users say to each other."""
+
+    def say(self, name: str, text: str) -> None:
+        """A line C{text} from the user C{name}."""
+
+
+class ChatListener(ChatMessages.Stub):
+    """Runs C{ChatMessages} calls that reach a user."""
+
+    def __init__(self, user: ChatClientEvents) -> None:
+        self.user = user
+
+    def say(self, context, name, text):
+        self.user.journal("heard", user=self.user.name, sender=context.sender,
+                          name=name, text=text)
+
+
 class ChatClientEvents(NetClientEvents):
     """A chat user: reports group changes and chat lines, and says lines to the group."""
 
@@ -113,10 +134,13 @@ class ChatClientEvents(NetClientEvents):
         self.client = None
         self.group = None
         self.left = None
+        self.chat = None            # the ChatMessages proxy, once connecting
 
     def connect(self, host: str, port: int, reactor=None) -> defer.Deferred:
         """Join the chat server; C{self.left} fires when we are gone again."""
         self.client = NetClient(self, reactor=reactor)
+        self.chat = self.client.attachProxy(ChatMessages)
+        self.client.attachStub(ChatListener(self))
         self.left = defer.Deferred()
         d = self.client.connect(host, port, CHAT_PROTOCOL_VERSION, self.name.encode("utf-8"))
         d.addCallback(self._connected)
@@ -127,8 +151,7 @@ class ChatClientEvents(NetClientEvents):
         return hostID
 
     def say(self, text: str) -> None:
-        message = json.dumps({"name": self.name, "text": text}).encode("utf-8")
-        self.client.send(self.group, message)
+        self.chat.say(self.group, self.name, text)
         self.journal("said", user=self.name, text=text)
 
     def onP2PMemberJoin(self, memberHostID, groupHostID, memberCount, message):
@@ -143,13 +166,10 @@ class ChatClientEvents(NetClientEvents):
                      group=groupHostID, count=memberCount)
 
     def onReceiveUserMessage(self, sender, payload, context):
-        try:
-            message = json.loads(payload)
-            name, text = message["name"], message["text"]
-        except (ValueError, TypeError, KeyError):
-            self.journal("garbage", user=self.name, sender=sender)
-            return
-        self.journal("heard", user=self.name, sender=sender, name=name, text=text)
+        self.journal("garbage", user=self.name, sender=sender)
+
+    def onNoRmiProcessed(self, rmiID, context):
+        self.journal("garbage", user=self.name, sender=context.sender, rmiID=rmiID)
 
     def onLeaveServer(self, reason):
         self.journal("left_server", user=self.name, reason=reason.value)

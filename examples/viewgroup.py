@@ -6,7 +6,9 @@ radius of each other, the server puts the pair into a P2P group, and when
 they walk apart it takes them out again, so P2P pairs form and part all the
 time. The players send their positions to everyone they see, peer to peer,
 "latest only" (an older position is never delivered after a newer one), and
-chat lines to the same players, reliably. Every second one line reports what
+chat lines to the same players, reliably: both are remote methods of
+C{ViewMessages}, declared once below, called on a proxy (C{player.say}) and
+run by each receiver's stub (C{Hearing}). Every second one line reports what
 happened; ``--svg FILE`` draws the map at the end.
 
     python examples/viewgroup.py --players 50 --seconds 5 --svg map.svg
@@ -45,21 +47,23 @@ Each line of the report, every second:
   lost, delivered twice or out of order (all must stay 0; each sender numbers
   its lines, each receiver checks them; a line still in flight when its pair
   parted may be dropped with the pair and counts as ``dropped_at_parting``);
+- ``stale``: positions older than one already received from the same
+  player ("latest only" promises none: must stay 0);
 - ``cheats``, ``refused``, ``intrusions``: as above.
 
 The last line, ``total ...``, sums the run after the players stopped moving
 and every line still owed was delivered; the exit status is 1 if anything
-was lost, duplicated, reordered or let through.
+was lost, duplicated, reordered, stale or let through.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import struct
 import sys
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer, task
 
@@ -67,13 +71,13 @@ from _viewgroup_ledger import DeliveryLedger
 from _viewgroup_svg import PairLine, PlayerMark, renderMap
 from _viewgroup_world import ViewTracker, WorldMap, mapSide
 from proud_twisted import (
-    DeliveryMode,
     HackKind,
     NetClient,
     NetClientEvents,
     NetServer,
     NetServerEvents,
 )
+from proud_twisted.rmi import RemoteInterface
 
 VERSION = uuid.UUID("0f6b2c1e-3d7a-4f58-9b21-6c4e8a1d2f70")
 VIEW_RADIUS = 100.0
@@ -81,25 +85,21 @@ WALKING_SPEED = 40.0            # map units a second, on average
 TICK = 0.1                      # seconds between moves (and view updates)
 POSITION_TICKS = 2              # a player sends its position every 2 ticks: 5 a second
 CHAT_TICKS = 10                 # and says a line every 10 ticks: once a second
-POSITION_CHANNEL = 1
+POSITION_KEY = 1                # the "latest only" key (and channel) of positions
 CONNECT_BATCH = 32              # players joining at once
 JOIN_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 10.0           # for the lines still owed at the end
 POLL = 0.05
 
 
-# Messages (raw bytes for now: a tag, then the fields).
+class ViewMessages(RemoteInterface, firstID=7000):
+    """What players say to the players they see (IDs 7000 and 7001)."""
 
-POSITION = struct.Struct("<cffI")       # b"P", x, y, tick
-CHAT = struct.Struct("<cI")             # b"C", sequence number; then the text
+    def position(self, x: float, y: float, tick: int) -> None:
+        """Where the sender's character is (sent "latest only")."""
 
-
-def encodePosition(x: float, y: float, tick: int) -> bytes:
-    return POSITION.pack(b"P", x, y, tick)
-
-
-def encodeChat(seq: int, text: str) -> bytes:
-    return CHAT.pack(b"C", seq) + text.encode("utf-8")
+    def chat(self, seq: int, text: str) -> None:
+        """A chat line, numbered by its sender from 1 (sent reliably)."""
 
 
 @dataclass
@@ -112,6 +112,7 @@ class Counters:
     chat: int = 0
     cheats: int = 0
     intrusions: int = 0
+    stale: int = 0
     garbage: int = 0
 
 
@@ -167,9 +168,13 @@ class Player(NetClientEvents):
         self.client: NetClient | None = None
         self.hostID = 0
         self.seq = 0
+        self.say: Any = None                # the proxy of ViewMessages
+        self.latestTick: dict[int, int] = {}    # sender -> newest position's tick
 
     def connect(self, port: int, reactor) -> defer.Deferred:
         self.client = NetClient(self, reactor=reactor)
+        self.say = self.client.attachProxy(ViewMessages)
+        self.client.attachStub(Hearing(self))
         d = self.client.connect("127.0.0.1", port, VERSION, self.name.encode("utf-8"))
         return d.addCallback(self._joined)
 
@@ -181,14 +186,13 @@ class Player(NetClientEvents):
         peers = self.client.getPeerHostIDs()
         if peers:
             c = self.world.characters[self.index]
-            self.client.send(peers, encodePosition(c.x, c.y, tick),
-                             mode=DeliveryMode.UNRELIABLE_LATEST, channel=POSITION_CHANNEL)
+            self.say.position(peers, c.x, c.y, tick, latestOnly=POSITION_KEY)
 
-    def chat(self) -> None:
+    def sayLine(self) -> None:
         peers = self.client.getPeerHostIDs()
         if peers:
             self.seq += 1
-            self.client.send(peers, encodeChat(self.seq, f"{self.name} says hello"))
+            self.say.chat(peers, self.seq, f"{self.name} says hello")
             self.ledger.sent(self.hostID, self.seq, peers)
 
     def onP2PMemberLeave(self, memberHostID, groupHostID, memberCount):
@@ -196,17 +200,41 @@ class Player(NetClientEvents):
             self.ledger.parted(self.hostID, memberHostID)
 
     def onReceiveUserMessage(self, sender, payload, context):
-        if sender not in self.client.getPeerHostIDs():
-            self.counters.intrusions += 1
-            return
-        tag = payload[:1]
-        if tag == b"P" and len(payload) == POSITION.size:
-            self.counters.positions += 1
-        elif tag == b"C" and len(payload) >= CHAT.size:
-            self.counters.chat += 1
-            self.ledger.received(sender, self.hostID, CHAT.unpack_from(payload)[1])
+        self.counters.garbage += 1          # every message here is RMI
+
+    def onNoRmiProcessed(self, rmiID, context):
+        self.counters.garbage += 1
+
+    def checkLatest(self, sender: int, tick: int) -> None:
+        """A position sent "latest only" is never older than one already had."""
+        if tick <= self.latestTick.get(sender, -1):
+            self.counters.stale += 1
         else:
-            self.counters.garbage += 1
+            self.latestTick[sender] = tick
+
+
+class Hearing(ViewMessages.Stub):
+    """What a player hears; anything from a host it shares no group with is
+    an intrusion (the server must never let one through)."""
+
+    def __init__(self, player: Player) -> None:
+        self.player = player
+
+    def _fromPeer(self, sender: int) -> bool:
+        if sender in self.player.client.getPeerHostIDs():
+            return True
+        self.player.counters.intrusions += 1
+        return False
+
+    def position(self, context, x, y, tick):
+        if self._fromPeer(context.sender):
+            self.player.counters.positions += 1
+            self.player.checkLatest(context.sender, tick)
+
+    def chat(self, context, seq, text):
+        if self._fromPeer(context.sender):
+            self.player.counters.chat += 1
+            self.player.ledger.received(context.sender, self.player.hostID, seq)
 
 
 class Cheater(Player):
@@ -226,8 +254,7 @@ class Cheater(Player):
         for victim in self.victims:
             if victim != self.hostID and victim not in self.everSeen:
                 c = self.world.characters[self.index]
-                self.client.send(victim, encodePosition(c.x, c.y, tick),
-                                 mode=DeliveryMode.UNRELIABLE_LATEST, channel=POSITION_CHANNEL)
+                self.say.position(victim, c.x, c.y, tick, latestOnly=POSITION_KEY)
                 self.counters.cheats += 1
                 return
 
@@ -329,7 +356,7 @@ class Game:
             if phase % POSITION_TICKS == 0:
                 player.sendPosition(self.ticks)
             if phase % CHAT_TICKS == 0:
-                player.chat()
+                player.sayLine()
                 if isinstance(player, Cheater):
                     player.cheat(self.ticks)
         # A tick a little early (the clock's rounding) still closes its second.
@@ -376,7 +403,8 @@ class Game:
             "joins": c.joins, "leaves": c.leaves, "relayed_bytes": relayed,
             "positions": c.positions, "chat": c.chat, "lost": counts.lost,
             "duplicated": counts.duplicated, "reordered": counts.reordered,
-            "cheats": c.cheats, "refused": refused, "intrusions": c.intrusions,
+            "stale": c.stale, "cheats": c.cheats, "refused": refused,
+            "intrusions": c.intrusions,
         }
         print(" ".join(f"{k}={v}" for k, v in fields.items()), file=self.out, flush=True)
 
@@ -399,10 +427,11 @@ class Game:
               f"positions={t.positions} chat_sent={counts.sent} chat={counts.received} "
               f"lost={counts.lost} duplicated={counts.duplicated} "
               f"reordered={counts.reordered} dropped_at_parting={counts.droppedAtParting} "
+              f"stale={t.stale} "
               f"cheats={t.cheats} refused={stats.relayRejected} "
               f"hack_reports={self.events.hackReports} intrusions={t.intrusions} "
               f"settled={'yes' if settled else 'no'}", file=self.out, flush=True)
-        ok = (counts.broken == 0 and t.intrusions == 0 and t.garbage == 0
+        ok = (counts.broken == 0 and t.intrusions == 0 and t.stale == 0 and t.garbage == 0
               and stats.relayRejected == t.cheats)
         return 0 if ok else 1
 

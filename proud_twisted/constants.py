@@ -72,6 +72,9 @@ class JoinRefusal(enum.IntEnum):
     """The server's login check (``onConnectionRequest``) raised or failed."""
     LOGIN_TIMEOUT = 6
     """The server's login check did not answer within its login timeout."""
+    RMI_MISMATCH = 7
+    """Client and server declare a remote method differently (the reply names
+    the declaration and the method)."""
 
 
 class HolePunchPolicy(enum.Enum):

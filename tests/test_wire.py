@@ -65,7 +65,8 @@ def _isIPv4Mapped(host: str) -> bool:
 
 FIELDS = {
     "wireVersion": st.integers(0, 255), "protocolVersion": st.binary(min_size=16, max_size=16),
-    "userData": blobs, "hostID": hostIDs, "udpToken": st.binary(min_size=16, max_size=16),
+    "userData": blobs, "rmiFingerprints": blobs,
+    "hostID": hostIDs, "udpToken": st.binary(min_size=16, max_size=16),
     "token": st.binary(min_size=16, max_size=16), "udpPort": st.integers(0, 65535),
     "challenge": st.binary(min_size=16, max_size=16),
     "clientTimeoutMs": u32, "reply": blobs, "reason": st.integers(0, 255),

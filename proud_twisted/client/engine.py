@@ -52,6 +52,7 @@ from proud_twisted.errors import (
     UnknownHostID,
 )
 from proud_twisted.info import MessageContext
+from proud_twisted.rmi.errors import RmiVersionMismatch
 from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority
 from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.wire import relay
@@ -422,6 +423,8 @@ class ClientEngine:
             return
         connection.sendMessage("HELLO", wireVersion=WIRE_VERSION,
                                protocolVersion=self._protocolVersion,
+                               rmiFingerprints=b"" if self.rmi is None
+                               else self.rmi.fingerprints(),
                                userData=self._userData)
 
     def tcpConnectFailed(self, reason) -> None:
@@ -705,6 +708,9 @@ class ClientEngine:
         elif reason is JoinRefusal.ENCRYPTION_MISMATCH:
             error, kind = HandshakeFailed(
                 "client and server disagree on encryption"), ErrorType.HANDSHAKE_FAILED
+        elif reason is JoinRefusal.RMI_MISMATCH:
+            error = RmiVersionMismatch.fromReply(fields.reply)
+            kind = ErrorType.PROTOCOL_VERSION_MISMATCH
         else:
             error = ConnectionRefusedByServer(fields.reply, reason)
             kind = _REFUSAL_ERRORS.get(reason, ErrorType.CONNECTION_REFUSED)

@@ -84,6 +84,10 @@ def encodeVarint(n: int, out: bytearray) -> None:
     if 0 <= n < 0x80:
         out.append(n)
         return
+    if 0 <= n < 0x4000:
+        out.append((n & 0x7F) | 0x80)
+        out.append(n >> 7)
+        return
     if not 0 <= n <= VARINT_MAX:
         raise OverflowError(f"{n} is outside 0..2**64-1")
     while n > 0x7F:
@@ -97,9 +101,12 @@ def decodeVarint(data: bytes, pos: int) -> tuple[int, int]:
     b = data[pos]
     if b < 0x80:
         return b, pos + 1
-    result = b & 0x7F
-    shift = 7
-    pos += 1
+    b2 = data[pos + 1]
+    if b2 < 0x80:
+        return (b & 0x7F) | (b2 << 7), pos + 2
+    result = (b & 0x7F) | ((b2 & 0x7F) << 7)
+    shift = 14
+    pos += 2
     while True:
         b = data[pos]
         pos += 1

@@ -9,7 +9,7 @@ sends through the host's C{send}.
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +28,8 @@ from proud_twisted.rmi.codec import (
     encodeVarint,
 )
 from proud_twisted.rmi.declaration import RemoteMethod
-from proud_twisted.rmi.errors import RemoteCallFailed
+from proud_twisted.rmi.errors import RemoteCallFailed, RmiVersionMismatch
+from proud_twisted.rmi.fingerprint import encodeFingerprints, findMismatch
 from proud_twisted.rmi.proxy import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAX_PENDING_CALLS,
@@ -43,6 +44,8 @@ SendFunction = Callable[[Any, bytes, DeliveryMode, Priority, int], None]
 """C{send(targets, payload, mode, priority, channel)} of the host."""
 
 _ANSWER_HEADER = bytes([RMI_MARKER, ANSWER_ID])
+_LATER = (defer.Deferred, types.CoroutineType)
+"""What a stub method may return for a result it gives later."""
 _FAILURE_HEADER = bytes([RMI_MARKER, FAILURE_ID])
 
 
@@ -126,6 +129,16 @@ class RmiEndpoint:
         self._declare(declaration)
         return proxyClass(declaration)(self, timeout, maxPendingCalls)
 
+    # versions
+
+    def fingerprints(self) -> bytes:
+        """The fingerprints of every attached declaration, for C{HELLO}."""
+        return encodeFingerprints(self.declarations.values())
+
+    def mismatchWith(self, fingerprints: bytes) -> RmiVersionMismatch | None:
+        """How a client's declarations disagree with ours (None if they do not)."""
+        return findMismatch(self.declarations, fingerprints)
+
     # sending
 
     def nextRequestID(self) -> int:
@@ -134,6 +147,9 @@ class RmiEndpoint:
 
     def send(self, target: Any, payload: bytes, mode: DeliveryMode | None,
              priority: Priority | None, channel: int | None, latestOnly: int | None) -> None:
+        if mode is None and priority is None and channel is None and latestOnly is None:
+            self._send(target, payload, DeliveryMode.RELIABLE, Priority.MEDIUM, 0)
+            return
         if latestOnly is not None:
             if mode not in (None, DeliveryMode.UNRELIABLE_LATEST) or \
                     channel not in (None, latestOnly):
@@ -206,8 +222,7 @@ class RmiEndpoint:
         except Exception:
             self._stubRaised(method, Failure())
             return
-        if result is not None and (isinstance(result, defer.Deferred)
-                                   or inspect.iscoroutine(result)):
+        if isinstance(result, _LATER):
             defer.ensureDeferred(result).addErrback(lambda f: self._stubRaised(method, f))
 
     def _runCall(self, method: RemoteMethod, handler: Callable[..., Any], stub: Stub,
@@ -227,7 +242,7 @@ class RmiEndpoint:
         except Exception:
             self._callFailed(Failure(), method, sender, requestID)
             return
-        if isinstance(result, defer.Deferred) or inspect.iscoroutine(result):
+        if isinstance(result, _LATER):
             self._inProgress[sender] = inProgress + 1
             d = defer.ensureDeferred(result)
             d.addBoth(self._callDone, sender)

@@ -35,3 +35,15 @@ class RmiVersionMismatch(JoinFailed):
                          f"and server: {detail}")
         self.interface = interface
         self.method = method
+        self.detail = detail
+
+    def reply(self) -> bytes:
+        """How the server's refusal carries it to the client."""
+        return f"{self.interface}\0{self.method}\0{self.detail}".encode()
+
+    @classmethod
+    def fromReply(cls, reply: bytes) -> RmiVersionMismatch:
+        parts = reply.decode("utf-8", "replace").split("\0", 2)
+        if len(parts) != 3:
+            return cls("?", "?", parts[0])
+        return cls(*parts)

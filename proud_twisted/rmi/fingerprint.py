@@ -78,7 +78,9 @@ def decodeFingerprints(data: bytes) -> dict[str, list[tuple[int, str, bytes]]]:
 
 def findMismatch(local: dict[str, Any], remote: bytes) -> RmiVersionMismatch | None:
     """The first incompatibility between the declarations C{local} (by name)
-    and the C{remote} fingerprints, or None."""
+    and the C{remote} fingerprints (empty: no declarations), or None."""
+    if not remote:
+        return None
     try:
         theirs = decodeFingerprints(remote)
     except (IndexError, ValueError) as e:

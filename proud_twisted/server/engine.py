@@ -589,6 +589,10 @@ class ServerEngine:
             self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
                          "protocol version mismatch")
             return
+        mismatch = None if self.rmi is None else self.rmi.mismatchWith(fields.rmiFingerprints)
+        if mismatch is not None:
+            self.refuse(connection, JoinRefusal.RMI_MISMATCH, mismatch.reply(), str(mismatch))
+            return
         connection.joinDeadline = float("inf")     # the login timeout bounds it now
         login = connection.login = askLogin(self.events, address, fields.userData,
                                             self.loginTimeout, self.reactor)

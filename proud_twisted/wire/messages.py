@@ -24,7 +24,7 @@ from proud_twisted.wire._schema import (
     messageFormat,
 )
 
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 
 RTT_UNKNOWN = -1.0
 """The round trip a keepalive ping reports before the client has measured one."""
@@ -78,6 +78,8 @@ BODIES = {
     "HELLO": c.Struct(
         "wireVersion" / c.Int8ub,
         "protocolVersion" / c.Bytes(16),
+        # The fingerprints of the client's RMI declarations (proud_twisted.rmi.fingerprint).
+        "rmiFingerprints" / c.Default(c.Prefixed(c.VarInt, c.GreedyBytes), b""),
         "userData" / c.GreedyBytes,
     ),
     "JOIN_ACCEPTED": c.Struct(
