@@ -29,6 +29,9 @@ PURE_CORES = [
     "proud_twisted.rmi.codec", "proud_twisted.rmi.schema", "proud_twisted.rmi.wire",
     "proud_twisted.rmi.declaration", "proud_twisted.rmi.stub",
     "proud_twisted.rmi.fingerprint", "proud_twisted.rmi.describe",
+    "proud_twisted.cluster.envelope", "proud_twisted.cluster.keys",
+    "proud_twisted.cluster.leases", "proud_twisted.cluster.redisurl",
+    "proud_twisted.cluster.serverinfo", "proud_twisted.cluster.stats",
 ]
 """Sans-I/O modules (and packages): no Twisted, no reactor glue."""
 
