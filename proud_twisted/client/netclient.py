@@ -175,4 +175,4 @@ class NetClient(service.Service, RmiHost):
         self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
 
     def _isGroup(self, hostID: int) -> bool:
-        return hostID in self._engine.getLocalJoinedP2PGroups()
+        return hostID in self._engine.peerTable.groups
