@@ -102,6 +102,7 @@ class NetClient(service.Service, RmiHost):
     def stopService(self) -> defer.Deferred[None]:
         """Leave the server (see L{disconnect}) and stop joining again."""
         service.Service.stopService(self)
+        self._stopRmi("the client stopped")
         return self._joinLoop.stop()
 
     def _joinConfigured(self) -> defer.Deferred[int]:
@@ -128,6 +129,7 @@ class NetClient(service.Service, RmiHost):
 
     def disconnect(self, comment: bytes = b"",
                    linger: float = DEFAULT_LINGER) -> defer.Deferred[None]:
+        self._stopRmi("the client disconnected")
         return self._engine.disconnect(comment, linger)
 
     def getLocalHostID(self) -> int:

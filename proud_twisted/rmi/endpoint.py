@@ -92,6 +92,7 @@ class RmiEndpoint:
         self._handlers: dict[int, tuple[RemoteMethod, Callable[..., Any] | None, Stub]] = {}
         # requestID -> the proxy waiting for its answer
         self.calls: dict[int, Proxy] = {}
+        self._proxies: list[Proxy] = []
         self._lastRequestID = 0
         self._inProgress: dict[int, int] = {}
 
@@ -129,7 +130,14 @@ class RmiEndpoint:
     def attachProxy(self, declaration: Any, timeout: float = DEFAULT_CALL_TIMEOUT,
                     maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
         self._declare(declaration)
-        return proxyClass(declaration)(self, timeout, maxPendingCalls)
+        proxy = proxyClass(declaration)(self, timeout, maxPendingCalls)
+        self._proxies.append(proxy)
+        return proxy
+
+    def stop(self, reason: str) -> None:
+        """The host stopped: fail every call still waiting for an answer."""
+        for proxy in self._proxies:
+            proxy.failPending(reason)
 
     # versions
 
