@@ -251,6 +251,9 @@ def test_tapServesTheMetricsOfKnownActivity(tapServer, logs):
     c._engine._connection.sendMessage("PEER_PAIR", peerID=ids[0], epoch=1,
                                       pairSecret=b"s" * 32, policy=0)
     yield server.events.rec.waitCount("onClientLeave", 1)
+    # (To the cheater its cut is a lost connection: it tries to resume, is
+    # refused, and only then has left for good.)
+    yield c.events.rec.waitCount("onLeaveServer", 1)
     yield server.events.rec.wait(lambda: server.getConnectionCount() == 2)
     yield server.events.rec.wait(lambda: all(
         server.getClientInfo(h).rtt is not None for h in ids[:2]))
