@@ -26,6 +26,9 @@ PURE_CORES = [
     "proud_twisted.client.holepunch", "proud_twisted.client.peers",
     "proud_twisted.client.serverpath", "proud_twisted.client.servertime",
     "proud_twisted.client.reconnect", "proud_twisted._crypto",
+    "proud_twisted.cluster.envelope", "proud_twisted.cluster.keys",
+    "proud_twisted.cluster.leases", "proud_twisted.cluster.redisurl",
+    "proud_twisted.cluster.serverinfo", "proud_twisted.cluster.stats",
 ]
 """Sans-I/O modules (and packages): no Twisted, no reactor glue."""
 
