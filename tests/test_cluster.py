@@ -40,6 +40,26 @@ def test_serversSeeEachOtherAndAGracefulLeave(world):
 
 
 @pytest_twisted.inlineCallbacks
+def test_aServerStartedAgainBeforeItsEntryExpiredIsAnotherServer(world):
+    a, b = world.server("a"), world.server("b")
+    yield world.ready(a, b)
+    onB = yield world.client(b)
+    group = a.createP2PGroup([onB.getLocalHostID()])
+    # b dies without a word (its heartbeat and connections stop), and a new
+    # process takes the name b at once, long before the entry's 10 s TTL.
+    b.cluster._beat.stop()
+    yield b.cluster._link.stop()
+    b.cluster._link = None
+    again = world.server("b")
+    yield a.events.rec.waitCount("onServerJoin", 2)
+    assert [e[0] for e in a.events.rec.events if e[0] in ("onServerJoin", "onServerLeave")
+            ] == ["onServerJoin", "onServerLeave", "onServerJoin"]
+    assert a.events.rec.named("onServerJoin")[1][0].incarnation == again.cluster.incarnation
+    # The old b's client left a's group with it.
+    assert a.getP2PGroupInfo(group).members == frozenset()
+
+
+@pytest_twisted.inlineCallbacks
 def test_aServerMayMessageANewMemberAsSoonAsItHearsOfIt(world):
     a = world.server("a")
     yield world.ready(a)

@@ -57,12 +57,14 @@ def test_anyBytesAfterAValidHeaderDecodeOrRaiseProtocolError(tail):
 
 
 def test_serverInfoRoundTripsAndRejectsWhatIsNotOne():
-    info = ServerInfo("zone-1", ("10.0.0.5", 33333), ("10.0.0.5", 33334), "zone", 3, 1, 0.25)
+    info = ServerInfo("zone-1", ("10.0.0.5", 33333), ("10.0.0.5", 33334), "zone", 3, 1, 0.25,
+                      "0123abcd")
     assert ServerInfo.fromJSON(info.toJSON()) == info
     for bad in (b"", b"[]", b"{}", b"\xff", b"x" * 5000,
                 info.toJSON().replace(b"33333", b"70000"),
                 info.toJSON().replace(b'"zone-1"', b'"bad id"'),
                 info.toJSON().replace(b"3,", b"true,"),
+                info.toJSON().replace(b'"0123abcd"', b"7"),
                 info.toJSON()[:-1] + b',"extra":1}'):
         with pytest.raises(ProtocolError):
             ServerInfo.fromJSON(bad)

@@ -122,6 +122,7 @@ class Cluster:
         self.commandTimeout = commandTimeout
         self.maxPendingBytes = maxPendingBytes
         self.stats = ClusterStats()
+        self.incarnation = os.urandom(8).hex()
         self._events = events
         self.reactor: Any = reactor
         self.dispatch: Any = None
@@ -318,7 +319,7 @@ class Cluster:
         clients, groups = engine.load()
         return ServerInfo(self.serverID, (self.advertise or tcpHost, tcpPort),
                           (self.advertise or udpHost, udpPort), self.tag, clients, groups,
-                          self._cpuShare)
+                          self._cpuShare, self.incarnation)
 
     def _measureCpu(self) -> None:
         """The share of a core this process used since the last heartbeat."""
@@ -455,6 +456,9 @@ class Cluster:
             self._join(info)
 
     def _join(self, info: ServerInfo) -> None:
+        known = self._servers.get(info.serverID)
+        if known is not None and known.incarnation != info.incarnation:
+            self._leave(info.serverID)      # restarted before its entry expired
         isNew = info.serverID not in self._servers
         self._servers[info.serverID] = info
         if isNew:

@@ -24,6 +24,9 @@ class ServerInfo:
     @ivar groups: P2P groups there.
     @ivar cpu: the share of one core its process used over the last
         heartbeat (0.0 to about 1.0).
+    @ivar incarnation: random, new each time a process starts: a server
+        started again under the same ID before its old entry expired is
+        another server (its old clients and groups are gone).
     """
 
     serverID: str
@@ -33,6 +36,7 @@ class ServerInfo:
     clients: int = 0
     groups: int = 0
     cpu: float = 0.0
+    incarnation: str = ""
 
     def toJSON(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -47,10 +51,11 @@ class ServerInfo:
             info = cls(checkServerID(fields["serverID"]), _address(fields["tcpAddress"]),
                        _address(fields["udpAddress"]), _typed(fields["tag"], str),
                        _typed(fields["clients"], int), _typed(fields["groups"], int),
-                       float(_typed(fields["cpu"], (int, float))))
+                       float(_typed(fields["cpu"], (int, float))),
+                       _typed(fields["incarnation"], str))
         except (ValueError, TypeError, KeyError) as e:
             raise ProtocolError(f"malformed server entry: {e}") from None
-        if len(fields) != 7:
+        if len(fields) != 8 or len(info.incarnation) > 64:
             raise ProtocolError("server entry with unknown fields")
         return info
 
