@@ -38,6 +38,7 @@ from proud_twisted.errors import (
     JoinFailed,
     JoinTimeout,
     MessageTooLong,
+    MoveFailed,
     NotConnected,
     ProtocolError,
     ProtocolVersionMismatch,
@@ -91,7 +92,7 @@ __all__ = [
     "ProudError", "ProtocolError", "MessageTooLong", "UnknownHostID",
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
     "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "JoinCancelled",
-    "SendQueueFull", "HolePunchFailed", "ResumeRefused",
+    "SendQueueFull", "HolePunchFailed", "ResumeRefused", "MoveFailed",
     "Cluster", "ICluster", "IClusterEvent", "ClusterEvents", "ClusterStats", "ServerInfo",
     "ClusterUnavailable", "UnknownServer",
 ]

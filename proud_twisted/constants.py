@@ -59,6 +59,9 @@ class ResumeRefusal(enum.IntEnum):
     """No session to resume: never was, recovery off, or its window ran out."""
     BAD_PROOF = 2
     """The resume proof is not the session's: not its key, or not this nonce."""
+    BAD_MOVE_TOKEN = 3
+    """A move token this server does not expect for that HostID: forged,
+    used already, or expired."""
 
 
 class JoinRefusal(enum.IntEnum):

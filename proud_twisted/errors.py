@@ -110,3 +110,9 @@ class ResumeRefused(ProudError):
     def __init__(self, reason: ResumeRefusal, why: str = "") -> None:
         super().__init__(f"resume refused ({reason.name}){': ' + why if why else ''}")
         self.reason = reason
+
+
+class MoveFailed(ProudError):
+    """C{NetServer.moveClient} did not complete: no cluster, an unknown or
+    this server as the target, a client not here (or not resumable), or the
+    client did not arrive at the target in time."""

@@ -62,6 +62,9 @@ class NetServerEvents(_NetCoreEvents):
     def onClientOnline(self, clientInfo: ClientInfo) -> None:
         pass
 
+    def onClientArrived(self, clientInfo: ClientInfo, ticket: bytes) -> None:
+        pass
+
 
 @implementer(INetClientEvent)
 class NetClientEvents(_NetCoreEvents):
@@ -90,6 +93,9 @@ class NetClientEvents(_NetCoreEvents):
         pass
 
     def onServerOnline(self) -> None:
+        pass
+
+    def onServerMoved(self, serverAddress: tuple[str, int]) -> None:
         pass
 
     def onP2PMemberOffline(self, memberHostID: int) -> None:

@@ -124,6 +124,11 @@ class INetServerEvent(INetCoreEvent):
     def onClientOnline(clientInfo: ClientInfo) -> None:
         """An offline client reconnected and resumed its session."""
 
+    def onClientArrived(clientInfo: ClientInfo, ticket: bytes) -> None:
+        """A client another server of the cluster moved here was admitted,
+        under the HostID it had there (C{onClientJoin} does not fire for
+        it); C{ticket} is what that server's C{moveClient} gave."""
+
 
 class INetClientEvent(INetCoreEvent):
     """Events of a L{NetClient}."""
@@ -155,6 +160,12 @@ class INetClientEvent(INetCoreEvent):
     def onServerOnline() -> None:
         """The client reconnected and resumed its session after
         C{onServerOffline}: nothing reliable was lost either way."""
+
+    def onServerMoved(serverAddress: tuple[str, int]) -> None:
+        """The server moved this client to another server of its cluster,
+        now at C{serverAddress} (host, TCP port): the client kept its HostID;
+        what the server sent it before the move came first, what was sent
+        to it meanwhile comes now, once each and in order."""
 
     def onP2PMemberOffline(memberHostID: int) -> None:
         """A peer's connection to the server dropped: it is still a member
@@ -305,6 +316,24 @@ class INetServer(IService, IRmiHost):
     def closeConnection(hostID: int) -> None:
         """Disconnect a client: it leaves all its groups and C{onClientLeave}
         fires at once; what was sent to it gets C{closeLinger} seconds to go out."""
+
+    def moveClient(hostID: int, serverID: str, ticket: bytes = b"") -> defer.Deferred[object]:
+        """Move a client to the cluster member C{serverID} without a new login.
+
+        The client is told the target's address and a one-time token,
+        reconnects there by itself and keeps its HostID; the target fires
+        C{onClientArrived(clientInfo, ticket)}, the client
+        C{onServerMoved(serverAddress)}. Here the client leaves its groups
+        and C{onClientLeave} fires when its connection closes. Sends to the
+        client from now on go to the target, which delivers them after
+        admitting it: reliable ones once and in order. Needs a cluster and
+        connection recovery on.
+
+        @return: a Deferred that fires with the target's L{ServerInfo} once
+            the client is admitted there, or fails with L{MoveFailed} (no
+            cluster, client not here, not there within the move timeout,
+            10 s) or L{UnknownServer}.
+        """
 
 
 class INetClient(IService, IRmiHost):

@@ -347,6 +347,15 @@ class Corpus:
             "MEMBER_OFFLINE": lambda: dict(memberID=anyID()),
             "MEMBER_ONLINE": lambda: dict(memberID=anyID()),
             "SESSION_ENDED": dict,
+            "MOVE": lambda: dict(host=_payload(rng), tcpPort=rng.randrange(65536),
+                                 udpPort=rng.randrange(65536), token=rng.randbytes(16),
+                                 serverID=_payload(rng)),
+            "MOVE_ARRIVE": lambda: dict(
+                wireVersion=rng.choice((messages.WIRE_VERSION,) * 3 + (0, 255)),
+                hostID=anyID(), token=rng.randbytes(16)),
+            "MOVE_ACCEPTED": lambda: dict(udpToken=rng.randbytes(16),
+                                          udpPort=rng.randrange(65536),
+                                          clientTimeoutMs=u32(), resumeSecret=_payload(rng)),
         }
         return builders[kind]()   # a KeyError here: a new message kind wants a builder
 

@@ -108,6 +108,9 @@ class RecordingServerEvents(NetServerEvents):
     def onClientOnline(self, clientInfo):
         self.rec.record("onClientOnline", clientInfo)
 
+    def onClientArrived(self, clientInfo, ticket):
+        self.rec.record("onClientArrived", clientInfo, ticket)
+
 
 class RecordingClientEvents(NetClientEvents):
     def __init__(self, reactor=None) -> None:
@@ -137,6 +140,9 @@ class RecordingClientEvents(NetClientEvents):
 
     def onServerOnline(self):
         self.rec.record("onServerOnline")
+
+    def onServerMoved(self, serverAddress):
+        self.rec.record("onServerMoved", serverAddress)
 
     def onP2PMemberOffline(self, memberHostID):
         self.rec.record("onP2PMemberOffline", memberHostID)

@@ -460,7 +460,11 @@ class ServerMetricsTests(SynchronousTestCase):
                     ("proud_recovery_events_total", "kind", "refused"): "resumesRefused",
                     ("proud_recovery_events_total", "kind", "no_room"): "recoveryRefused",
                     ("proud_recovery_events_total", "kind", "resend_overflow"):
-                        "resendOverflows"}
+                        "resendOverflows",
+                    ("proud_moves_total", "kind", "moved_out"): "clientsMovedOut",
+                    ("proud_moves_total", "kind", "moved_in"): "clientsMovedIn",
+                    ("proud_moves_total", "kind", "failed"): "movesFailed",
+                    ("proud_moves_total", "kind", "refused"): "movesRefused"}
         for (metric, label, kind), field in labelled.items():
             self.assertEqual(value(got, metric, **{label: kind}), numbers[field], metric)
         # Every counter has a metric, or is the sum of a labelled one's series.

@@ -87,6 +87,7 @@ FIELDS = {
     "entries": st.lists(st.fixed_dictionaries({"target": hostIDs, "frame": blobs}), max_size=8),
     "received": st.integers(0, 2**64 - 1), "windowMs": u32, "resumeSecret": blobs,
     "nonce": st.binary(min_size=16, max_size=16), "proof": st.binary(min_size=32, max_size=32),
+    "host": blobs, "tcpPort": st.integers(0, 65535), "serverID": blobs,
 }
 
 

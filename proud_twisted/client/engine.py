@@ -170,6 +170,7 @@ class ClientEngine:
         self._offlineSince = None   # while offline: when the connection dropped
         self._offlineReason = ErrorType.CONNECTION_LOST
         self._offlineClock = None   # the ServerClock, from going offline to resuming
+        self._move = None           # while moving: (host, TCP port, UDP port, token)
         self._backoff = None
         self._attempt = None        # the _AttemptFactory of the connection under way or joined
         self._stopConnecting = None
@@ -417,6 +418,10 @@ class ClientEngine:
     def tcpConnected(self, connection) -> None:
         self._connection = connection
         self.heardFromServer()
+        if self._move is not None:
+            connection.sendMessage("MOVE_ARRIVE", wireVersion=WIRE_VERSION,
+                                   hostID=self._hostID, token=self._move[3])
+            return
         if self._offlineSince is not None:
             connection.sendMessage("RESUME_REQUEST", wireVersion=WIRE_VERSION,
                                    hostID=self._hostID)
@@ -575,8 +580,59 @@ class ClientEngine:
         if count is not None and self._connection is not None and self._offlineSince is None:
             self._connection.sendMessage("STREAM_ACK", received=count)
 
-    def _goOffline(self, reason: ErrorType) -> None:
-        """The connection dropped: keep the session, and try to resume it."""
+    def server_MOVE(self, fields) -> None:
+        """The server moves us to another server of its cluster: everything
+        it sent before came first; close this connection (what we sent on it
+        still goes out) and arrive there with the token."""
+        if self.stream is None or self._offlineSince is not None:
+            raise ProtocolError("MOVE without a resumable session")
+        try:
+            host = fields.host.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("MOVE to a host that is no name") from None
+        self._move = (host, fields.tcpPort, fields.udpPort, fields.token)
+        self._server = (host, fields.tcpPort)
+        connection = self._connection
+        # What we send from now on goes to the new server, counted afresh there.
+        self.stream = ResumableStream(MAX_UNACKNOWLEDGED_TO_SERVER)
+        for peer in self.peerTable.clear():     # the old server's groups are left
+            self.peerLinks.gone(peer)
+        self._goOffline(ErrorType.DISCONNECT_FROM_REMOTE, moving=True)
+        connection.close(ErrorType.DISCONNECT_FROM_LOCAL)
+        self.log.info("{hostID}: moved by the server to {host}:{port}",
+                      proud_event="server_move", hostID=self._hostID, host=host,
+                      port=fields.tcpPort)
+
+    def server_MOVE_ACCEPTED(self, fields) -> None:
+        if self._move is None or self._connection is None:
+            raise ProtocolError("MOVE_ACCEPTED while not moving")
+        host, tcpPort, _udpPort, _token = self._move
+        self._move = None
+        if self._attemptTimer is not None and self._attemptTimer.active():
+            self._attemptTimer.cancel()
+        self._attemptTimer = None
+        self._offlineSince = None
+        self._offlineClock = None           # another server: another clock
+        self._backoff = None
+        self._udpToken = fields.udpToken
+        self._serverTimeout = fields.clientTimeoutMs / 1000.0
+        peer = self._connection.transport.getPeer()
+        self.serverUdpAddress = (peer.host, fields.udpPort)
+        key = fields.resumeSecret or self._connection.resumeKey
+        if key is None:
+            raise ProtocolError("MOVE_ACCEPTED without a resume key")
+        self._recovery = (self._recovery[0], key)
+        self.peerLinks.relayPathChanged()
+        for body in self.stream.resendAfter(0):
+            self._connection.sendBody(body)
+        self._startServerLink()
+        self.log.info("{hostID} arrived at {host}:{port}", proud_event="server_moved",
+                      hostID=self._hostID, host=host, port=tcpPort)
+        self.dispatch("onServerMoved", (host, tcpPort))
+
+    def _goOffline(self, reason: ErrorType, moving: bool = False) -> None:
+        """The connection dropped (or, C{moving}, was closed for a move):
+        keep the session, and try to resume it (or arrive)."""
         self._offlineSince = self.reactor.seconds()
         self._offlineReason = reason
         self._connection = None
@@ -590,6 +646,9 @@ class ClientEngine:
             self._serverSession = None
         self.peerLinks.relayPathChanged()
         self._backoff = Backoff()
+        if moving:
+            self._reconnect = self.reactor.callLater(0, self._tryResume)
+            return
         self.log.info("{hostID}: the server connection dropped ({reason}); resuming "
                       "within {window} s", proud_event="server_offline", hostID=self._hostID,
                       reason=reason.name, window=self._recovery[0])

@@ -133,6 +133,8 @@ class Cluster:
         self._registered = False
         self._servers: dict[str, ServerInfo] = {}
         self._owners: dict[int, str] = {}         # HostID block -> server ID
+        # Clients moved away from here (or moving): HostID -> the server they went to.
+        self.movedTo: dict[int, str] = {}
         self._waiting: list[defer.Deferred] = []
         self._leasing = self._registering = False
         self._polling = self._pollAgain = False
@@ -208,6 +210,14 @@ class Cluster:
             return defer.fail(self._unavailable())
         if self._engine.holds(hostID):
             return defer.succeed(self.info())
+        if hostID in self.movedTo:
+            return defer.succeed(self._member(self.movedTo[hostID]))
+        return self._link.command("HGET", self.keys.moved, hostID).addCallback(
+            self._locateMoved, hostID)
+
+    def _locateMoved(self, movedTo, hostID: int):
+        if movedTo is not None:
+            return self._member(movedTo.decode())
         block = blockOf(hostID, self.leases.size)
         if block is None:
             return defer.succeed(None)
@@ -258,8 +268,7 @@ class Cluster:
         reliable = mode is DeliveryMode.RELIABLE
         byOwner: dict[str, list[int]] = {}
         for hostID in hostIDs:
-            block = blockOf(hostID, self.leases.size)
-            owner = self._owners.get(block) if block is not None else None
+            owner = self.movedTo.get(hostID) or self.blockOwner(hostID)
             if owner is None or owner == self.serverID or owner not in self._servers:
                 raise UnknownHostID(f"no client or P2P group with HostID {hostID} "
                                     "here or on another live server")
@@ -285,13 +294,38 @@ class Cluster:
         owner = self._owners.get(block) if block is not None else None
         return owner if owner in self._servers else None
 
-    def control(self, serverID: str, body: bytes) -> None:
-        """Send a group control message to C{serverID} (lost if Redis is away:
-        the groups of each server go on, their remote members fall out of
-        step, as the docs say)."""
+    def control(self, serverID: str, body: bytes) -> defer.Deferred:
+        """Send a control message (groups', moves') to C{serverID}; the
+        Deferred fires with how many received it (0 or None: lost, as when
+        Redis is away: the groups of each server go on, their remote members
+        fall out of step, as the docs say)."""
+        if not self.available:
+            return defer.succeed(0)
+        return self._publish(self.keys.inbox(serverID), e.encodeControl(self.serverID, body)
+                             ).addErrback(self._routeFailed, serverID)
+
+    # Moved clients (proud_twisted.server.moving)
+
+    def member(self, serverID: str) -> ServerInfo | None:
+        """The live member C{serverID}, other than this one."""
+        return self._servers.get(serverID)
+
+    def blockOwner(self, hostID: int) -> str | None:
+        """The server whose leased block holds C{hostID}, if known."""
+        block = blockOf(hostID, self.leases.size)
+        return self._owners.get(block) if block is not None else None
+
+    def noteMoved(self, hostID: int, serverID: str) -> None:
+        """Client C{hostID} of this server now lives on C{serverID}: tell
+        L{locate} everywhere (the hash lives as the lease it overrides does)."""
         if self.available:
-            self._publish(self.keys.inbox(serverID), e.encodeControl(self.serverID, body)
-                          ).addErrback(self._routeFailed, serverID)
+            self._link.command("HSET", self.keys.moved, hostID, serverID).addErrback(
+                self._routeFailed, serverID)
+
+    def forgetMoved(self, hostID: int) -> None:
+        if self.available:
+            self._link.command("HDEL", self.keys.moved, hostID).addErrback(
+                self._routeFailed, self.serverID)
 
     def frame(self, serverID: str, sender: int, target: int, flags: int,
               payload: bytes) -> None:

@@ -8,6 +8,8 @@ clusters can share one Redis database:
    each heartbeat renews (a killed process's entry expires);
  - C{proud:hostids}: the counter of leased HostID blocks (C{INCRBY});
  - C{proud:leases}: a hash, block index -> the server ID that leased it;
+ - C{proud:moved}: a hash, HostID of a moved client -> the server it lives
+   on now (overrides C{leases} for L{Cluster.locate});
  - pub/sub channels C{proud@DB:to:ID} (messages for one server),
    C{proud@DB:broadcast} (L{Cluster.publish}) and C{proud@DB:announce}
    (joins, leaves, leases): channels are not per database in Redis, so
@@ -42,6 +44,7 @@ class ClusterKeys:
         self.servers = f"{prefix}:servers"
         self.hostIDCounter = f"{prefix}:hostids"
         self.leases = f"{prefix}:leases"
+        self.moved = f"{prefix}:moved"
         self.announce = f"{self.channelPrefix}:announce"
         self.broadcast = f"{self.channelPrefix}:broadcast"
 

@@ -21,7 +21,7 @@ from proud_twisted.wire.messages import decodeMessage, encodeMessage
 from proud_twisted.wire.stream import ResendOverflow, isCounted
 
 _RELAY_KINDS = frozenset({relay.TCP_RELAY_REQUEST, relay.TCP_RELAY_BUNDLE})
-_BEFORE_JOIN = frozenset({"HELLO", "RESUME_REQUEST", "RESUME"})
+_BEFORE_JOIN = frozenset({"HELLO", "RESUME_REQUEST", "RESUME", "MOVE_ARRIVE"})
 
 
 @implementer(IPushProducer)
@@ -225,6 +225,11 @@ class ServerConnection(Protocol):
         if self.joined or pending is None or pending[0] != fields.hostID:
             raise ProtocolError("RESUME without its RESUME_REQUEST")
         self.server.resume(self, fields, pending[1])
+
+    def handle_MOVE_ARRIVE(self, fields) -> None:
+        if self.joined or self.login is not None or self.resumeNonce is not None:
+            raise ProtocolError("MOVE_ARRIVE after joining or resuming")
+        self.server.moveArrived(self, fields)
 
     def handle_STREAM_ACK(self, fields) -> None:
         if self.stream is None:

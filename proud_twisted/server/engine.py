@@ -32,6 +32,7 @@ from proud_twisted.constants import (
 )
 from proud_twisted.errors import (
     MessageTooLong,
+    MoveFailed,
     ProtocolError,
     ResumeRefused,
     SendQueueFull,
@@ -50,6 +51,7 @@ from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
 from proud_twisted.server.hostids import HostIDAllocator, HostIDsExhausted
 from proud_twisted.server.login import askLogin
+from proud_twisted.server.moving import Mover
 from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.server.remote import RemoteMembers
 from proud_twisted.server.stats import ServerStats
@@ -175,6 +177,7 @@ class ServerEngine:
         self._table = g.P2PGroupTable(allowEmptyGroups)
         self.cluster = cluster
         self.remote = RemoteMembers(self, cluster) if cluster is not None else None
+        self.mover = Mover(self, cluster) if cluster is not None else None
         self._hostIDs = HostIDAllocator(
             hostIDQuietPeriod, source=cluster.leases if cluster is not None else None)
         self._clients = {}
@@ -221,6 +224,8 @@ class ServerEngine:
         self._stopping = True
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
+        if self.mover is not None:
+            self.mover.stop()
         for connection in list(self._connections):
             connection.close(ErrorType.KICKED)
         for client in list(self._clients.values()):
@@ -394,6 +399,14 @@ class ServerEngine:
                 except SendQueueFull:
                     self.stats.outputDropped += 1       # unreliable: may be lost
 
+    def moveClient(self, hostID: int, serverID: str, ticket: bytes) -> defer.Deferred:
+        if self.mover is None:
+            return defer.fail(MoveFailed("moving a client needs a cluster"))
+        return self.mover.moveClient(hostID, serverID, ticket)
+
+    def releaseHostID(self, hostID: int) -> None:
+        self._hostIDs.release(hostID, self.reactor.seconds())
+
     def closeConnection(self, hostID: int) -> None:
         client = self._client(hostID)
         if client.offlineTimer is not None:
@@ -407,6 +420,10 @@ class ServerEngine:
         """Whether C{hostID} is a client or group of this server."""
         return hostID in self._clients or self._table.hasGroup(hostID)
 
+    def _forwarded(self, hostID: int) -> bool:
+        """Whether sends to C{hostID} go to the server it moves or moved to."""
+        return self.mover is not None and hostID in self.cluster.movedTo
+
     def load(self) -> tuple:
         """C{(clients, groups)} here, for the cluster's entry."""
         return len(self._clients), len(self._table.groups())
@@ -415,7 +432,12 @@ class ServerEngine:
                       priority: Priority, channel: int) -> int:
         """Send what another server's C{send} routed here to those of
         C{targets} that are still here; the number that were not."""
-        here = [t for t in targets if self.holds(t)]
+        mover = self.mover
+        if mover is not None:
+            for t in [t for t in targets if t in mover.arrivals]:
+                mover.hold(t, payload, mode, priority, channel)
+                targets = [x for x in targets if x != t]
+        here = [t for t in targets if self.holds(t) or self._forwarded(t)]
         if here:
             self.send(here, payload, mode, priority, channel)
         return len(targets) - len(here)
@@ -463,7 +485,10 @@ class ServerEngine:
         self._apply(effects)
         if self.remote is not None:
             self.remote.clientGone(hostID)
-        self._hostIDs.release(hostID, self.reactor.seconds())
+        if self.mover is None or not self.mover.keepsHostID(hostID):
+            self._hostIDs.release(hostID, self.reactor.seconds())
+        if self.mover is not None:
+            self.mover.leftHere(hostID)
         self.stats.clientsLeft += 1
         self.log.info("client {hostID} left: {reason} ({comment!r})",
                       proud_event="client_leave", hostID=hostID,
@@ -486,7 +511,8 @@ class ServerEngine:
         """Whether the lost C{connection}'s client goes offline (its session
         waiting for a resume) rather than leaving."""
         if (connection.stream is None or connection.offlineTimer is not None
-                or self._stopping or connection.leaveReason not in _RECOVERABLE
+                or self._forwarded(connection.hostID) or self._stopping
+                or connection.leaveReason not in _RECOVERABLE
                 or self._clients.get(connection.hostID) is not connection):
             return False
         stream = connection.stream
@@ -636,6 +662,50 @@ class ServerEngine:
                       address=_peerAddress(connection))
         self._tellPeers(hostID, "MEMBER_ONLINE")
         self.dispatch("onClientOnline", self._info(connection))
+
+    def moveArrived(self, connection, fields) -> None:
+        """A client moved here shows its token: admit it under its HostID,
+        or refuse and close."""
+        if fields.wireVersion != WIRE_VERSION:
+            self.refuse(connection, JoinRefusal.VERSION_MISMATCH, b"",
+                        "protocol version mismatch")
+            return
+        hostID = fields.hostID
+        try:
+            if self.mover is None or hostID in self._clients:
+                raise ResumeRefused(ResumeRefusal.BAD_MOVE_TOKEN,
+                                    f"no move of host {hostID} expected")
+            arrival = self.mover.admit(hostID, fields.token)
+        except ResumeRefused as e:
+            self.stats.movesRefused += 1
+            address = _peerAddress(connection)
+            self.onceLog.warn(("move", address[0]), "refused a move arrival from {address}: "
+                              "{why} (later ones are counted in stats.movesRefused)",
+                              proud_event="move_refused", address=address, hostID=hostID,
+                              why=str(e))
+            connection.sendMessage("RESUME_REFUSED", reason=int(e.reason))
+            connection.close(ErrorType.CONNECTION_REFUSED)
+            return
+        self._joinedOrGone(connection)
+        connection.hostID = hostID
+        connection.udpToken = os.urandom(16)
+        connection.relayLimit = RelayLimit(self.relayFramesPerSecond, self.relayBytesPerSecond,
+                                           self.reactor.seconds())
+        self._clients[hostID] = connection
+        self._table.addClient(hostID)
+        secret = b""
+        if connection.resumeKey is None:            # no handshake to derive it from
+            connection.resumeKey = secret = newResumeKey()
+        connection.sendMessage("MOVE_ACCEPTED", udpToken=connection.udpToken,
+                               udpPort=self.getUdpAddress()[1],
+                               clientTimeoutMs=int(self.clientTimeout * 1000),
+                               resumeSecret=secret)
+        connection.stream = ResumableStream(self.maxClientOutput + ONLINE_RESEND_SLACK)
+        self.stats.clientsMovedIn += 1
+        self.log.info("client {hostID} arrived from {source}", proud_event="client_arrived",
+                      hostID=hostID, source=arrival.source)
+        self.mover.welcomed(hostID, arrival)
+        self.dispatch("onClientArrived", self._info(connection), arrival.ticket)
 
     def hello(self, connection, fields) -> None:
         peer = connection.transport.getPeer()
@@ -1030,7 +1100,7 @@ class ServerEngine:
         for target in targets:
             if self._table.hasGroup(target):
                 hostIDs.update(self._table.membersOf(target))
-            elif target in self._clients:
+            elif target in self._clients and not self._forwarded(target):
                 hostIDs.add(target)
             elif remote is not None:
                 remote.append(target)
@@ -1042,7 +1112,7 @@ class ServerEngine:
         here = []
         for hostID in sorted(hostIDs):
             client = clients.get(hostID)
-            if client is not None:
+            if client is not None and not self._forwarded(hostID):
                 here.append(client)
             elif remote is not None:
                 remote.append(hostID)         # a member of ours that lives elsewhere

@@ -58,6 +58,12 @@ _RECOVERY = (
     ("no_room", "recoveryRefused"),
     ("resend_overflow", "resendOverflows"),
 )
+_MOVES = (
+    ("moved_out", "clientsMovedOut"),
+    ("moved_in", "clientsMovedIn"),
+    ("failed", "movesFailed"),
+    ("refused", "movesRefused"),
+)
 _COUNTERS = (     # name (less _total), ServerStats field, meaning
     ("proud_client_joins", "clientsJoined", "Clients that joined the server."),
     ("proud_client_leaves", "clientsLeft", "Clients that left the server, for any reason."),
@@ -169,6 +175,8 @@ class ServerMetrics:
                       _counts(stats.hackReports, [k.name for k in HackKind]))
         yield _byKind("proud_recovery_events", "Connection recovery events, by kind.",
                       "kind", [(kind, getattr(stats, field)) for kind, field in _RECOVERY])
+        yield _byKind("proud_moves", "Clients moved between cluster servers, by kind.",
+                      "kind", [(kind, getattr(stats, field)) for kind, field in _MOVES])
         yield _roundTrips(engine.clientRoundTrips())
 
 

@@ -285,5 +285,8 @@ class NetServer(service.Service, RmiHost):
     def closeConnection(self, hostID: int) -> None:
         self._engine.closeConnection(hostID)
 
+    def moveClient(self, hostID: int, serverID: str, ticket: bytes = b"") -> defer.Deferred[object]:
+        return self._engine.moveClient(hostID, serverID, ticket)
+
     def _isGroup(self, hostID: int) -> bool:
         return self._engine._table.hasGroup(hostID)

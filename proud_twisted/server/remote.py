@@ -286,6 +286,9 @@ class RemoteMembers:
         op = decodeControl(data)
         kind = op["op"]
         engine = self.engine
+        if kind in engine.mover.opsHandled:
+            engine.mover.controlReceived(serverID, op)
+            return
         if kind in ("ack", "gone"):
             member = _int(op, "member")
             if self.homes.get(member) != serverID:

@@ -52,6 +52,15 @@ class ServerStats:
     """Resume attempts refused: unknown session, wrong proof (see the log)."""
     resendOverflows: int = 0
     """Sessions ended because their unacknowledged reliable output grew too big."""
+    # Moves between the servers of a cluster
+    clientsMovedOut: int = 0
+    """Clients moved to another server (admitted there)."""
+    clientsMovedIn: int = 0
+    """Clients admitted here by a move."""
+    movesFailed: int = 0
+    """Moves from here given up (the client did not arrive in time, ...)."""
+    movesRefused: int = 0
+    """Arrivals refused here: a forged, used or expired move token (see the log)."""
     rttReportsRejected: int = 0
     """Keepalives whose round-trip figure was no time (negative, not a
     number, over a minute): the figure was ignored, the keepalive answered."""

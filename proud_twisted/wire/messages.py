@@ -72,6 +72,10 @@ MessageType = c.Enum(
     MEMBER_OFFLINE=47,
     MEMBER_ONLINE=48,
     SESSION_ENDED=49,
+    # Moving a client to another server of a cluster.
+    MOVE=50,
+    MOVE_ARRIVE=51,
+    MOVE_ACCEPTED=52,
 )
 
 BODIES = {
@@ -159,6 +163,25 @@ BODIES = {
     "MEMBER_ONLINE": c.Struct("memberID" / HostID),
     # The server closes the connection on purpose: no resume.
     "SESSION_ENDED": c.Struct(),
+    # Go to another server of the cluster (counted: it comes after everything
+    # sent before it, and is sent again across a resume).
+    "MOVE": c.Struct(
+        "host" / Blob,
+        "tcpPort" / c.Int16ub,
+        "udpPort" / c.Int16ub,
+        "token" / Token,
+        "serverID" / Blob,
+    ),
+    # The moved client's first message to its new server.
+    "MOVE_ARRIVE": c.Struct("wireVersion" / c.Int8ub, "hostID" / HostID, "token" / Token),
+    # Admitted: the new server's UDP token and port, its timeout, and the
+    # resume secret when there is no handshake to derive it from.
+    "MOVE_ACCEPTED": c.Struct(
+        "udpToken" / Token,
+        "udpPort" / c.Int16ub,
+        "clientTimeoutMs" / c.Int32ub,
+        "resumeSecret" / Blob,
+    ),
 }
 
 # PEER_PAIR policy bits.

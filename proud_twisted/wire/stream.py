@@ -29,7 +29,7 @@ from proud_twisted.wire.messages import MessageType
 _UNCOUNTED = frozenset(MessageType.encmapping[name] for name in (
     "HELLO", "JOIN_ACCEPTED", "JOIN_REFUSED", "PING", "PONG", "GOODBYE", "STREAM_ACK",
     "RECOVERY", "RESUME_REQUEST", "RESUME_CHALLENGE", "RESUME", "RESUME_ACCEPTED",
-    "RESUME_REFUSED", "SESSION_ENDED",
+    "RESUME_REFUSED", "SESSION_ENDED", "MOVE_ARRIVE", "MOVE_ACCEPTED",
 ))
 # Where the relay flags byte sits in each data frame.
 _FLAGS_AT = {relay.TCP_USER_MESSAGE: 1, relay.TCP_RELAY_REQUEST: 1,
