@@ -459,10 +459,7 @@ class ServerEngine:
         self._offline += 1
         self.stats.clientsOffline += 1
         connection.stream.maxUnacknowledged = self.maxClientOutput
-        connection.udpAddress = connection.udpChallenge = None
-        if connection.udpSession is not None:
-            connection.udpSession.close()
-            connection.udpSession = None
+        self._dropUdp(connection)
         connection.offlineTimer = self.reactor.callLater(
             self.recoveryWindow, self._endOffline, connection, None)
         self.log.info("client {hostID} offline ({reason}); its session waits "
@@ -471,6 +468,15 @@ class ServerEngine:
                       window=self.recoveryWindow)
         self._tellPeers(connection.hostID, "MEMBER_OFFLINE")
         self.dispatch("onClientOffline", self._info(connection))
+
+    def _dropUdp(self, connection) -> None:
+        """Forget the UDP path of C{connection}, which lost its client: its
+        reliable-UDP session sends nothing more and gives its share of the
+        receive budget back."""
+        connection.udpAddress = connection.udpChallenge = None
+        if connection.udpSession is not None:
+            connection.udpSession.close()
+            connection.udpSession = None
 
     def _endOffline(self, connection, reason: ErrorType | None) -> None:
         """The offline client of C{connection} leaves for good: its window ran
@@ -523,6 +529,17 @@ class ServerEngine:
         """The answer to the challenge C{nonce}: resume, or refuse and close."""
         try:
             session = self.admitResume(fields.hostID, nonce, fields.proof)
+            resend = session.stream.resendAfter(fields.received)    # ProtocolError if it lies
+            if session.stream.unacknowledgedBytes > self.maxClientOutput:
+                # A session taken over while connected goes offline for a
+                # moment: the offline bound holds, else a client that never
+                # acknowledges has all of it sealed and written per resume.
+                self.resendOverflow(session, f"{session.stream.unacknowledgedBytes} bytes "
+                                    "unacknowledged at a resume, more than an offline "
+                                    "client may hold")
+                raise ResumeRefused(ResumeRefusal.UNKNOWN_SESSION,
+                                    f"the session of host {fields.hostID} outgrew its "
+                                    "resend bound and ended")
         except ResumeRefused as e:
             self.stats.resumesRefused += 1
             address = _peerAddress(connection)
@@ -534,7 +551,6 @@ class ServerEngine:
             connection.sendMessage("RESUME_REFUSED", reason=int(e.reason))
             connection.close(ErrorType.CONNECTION_REFUSED)
             return
-        resend = session.stream.resendAfter(fields.received)    # ProtocolError if it lies
         self._resumeOn(connection, session, resend)
 
     def admitResume(self, hostID: int, nonce: bytes, proof: bytes):
@@ -542,7 +558,10 @@ class ServerEngine:
         client's connection) that C{proof} answers the server's C{nonce} for,
         or L{ResumeRefused}. Changes nothing."""
         session = self._clients.get(hostID)
-        if session is None or session.stream is None:
+        if session is None or session.stream is None or (
+                # Cut for cause, its connection not gone yet: it ends.
+                session.closing and session.offlineTimer is None
+                and session.leaveReason not in _RECOVERABLE):
             raise ResumeRefused(ResumeRefusal.UNKNOWN_SESSION,
                                 f"no session of host {hostID} to resume")
         if not proofHolds(session.resumeKey, hostID, nonce, proof):
@@ -565,6 +584,7 @@ class ServerEngine:
             session.closing = True
             session.outgoing = None
             session.transport.abortConnection()
+            self._dropUdp(session)
             self._tellPeers(hostID, "MEMBER_OFFLINE")
             self.dispatch("onClientOffline", self._info(session))
         self._joinedOrGone(connection)
