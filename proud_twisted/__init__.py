@@ -7,6 +7,16 @@ server relay from the moment a group forms.
 from proud_twisted._glue.gcfreeze import freezeStartupObjects
 from proud_twisted._glue.udpbuffers import SocketBuffers
 from proud_twisted.client import NetClient
+from proud_twisted.cluster import (
+    Cluster,
+    ClusterEvents,
+    ClusterStats,
+    ClusterUnavailable,
+    ICluster,
+    IClusterEvent,
+    ServerInfo,
+    UnknownServer,
+)
 from proud_twisted.constants import (
     HOSTID_NONE,
     HOSTID_SERVER,
@@ -82,4 +92,6 @@ __all__ = [
     "InvalidGroupOperation", "NotConnected", "JoinFailed", "ProtocolVersionMismatch",
     "ConnectionRefusedByServer", "HandshakeFailed", "JoinTimeout", "JoinCancelled",
     "SendQueueFull", "HolePunchFailed", "ResumeRefused",
+    "Cluster", "ICluster", "IClusterEvent", "ClusterEvents", "ClusterStats", "ServerInfo",
+    "ClusterUnavailable", "UnknownServer",
 ]

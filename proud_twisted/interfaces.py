@@ -198,6 +198,9 @@ class INetServer(IService, IRmiHost):
 
     events = Attribute("The L{INetServerEvent} provider the server reports to.")
     stats = Attribute("The L{ServerStats} counters, updated as the server runs.")
+    cluster = Attribute(
+        "The L{Cluster} the server belongs to (C{NetServer(cluster=...)}), or None. "
+        "With one, L{send} reaches clients and groups of the other servers too.")
     identity = Attribute(
         "The server's long-term L{IdentityKey} (None with encryption off); "
         "clients pin C{identity.publicKey()}.")
@@ -281,11 +284,21 @@ class INetServer(IService, IRmiHost):
         does not read, as they are when its session's queue is full: an
         unreliable send never raises L{SendQueueFull}.
 
+        With a L{cluster}, a target held by another server (one of its
+        clients or groups) is reached through Redis, in order with this
+        server's other sends to that server, and sent there with the same
+        options.
+
         @param targets: a HostID or an iterable of them (clients or groups).
         @raise MessageTooLong: C{payload} is longer than C{maxMessageLength}.
-        @raise UnknownHostID: a target is neither a client nor a group.
+        @raise UnknownHostID: a target is neither a client nor a group (here
+            or, with a cluster, on another live server).
         @raise ValueError: C{mode}, C{priority} or C{channel} (0 to 255) is
             not one.
+        @raise ClusterUnavailable: a target is on another server and Redis
+            cannot be reached.
+        @raise SendQueueFull: reliable, to another server, while more than the
+            cluster's C{maxPendingBytes} wait for Redis.
         """
 
     def closeConnection(hostID: int) -> None:

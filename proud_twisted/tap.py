@@ -24,6 +24,9 @@ L{makeService} composes the server's parts in a C{MultiService}, as
 C{twisted.names.tap} does: L{IdentityLog}, the L{NetServer}, with
 C{--metrics} a L{MetricsService} serving its Prometheus metrics, and
 L{GcFreeze}.
+
+With C{--cluster redis://HOST:PORT/DB --server-id NAME --advertise HOST} the
+server joins a cluster of servers coordinated by that Redis (L{Cluster}).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from twisted.python import reflect, usage
 from proud_twisted._crypto.keyfiles import KeyFileError, fileMode, loadOrCreateIdentity
 from proud_twisted._glue.gcfreeze import freezeStartupObjects
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER
+from proud_twisted.cluster import Cluster
+from proud_twisted.cluster.cluster import DEFAULT_TTL
+from proud_twisted.cluster.keys import checkServerID
+from proud_twisted.cluster.redisurl import parseRedisURL
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.interfaces import INetServerEvent
 from proud_twisted.server.metrics import ServerMetrics
@@ -67,6 +74,22 @@ importing this module imports no app."""
 DEFAULT_KEY_FILE = "proudserver.key"
 MIN_RELAY_BYTES = 1200
 """The smallest C{--relay-bytes}: one full-size UDP datagram a second."""
+
+
+CLUSTER_OPTIONS = [
+    ["cluster", None, None,
+     ("Join the cluster coordinated by the Redis at redis://[:PASSWORD@]HOST[:PORT]"
+      "[/DB] (needs --server-id and --advertise; pip install proud-twisted[cluster]).")],
+    ["server-id", None, None,
+     "This server's unique name in the cluster (letters, digits, '.', '_', '-')."],
+    ["advertise", None, None,
+     "Host that clients and the other servers reach this server at."],
+    ["tag", None, "", "Free-form label shown to the cluster (zone, region, role)."],
+    ["cluster-ttl", None, DEFAULT_TTL,
+     ("Seconds this server's cluster entry lives without a heartbeat (one every "
+      "fifth of it): a crashed server leaves the others' lists within that.")],
+]
+"""The options of C{--cluster}, kept together."""
 
 
 class Options(usage.Options):
@@ -143,6 +166,7 @@ class Options(usage.Options):
           "that bursts are not dropped (0: the OS defaults). Linux caps it at "
           "net.core.rmem_max / wmem_max unless the server has CAP_NET_ADMIN; the "
           "server logs a warning if it gets less.")],
+        *CLUSTER_OPTIONS,
     ]
 
     compData = usage.Completions(
@@ -177,6 +201,7 @@ class Options(usage.Options):
             "max-client-output", self["max-client-output"],
             _atLeast(int, self["max-message-length"] + FRAME_HEADROOM))
         self["events"] = _loadEventsClass(self["events"])
+        _checkClusterOptions(self)
         # Last, so that a mistake in another option creates no key file.
         self["identity"], self["key-created"] = None, False
         if self["no-encryption"]:
@@ -216,6 +241,32 @@ def _atLeast(kind, least):
             raise ValueError(f"must be at least {least:g}")
         return number
     return convert
+
+
+def _checkClusterOptions(config) -> None:
+    config["cluster-ttl"] = _convert("cluster-ttl", config["cluster-ttl"], _positive(float))
+    if config["cluster"] is None:
+        for name in ("server-id", "advertise"):
+            if config[name] is not None:
+                raise usage.UsageError(f"--{name}: only with --cluster")
+        return
+    _convert("cluster", config["cluster"], parseRedisURL)
+    for name in ("server-id", "advertise"):
+        if not config[name]:
+            raise usage.UsageError(f"--{name}: needed with --cluster")
+    _convert("server-id", config["server-id"], checkServerID)
+    try:
+        import txredisapi  # noqa: F401
+    except ImportError:
+        raise usage.UsageError("--cluster: txredisapi is not installed (pip install "
+                               "proud-twisted[cluster])") from None
+
+
+def _makeCluster(config) -> Cluster | None:
+    if config.get("cluster") is None:
+        return None
+    return Cluster(config["cluster"], config["server-id"], advertise=config["advertise"],
+                   tag=config["tag"], ttl=config["cluster-ttl"])
 
 
 def _loadEventsClass(name):
@@ -339,7 +390,8 @@ def _makeServer(config, metrics: ServerMetrics | None = None) -> NetServer:
         loginTimeout=config["login-timeout"],
         maxClientOutput=config["max-client-output"],
         backlog=config["backlog"], recoveryWindow=config["recovery-window"],
-        maxOfflineClients=config["max-offline-clients"], metrics=metrics)
+        maxOfflineClients=config["max-offline-clients"], metrics=metrics,
+        cluster=_makeCluster(config))
     attachServer = getattr(events, "attachServer", None)
     if attachServer is not None:
         attachServer(server)

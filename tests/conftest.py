@@ -29,3 +29,14 @@ def redis(redisServer):
         redisServer.start()
     redisServer.flush()
     return redisServer
+
+
+@pytest.fixture
+def world(redis):
+    """In-process cluster servers and their clients on the test's Redis
+    (L{tests.clustersupport.ClusterWorld}), stopped at the end."""
+    from tests.clustersupport import ClusterWorld
+
+    world = ClusterWorld(redis)
+    yield world
+    world.close()

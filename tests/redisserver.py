@@ -104,7 +104,14 @@ class RedisServer:
 
     def flush(self) -> None:
         """Empty every database (between tests sharing one Redis)."""
+        if not self.call("FLUSHALL").startswith(b"+OK"):
+            raise RuntimeError("FLUSHALL failed")
+
+    def call(self, *words) -> bytes:
+        """Run one command (str or bytes words); the raw reply (short ones)."""
+        parts = [w if isinstance(w, bytes) else str(w).encode() for w in words]
+        request = b"*%d\r\n" % len(parts) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
         with socket.create_connection(("127.0.0.1", self.port), timeout=START_TIMEOUT) as s:
-            s.sendall(b"FLUSHALL\r\n")
-            if not s.recv(64).startswith(b"+OK"):
-                raise RuntimeError("FLUSHALL failed")
+            s.sendall(request)
+            return s.recv(65536)

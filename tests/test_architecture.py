@@ -26,6 +26,12 @@ PURE_CORES = [
     "proud_twisted.client.holepunch", "proud_twisted.client.peers",
     "proud_twisted.client.serverpath", "proud_twisted.client.servertime",
     "proud_twisted.client.reconnect", "proud_twisted._crypto",
+    "proud_twisted.rmi.codec", "proud_twisted.rmi.schema", "proud_twisted.rmi.wire",
+    "proud_twisted.rmi.declaration", "proud_twisted.rmi.stub",
+    "proud_twisted.rmi.fingerprint", "proud_twisted.rmi.describe",
+    "proud_twisted.cluster.envelope", "proud_twisted.cluster.keys",
+    "proud_twisted.cluster.leases", "proud_twisted.cluster.redisurl",
+    "proud_twisted.cluster.serverinfo", "proud_twisted.cluster.stats",
 ]
 """Sans-I/O modules (and packages): no Twisted, no reactor glue."""
 
@@ -107,6 +113,10 @@ class ImportGraphTests(SynchronousTestCase):
     def test_theGraphIsRead(self):
         self.assertIn("proud_twisted.server.netserver", self.graph)
         self.assertIn("proud_twisted.server.engine", self.graph["proud_twisted.server.netserver"])
+
+    def test_rmiImportsNeitherClientNorServer(self):
+        for side in ("proud_twisted.client", "proud_twisted.server"):
+            self.assertEqual(offenders(self.graph, "proud_twisted.rmi", side), [])
 
     def test_clientAndServerDoNotImportEachOther(self):
         self.assertEqual(offenders(self.graph, "proud_twisted.client", "proud_twisted.server"), [])

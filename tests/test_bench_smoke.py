@@ -35,6 +35,7 @@ def needsEnet():
     ("attacks.py", ["--quick", "--seconds", "1", "--scenario", "slow-consumer",
                     "--scenario", "rejected-relay-flood"]),
     ("scale.py", ["--quick"]),
+    ("cluster.py", ["--quick"]),
     ("rmi.py", ["--quick"]),
 ])
 def test_benchmarkPrintsRatio(script, options):

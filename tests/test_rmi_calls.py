@@ -17,6 +17,7 @@ from proud_twisted import (
     ErrorType,
     NetClient,
     NetServer,
+    Priority,
     ServerUdpState,
 )
 from proud_twisted.rmi import (
@@ -108,6 +109,8 @@ class Recording(Game.Stub):
             return d
         if item == 13:
             raise KeyError("a bug in the stub")
+        if item == 77:
+            return "not an int"
         return 1000 - item * count
 
     def lookup(self, context, names):
@@ -225,6 +228,16 @@ class ClientServerTests(SynchronousTestCase):
         self.assertEqual(w.stubs[0].calls[0][2], Position(1.5, -2.0))
         self.assertFalse(w.stubs[0].calls[0][1].reliable)
 
+    def test_latestOnlyFromTheServer(self):
+        w = self.world
+        w.serverProxy.move(w.ids()[0], Position(0.5, 0.25), latestOnly=3,
+                           priority=Priority.HIGH)
+        w.runUntil(lambda: w.stubs[0].calls)
+        context = w.stubs[0].calls[0][1]
+        self.assertEqual((context.mode, context.channel), (DeliveryMode.UNRELIABLE_LATEST, 3))
+        self.assertRaises(ValueError, w.serverProxy.move, w.ids()[0], Position(0, 0),
+                          latestOnly=3, mode=DeliveryMode.RELIABLE)
+
     def test_declaredExceptionArrivesAsThatException(self):
         w = self.world
         failure = w.result(w.proxies[0].buy(HOSTID_SERVER, 1, 11, 0))
@@ -242,6 +255,17 @@ class ClientServerTests(SynchronousTestCase):
         self.assertEqual([f.type for f in reported], [KeyError])
         self.assertEqual(statsOf(w.server).stubExceptions, 1)
         self.flushLoggedErrors(KeyError)
+
+    def test_aResultOfTheWrongTypeIsReportedAndFailsTheCall(self):
+        w = self.world
+        reported = []
+        w.server.events.onException = reported.append
+        failure = w.result(w.proxies[0].buy(HOSTID_SERVER, 77, 1, 0))
+        self.assertTrue(failure.check(RemoteCallFailed))
+        self.assertIn("did not encode", str(failure.value))
+        self.assertEqual([f.type for f in reported], [TypeError])
+        self.assertIn("'not an int', not a int", str(reported[0].value))
+        self.flushLoggedErrors(TypeError)
 
     def test_aStubRaisingInAOneWayCallIsReported(self):
         w = self.world

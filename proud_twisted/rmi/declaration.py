@@ -35,7 +35,7 @@ from proud_twisted.rmi.codec import (
     encodeVarint,
 )
 from proud_twisted.rmi.errors import MalformedArguments
-from proud_twisted.rmi.wire import FIRST_USER_ID, LAST_ID, RMI_MARKER
+from proud_twisted.rmi.wire import ANSWER_ID, FIRST_USER_ID, LAST_ID, RMI_MARKER
 
 RESERVED_METHOD_NAMES = frozenset({
     "method", "methods", "firstID", "lastID", "Stub", "declaration", "timeout",
@@ -86,6 +86,8 @@ class RemoteMethod:
     doc: str
     encodeArguments: Callable[..., bytes]
     decodeArguments: Callable[[bytes, int], tuple[Any, ...]]
+    encodeAnswer: Callable[[int, Any], bytes] | None
+    """C{(requestID, result) -> bytes}, the whole answer (None for a one-way method)."""
 
     def decode(self, payload: bytes) -> tuple[int | None, tuple[Any, ...]]:
         """The request ID (None for a one-way method) and the arguments of a
@@ -207,7 +209,9 @@ def _method(interface: str, methodID: int, name: str, function: Any) -> RemoteMe
         interface, name, methodID, tuple(codecs), result,
         mark.raises if mark is not None else (), inspect.getdoc(function) or "",
         _argumentEncoder(name, bytes(header), codecs, result is not None),
-        _argumentDecoder(name, codecs))
+        _argumentDecoder(name, codecs),
+        None if result is None else _argumentEncoder(
+            f"{name}_answer", bytes([RMI_MARKER, ANSWER_ID]), [("_result", result)], True))
 
 
 def _compile(source: str, namespace: dict[str, Any], name: str) -> Any:

@@ -43,7 +43,6 @@ from proud_twisted.rudp.config import DeliveryMode, Priority
 SendFunction = Callable[[Any, bytes, DeliveryMode, Priority, int], None]
 """C{send(targets, payload, mode, priority, channel)} of the host."""
 
-_ANSWER_HEADER = bytes([RMI_MARKER, ANSWER_ID])
 _LATER = (defer.Deferred, types.CoroutineType)
 """What a stub method may return for a result it gives later."""
 _FAILURE_HEADER = bytes([RMI_MARKER, FAILURE_ID])
@@ -228,7 +227,7 @@ class RmiEndpoint:
     def _runCall(self, method: RemoteMethod, handler: Callable[..., Any], stub: Stub,
                  sender: int, requestID: int, context: MessageContext,
                  arguments: tuple[Any, ...]) -> None:
-        inProgress = self._inProgress.get(sender, 0)
+        inProgress = self._inProgress.get(sender, 0) if self._inProgress else 0
         if inProgress >= stub.maxCallsInProgress:
             self.stats.busyRefusals += 1
             self._onceLog.warn(("busy", sender), "host {hostID} has more than {limit} RMI "
@@ -259,17 +258,16 @@ class RmiEndpoint:
         return result
 
     def _answer(self, result: Any, method: RemoteMethod, sender: int, requestID: int) -> None:
-        out = bytearray(_ANSWER_HEADER)
-        encodeVarint(requestID, out)
         try:
-            assert method.result is not None
-            method.result.encode(result, out)
+            assert method.encodeAnswer is not None
+            payload = method.encodeAnswer(requestID, result)
         except Exception as e:
+            assert method.result is not None
             self._stubRaised(method, Failure(TypeError(
                 f"{method.qualifiedName} returned {result!r}, not a {method.result.name}: {e}")))
             self._fail(sender, requestID, FAILURE_UNDECLARED, "the result did not encode")
             return
-        self._reply(sender, bytes(out))
+        self._reply(sender, payload)
 
     def _callFailed(self, failure: Failure, method: RemoteMethod, sender: int,
                     requestID: int) -> None:

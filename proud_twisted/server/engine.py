@@ -48,9 +48,10 @@ from proud_twisted.rudp import DeliveryMode, MessageReceived, Priority, ReceiveB
 from proud_twisted.rudp.config import checkedSendOptions
 from proud_twisted.server import groups as g
 from proud_twisted.server.connection import ServerConnectionFactory
-from proud_twisted.server.hostids import HostIDAllocator
+from proud_twisted.server.hostids import HostIDAllocator, HostIDsExhausted
 from proud_twisted.server.login import askLogin
 from proud_twisted.server.ratelimit import RelayLimit
+from proud_twisted.server.remote import RemoteMembers
 from proud_twisted.server.stats import ServerStats
 from proud_twisted.server.udp import ServerDatagramProtocol
 from proud_twisted.wire import relay
@@ -122,7 +123,7 @@ class ServerEngine:
                  handshakeTimeout, maxUnauthenticated, relayFramesPerSecond,
                  relayBytesPerSecond, udpBufferSize, loginTimeout, maxClientOutput,
                  closeLinger, receiveBudget, backlog, recoveryWindow,
-                 maxOfflineClients) -> None:
+                 maxOfflineClients, cluster=None) -> None:
         self.reactor = reactor
         self.events = events
         self.dispatch = EventDispatcher(self.events, self.log)
@@ -172,7 +173,10 @@ class ServerEngine:
         self._directAllowed = {}    # group -> bool
         self._lastPairEpoch = 0
         self._table = g.P2PGroupTable(allowEmptyGroups)
-        self._hostIDs = HostIDAllocator(hostIDQuietPeriod)
+        self.cluster = cluster
+        self.remote = RemoteMembers(self, cluster) if cluster is not None else None
+        self._hostIDs = HostIDAllocator(
+            hostIDQuietPeriod, source=cluster.leases if cluster is not None else None)
         self._clients = {}
         self._connections = set()
         self._tcpPort = None
@@ -203,6 +207,8 @@ class ServerEngine:
         self._sweeper = task.LoopingCall(self._dropSilentClients)
         self._sweeper.clock = self.reactor
         self._sweeper.start(min(1.0, self.clientTimeout / 4), now=False)
+        if self.cluster is not None:
+            self.cluster.start()
         self.log.info("proud_twisted server listening on TCP {tcp} and UDP {udp}"
                       " (socket buffers {buffers}); {what}",
                       tcp=self.getTcpAddress(), udp=self.getUdpAddress(),
@@ -222,7 +228,10 @@ class ServerEngine:
                 self._endOffline(client, ErrorType.KICKED)
         ports = [p for p in (self._tcpPort, self._udpPort) if p is not None]
         self._tcpPort = self._udpPort = None
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        stopping = [defer.maybeDeferred(p.stopListening) for p in ports]
+        if self.cluster is not None:
+            stopping.append(self.cluster.stop())
+        return defer.gatherResults(stopping)
 
     def getTcpAddress(self):
         host = self._tcpPort.getHost()
@@ -246,11 +255,14 @@ class ServerEngine:
 
     def createP2PGroup(self, members: Iterable[int] = (), message: bytes = b"",
                        allowDirectP2P: bool = True) -> int:
+        members = list(members)
         groupID = self._hostIDs.allocate(self.reactor.seconds())
+        adopted = self._adoptRemote(members)
         try:
             effects = self._table.create(groupID, members, message)
         except Exception:
             self._hostIDs.release(groupID, self.reactor.seconds())
+            self._dropAdopted(adopted)
             raise
         self._directAllowed[groupID] = allowDirectP2P
         members = sorted(self._table.membersOf(groupID))
@@ -262,9 +274,25 @@ class ServerEngine:
         return groupID
 
     def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
-        effects = self._table.join(member, group, message)
+        adopted = self._adoptRemote([member])
+        try:
+            effects = self._table.join(member, group, message)
+        except Exception:
+            self._dropAdopted(adopted)
+            raise
         self._memberJoined(member, group)
         self._apply(effects, group)
+
+    def _adoptRemote(self, members) -> list:
+        """Those of C{members} that are clients of other servers of the
+        cluster, put into the group table now."""
+        if self.remote is None:
+            return []
+        return [m for m in members if m not in self._clients and self.remote.adopt(m)]
+
+    def _dropAdopted(self, adopted) -> None:
+        for hostID in adopted:
+            self.remote.drop(hostID)
 
     def leaveP2PGroup(self, member: int, group: int) -> None:
         effects = self._table.leave(member, group)
@@ -349,8 +377,12 @@ class ServerEngine:
             raise MessageTooLong(f"{len(payload)} bytes exceed {self.maxMessageLength}")
         mode, priority = checkedSendOptions(mode, priority, channel)
         reliable = mode is DeliveryMode.RELIABLE
+        remote = []
+        local = self._expandTargets(targets, remote if self.cluster is not None else None)
+        if remote:
+            self.cluster.route(remote, payload, mode, priority, channel)
         tcpBody = None
-        for client in self._expandTargets(targets):
+        for client in local:
             if reliable or client.udpAddress is None:
                 if tcpBody is None:
                     tcpBody = relay.encodeTcpUserMessage(
@@ -368,6 +400,25 @@ class ServerEngine:
             self._endOffline(client, ErrorType.KICKED)
         else:
             client.close(ErrorType.KICKED)
+
+    # Called by the cluster
+
+    def holds(self, hostID: int) -> bool:
+        """Whether C{hostID} is a client or group of this server."""
+        return hostID in self._clients or self._table.hasGroup(hostID)
+
+    def load(self) -> tuple:
+        """C{(clients, groups)} here, for the cluster's entry."""
+        return len(self._clients), len(self._table.groups())
+
+    def deliverRouted(self, targets, payload: bytes, mode: DeliveryMode,
+                      priority: Priority, channel: int) -> int:
+        """Send what another server's C{send} routed here to those of
+        C{targets} that are still here; the number that were not."""
+        here = [t for t in targets if self.holds(t)]
+        if here:
+            self.send(here, payload, mode, priority, channel)
+        return len(targets) - len(here)
 
     # Called by the protocols
 
@@ -410,6 +461,8 @@ class ServerEngine:
         for group in groups:
             self._memberLeft(hostID, group, "client_left")
         self._apply(effects)
+        if self.remote is not None:
+            self.remote.clientGone(hostID)
         self._hostIDs.release(hostID, self.reactor.seconds())
         self.stats.clientsLeft += 1
         self.log.info("client {hostID} left: {reason} ({comment!r})",
@@ -500,6 +553,8 @@ class ServerEngine:
             peer = self._clients.get(peerID)
             if peer is not None:
                 peer.sendBody(body)
+        if self.remote is not None:
+            self.remote.tellPeers(hostID, kind)
 
     def resendOverflow(self, connection, why: str) -> None:
         """The client's unacknowledged reliable output outgrew its bound:
@@ -652,7 +707,12 @@ class ServerEngine:
 
     def _admit(self, connection, address, fields, reply: bytes) -> None:
         self._joinedOrGone(connection)
-        hostID = self._hostIDs.allocate(self.reactor.seconds())
+        try:
+            hostID = self._hostIDs.allocate(self.reactor.seconds())
+        except HostIDsExhausted:
+            # A cluster server without a leased block (Redis unreachable since it started).
+            self.refuse(connection, JoinRefusal.SERVER_FULL, b"", "no HostID to give")
+            return
         connection.hostID = hostID
         connection.udpToken = os.urandom(16)
         connection.userData = fields.userData
@@ -679,6 +739,8 @@ class ServerEngine:
         self.dispatch("onClientJoin", self._info(connection))
 
     def memberJoinAcknowledged(self, connection, ackID: int) -> None:
+        if self.remote is not None and self.remote.acknowledged(connection.hostID, ackID):
+            return                      # a group of another server's
         self._apply(self._table.acknowledge(connection.hostID, ackID))
 
     def lanAddressReported(self, connection, address) -> None:
@@ -723,7 +785,6 @@ class ServerEngine:
         senderID = sender.hostID
         self.stats.relayRequests += 1
         refused = 0
-        reliable = flags & relay.FLAG_RELIABLE
         limit = sender.relayLimit
         now = self.reactor.seconds()
         tcpFrames = {}
@@ -733,25 +794,43 @@ class ServerEngine:
                 return              # the rest would be refused too
             target = self._clients.get(targetID)
             if target is None or not self._table.shareGroup(senderID, targetID):
-                if not self._recentlyParted(senderID, targetID, now):
-                    refused += 1
-                continue
-            if reliable or target.udpAddress is None:
-                body = tcpFrames.get(id(payload))
-                if body is None:
-                    body = tcpFrames[id(payload)] = relay.encodeTcpRelayed(
-                        senderID, flags, payload)
-                target.sendBody(body, not reliable)
-            elif flags & relay.FLAG_SESSION:
-                # Sealed end to end by the pair: forwarded without opening or re-sealing.
-                self.sendUdp(relay.encodeUdpPeerFrame(senderID, flags, payload),
-                             target.udpAddress)
-            else:
-                target.sendDatagram(relay.encodeUdpRelayed(senderID, flags, payload))
+                # A pair of a group of another server's, or with a client of one?
+                home = (self.remote.peerHome(senderID, targetID) if self.remote is not None
+                        else None)
+                if home is None:
+                    if not self._recentlyParted(senderID, targetID, now):
+                        refused += 1
+                    continue
+                if target is None:
+                    self.remote.forward(home, senderID, targetID, flags, payload)
+                    self.stats.framesRelayed += 1
+                    self.stats.relayBytes += len(payload)
+                    continue
+            self.deliverRelayed(senderID, target, flags, payload, tcpFrames)
             self.stats.framesRelayed += 1
             self.stats.relayBytes += len(payload)
         if refused:
             self._relayRefused(sender, refused, now)
+
+    def deliverRelayed(self, senderID: int, target, flags: int, payload: bytes,
+                       tcpFrames=None) -> None:
+        """Hand C{target} a frame relayed from C{senderID}: reliable ones over
+        TCP (one encoding per payload in C{tcpFrames}), the rest over UDP
+        where the target's UDP works."""
+        reliable = flags & relay.FLAG_RELIABLE
+        if reliable or target.udpAddress is None:
+            body = tcpFrames.get(id(payload)) if tcpFrames is not None else None
+            if body is None:
+                body = relay.encodeTcpRelayed(senderID, flags, payload)
+                if tcpFrames is not None:
+                    tcpFrames[id(payload)] = body
+            target.sendBody(body, not reliable)
+        elif flags & relay.FLAG_SESSION:
+            # Sealed end to end by the pair: forwarded without opening or re-sealing.
+            self.sendUdp(relay.encodeUdpPeerFrame(senderID, flags, payload),
+                         target.udpAddress)
+        else:
+            target.sendDatagram(relay.encodeUdpRelayed(senderID, flags, payload))
 
     def _tooManyTargets(self, sender, count: int) -> bool:
         if count <= relay.MAX_RELAY_TARGETS:
@@ -924,12 +1003,17 @@ class ServerEngine:
             policy |= POLICY_DIRECT_ALLOWED
         if self.holePunchPolicy is HolePunchPolicy.ALWAYS:
             policy |= POLICY_PUNCH_AT_ONCE
+        remote = self.remote
         for me, peer in ((a, b), (b, a)):
-            if me not in self._clients:
-                continue
-            self._clients[me].sendMessage("PEER_PAIR", peerID=peer,
-                                          epoch=self._lastPairEpoch, pairSecret=secret,
-                                          policy=policy)
+            client = self._clients.get(me)
+            if client is not None:
+                client.sendMessage("PEER_PAIR", peerID=peer, epoch=self._lastPairEpoch,
+                                   pairSecret=secret, policy=policy)
+                if remote is not None and peer in remote.homes:
+                    remote.pairedLocally(me, peer, remote.homes[peer])
+            elif remote is not None and me in remote.homes:
+                remote.introduce(me, peer, dict(epoch=self._lastPairEpoch,
+                                                secret=secret.hex(), policy=policy))
 
     def _client(self, hostID: int):
         try:
@@ -957,7 +1041,9 @@ class ServerEngine:
         connection.sendMessage("JOIN_REFUSED", reason=int(reason), reply=reply)
         connection.close(leaveReason)
 
-    def _expandTargets(self, targets) -> list:
+    def _expandTargets(self, targets, remote=None) -> list:
+        """The clients C{targets} name here; with a list C{remote}, the
+        targets that are not here go into it rather than raising."""
         if isinstance(targets, int):
             targets = [targets]
         hostIDs = set()
@@ -966,17 +1052,34 @@ class ServerEngine:
                 hostIDs.update(self._table.membersOf(target))
             elif target in self._clients:
                 hostIDs.add(target)
+            elif remote is not None:
+                remote.append(target)
             else:
                 raise UnknownHostID(f"no client or P2P group with HostID {target}")
-        return [self._clients[h] for h in sorted(hostIDs)]
+        clients = self._clients
+        if self.remote is None:
+            return [clients[h] for h in sorted(hostIDs)]
+        here = []
+        for hostID in sorted(hostIDs):
+            client = clients.get(hostID)
+            if client is not None:
+                here.append(client)
+            elif remote is not None:
+                remote.append(hostID)         # a member of ours that lives elsewhere
+        return here
 
     def _announceAddresses(self, client) -> None:
         """Tell every peer of C{client} its current UDP and LAN addresses."""
         body = None
         for peerID in self._table.peersOf(client.hostID):
+            peer = self._clients.get(peerID)
+            if peer is None:
+                continue                # another server's: told below
             if body is None:
                 body = self._peerAddresses(client)
-            self._clients[peerID].sendBody(body)
+            peer.sendBody(body)
+        if self.remote is not None:
+            self.remote.addressesChanged(client)
 
     def _peerAddresses(self, client) -> bytes:
         return encodeMessage("PEER_ADDRESSES", peerID=client.hostID,
@@ -990,17 +1093,27 @@ class ServerEngine:
             if kind is g.MemberJoinNotice:
                 # .get: an event handler may have closed a client meanwhile.
                 member, to = self._clients.get(effect.memberID), self._clients.get(effect.to)
-                if member is None or to is None:
+                if member is not None and to is not None:
+                    udp, lan = member.udpAddress, member.lanAddress
+                elif self.remote is None:
+                    continue
+                elif to is None:
+                    self.remote.joinNotice(effect, member)      # to a client elsewhere
+                    continue
+                elif effect.memberID in self.remote.homes:
+                    udp = lan = None        # its home gives its addresses to its peers
+                else:
                     continue
                 to.sendMessage(
                     "MEMBER_JOIN", groupID=effect.groupID, memberID=effect.memberID,
                     memberCount=effect.memberCount, ackID=effect.ackID,
-                    udpAddress=addressToWire(member.udpAddress),
-                    lanAddress=addressToWire(member.lanAddress),
+                    udpAddress=addressToWire(udp), lanAddress=addressToWire(lan),
                     message=effect.message)
             elif kind is g.MemberLeaveNotice:
                 to = self._clients.get(effect.to)
                 if to is None:
+                    if self.remote is not None:
+                        self.remote.leaveNotice(effect)
                     continue
                 to.sendMessage(
                     "MEMBER_LEAVE", groupID=effect.groupID, memberID=effect.memberID,
@@ -1011,6 +1124,8 @@ class ServerEngine:
             elif kind is g.PairIntroduced:
                 self._introducePair(effect.a, effect.b, groupID)
             elif kind is g.PairForgotten:
+                if self.remote is not None:
+                    self.remote.forgotten(effect.a, effect.b)
                 key = _pairKey(effect.a, effect.b)
                 self._pairs.pop(key, None)
                 self._parted.pop(key, None)     # keep oldest first

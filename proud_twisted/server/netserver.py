@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted._glue.udpbuffers import DEFAULT_SERVER_UDP_BUFFER, SocketBuffers
+from proud_twisted.cluster import Cluster
 from proud_twisted.constants import HolePunchPolicy
 from proud_twisted.crypto import IdentityKey
 from proud_twisted.events import NetServerEvents
@@ -127,6 +128,9 @@ class NetServer(service.Service, RmiHost):
         window runs out, C{onClientLeave}); 0 turns recovery off.
     @param maxOfflineClients: clients that may be offline at once; a
         client dropped past it leaves at once (C{stats.recoveryRefused}).
+    @param cluster: a L{Cluster} to join (started and stopped with the
+        server): HostIDs are then unique in the whole cluster, and L{send}
+        reaches clients and groups of the other servers too.
     @param metrics: a L{ServerMetrics} for this server alone, to serve to
         Prometheus (L{metricsService}); it samples the event loop's lag
         while the server runs.
@@ -154,7 +158,8 @@ class NetServer(service.Service, RmiHost):
                  backlog: int = DEFAULT_BACKLOG,
                  recoveryWindow: float = DEFAULT_RECOVERY_WINDOW,
                  maxOfflineClients: int = DEFAULT_MAX_OFFLINE_CLIENTS,
-                 metrics: ServerMetrics | None = None) -> None:
+                 metrics: ServerMetrics | None = None,
+                 cluster: Cluster | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if encryption and identity is None:
@@ -171,11 +176,14 @@ class NetServer(service.Service, RmiHost):
             relayBytesPerSecond=relayBytesPerSecond, udpBufferSize=udpBufferSize,
             loginTimeout=loginTimeout, maxClientOutput=maxClientOutput,
             closeLinger=closeLinger, receiveBudget=receiveBudget, backlog=backlog,
-            recoveryWindow=recoveryWindow, maxOfflineClients=maxOfflineClients)
+            recoveryWindow=recoveryWindow, maxOfflineClients=maxOfflineClients,
+            cluster=cluster)
         self._reactor = reactor
         self._metrics = metrics
         if metrics is not None:
             metrics.attach(self._engine)
+        if cluster is not None:
+            cluster.attach(self._engine)
 
     # Service
 
@@ -198,6 +206,10 @@ class NetServer(service.Service, RmiHost):
     @property
     def events(self) -> INetServerEvent | NetServerEvents:
         return self._engine.events
+
+    @property
+    def cluster(self) -> Cluster | None:
+        return self._engine.cluster
 
     @property
     def stats(self) -> ServerStats:

@@ -1,0 +1,193 @@
+"""L{RedisLink}: a server's two connections to Redis, kept up (Twisted glue).
+
+One connection runs commands, the other listens to the server's channels
+(Redis allows no other command on a connection that subscribed). Both use
+txredisapi's protocols on the injected reactor, with binary values (no
+charset), and reconnect by themselves, after 0.1 s, then twice as long each
+time up to C{maxRetryDelay}. The link is I{up} while both are; each change
+is reported through C{onUp} and C{onDown}. A command while the link is
+down, or unanswered within C{commandTimeout}, fails with
+L{ClusterUnavailable}.
+
+txredisapi is imported when the link starts: it imports the global reactor,
+which twistd must choose first.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+from proud_twisted.cluster.errors import ClusterUnavailable
+from proud_twisted.cluster.redisurl import RedisAddress
+
+DEFAULT_COMMAND_TIMEOUT = 2.0
+"""Seconds Redis has to answer a command: it answers in well under a
+millisecond, so two seconds means it is gone or the network is split."""
+DEFAULT_MAX_RETRY_DELAY = 1.0
+"""Longest pause between two attempts to reconnect: a server is back in the
+cluster within a second of Redis answering again."""
+
+
+class RedisLink:
+    """Commands and subscriptions to one Redis, reconnected when lost."""
+
+    log = Logger()
+
+    def __init__(self, address: RedisAddress, reactor, channels, onMessage, onUp, onDown,
+                 commandTimeout: float = DEFAULT_COMMAND_TIMEOUT,
+                 maxRetryDelay: float = DEFAULT_MAX_RETRY_DELAY) -> None:
+        self.address = address
+        self.reactor = reactor
+        self.channels = list(channels)
+        self.onMessage = onMessage
+        self.onUp = onUp
+        self.onDown = onDown
+        self.commandTimeout = commandTimeout
+        self.maxRetryDelay = maxRetryDelay
+        self.up = False
+        self._commands = None           # the ready command protocol
+        self._subscriber = None         # the ready, subscribed protocol
+        self._factories = []
+        self._connectors = []
+
+    def start(self) -> None:
+        commands, subscriber = _protocolClasses()
+        for protocolClass, db in ((commands, self.address.db), (subscriber, None)):
+            factory = _LinkFactory(self, protocolClass, db)
+            self._factories.append(factory)
+            self._connectors.append(self.reactor.connectTCP(
+                self.address.host, self.address.port, factory,
+                timeout=self.commandTimeout))
+
+    def stop(self) -> defer.Deferred:
+        """Close both connections for good; a Deferred fires once they are closed."""
+        closing = []
+        for factory in self._factories:
+            factory.stopTrying()
+            if factory.current is not None and factory.current.transport is not None:
+                closing.append(factory.current.whenDisconnected())
+                factory.current.transport.loseConnection()
+        for connector in self._connectors:
+            connector.stopConnecting() if connector.state == "connecting" else None
+        self._factories, self._connectors = [], []
+        self._setDown("stopped")
+        return defer.DeferredList(closing)
+
+    def command(self, *args) -> defer.Deferred:
+        """Run one Redis command; its reply, or L{ClusterUnavailable}."""
+        if self._commands is None:
+            return defer.fail(ClusterUnavailable(
+                f"Redis at {self.address.host}:{self.address.port} is not reachable"))
+        d = self._commands.execute_command(*args)
+        d.addTimeout(self.commandTimeout, self.reactor)
+        d.addErrback(self._failed, args[0])
+        return d
+
+    def _failed(self, failure, name):
+        if failure.check(defer.TimeoutError):
+            if self._commands is not None:
+                self._commands.transport.abortConnection()      # reconnect
+            raise ClusterUnavailable(
+                f"Redis did not answer {name} within {self.commandTimeout} s")
+        if failure.check(ClusterUnavailable) or not _isRedisReplyError(failure.value):
+            raise ClusterUnavailable(f"Redis {name} failed: {failure.getErrorMessage()}")
+        return failure
+
+    # Called by the protocols
+
+    def ready(self, proto) -> None:
+        if proto.isSubscriber:
+            self._subscriber = proto
+        else:
+            self._commands = proto
+        if self._commands is not None and self._subscriber is not None and not self.up:
+            self.up = True
+            self.onUp()
+
+    def lost(self, proto) -> None:
+        if proto is self._commands:
+            self._commands = None
+        elif proto is self._subscriber:
+            self._subscriber = None
+        else:
+            return
+        self._setDown("connection lost")
+
+    def _setDown(self, why: str) -> None:
+        self._commands = self._subscriber = None
+        if self.up:
+            self.up = False
+            self.onDown(why)
+
+
+def _isRedisReplyError(error) -> bool:
+    import txredisapi
+    return isinstance(error, txredisapi.ResponseError)
+
+
+class _LinkFactory(protocol.ReconnectingClientFactory):
+    initialDelay = 0.1
+    factor = 2.0
+    jitter = 0.1
+    isLazy = False
+    noisy = False
+
+    def __init__(self, link: RedisLink, protocolClass, db) -> None:
+        self.link = link
+        self.clock = link.reactor
+        self.maxDelay = link.maxRetryDelay
+        self.protocolClass = protocolClass
+        self.db = db
+        self.current = None
+
+    def buildProtocol(self, addr):
+        self.resetDelay()
+        proto = self.protocolClass(charset=None, password=self.link.address.password,
+                                   dbid=self.db, convertNumbers=False)
+        proto.factory = self
+        self.current = proto
+        return proto
+
+    def connectionError(self, message) -> None:
+        self.link.log.warn("Redis: {message}", message=message)
+
+
+@functools.cache
+def _protocolClasses():
+    """The command and subscriber protocols (txredisapi imported here)."""
+    import txredisapi
+
+    class CommandProtocol(txredisapi.BaseRedisProtocol):
+        isSubscriber = False
+
+        def connectionMade(self):
+            self.whenConnected().addCallback(self.factory.link.ready)
+            return super().connectionMade()
+
+        def connectionLost(self, why):
+            super().connectionLost(why)
+            self.factory.link.lost(self)
+
+    class SubscriberProtocol(txredisapi.SubscriberProtocol):
+        isSubscriber = True
+
+        def connectionMade(self):
+            self.whenConnected().addCallback(self._subscribe)
+            return super().connectionMade()
+
+        def _subscribe(self, _):
+            d = self.subscribe(self.factory.link.channels)
+            d.addCallback(lambda _: self.factory.link.ready(self))
+            d.addErrback(lambda f: self.transport.loseConnection())
+
+        def messageReceived(self, pattern, channel, message):
+            self.factory.link.onMessage(channel, message)
+
+        def connectionLost(self, why):
+            super().connectionLost(why)
+            self.factory.link.lost(self)
+
+    return CommandProtocol, SubscriberProtocol

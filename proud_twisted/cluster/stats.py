@@ -1,0 +1,47 @@
+"""L{ClusterStats}: a cluster member's counters (pure)."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ClusterStats:
+    """What a L{Cluster} counted since it was made.
+
+    @ivar messagesSent: L{Cluster.send} and L{Cluster.publish} calls put to Redis.
+    @ivar messagesReceived: messages from other servers handed to
+        C{onClusterMessage}.
+    @ivar routedOut: L{NetServer.send} calls to clients or groups of other
+        servers, per server they went to.
+    @ivar routedIn: such sends from other servers, delivered here.
+    @ivar routedUnknown: targets of such sends that were not here (left).
+    @ivar routedDropped: unreliable sends to other servers dropped because
+        more than C{maxPendingBytes} were waiting for Redis.
+    @ivar malformed: messages from Redis that were not envelopes of ours,
+        or not where they belong (rejected).
+    @ivar unknownSender: messages from a server that is not a member (rejected).
+    @ivar registrations: times this server (re-)registered with Redis.
+    @ivar redisLost: times Redis became unreachable.
+    @ivar blocksLeased: HostID blocks leased.
+    @ivar framesOut: frames of this server's clients relayed to their peers
+        on other servers (P2P groups across servers).
+    @ivar framesIn: such frames from other servers, delivered here.
+    @ivar framesRefused: such frames for no pair known here (refused).
+    @ivar framesDropped: frames not relayed to another server: Redis away,
+        or more than C{maxPendingBytes} waiting for it.
+    """
+
+    messagesSent: int = 0
+    messagesReceived: int = 0
+    routedOut: int = 0
+    routedIn: int = 0
+    routedUnknown: int = 0
+    routedDropped: int = 0
+    malformed: int = 0
+    unknownSender: int = 0
+    registrations: int = 0
+    redisLost: int = 0
+    blocksLeased: int = 0
+    framesOut: int = 0
+    framesIn: int = 0
+    framesRefused: int = 0
+    framesDropped: int = 0

@@ -1,0 +1,88 @@
+"""Cluster servers for tests against a real Redis (tests/redisserver.py)."""
+
+import uuid
+
+import pytest_twisted
+from twisted.internet import defer
+
+from proud_twisted import ClusterEvents, NetClient, NetServer, ServerUdpState
+from proud_twisted.cluster import Cluster
+from tests.support import RecordingClientEvents, RecordingServerEvents
+
+VERSION = uuid.UUID("5c1a5e70-0000-4000-8000-000000000018")
+
+
+class RecordingClusterEvents(RecordingServerEvents, ClusterEvents):
+    """Server events that also record what the cluster reports."""
+
+    def onServerJoin(self, serverInfo):
+        self.rec.record("onServerJoin", serverInfo)
+
+    def onServerLeave(self, serverID):
+        self.rec.record("onServerLeave", serverID)
+
+    def onClusterMessage(self, serverID, channel, payload):
+        self.rec.record("onClusterMessage", serverID, channel, payload)
+
+    def fromServer(self, serverID):
+        return [(c, p) for s, c, p in self.rec.named("onClusterMessage") if s == serverID]
+
+
+class ClusterWorld:
+    """In-process cluster servers on one real Redis; stopped by L{close}."""
+
+    def __init__(self, redis) -> None:
+        self.redis = redis
+        self.servers = []
+        self.clients = []
+
+    def server(self, serverID, **clusterOptions) -> NetServer:
+        events = RecordingClusterEvents()
+        cluster = Cluster(self.redis.url, serverID, tag=f"tag-{serverID}", **clusterOptions)
+        server = NetServer(events, VERSION, interface="127.0.0.1", cluster=cluster)
+        server.startService()
+        self.servers.append(server)
+        return server
+
+    @defer.inlineCallbacks
+    def ready(self, *servers):
+        """Wait until each server is registered and every one knows the others."""
+        yield defer.gatherResults([s.cluster.whenReady().addTimeout(10, _reactor())
+                                   for s in servers])
+        for server in servers:
+            others = {s.cluster.serverID for s in servers} - {server.cluster.serverID}
+            yield server.events.rec.wait(
+                lambda server=server, others=others: others <= known(server))
+
+    @defer.inlineCallbacks
+    def client(self, server) -> NetClient:
+        client = NetClient(RecordingClientEvents())
+        yield client.connect("127.0.0.1", server.getTcpAddress()[1], VERSION)
+        yield client.events.rec.wait(
+            lambda: client.getServerUdpState() is ServerUdpState.CONFIRMED)
+        self.clients.append(client)
+        return client
+
+    @defer.inlineCallbacks
+    def twoServers(self, **clusterOptions):
+        """Servers a and b, ready, with a client of a and two of b."""
+        a, b = self.server("a", **clusterOptions), self.server("b", **clusterOptions)
+        yield self.ready(a, b)
+        onA = yield self.client(a)
+        onB1, onB2 = yield defer.gatherResults([self.client(b), self.client(b)])
+        return a, b, onA, onB1, onB2
+
+    def close(self) -> None:
+        pytest_twisted.blockon(defer.gatherResults(
+            [c.disconnect() for c in self.clients]
+            + [s.stopService() for s in self.servers if s.running]))
+
+
+def known(server) -> set:
+    """The IDs of the other members C{server} knows now."""
+    return set(server.cluster._servers)
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor

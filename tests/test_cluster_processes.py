@@ -1,0 +1,116 @@
+"""Cluster servers in processes of their own (C{twistd -n proudserver
+--cluster ...}) beside one in the test's process, on a real redis-server:
+a send to a client of the other process, Redis stopped and started again
+mid-run, and a killed process leaving the cluster within its TTL."""
+
+import sys
+import tempfile
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+
+from proud_twisted import HOSTID_SERVER, NetClient
+from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
+from proud_twisted.cluster.leases import blockOf
+from tests.clustersupport import known
+from tests.support import RecordingClientEvents
+from tests.test_examples import environment
+
+CHILD_TTL = 1.0
+"""The child's --cluster-ttl: a heartbeat every 0.2 s."""
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class Child(protocol.ProcessProtocol):
+    """A child process; C{ended} fires when it has exited."""
+
+    def __init__(self) -> None:
+        self.ended = defer.Deferred()
+        self.output = []
+
+    def outReceived(self, data):
+        self.output.append(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+def spawnProudserver(redis, serverID: str, directory: str) -> Child:
+    child = Child()
+    reactor.spawnProcess(child, sys.executable, [
+        *TWISTD, "-n", "--pidfile=", "proudserver", "--tcp", "0", "--udp", "0",
+        "--interface", "127.0.0.1", "--no-encryption", "--no-gc-freeze",
+        "--cluster", redis.url, "--server-id", serverID, "--advertise", "127.0.0.1",
+        "--tag", "zone", "--cluster-ttl", str(CHILD_TTL)],
+        env=environment(), path=directory)
+    return child
+
+
+@pytest_twisted.inlineCallbacks
+def test_aSendReachesAnotherProcessAcrossARedisRestartAndAKilledOneLeavesWithinItsTTL(
+        world, redis):
+    here = world.server("here")
+    yield world.ready(here)
+    with tempfile.TemporaryDirectory() as directory:
+        child = spawnProudserver(redis, "zone-1", directory)
+        try:
+            yield checkChild(world, here, child, redis)
+        finally:
+            if not child.ended.called:
+                child.transport.signalProcess("KILL")
+                yield child.ended
+
+
+@defer.inlineCallbacks
+def checkChild(world, here, child, redis):
+    try:
+        yield here.events.rec.waitCount("onServerJoin", 1, timeout=30)
+    except defer.TimeoutError:
+        pytest.fail(b"".join(child.output).decode(errors="replace"))
+    (info,), = here.events.rec.named("onServerJoin")
+    assert (info.serverID, info.tag, info.tcpAddress[0]) == ("zone-1", "zone", "127.0.0.1")
+
+    # A client of the child process, reached through the cluster.
+    player = NetClient(RecordingClientEvents(), encryption=False)
+    world.clients.append(player)          # disconnected at the end
+    yield player.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
+    block = blockOf(player.getLocalHostID())
+    yield here.events.rec.wait(lambda: here.cluster._owners.get(block) == "zone-1")
+    located = yield here.cluster.locate(player.getLocalHostID())
+    assert located.serverID == "zone-1"
+    for i in range(10):
+        here.send(player.getLocalHostID(), b"across %d" % i)
+    yield player.events.rec.wait(
+        lambda: len(player.events.messagesFrom(HOSTID_SERVER)) == 10)
+    assert player.events.messagesFrom(HOSTID_SERVER) == [b"across %d" % i
+                                                        for i in range(10)]
+
+    # Redis stopped: the child keeps serving its player (the rooms app
+    # answers a bad request); Redis started again, empty: both register
+    # again and the send goes through once more.
+    redis.stop()
+    yield here.events.rec.wait(lambda: not here.cluster.available)
+    player.send(HOSTID_SERVER, b"bogus request")
+    yield player.events.rec.wait(lambda: any(
+        m.startswith(b"error:") for m in player.events.messagesFrom(HOSTID_SERVER)))
+    redis.start()
+    yield here.events.rec.wait(lambda: here.cluster.available and "zone-1" in known(here)
+                               and here.cluster._owners.get(block) == "zone-1", timeout=10)
+    here.send(player.getLocalHostID(), b"after the restart")
+    yield player.events.rec.wait(
+        lambda: player.events.messagesFrom(HOSTID_SERVER)[-1:] == [b"after the restart"])
+
+    # Killed: no goodbye; its entry expires.
+    leftBefore = here.events.rec.count("onServerLeave")
+    child.transport.signalProcess("KILL")
+    killed = time.monotonic()
+    yield child.ended
+    yield here.events.rec.waitCount("onServerLeave", leftBefore + 1, timeout=10)
+    took = time.monotonic() - killed
+    assert here.events.rec.named("onServerLeave")[leftBefore:] == [("zone-1",)]
+    # The TTL, plus up to one heartbeat of this server to notice, plus slack.
+    assert took < CHILD_TTL + here.cluster.heartbeat + 1.0, took
