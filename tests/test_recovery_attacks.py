@@ -13,10 +13,12 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import ErrorType, ResumeRefusal
-from proud_twisted._crypto.resume import resumeProof
+from proud_twisted._crypto.resume import resumeKeyFromSession, resumeProof
 from proud_twisted._glue.sessiondriver import DEFAULT_SESSION_CONFIG
 from proud_twisted.errors import ProtocolError
 from proud_twisted.rudp import ReliableSession
+from proud_twisted.server.engine import MIN_RESUME_INTERVAL
+from proud_twisted.wire import relay
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.messages import WIRE_VERSION, decodeMessage, encodeMessage
 from tests.test_recovery import SERVER_IP, VERSION, RecoveryWorld, ResumeProbe
@@ -26,6 +28,9 @@ class CountingProbe(ResumeProbe):
     """A L{ResumeProbe} that claims C{received} counted frames in its RESUME."""
 
     received = 0
+
+    def names(self) -> list:
+        return [name for name, _ in self.got]
 
     def send(self, kind: str, **fields) -> None:
         if kind == "RESUME":
@@ -117,6 +122,69 @@ class TakeoverTests(SynchronousTestCase):
         self.assertEqual(world.server.getClientHostIDs(), [world.bobID])
         self.assertEqual(engine._offline, 0)
 
+    def test_repeatedResumesResendAtMostOnceASecond(self):
+        """A cheater that never acknowledges and resumes its own session
+        again and again has its unacknowledged output resent at most once
+        per L{MIN_RESUME_INTERVAL}: a resume sooner is closed unanswered
+        (an honest client takes that as a failed attempt and tries again
+        after its next pause), so resumes cost the server at most
+        C{maxClientOutput} of sealing a second per client."""
+        world = RecoveryWorld(self)
+        engine = world.server._engine
+        self.patch(type(world.alice._engine), "_sendStreamAck",
+                   lambda engine: setattr(engine, "_ackTimer", None))
+        for _ in range(20):
+            world.server.send(world.aliceID, bytes(1000))
+        world.net.advance(0.1)
+        acknowledged = engine._clients[world.aliceID].stream.acknowledged
+        key = [world.alice._engine._recovery[1]]
+
+        def resume() -> CountingProbe:
+            """One resume with the session's current key (after a resume,
+            the key of that resume's handshake)."""
+            probe = _probe(self, world, world.aliceID,
+                           lambda nonce: resumeProof(key[0], world.aliceID, nonce),
+                           lambda p: p.closed or "RESUME_ACCEPTED" in p.names(),
+                           received=acknowledged)
+            if "RESUME_ACCEPTED" in probe.names():
+                key[0] = resumeKeyFromSession(probe.handshake.keys)
+            return probe
+
+        first = resume()
+        self.assertIn("RESUME_ACCEPTED", first.names())
+        self.assertEqual(first.names().count("USER_MESSAGE"), 20)      # resent
+        soon = [resume() for _ in range(5)]
+        for probe in soon:
+            # Closed unanswered: neither accepted nor refused, nothing resent.
+            self.assertEqual(probe.names(), ["RESUME_CHALLENGE"])
+        self.assertFalse(first.closed)          # the session stays where it was
+        self.assertEqual(world.server.stats.clientsResumed, 1)
+        self.assertGreaterEqual(world.server.stats.resumesRefused, 5)
+        world.net.advance(MIN_RESUME_INTERVAL)
+        later = resume()
+        self.assertIn("RESUME_ACCEPTED", later.names())
+        self.assertEqual(later.names().count("USER_MESSAGE"), 20)
+        self.assertEqual(world.server.stats.clientsResumed, 2)
+
+    def test_anHonestClientDroppedAgainAtOnceStillResumes(self):
+        """The other side of L{MIN_RESUME_INTERVAL}: a client whose
+        connection drops again right after it resumed has its early
+        attempts closed unanswered, tries again, and resumes, nothing lost."""
+        world = RecoveryWorld(self)
+        rec = world.alice.events.rec
+        world.net.disconnectHost(world.aliceHost)
+        assert world.net.runUntil(lambda: rec.count("onServerOnline") == 1, 5)
+        world.server.send(world.aliceID, b"between")
+        world.net.disconnectHost(world.aliceHost)
+        assert world.net.runUntil(lambda: rec.count("onServerOnline") == 2, 5)
+        self.assertGreaterEqual(world.server.stats.resumesRefused, 1)   # too soon
+        self.assertEqual(world.server.stats.clientsResumed, 2)
+        self.assertEqual(rec.count("onLeaveServer"), 0)
+        self.assertEqual(world.alice.getLocalHostID(), world.aliceID)
+        world.server.send(world.aliceID, b"after")
+        assert world.net.runUntil(
+            lambda: world.alice.events.messagesFrom(1) == [b"between", b"after"], 5)
+
 
 class CutClientTests(SynchronousTestCase):
 
@@ -144,6 +212,37 @@ class CutClientTests(SynchronousTestCase):
         self.assertEqual(events.named("onClientLeave")[0][1], ErrorType.PROTOCOL_ERROR)
         self.assertEqual(events.count("onClientOnline"), 0)
         self.assertEqual(world.server.getClientHostIDs(), [world.bobID])
+
+
+class OfflinePeerTests(SynchronousTestCase):
+
+    def test_aCheaterCanEndAnOfflinePeersSessionButNothingMore(self):
+        """What docs/security.rst admits: an offline member's resend buffer
+        is one for all senders, so a cheater relaying raw reliable frames
+        to it past C{maxClientOutput} ends its session (C{SLOW_CONSUMER}),
+        as if it had stopped reading; the buffer never exceeds the bound,
+        and the cheater and the server carry on."""
+        budget = 80_000
+        world = RecoveryWorld(self, maxClientOutput=budget)
+        engine = world.server._engine
+        world.net.partition(world.aliceHost, world.serverHost)
+        events = world.serverEvents.rec
+        assert world.net.runUntil(lambda: events.count("onClientOffline") == 1, 10)
+        session = engine._clients[world.aliceID]
+        cheater = world.bob._engine
+        held = []
+        for _ in range(12):
+            cheater.sendToServerTcp(relay.encodeTcpRelayRequest(
+                [world.aliceID], relay.FLAG_RELIABLE, bytes(10_000)))
+            world.net.advance(0.05)
+            held.append(session.stream.unacknowledgedBytes if session.stream else 0)
+        self.assertLessEqual(max(held), budget)
+        assert world.net.runUntil(lambda: events.count("onClientLeave") == 1, 5)
+        self.assertEqual(events.named("onClientLeave")[0][1], ErrorType.SLOW_CONSUMER)
+        self.assertEqual(world.server.getClientHostIDs(), [world.bobID])
+        self.assertEqual(world.bob.events.rec.count("onServerOffline"), 0)
+        self.assertEqual(engine._offline, 0)
+        world.net.heal(world.aliceHost, world.serverHost)
 
 
 class RawClient(Protocol):

@@ -93,6 +93,13 @@ once C{maxClientOutput} waits unsent in Twisted, and what the kernel's socket
 buffers hold besides (a few MiB on Linux, 6 MiB at most by default) is
 unacknowledged too: this slack covers it. Offline, only C{maxClientOutput}
 may wait."""
+MIN_RESUME_INTERVAL = 1.0
+"""Seconds after a resume before the same session may resume again; a
+resume sooner is closed unanswered, and the client tries again after its
+next pause (0.25 s, then doubling). A resume resends what the client has not
+acknowledged, up to C{maxClientOutput} (1 MiB: some 11,000 small frames to
+seal, under 0.1 s of the reactor); at most once a second, that is less than
+the relaying a client may have done in that second (8 MiB, 10,000 frames)."""
 # How a connection may end with its session kept for a resume: it was lost
 # (reset, or silent past the client timeout), not closed on purpose.
 _RECOVERABLE = frozenset({ErrorType.DISCONNECT_FROM_REMOTE, ErrorType.TIMEOUT})
@@ -584,6 +591,11 @@ class ServerEngine:
         """The answer to the challenge C{nonce}: resume, or refuse and close."""
         try:
             session = self.admitResume(fields.hostID, nonce, fields.proof)
+            if self.reactor.seconds() < session.resumedAt + MIN_RESUME_INTERVAL:
+                self.stats.resumesRefused += 1
+                connection.abort(ErrorType.CONNECTION_REFUSED, f"host {fields.hostID} "
+                                 f"resumed less than {MIN_RESUME_INTERVAL} s ago")
+                return
             resend = session.stream.resendAfter(fields.received)    # ProtocolError if it lies
             if session.stream.unacknowledgedBytes > self.maxClientOutput:
                 # A session taken over while connected goes offline for a
@@ -646,7 +658,7 @@ class ServerEngine:
         connection.adopt(session)
         connection.stream.maxUnacknowledged = self.maxClientOutput + ONLINE_RESEND_SLACK
         self._clients[hostID] = connection
-        connection.lastHeard = self.reactor.seconds()
+        connection.lastHeard = connection.resumedAt = self.reactor.seconds()
         connection.sendMessage("RESUME_ACCEPTED", received=connection.stream.received)
         for body in resend:
             connection.writeBody(body)
