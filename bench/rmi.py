@@ -25,7 +25,7 @@ round trip at most 1.15 x the raw one. The CPU time this process spends per
 round trip (it holds the client and the server) is printed beside it, as
 information: on a busy machine it varies less than the wall clock.
 
-    python bench/rmi.py [--calls 200000] [--round-trips 2000] [--repeat 3]
+    python bench/rmi.py [--calls 200000] [--round-trips 500] [--repeat 8]
         [--timeout 120] [--quick]
 """
 
@@ -187,10 +187,11 @@ def main() -> int:
     parser = scriptParser(__doc__)
     parser.add_argument("--calls", type=int, default=200000,
                         help="calls encoded and decoded in part 1 (default 200000)")
-    parser.add_argument("--round-trips", type=int, default=2000,
-                        help="timed round trips per block in part 2 (default 2000)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="blocks of each kind, alternated (default 3)")
+    parser.add_argument("--round-trips", type=int, default=500,
+                        help="timed round trips per block in part 2 (default 500)")
+    parser.add_argument("--repeat", type=int, default=8,
+                        help="blocks of each kind, alternated (default 8: short blocks, "
+                             "so that a busy machine weighs on both alike)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2,000 calls, 50 round trips, one block")
     addTimeout(parser, 120.0)

@@ -182,7 +182,8 @@ class IRmiHost(Interface):
         L{proud_twisted.rmi}): C{proxy.say(target, text)} sends; a call with a
         result returns a Deferred that fails with L{RemoteCallTimeout} after
         C{timeout} seconds, or with L{TooManyPendingCalls} while
-        C{maxPendingCalls} others wait.
+        C{maxPendingCalls} others wait; C{disconnect} and C{stopService}
+        fail the calls still waiting with L{RemoteCallFailed}.
 
         @raise DeclarationError: the declaration's IDs overlap those of
             another one attached here.

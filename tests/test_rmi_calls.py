@@ -290,6 +290,20 @@ class ClientServerTests(SynchronousTestCase):
         self.assertEqual(proxy.pendingCalls(), 0)
         self.assertEqual(statsOf(w.clients[0]).timeouts, 1)
 
+    def test_disconnectingFailsTheCallsWaitingAndLeavesNoTimer(self):
+        w = self.world
+        proxy = w.proxies[0]
+        waiting = proxy.buy(HOSTID_SERVER, 99, 1, 0)
+        w.runUntil(lambda: w.serverStub.held)
+        answered = proxy.buy(HOSTID_SERVER, 1, 1, 0)
+        self.assertEqual(w.result(answered), 999)
+        self.assertIsNotNone(proxy._timer)
+        w.clients[0].disconnect()
+        failure = self.failureResultOf(waiting, RemoteCallFailed)
+        self.assertIn("Game.buy: the client disconnected", str(failure.value))
+        self.assertEqual((proxy.pendingCalls(), proxy._timer), (0, None))
+        self.assertEqual(w.clients[0]._engine.rmi.calls, {})
+
     def test_rawMessagesStillReachOnReceiveUserMessage(self):
         w = self.world
         w.clients[0].send(HOSTID_SERVER, b"raw bytes")

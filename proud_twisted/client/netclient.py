@@ -102,6 +102,7 @@ class NetClient(service.Service, RmiHost):
     def stopService(self) -> defer.Deferred[None]:
         """Leave the server (see L{disconnect}) and stop joining again."""
         service.Service.stopService(self)
+        self._stopRmi("the client stopped")
         return self._joinLoop.stop()
 
     def _joinConfigured(self) -> defer.Deferred[int]:
@@ -128,6 +129,7 @@ class NetClient(service.Service, RmiHost):
 
     def disconnect(self, comment: bytes = b"",
                    linger: float = DEFAULT_LINGER) -> defer.Deferred[None]:
+        self._stopRmi("the client disconnected")
         return self._engine.disconnect(comment, linger)
 
     def getLocalHostID(self) -> int:
@@ -175,4 +177,4 @@ class NetClient(service.Service, RmiHost):
         self._engine.send(targets, payload, deliveryMode(reliable, mode), priority, channel)
 
     def _isGroup(self, hostID: int) -> bool:
-        return hostID in self._engine.getLocalJoinedP2PGroups()
+        return hostID in self._engine.peerTable.groups

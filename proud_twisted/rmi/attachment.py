@@ -48,3 +48,8 @@ class RmiHost:
 
     def _rmi(self) -> RmiEndpoint:
         return endpointOf(self._engine, self._engine.send, self._isGroup)
+
+    def _stopRmi(self, reason: str) -> None:
+        """Fail the calls still waiting for an answer: this host stops."""
+        if self._engine.rmi is not None:
+            self._engine.rmi.stop(reason)

@@ -45,6 +45,9 @@ SendFunction = Callable[[Any, bytes, DeliveryMode, Priority, int], None]
 
 _LATER = (defer.Deferred, types.CoroutineType)
 """What a stub method may return for a result it gives later."""
+_NOW = frozenset({int, float, bool, str, bytes, list, dict, tuple, type(None)})
+"""Types of a result given at once, told apart without an isinstance of
+L{_LATER} (Deferred is an abstract Awaitable: that check is slow)."""
 _FAILURE_HEADER = bytes([RMI_MARKER, FAILURE_ID])
 
 
@@ -89,6 +92,7 @@ class RmiEndpoint:
         self._handlers: dict[int, tuple[RemoteMethod, Callable[..., Any] | None, Stub]] = {}
         # requestID -> the proxy waiting for its answer
         self.calls: dict[int, Proxy] = {}
+        self._proxies: list[Proxy] = []
         self._lastRequestID = 0
         self._inProgress: dict[int, int] = {}
 
@@ -126,7 +130,14 @@ class RmiEndpoint:
     def attachProxy(self, declaration: Any, timeout: float = DEFAULT_CALL_TIMEOUT,
                     maxPendingCalls: int = DEFAULT_MAX_PENDING_CALLS) -> Proxy:
         self._declare(declaration)
-        return proxyClass(declaration)(self, timeout, maxPendingCalls)
+        proxy = proxyClass(declaration)(self, timeout, maxPendingCalls)
+        self._proxies.append(proxy)
+        return proxy
+
+    def stop(self, reason: str) -> None:
+        """The host stopped: fail every call still waiting for an answer."""
+        for proxy in self._proxies:
+            proxy.failPending(reason)
 
     # versions
 
@@ -221,7 +232,7 @@ class RmiEndpoint:
         except Exception:
             self._stubRaised(method, Failure())
             return
-        if isinstance(result, _LATER):
+        if result is not None and isinstance(result, _LATER):
             defer.ensureDeferred(result).addErrback(lambda f: self._stubRaised(method, f))
 
     def _runCall(self, method: RemoteMethod, handler: Callable[..., Any], stub: Stub,
@@ -241,7 +252,7 @@ class RmiEndpoint:
         except Exception:
             self._callFailed(Failure(), method, sender, requestID)
             return
-        if isinstance(result, _LATER):
+        if type(result) not in _NOW and isinstance(result, _LATER):
             self._inProgress[sender] = inProgress + 1
             d = defer.ensureDeferred(result)
             d.addBoth(self._callDone, sender)

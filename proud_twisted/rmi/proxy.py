@@ -25,7 +25,7 @@ from typing import Any
 from twisted.internet import defer
 
 from proud_twisted.rmi.declaration import RemoteMethod
-from proud_twisted.rmi.errors import RemoteCallTimeout, TooManyPendingCalls
+from proud_twisted.rmi.errors import RemoteCallFailed, RemoteCallTimeout, TooManyPendingCalls
 
 DEFAULT_CALL_TIMEOUT = 30.0
 """Seconds a call with a result waits for its answer: a reliable message
@@ -118,6 +118,15 @@ class Proxy:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def failPending(self, reason: str) -> None:
+        """Fail every call waiting for an answer with L{RemoteCallFailed}
+        (its host stopped or left), and cancel the timer."""
+        self.stopTimers()
+        pending, self._pending = self._pending, {}
+        for requestID, call in pending.items():
+            self._endpoint.calls.pop(requestID, None)
+            call.deferred.errback(RemoteCallFailed(f"{call.method.qualifiedName}: {reason}"))
 
 
 def _methodSource(method: RemoteMethod) -> str:

@@ -197,6 +197,7 @@ class NetServer(service.Service, RmiHost):
     def stopService(self) -> defer.Deferred[object]:
         """Close every connection and stop listening; a Deferred fires when done."""
         service.Service.stopService(self)
+        self._stopRmi("the server stopped")
         if self._metrics is not None:
             self._metrics.stop()
         return self._engine.stop()
