@@ -225,6 +225,23 @@ class DestroyAndDisconnectTests(TableTestCase):
                          [JoinAckComplete(G, A)])
 
 
+    def test_churnInOneGroupLeavesOtherGroupsPendingJoinsAlone(self):
+        # Pending joins are kept per group: a leave or a destroy in one group
+        # neither cancels nor completes another group's.
+        waiting = self.table.create(H, [C, D])
+        churned = self.table.create(G, [A, B])
+        self.table.leave(B, G)
+        self.table.destroy(G)
+        self.assertEqual(ackAll(self.table, churned), [])
+        self.assertEqual(self.table.pendingAcks(), 2)
+        self.assertEqual(set(ackAll(self.table, waiting)),
+                         {JoinAckComplete(H, C), JoinAckComplete(H, D)})
+        self.assertEqual(self.table.pendingAcks(), 0)
+        # The group's HostID is reused with nothing of the old joins left.
+        self.assertEqual(set(ackAll(self.table, self.table.create(G, [A, C]))),
+                         {JoinAckComplete(G, A), JoinAckComplete(G, C)})
+        self.assertEqual(self.table.pendingAcks(), 0)
+
 class HostIDTests(SynchronousTestCase):
     def test_allocatesFrom1000Up(self):
         ids = HostIDAllocator()

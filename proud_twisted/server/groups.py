@@ -108,6 +108,10 @@ class P2PGroupTable:
         self._groups = {}           # group -> set of members
         self._pairs = {}            # (a, b) -> number of shared groups
         self._pending = {}          # ackID -> _PendingJoin
+        # group -> its pending ackIDs, oldest first (as keys), so that a leave
+        # or a destroy looks only at its own group's joins, not every one on
+        # the server (view groups churn while thousands of acks are due).
+        self._pendingByGroup = {}
         self._lastAckID = 0
 
     # Queries
@@ -273,11 +277,10 @@ class P2PGroupTable:
             if not self._pairs[pair]:
                 del self._pairs[pair]
                 effects.append(PairForgotten(*pair))
-        for ackID, pending in list(self._pending.items()):
-            if pending.groupID != groupID:
-                continue
+        for ackID in list(self._pendingByGroup.get(groupID, ())):
+            pending = self._pending[ackID]
             if pending.memberID == member:
-                del self._pending[ackID]
+                self._endPendingJoin(ackID)
             elif member in pending.waiting:
                 pending.waiting.discard(member)
                 effects += self._completeIfDone(ackID)
@@ -289,17 +292,26 @@ class P2PGroupTable:
         return [GroupRemoved(groupID)]
 
     def _cancelPendingJoins(self, groupID: int) -> None:
-        for ackID in [a for a, p in self._pending.items() if p.groupID == groupID]:
+        for ackID in self._pendingByGroup.pop(groupID, ()):
             del self._pending[ackID]
 
     def _startPendingJoin(self, groupID: int, member: int, waiting) -> int:
         self._lastAckID = self._lastAckID % 0xFFFFFFFF + 1
         self._pending[self._lastAckID] = _PendingJoin(groupID, member, set(waiting))
+        self._pendingByGroup.setdefault(groupID, {})[self._lastAckID] = None
         return self._lastAckID
+
+    def _endPendingJoin(self, ackID: int) -> _PendingJoin:
+        pending = self._pending.pop(ackID)
+        ofGroup = self._pendingByGroup[pending.groupID]
+        del ofGroup[ackID]
+        if not ofGroup:
+            del self._pendingByGroup[pending.groupID]
+        return pending
 
     def _completeIfDone(self, ackID: int) -> list:
         pending = self._pending[ackID]
         if pending.waiting:
             return []
-        del self._pending[ackID]
+        self._endPendingJoin(ackID)
         return [JoinAckComplete(pending.groupID, pending.memberID)]
