@@ -213,6 +213,32 @@ class CutClientTests(SynchronousTestCase):
         self.assertEqual(events.count("onClientOnline"), 0)
         self.assertEqual(world.server.getClientHostIDs(), [world.bobID])
 
+    def test_acknowledgingWhatWasNeverSentEndsTheSessionForGood(self):
+        """A STREAM_ACK beyond what the server sent is a protocol error: the
+        client is cut (C{HackKind.BAD_MESSAGE}) and leaves; its peers see it
+        leave, not go offline. One that goes backwards changes nothing."""
+        world = RecoveryWorld(self)
+        engine = world.server._engine
+        alice = world.alice._engine
+        world.server.send(world.aliceID, b"one")
+        assert world.net.runUntil(lambda: world.alice.events.messagesFrom(1) == [b"one"], 5)
+        stream = engine._clients[world.aliceID].stream
+        assert world.net.runUntil(lambda: stream.acknowledged == stream.sent, 5)
+        alice._connection.sendMessage("STREAM_ACK", received=0)     # backwards
+        world.net.advance(0.1)
+        self.assertIs(engine._clients[world.aliceID].stream, stream)
+        self.assertEqual(stream.acknowledged, stream.sent)
+        alice._connection.sendMessage("STREAM_ACK", received=stream.sent + 1)
+        events = world.serverEvents.rec
+        assert world.net.runUntil(lambda: events.count("onClientLeave") == 1, 5)
+        self.assertEqual(events.named("onClientLeave")[0][1], ErrorType.PROTOCOL_ERROR)
+        self.assertEqual(events.count("onClientOffline"), 0)
+        self.assertEqual(world.server.stats.hackReports, {"BAD_MESSAGE": 1})
+        assert world.net.runUntil(
+            lambda: world.bob.events.rec.count("onP2PMemberLeave") == 1, 5)
+        self.assertEqual(world.names(world.bob.events.rec, "onP2PMemberOffline",
+                                     "onP2PMemberLeave"), ["onP2PMemberLeave"])
+
 
 class OfflinePeerTests(SynchronousTestCase):
 
