@@ -88,6 +88,11 @@ def encodeVarint(n: int, out: bytearray) -> None:
         out.append((n & 0x7F) | 0x80)
         out.append(n >> 7)
         return
+    if 0 <= n < 0x200000:
+        out.append((n & 0x7F) | 0x80)
+        out.append(((n >> 7) & 0x7F) | 0x80)
+        out.append(n >> 14)
+        return
     if not 0 <= n <= VARINT_MAX:
         raise OverflowError(f"{n} is outside 0..2**64-1")
     while n > 0x7F:
@@ -104,9 +109,12 @@ def decodeVarint(data: bytes, pos: int) -> tuple[int, int]:
     b2 = data[pos + 1]
     if b2 < 0x80:
         return (b & 0x7F) | (b2 << 7), pos + 2
-    result = (b & 0x7F) | ((b2 & 0x7F) << 7)
-    shift = 14
-    pos += 2
+    b3 = data[pos + 2]
+    if b3 < 0x80:
+        return (b & 0x7F) | ((b2 & 0x7F) << 7) | (b3 << 14), pos + 3
+    result = (b & 0x7F) | ((b2 & 0x7F) << 7) | ((b3 & 0x7F) << 14)
+    shift = 21
+    pos += 3
     while True:
         b = data[pos]
         pos += 1
