@@ -186,6 +186,38 @@ class TakeoverTests(SynchronousTestCase):
             lambda: world.alice.events.messagesFrom(1) == [b"between", b"after"], 5)
 
 
+class ClientEventOrderTests(SynchronousTestCase):
+
+    def test_nothingAfterLeaveWhenTheWindowIsOverAtOnce(self):
+        """A window the client finds over as soon as it goes offline (a
+        server's window under a millisecond is told as 0 ms): it still says
+        C{onServerOffline} before C{onLeaveServer}, and nothing after."""
+        world = RecoveryWorld(self, window=0.0004)
+        world.net.disconnectHost(world.aliceHost)
+        rec = world.alice.events.rec
+        assert world.net.runUntil(lambda: rec.count("onLeaveServer") == 1, 5)
+        world.net.advance(1)
+        self.assertEqual(world.names(rec, "onServerOffline", "onServerOnline",
+                                     "onLeaveServer"), ["onServerOffline", "onLeaveServer"])
+        self.assertEqual(world.alice.getLocalHostID(), 0)
+
+    def test_disconnectInOnServerOfflineLeavesWithoutAnAttempt(self):
+        """A game that gives up in C{onServerOffline} (calls C{disconnect()})
+        leaves at once; no resume attempt follows."""
+        world = RecoveryWorld(self)
+        alice = world.alice
+        alice.events.onServerOffline = lambda reason: alice.disconnect()
+        attempts = []
+        self.patch(type(alice._engine), "_tryResume", lambda engine: attempts.append(1))
+        world.net.disconnectHost(world.aliceHost)
+        rec = alice.events.rec
+        assert world.net.runUntil(lambda: rec.count("onLeaveServer") == 1, 5)
+        world.net.advance(3)
+        self.assertEqual(attempts, [])
+        self.assertEqual(alice.getLocalHostID(), 0)
+        self.assertIsNone(alice._engine._reconnect)
+
+
 class CutClientTests(SynchronousTestCase):
 
     def test_aClientCutForCauseCannotResumeBeforeItsConnectionIsGone(self):
