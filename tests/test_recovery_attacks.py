@@ -50,6 +50,19 @@ def _probe(testCase, world, hostID, prove, until, received=0) -> ResumeProbe:
     return probe
 
 
+def watchFailures(testCase) -> list:
+    """The failures and errors logged while C{testCase} runs."""
+    failures = []
+
+    def watch(event) -> None:
+        if "log_failure" in event or event.get("log_level") in (LogLevel.error,
+                                                                 LogLevel.critical):
+            failures.append(event)
+    globalLogPublisher.addObserver(watch)
+    testCase.addCleanup(globalLogPublisher.removeObserver, watch)
+    return failures
+
+
 def _aliceProof(world):
     key = world.alice._engine._recovery[1]
     return lambda nonce: resumeProof(key, world.aliceID, nonce)
@@ -366,14 +379,7 @@ class RecoveryMessageFuzzTests(SynchronousTestCase):
     its offline bookkeeping straight, and its honest clients notice nothing."""
 
     def test_hostileRecoveryMessagesHarmNoOne(self):
-        failures = []
-
-        def watch(event) -> None:
-            if "log_failure" in event or event.get("log_level") in (LogLevel.error,
-                                                                     LogLevel.critical):
-                failures.append(event)
-        globalLogPublisher.addObserver(watch)
-        self.addCleanup(globalLogPublisher.removeObserver, watch)
+        failures = watchFailures(self)
         world = RecoveryWorld(self, encryption=False, maxOfflineClients=3)
         engine = world.server._engine
         hosts = itertools.count(1)

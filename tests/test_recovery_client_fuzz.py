@@ -9,7 +9,7 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted import NetClient
@@ -17,7 +17,7 @@ from proud_twisted.testing import MemoryNetwork
 from proud_twisted.wire.framing import FrameDecoder, encodeFrame
 from proud_twisted.wire.messages import encodeMessage
 from tests.support import RecordingClientEvents
-from tests.test_recovery_attacks import _recoveryMessage
+from tests.test_recovery_attacks import _recoveryMessage, watchFailures
 
 SERVER_IP = "203.0.113.9"
 PORT = 40000
@@ -58,14 +58,7 @@ class Script:
 class HostileServerTests(SynchronousTestCase):
 
     def test_aHostileServerCannotCrashTheClient(self):
-        failures = []
-
-        def watch(event) -> None:
-            if "log_failure" in event or event.get("log_level") in (LogLevel.error,
-                                                                     LogLevel.critical):
-                failures.append(event)
-        globalLogPublisher.addObserver(watch)
-        self.addCleanup(globalLogPublisher.removeObserver, watch)
+        failures = watchFailures(self)
         net = MemoryNetwork(seed=3)
         serverHost = net.addHost(SERVER_IP)
         script = Script(1000, [], [])
