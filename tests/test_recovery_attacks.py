@@ -392,7 +392,7 @@ class RecoveryMessageFuzzTests(SynchronousTestCase):
             assert world.net.runUntil(lambda: client.transport is not None, 5)
             return client
 
-        @settings(max_examples=100, deadline=None, derandomize=True,
+        @settings(max_examples=300, deadline=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         @given(join=st.booleans(), bodies=st.lists(_recoveryMessage(
                    [world.aliceID, world.bobID]), max_size=6),

@@ -66,7 +66,7 @@ class HostileServerTests(SynchronousTestCase):
         addresses = itertools.count(1)
         messages = st.lists(_recoveryMessage([HOST_ID, HOST_ID + 1]), max_size=5)
 
-        @settings(max_examples=40, deadline=None, derandomize=True,
+        @settings(max_examples=150, deadline=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         @given(windowMs=st.sampled_from([0, 500, 3000]), afterJoin=messages,
                afterResume=messages, drop=st.booleans())
