@@ -4,9 +4,11 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -94,9 +96,12 @@ def stop(reader: LineReader) -> None:
 
 
 def temporaryDirectory(testCase) -> str:
-    path = Path(testCase.mktemp())
-    path.mkdir(parents=True)
-    return str(path)
+    """A fresh directory outside the checkout (C{mktemp} is relative to the
+    working directory, which under pytest is the checkout), removed after
+    C{testCase}."""
+    path = tempfile.mkdtemp(prefix="proud-test-")
+    testCase.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 class ChatHeadlessTests(SynchronousTestCase):

@@ -652,8 +652,9 @@ class ClientEngine:
         self.log.info("{hostID}: the server connection dropped ({reason}); resuming "
                       "within {window} s", proud_event="server_offline", hostID=self._hostID,
                       reason=reason.name, window=self._recovery[0])
-        self._scheduleResume()
         self.dispatch("onServerOffline", reason)
+        if self._offlineSince is not None:      # (the game may have left in it)
+            self._scheduleResume()
 
     def _scheduleResume(self) -> None:
         now = self.reactor.seconds()

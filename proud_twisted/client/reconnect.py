@@ -7,9 +7,10 @@ import random
 FIRST_DELAY = 0.25
 """Seconds before the first attempt: a reset connection often comes back at once."""
 MAX_DELAY = 2.0
-"""The longest pause between attempts: a 5-second outage costs at most
-about 2 s more, and a client makes at most some 15 attempts in the 30-second
-default window."""
+"""The longest pause between attempts: once the network is back, an outage
+costs at most 2 s more when attempts fail at once (about 4 s when packets
+are dropped silently: docs/recovery.rst), and a client makes at most some
+20 attempts in the 30-second default window."""
 ATTEMPT_TIMEOUT = 5.0
 """Seconds one attempt (connect, handshake and resume) may take."""
 JITTER = 0.25

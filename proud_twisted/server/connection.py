@@ -42,8 +42,9 @@ class ServerConnection(Protocol):
         "factory", "hackReported", "handshake", "hostID", "joinDeadline", "lanAddress",
         "lastHeard", "leaveComment", "leaveReason", "login", "offlineTimer", "outgoing",
         "readingHeld", "relayLimit", "relayRefused", "relayRefusedWarned", "resumeKey",
-        "resumeNonce", "rtt", "server", "stream", "tcpChannel", "transport", "udpAddress",
-        "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData", "waitingToJoin",
+        "resumeNonce", "resumedAt", "rtt", "server", "stream", "tcpChannel", "transport",
+        "udpAddress", "udpChallenge", "udpChannel", "udpSession", "udpToken", "userData",
+        "waitingToJoin",
     )
 
     def __init__(self, server) -> None:
@@ -76,6 +77,7 @@ class ServerConnection(Protocol):
         self.stream = None              # the ResumableStream, once joined with recovery on
         self.resumeKey = None           # what proves a resume (from the handshake)
         self.resumeNonce = None         # (hostID, nonce) of a resume under way
+        self.resumedAt = float("-inf")  # when its session last resumed
         self.offlineTimer = None        # while offline: the end of its recovery window
         self.rtt = None                 # the round trip its keepalives report
         self.outgoing = None            # frames written this turn, until it ends

@@ -95,6 +95,13 @@ once C{maxClientOutput} waits unsent in Twisted, and what the kernel's socket
 buffers hold besides (a few MiB on Linux, 6 MiB at most by default) is
 unacknowledged too: this slack covers it. Offline, only C{maxClientOutput}
 may wait."""
+MIN_RESUME_INTERVAL = 1.0
+"""Seconds after a resume before the same session may resume again; a
+resume sooner is closed unanswered, and the client tries again after its
+next pause (0.25 s, then doubling). A resume resends what the client has not
+acknowledged, up to C{maxClientOutput} (1 MiB: some 11,000 small frames to
+seal, under 0.1 s of the reactor); at most once a second, that is less than
+the relaying a client may have done in that second (8 MiB, 10,000 frames)."""
 # How a connection may end with its session kept for a resume: it was lost
 # (reset, or silent past the client timeout), not closed on purpose.
 _RECOVERABLE = frozenset({ErrorType.DISCONNECT_FROM_REMOTE, ErrorType.TIMEOUT})
@@ -538,10 +545,7 @@ class ServerEngine:
         self._offline += 1
         self.stats.clientsOffline += 1
         connection.stream.maxUnacknowledged = self.maxClientOutput
-        connection.udpAddress = connection.udpChallenge = None
-        if connection.udpSession is not None:
-            connection.udpSession.close()
-            connection.udpSession = None
+        self._dropUdp(connection)
         connection.offlineTimer = self.reactor.callLater(
             self.recoveryWindow, self._endOffline, connection, None)
         self.log.info("client {hostID} offline ({reason}); its session waits "
@@ -550,6 +554,15 @@ class ServerEngine:
                       window=self.recoveryWindow)
         self._tellPeers(connection.hostID, "MEMBER_OFFLINE")
         self.dispatch("onClientOffline", self._info(connection))
+
+    def _dropUdp(self, connection) -> None:
+        """Forget the UDP path of C{connection}, which lost its client: its
+        reliable-UDP session sends nothing more and gives its share of the
+        receive budget back."""
+        connection.udpAddress = connection.udpChallenge = None
+        if connection.udpSession is not None:
+            connection.udpSession.close()
+            connection.udpSession = None
 
     def _endOffline(self, connection, reason: ErrorType | None) -> None:
         """The offline client of C{connection} leaves for good: its window ran
@@ -604,6 +617,22 @@ class ServerEngine:
         """The answer to the challenge C{nonce}: resume, or refuse and close."""
         try:
             session = self.admitResume(fields.hostID, nonce, fields.proof)
+            if self.reactor.seconds() < session.resumedAt + MIN_RESUME_INTERVAL:
+                self.stats.resumesRefused += 1
+                connection.abort(ErrorType.CONNECTION_REFUSED, f"host {fields.hostID} "
+                                 f"resumed less than {MIN_RESUME_INTERVAL} s ago")
+                return
+            resend = session.stream.resendAfter(fields.received)    # ProtocolError if it lies
+            if session.stream.unacknowledgedBytes > self.maxClientOutput:
+                # A session taken over while connected goes offline for a
+                # moment: the offline bound holds, else a client that never
+                # acknowledges has all of it sealed and written per resume.
+                self.resendOverflow(session, f"{session.stream.unacknowledgedBytes} bytes "
+                                    "unacknowledged at a resume, more than an offline "
+                                    "client may hold")
+                raise ResumeRefused(ResumeRefusal.UNKNOWN_SESSION,
+                                    f"the session of host {fields.hostID} outgrew its "
+                                    "resend bound and ended")
         except ResumeRefused as e:
             self.stats.resumesRefused += 1
             address = _peerAddress(connection)
@@ -615,7 +644,6 @@ class ServerEngine:
             connection.sendMessage("RESUME_REFUSED", reason=int(e.reason))
             connection.close(ErrorType.CONNECTION_REFUSED)
             return
-        resend = session.stream.resendAfter(fields.received)    # ProtocolError if it lies
         self._resumeOn(connection, session, resend)
 
     def admitResume(self, hostID: int, nonce: bytes, proof: bytes):
@@ -623,7 +651,10 @@ class ServerEngine:
         client's connection) that C{proof} answers the server's C{nonce} for,
         or L{ResumeRefused}. Changes nothing."""
         session = self._clients.get(hostID)
-        if session is None or session.stream is None:
+        if session is None or session.stream is None or (
+                # Cut for cause, its connection not gone yet: it ends.
+                session.closing and session.offlineTimer is None
+                and session.leaveReason not in _RECOVERABLE):
             raise ResumeRefused(ResumeRefusal.UNKNOWN_SESSION,
                                 f"no session of host {hostID} to resume")
         if not proofHolds(session.resumeKey, hostID, nonce, proof):
@@ -646,13 +677,14 @@ class ServerEngine:
             session.closing = True
             session.outgoing = None
             session.transport.abortConnection()
+            self._dropUdp(session)
             self._tellPeers(hostID, "MEMBER_OFFLINE")
             self.dispatch("onClientOffline", self._info(session))
         self._joinedOrGone(connection)
         connection.adopt(session)
         connection.stream.maxUnacknowledged = self.maxClientOutput + ONLINE_RESEND_SLACK
         self._clients[hostID] = connection
-        connection.lastHeard = self.reactor.seconds()
+        connection.lastHeard = connection.resumedAt = self.reactor.seconds()
         connection.sendMessage("RESUME_ACCEPTED", received=connection.stream.received)
         for body in resend:
             connection.writeBody(body)

@@ -2,7 +2,8 @@
 
 The metrics port faces Prometheus, and perhaps whoever else can reach it, so
 it is bounded: at most L{MAX_METRICS_CONNECTIONS} connections at once, each
-closed after L{METRICS_IDLE_TIMEOUT} seconds of silence, request bodies are
+closed after L{METRICS_IDLE_TIMEOUT} seconds of silence or once it leaves
+L{MAX_UNSENT_BYTES} of answers unread, request bodies are
 discarded unread into memory, headers are capped by Twisted (16 KiB), and the
 exposition is rendered at most once every L{MIN_RENDER_INTERVAL} seconds
 (later scrapes get the same bytes), so a flood of scrapes costs the game
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web import resource, server
 
+from proud_twisted.server.connection import unsentBytes
 from proud_twisted.server.metrics import ServerMetrics
 
 MIN_RENDER_INTERVAL = 1.0
@@ -31,6 +33,11 @@ sees a stale answer."""
 MAX_METRICS_CONNECTIONS = 16
 """Open connections to the metrics port; more are closed at once. A
 Prometheus server or two and an operator's curl need far fewer."""
+MAX_UNSENT_BYTES = 1024 * 1024
+"""Bytes of answers a metrics connection may leave unread; past them it is
+closed. Prometheus reads each answer at once (a few KiB, fixed families), but
+a client that pipelines requests and reads nothing would have the server
+render and buffer answers without end."""
 METRICS_IDLE_TIMEOUT = 10.0
 """Seconds a metrics connection may stay silent before it is closed."""
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -84,8 +91,30 @@ class _MetricsSite(server.Site):
         return _Discarded()
 
 
+class _BoundedOutput(policies.ProtocolWrapper):
+    """Closes its connection once more than L{MAX_UNSENT_BYTES} of answers
+    wait unread, and writes nothing more."""
+
+    cut = False
+
+    def write(self, data: bytes) -> None:
+        if self.cut:
+            return
+        self.transport.write(data)
+        queued = unsentBytes(self.transport)
+        if queued is not None and queued > MAX_UNSENT_BYTES:
+            self.cut = True
+            self.transport.abortConnection()
+
+    def writeSequence(self, data) -> None:
+        self.write(b"".join(data))
+
+
 class _LimitedConnections(policies.WrappingFactory):
-    """Refuses connections past C{limit} open ones."""
+    """Refuses connections past C{limit} open ones; each is bounded in what
+    it may leave unread (L{_BoundedOutput})."""
+
+    protocol = _BoundedOutput
 
     def __init__(self, wrappedFactory, limit: int) -> None:
         super().__init__(wrappedFactory)
