@@ -35,6 +35,7 @@ from proud_twisted import (
     tap,
 )
 from proud_twisted.server.metricsweb import MAX_METRICS_CONNECTIONS, MetricsResource
+from proud_twisted.server.ratelimit import RelayLimit
 from proud_twisted.testing import MemoryNetwork, NATType
 from tests.support import RecordingClientEvents, RecordingServerEvents
 from tests.test_examples import LineReader, stop
@@ -588,6 +589,36 @@ class PathReportTests(SynchronousTestCase):
         self.assertIn((a.getLocalHostID(), b.getLocalHostID()),
                       [(e["hostID"], e["peerID"]) for e in gaveUp])
         self.assertIn("punch_failure", [e["outcome"] for e in logs.named("p2p_path")])
+
+
+    def test_aClientRepeatingPathReportsMovesNothingAndFloodsNothing(self):
+        logs = LogCapture().install(self.addCleanup)
+        world = PunchWorld(self, (NATType.SYMMETRIC, NATType.SYMMETRIC))
+        world.formGroup()
+        cheater, victim = world.clients
+        engine = cheater._engine      # (its own counted stream, as a real client's)
+        stats = world.server.stats
+        before = (stats.punchSuccesses, stats.punchFailures, stats.directPathsLost)
+        reported = len(logs.named("p2p_path"))
+        # One real change is counted and logged once; saying it again is not.
+        for _ in range(50):
+            engine.sendServerMessage("P2P_PATH", peerID=victim.getLocalHostID(), direct=False)
+        world.net.advance(0.1)
+        self.assertEqual((stats.punchSuccesses, stats.punchFailures, stats.directPathsLost),
+                         (before[0], before[1] + 1, before[2]))
+        self.assertEqual(len(logs.named("p2p_path")), reported + 1)
+        # A flood of them is a relay flood: reported, and its reading held
+        # (a budget of 20 frames a second here, for a short flood).
+        server = world.server._engine
+        server._clients[cheater.getLocalHostID()].relayLimit = RelayLimit(
+            20, 1e6, server.reactor.seconds())
+        for _ in range(100):
+            engine.sendServerMessage("P2P_PATH", peerID=victim.getLocalHostID(),
+                                     direct=False)
+        world.net.advance(0.1)
+        self.assertGreaterEqual(stats.relayRateLimited, 1)
+        self.assertEqual(stats.punchFailures, before[1] + 1)
+        self.assertLessEqual(len(logs.named("p2p_path")), reported + 1)
 
 
 class DocumentationTests(SynchronousTestCase):

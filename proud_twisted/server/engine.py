@@ -83,9 +83,15 @@ of clients that sent and received nothing since the last such sweep: a
 context holds about 2.5 KiB, four per client, and an idle client (a
 keepalive every 6.7 s, whose answer drops the UDP ones at once) needs them
 for a moment now and then. The freed heap then goes back to the OS."""
-# A pair's direct-path reports (see ServerEngine._pairs).
+# A pair's direct-path reports (see ServerEngine._pairs): whether each side
+# says it is direct, and whether its failure to punch was counted already.
 _DIRECT_A, _DIRECT_B = 1, 2
 _BOTH_DIRECT = _DIRECT_A | _DIRECT_B
+_FAILED_A, _FAILED_B = 4, 8
+PATH_REPORT_COST = 16
+"""Bytes of the client's relay budget a path report takes (it also takes
+one frame): a report is as small as a relayed frame and costs the server
+as much, so a flood of them is a relay flood."""
 ONLINE_RESEND_SLACK = 8 * 1024 * 1024
 """Bytes a connected client's unacknowledged reliable output may exceed
 C{maxClientOutput} by. A client that reads acknowledges every 32 frames or
@@ -355,7 +361,7 @@ class ServerEngine:
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 total += 1
-                if self._pairs.get(_pairKey(a, b)) == _BOTH_DIRECT:
+                if self._pairs.get(_pairKey(a, b), 0) & _BOTH_DIRECT == _BOTH_DIRECT:
                     direct += 1
         return P2PConnectionStats(total, direct)
 
@@ -368,7 +374,7 @@ class ServerEngine:
         pairs = list(self._pairs.values())
         return {"clients": len(self._clients), "connections": len(self._connections),
                 "groups": len(self._table.groups()), "pairs": len(pairs),
-                "directPairs": pairs.count(_BOTH_DIRECT),
+                "directPairs": sum(1 for r in pairs if r & _BOTH_DIRECT == _BOTH_DIRECT),
                 "readingHeld": sum(1 for c in self._clients.values() if c.readingHeld)}
 
     def clientRoundTrips(self) -> list[float]:
@@ -978,23 +984,39 @@ class ServerEngine:
                                            address=addressToWire(client.udpAddress)))
 
     def pathReported(self, connection, peerID: int, direct: bool) -> None:
-        """A client says whether its path to C{peerID} is direct (statistics)."""
+        """A client says whether its path to C{peerID} is direct (statistics).
+
+        Only a change counts and is logged: a path that became direct, a
+        direct path lost, and a side's first failure to punch since it was
+        last direct. Each report takes from the client's relay budget.
+        """
+        limit = connection.relayLimit
+        now = self.reactor.seconds()
+        if limit is not None and not limit.allow(PATH_REPORT_COST, now):
+            self._relayFlood(connection, limit.wait(PATH_REPORT_COST, now))
+            return
         a, b = sorted((connection.hostID, peerID))
         key = _pairKey(a, b)
         reports = self._pairs.get(key)
         if reports is None:
             return
-        bit = _DIRECT_A if connection.hostID == a else _DIRECT_B
-        self._pairs[key] = reports | bit if direct else reports & ~bit
+        bit, failed = (_DIRECT_A, _FAILED_A) if connection.hostID == a else (_DIRECT_B, _FAILED_B)
         if direct:
-            outcome = "unchanged" if reports & bit else "punch_success"
+            outcome = None if reports & bit else "punch_success"
+            self._pairs[key] = (reports | bit) & ~failed
+        elif reports & bit:
+            outcome = "direct_lost"
+            self._pairs[key] = reports & ~bit
         else:
-            outcome = "direct_lost" if reports & bit else "punch_failure"
+            outcome = None if reports & failed else "punch_failure"
+            self._pairs[key] = reports | failed
+        if outcome is None:
+            return
         if outcome == "punch_success":
             self.stats.punchSuccesses += 1
         elif outcome == "direct_lost":
             self.stats.directPathsLost += 1
-        elif outcome == "punch_failure":
+        else:
             self.stats.punchFailures += 1
         self.log.info("client {hostID} reports its path to {peerID} {path}: {outcome}",
                       proud_event="p2p_path", hostID=connection.hostID, peerID=peerID,
