@@ -211,3 +211,21 @@ def test_aClientMovesToAServerProcessWithMessagesInFlight(world, redis):
             if not child.ended.called:
                 child.transport.signalProcess("KILL")
                 yield child.ended
+
+
+@pytest_twisted.inlineCallbacks
+def test_whenAMovedClientLeavesItsHostIDIsFreedWhereItWasLeased(world):
+    a, b, client = yield twoServersAndAClient(world)
+    hostID = client.getLocalHostID()
+    yield a.moveClient(hostID, "b").addTimeout(10, reactor)
+    yield a.events.rec.waitCount("onClientLeave", 1)
+    # Reserved on a (it lives on b), and routed there.
+    assert hostID in a._engine._hostIDs
+    assert a.cluster.movedTo == {hostID: "b"}
+    yield client.disconnect()
+    world.clients.remove(client)
+    yield b.events.rec.waitCount("onClientLeave", 1)
+    yield a.events.rec.wait(lambda: hostID not in a.cluster.movedTo)
+    assert hostID not in a._engine._hostIDs
+    moved = yield a.cluster._link.command("HGETALL", a.cluster.keys.moved)
+    assert not moved
