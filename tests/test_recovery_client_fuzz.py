@@ -96,3 +96,33 @@ class HostileServerTests(SynchronousTestCase):
 
         attack()
         self.assertEqual([formatEvent(e) for e in failures], [])
+
+    def test_noResumeAfterTheServerEndedTheSession(self):
+        """A server that ends the session (SESSION_ENDED) while the client
+        resumes it, then challenges or accepts the resume anyway: a protocol
+        error for the client, never a crash (a case the fuzz above found)."""
+        for answer in (encodeMessage("RESUME_CHALLENGE", nonce=bytes(16)),
+                       encodeMessage("RESUME_ACCEPTED", received=0)):
+            failures = watchFailures(self)
+            net = MemoryNetwork(seed=5)
+            serverHost = net.addHost(SERVER_IP)
+            script = Script(3000, [], [encodeMessage("SESSION_ENDED"), answer])
+            servers = []
+
+            def build(script=script, servers=servers):
+                servers.append(FakeServer(script))
+                return servers[-1]
+
+            serverHost.listenTCP(PORT, Factory.forProtocol(build))
+            host = net.addHost("198.51.100.7")
+            client = NetClient(RecordingClientEvents(net.clock), reactor=host,
+                               encryption=False)
+            client.connect(SERVER_IP, PORT, b"0123456789abcdef").addErrback(lambda f: None)
+            net.advance(0.5)
+            servers[0].transport.abortConnection()      # a drop: the client resumes
+            net.advance(4)
+            self.assertGreaterEqual(len(servers), 2)
+            client.disconnect()
+            net.advance(3)
+            self.assertEqual([formatEvent(e) for e in failures], [])
+            self.assertEqual(client.getLocalHostID(), 0)

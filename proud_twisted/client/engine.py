@@ -701,16 +701,20 @@ class ClientEngine:
         if self._offlineSince is not None and self._reconnect is None:
             self._scheduleResume()
 
+    def _checkResuming(self, name: str) -> None:
+        """L{ProtocolError} unless a resume of a session we still hold is under way."""
+        if (self._offlineSince is None or self._connection is None or self.stream is None
+                or self._recovery is None):
+            raise ProtocolError(f"{name} while not resuming")
+
     def server_RESUME_CHALLENGE(self, fields) -> None:
-        if self._offlineSince is None or self._connection is None:
-            raise ProtocolError("RESUME_CHALLENGE while not resuming")
+        self._checkResuming("RESUME_CHALLENGE")
         self._connection.sendMessage(
             "RESUME", hostID=self._hostID, received=self.stream.received,
             proof=resumeProof(self._recovery[1], self._hostID, fields.nonce))
 
     def server_RESUME_ACCEPTED(self, fields) -> None:
-        if self._offlineSince is None or self._connection is None:
-            raise ProtocolError("RESUME_ACCEPTED while not resuming")
+        self._checkResuming("RESUME_ACCEPTED")
         resend = self.stream.resendAfter(fields.received)
         if self._attemptTimer is not None and self._attemptTimer.active():
             self._attemptTimer.cancel()
