@@ -36,10 +36,12 @@ class ClusterWorld:
         self.servers = []
         self.clients = []
 
-    def server(self, serverID, **clusterOptions) -> NetServer:
+    def server(self, serverID, version=VERSION, encryption: bool = True,
+               **clusterOptions) -> NetServer:
         events = RecordingClusterEvents()
         cluster = Cluster(self.redis.url, serverID, tag=f"tag-{serverID}", **clusterOptions)
-        server = NetServer(events, VERSION, interface="127.0.0.1", cluster=cluster)
+        server = NetServer(events, version, interface="127.0.0.1", encryption=encryption,
+                           cluster=cluster)
         server.startService()
         self.servers.append(server)
         return server

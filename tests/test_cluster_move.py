@@ -3,7 +3,6 @@ a real redis-server: the client keeps its HostID, nothing reliable sent
 to it across the move is lost, duplicated or reordered, and the move token
 cannot be forged, replayed or used late; only a server moves a client."""
 
-import tempfile
 
 import pytest
 import pytest_twisted
@@ -13,18 +12,15 @@ from proud_twisted import (
     HOSTID_SERVER,
     MoveFailed,
     NetClient,
-    NetServer,
     ResumeRefusal,
     UnknownServer,
 )
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
-from proud_twisted.cluster import Cluster
 from proud_twisted.errors import ResumeRefused
 from proud_twisted.server.moves import Arrival
 from proud_twisted.wire.messages import encodeMessage
-from tests.clustersupport import RecordingClusterEvents
 from tests.support import RecordingClientEvents
-from tests.test_cluster_processes import spawnProudserver
+from tests.test_cluster_processes import besideChild
 
 MESSAGES = 200
 
@@ -169,48 +165,38 @@ def test_aClientMovesToAServerProcessWithMessagesInFlight(world, redis):
     """To a C{twistd proudserver --cluster} child process (no encryption, as
     the child has it off), with reliable messages sent before, during and
     after the move."""
-    events = RecordingClusterEvents()
-    here = NetServer(events, ROOMS_PROTOCOL_VERSION, interface="127.0.0.1",
-                     encryption=False, cluster=Cluster(redis.url, "here"))
-    here.startService()
-    world.servers.append(here)
+    here = world.server("here", version=ROOMS_PROTOCOL_VERSION, encryption=False)
     yield world.ready(here)
-    with tempfile.TemporaryDirectory() as directory:
-        child = spawnProudserver(redis, "zone-1", directory)
-        try:
-            try:
-                yield events.rec.waitCount("onServerJoin", 1, timeout=30)
-            except defer.TimeoutError:
-                pytest.fail(b"".join(child.output).decode(errors="replace"))
-            player = NetClient(RecordingClientEvents(), encryption=False)
-            world.clients.append(player)
-            yield player.connect("127.0.0.1", here.getTcpAddress()[1], ROOMS_PROTOCOL_VERSION)
-            hostID = player.getLocalHostID()
-            sent = [b"m%d" % i for i in range(150)]
-            for payload in sent[:50]:
-                here.send(hostID, payload)
-            moved = here.moveClient(hostID, "zone-1")
-            for payload in sent[50:100]:
-                here.send(hostID, payload)
-            info = yield moved.addTimeout(10, reactor)
-            assert info.serverID == "zone-1"
-            for payload in sent[100:]:
-                here.send(hostID, payload)
-            got = player.events.messagesFrom(HOSTID_SERVER)
-            yield player.events.rec.wait(lambda: len(got) >= len(sent))
-            assert got == sent
-            assert player.events.rec.named("onServerMoved") == [(info.tcpAddress,)]
-            assert player.getLocalHostID() == hostID
-            located = yield here.cluster.locate(hostID)
-            assert located.serverID == "zone-1"
-            # The rooms app of the child answers the moved player.
-            player.send(HOSTID_SERVER, b"bogus request")
-            yield player.events.rec.wait(lambda: any(
-                m.startswith(b"error:") for m in got))
-        finally:
-            if not child.ended.called:
-                child.transport.signalProcess("KILL")
-                yield child.ended
+
+    @defer.inlineCallbacks
+    def test(serverInfo, child):
+        player = NetClient(RecordingClientEvents(), encryption=False)
+        world.clients.append(player)
+        yield player.connect("127.0.0.1", here.getTcpAddress()[1], ROOMS_PROTOCOL_VERSION)
+        hostID = player.getLocalHostID()
+        sent = [b"m%d" % i for i in range(150)]
+        for payload in sent[:50]:
+            here.send(hostID, payload)
+        moved = here.moveClient(hostID, "zone-1")
+        for payload in sent[50:100]:
+            here.send(hostID, payload)
+        info = yield moved.addTimeout(10, reactor)
+        assert info.serverID == "zone-1"
+        for payload in sent[100:]:
+            here.send(hostID, payload)
+        got = player.events.messagesFrom(HOSTID_SERVER)
+        yield player.events.rec.wait(lambda: len(got) >= len(sent))
+        assert got == sent
+        assert player.events.rec.named("onServerMoved") == [(info.tcpAddress,)]
+        assert player.getLocalHostID() == hostID
+        located = yield here.cluster.locate(hostID)
+        assert located.serverID == "zone-1"
+        # The rooms app of the child answers the moved player.
+        player.send(HOSTID_SERVER, b"bogus request")
+        yield player.events.rec.wait(lambda: any(
+            m.startswith(b"error:") for m in got))
+
+    yield besideChild(here, redis, "zone-1", test)
 
 
 @pytest_twisted.inlineCallbacks

@@ -11,10 +11,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from proud_twisted import HOSTID_SERVER, Cluster, NetClient, NetServer
+from proud_twisted import HOSTID_SERVER, NetClient
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
 from proud_twisted.cluster.leases import blockOf
-from tests.clustersupport import VERSION, RecordingClusterEvents, known
+from tests.clustersupport import VERSION, known
 from tests.support import RecordingClientEvents
 from tests.test_examples import environment
 
@@ -50,28 +50,39 @@ def spawnProudserver(redis, serverID: str, directory: str) -> Child:
     return child
 
 
-@pytest_twisted.inlineCallbacks
-def test_aSendReachesAnotherProcessAcrossARedisRestartAndAKilledOneLeavesWithinItsTTL(
-        world, redis):
-    here = world.server("here")
-    yield world.ready(here)
+@defer.inlineCallbacks
+def besideChild(here, redis, serverID: str, test):
+    """Run C{test(info, child)} beside a C{twistd proudserver --cluster} child
+    named C{serverID}, once C{here} has heard it join (C{info}; the child's
+    output is the failure if it never does). The child is killed after,
+    whatever happened."""
+    heard = here.events.rec.count("onServerJoin")
     with tempfile.TemporaryDirectory() as directory:
-        child = spawnProudserver(redis, "zone-1", directory)
+        child = spawnProudserver(redis, serverID, directory)
         try:
-            yield checkChild(world, here, child, redis)
+            try:
+                yield here.events.rec.waitCount("onServerJoin", heard + 1, timeout=30)
+            except defer.TimeoutError:
+                pytest.fail(b"".join(child.output).decode(errors="replace"))
+            (info,) = here.events.rec.named("onServerJoin")[heard]
+            yield test(info, child)
         finally:
             if not child.ended.called:
                 child.transport.signalProcess("KILL")
                 yield child.ended
 
 
+@pytest_twisted.inlineCallbacks
+def test_aSendReachesAnotherProcessAcrossARedisRestartAndAKilledOneLeavesWithinItsTTL(
+        world, redis):
+    here = world.server("here")
+    yield world.ready(here)
+    yield besideChild(here, redis, "zone-1",
+                      lambda info, child: checkChild(world, here, child, redis, info))
+
+
 @defer.inlineCallbacks
-def checkChild(world, here, child, redis):
-    try:
-        yield here.events.rec.waitCount("onServerJoin", 1, timeout=30)
-    except defer.TimeoutError:
-        pytest.fail(b"".join(child.output).decode(errors="replace"))
-    (info,), = here.events.rec.named("onServerJoin")
+def checkChild(world, here, child, redis, info):
     assert (info.serverID, info.tag, info.tcpAddress[0]) == ("zone-1", "zone", "127.0.0.1")
 
     # A client of the child process, reached through the cluster.
@@ -123,46 +134,36 @@ def test_aGroupAcrossTwoServerProcessesGoesDirect(world, redis):
     through Redis, relayed frames cross between the two servers, and the
     pair punches and goes direct."""
     # Without encryption, as the child runs: a pair's two ends must agree.
-    here = NetServer(RecordingClusterEvents(), VERSION, interface="127.0.0.1",
-                     encryption=False, cluster=Cluster(redis.url, "here", tag="tag-here"))
-    here.startService()
-    world.servers.append(here)
+    here = world.server("here", encryption=False)
     yield world.ready(here)
-    with tempfile.TemporaryDirectory() as directory:
-        child = spawnProudserver(redis, "zone-2", directory)
-        try:
-            try:
-                yield here.events.rec.waitCount("onServerJoin", 1, timeout=30)
-            except defer.TimeoutError:
-                pytest.fail(b"".join(child.output).decode(errors="replace"))
-            (info,), = here.events.rec.named("onServerJoin")
-            mine = NetClient(RecordingClientEvents(), encryption=False)
-            world.clients.append(mine)
-            yield mine.connect("127.0.0.1", here.getTcpAddress()[1], VERSION)
-            theirs = NetClient(RecordingClientEvents(), encryption=False)
-            world.clients.append(theirs)
-            yield theirs.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
-            idMine, idTheirs = mine.getLocalHostID(), theirs.getLocalHostID()
-            yield here.events.rec.wait(
-                lambda: here.cluster._owners.get(blockOf(idTheirs)) == "zone-2")
-            group = here.createP2PGroup([idMine, idTheirs])
-            yield here.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2, timeout=10)
-            assert theirs.getGroupMembers(group) == {idMine, idTheirs}
-            mine.forceRelay(idTheirs)
-            for i in range(5):
-                mine.send(idTheirs, b"relayed %d" % i)
-            yield theirs.events.rec.wait(lambda: len(theirs.events.messagesFrom(idMine)) == 5)
-            assert theirs.events.messagesFrom(idMine) == [b"relayed %d" % i for i in range(5)]
-            assert all(context.relayed
-                       for _, _, context in theirs.events.rec.named("onReceiveUserMessage"))
-            mine.forceRelay(idTheirs, False)
-            yield defer.gatherResults([mine.whenDirect(idTheirs).addTimeout(10, reactor),
-                                       theirs.whenDirect(idMine).addTimeout(10, reactor)])
-            mine.send(idTheirs, b"direct")
-            yield theirs.events.rec.wait(
-                lambda: theirs.events.messagesFrom(idMine)[-1:] == [b"direct"])
-            assert not theirs.events.rec.named("onReceiveUserMessage")[-1][2].relayed
-        finally:
-            if not child.ended.called:
-                child.transport.signalProcess("KILL")
-                yield child.ended
+
+    @defer.inlineCallbacks
+    def test(info, child):
+        mine = NetClient(RecordingClientEvents(), encryption=False)
+        world.clients.append(mine)
+        yield mine.connect("127.0.0.1", here.getTcpAddress()[1], VERSION)
+        theirs = NetClient(RecordingClientEvents(), encryption=False)
+        world.clients.append(theirs)
+        yield theirs.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
+        idMine, idTheirs = mine.getLocalHostID(), theirs.getLocalHostID()
+        yield here.events.rec.wait(
+            lambda: here.cluster._owners.get(blockOf(idTheirs)) == "zone-2")
+        group = here.createP2PGroup([idMine, idTheirs])
+        yield here.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 2, timeout=10)
+        assert theirs.getGroupMembers(group) == {idMine, idTheirs}
+        mine.forceRelay(idTheirs)
+        for i in range(5):
+            mine.send(idTheirs, b"relayed %d" % i)
+        yield theirs.events.rec.wait(lambda: len(theirs.events.messagesFrom(idMine)) == 5)
+        assert theirs.events.messagesFrom(idMine) == [b"relayed %d" % i for i in range(5)]
+        assert all(context.relayed
+                   for _, _, context in theirs.events.rec.named("onReceiveUserMessage"))
+        mine.forceRelay(idTheirs, False)
+        yield defer.gatherResults([mine.whenDirect(idTheirs).addTimeout(10, reactor),
+                                   theirs.whenDirect(idMine).addTimeout(10, reactor)])
+        mine.send(idTheirs, b"direct")
+        yield theirs.events.rec.wait(
+            lambda: theirs.events.messagesFrom(idMine)[-1:] == [b"direct"])
+        assert not theirs.events.rec.named("onReceiveUserMessage")[-1][2].relayed
+
+    yield besideChild(here, redis, "zone-2", test)
