@@ -1,8 +1,9 @@
 """Builds the reliable-UDP core with mypyc where it can.
 
 The modules listed in COMPILED (the sans-I/O session, the drivers that run it
-and the path state on the reactor, and the AEAD record channel every
-datagram passes) are ordinary, fully typed Python; mypyc
+and the path state on the reactor, the AEAD record channel every datagram
+passes, and the RMI endpoint every remote call passes) are ordinary, fully
+typed Python; mypyc
 turns them into C extensions that run several times faster and import in
 their place.
 Where mypyc or a C compiler is missing, or PROUD_TWISTED_PURE is set, the
@@ -28,6 +29,7 @@ COMPILED = [
     "proud_twisted/rudp/sendqueue.py",
     "proud_twisted/rudp/session.py",
     "proud_twisted/_glue/sessiondriver.py",
+    "proud_twisted/rmi/endpoint.py",
 ]
 
 

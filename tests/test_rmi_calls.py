@@ -419,9 +419,9 @@ class HostileTests(SynchronousTestCase):
         buy = Game.method("buy")
         good = buy.encodeArguments(requestID, 1, 1, 0)
         w.clients[0].send(HOSTID_SERVER, good + b"\x00")         # a byte too many
-        d = proxy._call(buy, HOSTID_SERVER, proxy._endpoint.nextRequestID(),
-                        buy.encodeArguments(requestID + 1, 1, 1, 0)[:-2], None, None,
-                        None, None)
+        d = proxy._endpoint.call(proxy, buy, HOSTID_SERVER, proxy._endpoint.nextRequestID(),
+                                 buy.encodeArguments(requestID + 1, 1, 1, 0)[:-2], None,
+                                 None, None, None)
         failure = w.result(d)
         self.assertTrue(failure.check(RemoteCallFailed))
         self.assertEqual(statsOf(w.server).malformed, 2)
@@ -471,6 +471,32 @@ class HostileTests(SynchronousTestCase):
         self.assertFalse(d.called)
         w.stubs[1].held[0].callback(5)
         self.assertEqual(w.result(d), 5)
+
+    def test_aMalformedAnswerFailsOnlyItsCall(self):
+        """A peer answering with bytes that do not decode (a result cut
+        short, a failure with bytes after it, one naming an exception the
+        declaration lacks) fails that call with RemoteCallFailed; the
+        caller counts and warns, and its other calls are answered."""
+        w = self.world
+        w.formGroup()
+        a, b, _c = w.ids()
+        answers = [
+            bytes([RMI_MARKER, 0]),                            # no result
+            bytes([RMI_MARKER, 1, 0, 1, 0]) + b"extra",         # bytes after a failure
+            bytes([RMI_MARKER, 1, 9, 0]),                      # exception 9 of 1
+        ]
+        warnings = []
+        w.clients[0].events.onWarning = warnings.append
+        calls = [w.proxies[0].buy(b, 99, 1, 0) for _ in answers]
+        w.runUntil(lambda: len(w.stubs[1].held) == len(answers))
+        requestIDs = list(w.clients[0]._engine.rmi.calls)
+        for requestID, answer in zip(requestIDs, answers, strict=True):
+            w.clients[1].send(a, answer[:2] + bytes([requestID]) + answer[2:])
+        for d in calls:
+            self.assertTrue(w.result(d).check(RemoteCallFailed))
+        self.assertEqual(statsOf(w.clients[0]).malformed, len(answers))
+        self.assertEqual([info.hostID for info in warnings], [b] * len(answers))
+        self.assertEqual(w.result(w.proxies[0].buy(HOSTID_SERVER, 1, 1, 0)), 999)
 
 
 class AttachTests(SynchronousTestCase):

@@ -167,15 +167,30 @@ class RoundTripTests(SynchronousTestCase):
         method = data.draw(st.sampled_from(Everything.methods), "method")
         arguments = tuple(data.draw(valuesOf(codec.annotation), name)
                           for name, codec in method.parameters)
-        withRequest = () if method.result is None else (7,)
+        requestID = data.draw(st.integers(0, 0xFFFFFFFF), "requestID")
+        withRequest = () if method.result is None else (requestID,)
         message = method.encodeArguments(*withRequest, *arguments)
         self.assertEqual(method.decode(message),
-                         (None if method.result is None else 7, arguments))
+                         (None if method.result is None else requestID, arguments))
         header = bytearray([0xFF])
         encodeVarint(method.id, header)
         schema = SCHEMAS[method.name]
-        start = len(header) + len(withRequest)
-        self.assertEqual(message[start:], schema.build(list(arguments)))
+        if withRequest:
+            encodeVarint(requestID, header)
+        self.assertEqual(message[len(header):], schema.build(list(arguments)))
+
+    @FAST
+    @given(st.data())
+    def test_everyAnswerRoundTrips(self, data):
+        method = data.draw(st.sampled_from([m for m in Everything.methods if m.result]))
+        requestID = data.draw(st.integers(0, 0xFFFFFFFF), "requestID")
+        result = data.draw(valuesOf(method.result.annotation), "result")
+        answer = method.encodeAnswer(requestID, result)
+        header = bytearray([0xFF, 0])
+        encodeVarint(requestID, header)
+        self.assertEqual(answer[:len(header)], header)
+        self.assertEqual(method.decodeAnswer(answer, len(header)), result)
+        self.assertEqual(answer[len(header):], schemaFor(method.result.annotation).build(result))
 
     def test_smallIntegersTakeOneByte(self):
         codec = codecFor(int)

@@ -88,6 +88,12 @@ class RemoteMethod:
     decodeArguments: Callable[[bytes, int], tuple[Any, ...]]
     encodeAnswer: Callable[[int, Any], bytes] | None
     """C{(requestID, result) -> bytes}, the whole answer (None for a one-way method)."""
+    decodeCall: Callable[[bytes, int], tuple[Any, ...]] | None
+    """C{(data, position) -> (requestID, *arguments)} of a call (None for a
+    one-way method): what a stub's host reads, in one go."""
+    decodeAnswer: Callable[[bytes, int], Any] | None
+    """C{(data, position) -> result} of an answer, after its request ID
+    (None for a one-way method)."""
 
     def decode(self, payload: bytes) -> tuple[int | None, tuple[Any, ...]]:
         """The request ID (None for a one-way method) and the arguments of a
@@ -102,10 +108,10 @@ class RemoteMethod:
             rmiID, pos = decodeVarint(payload, 1)
             if rmiID != self.id:
                 raise ValueError(f"ID {rmiID}, not {self.id}")
-            requestID = None
-            if self.result is not None:
-                requestID, pos = decodeVarint(payload, pos)
-            return requestID, self.decodeArguments(payload, pos)
+            if self.decodeCall is None:
+                return None, self.decodeArguments(payload, pos)
+            decoded = self.decodeCall(payload, pos)
+            return decoded[0], decoded[1:]
         except Exception as e:
             raise MalformedArguments(f"{self.qualifiedName}: {e}") from None
 
@@ -211,7 +217,10 @@ def _method(interface: str, methodID: int, name: str, function: Any) -> RemoteMe
         _argumentEncoder(name, bytes(header), codecs, result is not None),
         _argumentDecoder(name, codecs),
         None if result is None else _argumentEncoder(
-            f"{name}_answer", bytes([RMI_MARKER, ANSWER_ID]), [("_result", result)], True))
+            f"{name}_answer", bytes([RMI_MARKER, ANSWER_ID]), [("_result", result)], True),
+        None if result is None else _argumentDecoder(f"{name}_call", codecs, withRequest=True),
+        None if result is None else _argumentDecoder(f"{name}_answer", [("_result", result)],
+                                                     single=True))
 
 
 def _compile(source: str, namespace: dict[str, Any], name: str) -> Any:
@@ -224,54 +233,61 @@ def _compile(source: str, namespace: dict[str, Any], name: str) -> Any:
 # the tests against the construct schema).
 _ENCODE_INLINE = {
     "int": ["if 0 <= {p} < 0x40:", "    _out.append({p} << 1)", "else:", "    {e}({p}, _out)"],
-    "HostID": ["if 0 <= {p} < 0x80:", "    _out.append({p})", "else:", "    {e}({p}, _out)"],
+    "HostID": ["if 0 <= {p} < 0x80:", "    _out.append({p})", "elif 0 <= {p} < 0x4000:",
+               "    _out.append(({p} & 0x7F) | 0x80)", "    _out.append({p} >> 7)", "else:",
+               "    {e}({p}, _out)"],
     "bool": ["_out.append(1 if {p} else 0)"],
     "float": ["_out += _packDouble({p})"],
 }
 _DECODE_INLINE = {
     "int": ["_b = _data[_pos]", "if _b < 0x80:", "    {p} = (_b >> 1) ^ -(_b & 1)",
             "    _pos += 1", "else:", "    {p}, _pos = {d}(_data, _pos)"],
-    "HostID": ["_b = _data[_pos]", "if _b < 0x80:", "    {p} = _b", "    _pos += 1", "else:",
-               "    {p}, _pos = {d}(_data, _pos)"],
+    "HostID": ["_b = _data[_pos]", "if _b < 0x80:", "    {p} = _b", "    _pos += 1",
+               "elif _data[_pos + 1] < 0x80:", "    {p} = (_b & 0x7F) | (_data[_pos + 1] << 7)",
+               "    _pos += 2", "else:", "    {p}, _pos = {d}(_data, _pos)"],
     "bool": ["{p} = _data[_pos] != 0", "_pos += 1"],
     "float": ["{p}, = _unpackDouble(_data, _pos)", "_pos += 8"],
 }
 _DOUBLE = struct.Struct("<d")
+_REQUEST_ID = TypeCodec("HostID", encodeVarint, decodeVarint, 1, 10)
+"""A request ID reads as a HostID does: an unsigned varint."""
 
 
 def _argumentEncoder(name: str, header: bytes, codecs: list[tuple[str, TypeCodec]],
                      withRequest: bool) -> Callable[..., bytes]:
     """C{encode([requestID,] *arguments) -> bytes}, made for this method's
     parameters (a few lines per argument, no loop)."""
-    names = [pname for pname, _ in codecs]
-    namespace: dict[str, Any] = {"_HEADER": header, "_varint": encodeVarint,
-                                 "_packDouble": _DOUBLE.pack}
+    namespace: dict[str, Any] = {"_HEADER": header, "_packDouble": _DOUBLE.pack}
     lines = ["    _out = bytearray(_HEADER)"]
     if withRequest:
-        lines += ["    if _requestID < 0x80:", "        _out.append(_requestID)",
-                  "    else:", "        _varint(_requestID, _out)"]
+        codecs = [("_requestID", _REQUEST_ID), *codecs]
     for i, (pname, codec) in enumerate(codecs):
         namespace[f"_e{i}"] = codec.encode
         template = _ENCODE_INLINE.get(codec.name, ["{e}({p}, _out)"])
         lines += ["    " + line.format(p=pname, e=f"_e{i}") for line in template]
     lines.append("    return bytes(_out)")
-    parameters = ", ".join((["_requestID"] if withRequest else []) + names)
+    parameters = ", ".join(pname for pname, _ in codecs)
     source = f"def encode_{name}({parameters}):\n" + "\n".join(lines) + "\n"
     return typing.cast(Callable[..., bytes], _compile(source, namespace, f"encode_{name}"))
 
 
-def _argumentDecoder(name: str, codecs: list[tuple[str, TypeCodec]]
-                     ) -> Callable[[bytes, int], tuple[Any, ...]]:
-    """C{decode(data, position) -> arguments}, refusing bytes left over."""
+def _argumentDecoder(name: str, codecs: list[tuple[str, TypeCodec]], *,
+                     withRequest: bool = False, single: bool = False
+                     ) -> Callable[[bytes, int], Any]:
+    """C{decode(data, position) -> arguments}, refusing bytes left over: the
+    tuple of the arguments, C{(requestID, *arguments)} C{withRequest}, or the
+    one value C{single}."""
     namespace: dict[str, Any] = {"_unpackDouble": _DOUBLE.unpack_from}
     lines = []
+    if withRequest:
+        codecs = [("_requestID", _REQUEST_ID), *codecs]
     for i, (pname, codec) in enumerate(codecs):
         namespace[f"_d{i}"] = codec.decode
         template = _DECODE_INLINE.get(codec.name, ["{p}, _pos = {d}(_data, _pos)"])
         lines += ["    " + line.format(p=pname, d=f"_d{i}") for line in template]
     lines.append("    if _pos != len(_data):")
     lines.append("        raise ValueError(f'{len(_data) - _pos} bytes after the arguments')")
-    values = "".join(f"{pname}, " for pname, _ in codecs)
+    values = codecs[0][0] if single else "".join(f"{pname}, " for pname, _ in codecs)
     lines.append(f"    return ({values})")
     source = f"def decode_{name}(_data, _pos):\n" + "\n".join(lines) + "\n"
     return typing.cast(Callable[[bytes, int], tuple[Any, ...]],

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from proud_twisted._glue.oncelog import OnceLog
-from proud_twisted.constants import ErrorType
+from proud_twisted.constants import HOSTID_SERVER, ErrorType
 from proud_twisted.info import ErrorInfo, MessageContext
 from proud_twisted.rmi.codec import (
     DeclarationError,
@@ -27,12 +27,13 @@ from proud_twisted.rmi.codec import (
     encodeStr,
     encodeVarint,
 )
-from proud_twisted.rmi.declaration import RemoteMethod
-from proud_twisted.rmi.errors import RemoteCallFailed, RmiVersionMismatch
+from proud_twisted.rmi.declaration import RemoteInterface, RemoteMethod
+from proud_twisted.rmi.errors import RemoteCallFailed, RmiVersionMismatch, TooManyPendingCalls
 from proud_twisted.rmi.fingerprint import encodeFingerprints, findMismatch
 from proud_twisted.rmi.proxy import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAX_PENDING_CALLS,
+    PendingCall,
     Proxy,
     proxyClass,
 )
@@ -49,6 +50,8 @@ _NOW = frozenset({int, float, bool, str, bytes, list, dict, tuple, type(None)})
 """Types of a result given at once, told apart without an isinstance of
 L{_LATER} (Deferred is an abstract Awaitable: that check is slow)."""
 _FAILURE_HEADER = bytes([RMI_MARKER, FAILURE_ID])
+_RELIABLE, _MEDIUM = DeliveryMode.RELIABLE, Priority.MEDIUM
+"""The options of a send that gives none (an enum member read costs 50 ns)."""
 
 
 @dataclasses.dataclass
@@ -90,8 +93,8 @@ class RmiEndpoint:
         self._stubs: dict[str, Stub] = {}
         # ID -> (method, handler or None, stub)
         self._handlers: dict[int, tuple[RemoteMethod, Callable[..., Any] | None, Stub]] = {}
-        # requestID -> the proxy waiting for its answer
-        self.calls: dict[int, Proxy] = {}
+        # requestID -> the call waiting for its answer (see Proxy._call)
+        self.calls: dict[int, PendingCall] = {}
         self._proxies: list[Proxy] = []
         self._lastRequestID = 0
         self._inProgress: dict[int, int] = {}
@@ -100,7 +103,8 @@ class RmiEndpoint:
 
     def _declare(self, declaration: Any) -> None:
         """Register C{declaration}, refusing a name or ID range already taken."""
-        if not (isinstance(declaration, type) and hasattr(declaration, "methods")):
+        if not (isinstance(declaration, type) and issubclass(declaration, RemoteInterface)
+                and hasattr(declaration, "methods")):
             raise DeclarationError(f"{declaration!r} is not a RemoteInterface subclass")
         name = declaration.__name__
         known = self.declarations.get(name)
@@ -158,7 +162,7 @@ class RmiEndpoint:
     def send(self, target: Any, payload: bytes, mode: DeliveryMode | None,
              priority: Priority | None, channel: int | None, latestOnly: int | None) -> None:
         if mode is None and priority is None and channel is None and latestOnly is None:
-            self._send(target, payload, DeliveryMode.RELIABLE, Priority.MEDIUM, 0)
+            self._send(target, payload, _RELIABLE, _MEDIUM, 0)
             return
         if latestOnly is not None:
             if mode not in (None, DeliveryMode.UNRELIABLE_LATEST) or \
@@ -169,49 +173,131 @@ class RmiEndpoint:
                    Priority.MEDIUM if priority is None else priority,
                    0 if channel is None else channel)
 
+    def call(self, proxy: Proxy, method: RemoteMethod, target: Any, requestID: int,
+             payload: bytes, mode: DeliveryMode | None, priority: Priority | None,
+             channel: int | None, latestOnly: int | None) -> defer.Deferred[Any]:
+        """Send C{payload}, a call of C{method} with a result made through
+        C{proxy}, to one host; the Deferred of its answer."""
+        if type(target) is not int or (target != HOSTID_SERVER and self.isGroup(target)):
+            raise ValueError(f"{method.qualifiedName} has a result: call one host, "
+                             f"not {target!r}")
+        pending = proxy._pending
+        if len(pending) >= proxy.maxPendingCalls:
+            self.stats.callsRefused += 1
+            return defer.fail(TooManyPendingCalls(
+                f"{method.qualifiedName}: {proxy.maxPendingCalls} calls already wait "
+                f"for an answer"))
+        if mode is None and priority is None and channel is None and latestOnly is None:
+            self._send(target, payload, _RELIABLE, _MEDIUM, 0)
+        else:
+            self.send(target, payload, mode, priority, channel, latestOnly)
+        d: defer.Deferred[Any] = defer.Deferred()
+        pending[requestID] = self.calls[requestID] = (
+            d, target, method, self.clock.seconds() + proxy.timeout, proxy)
+        if proxy._timer is None:
+            proxy._timer = self.clock.callLater(proxy.timeout, proxy._expire)
+        return d
+
     # receiving
 
     def receive(self, sender: int, payload: bytes, context: MessageContext) -> bool:
         """Handle C{payload} if it is an RMI message (return whether it was)."""
         if not payload or payload[0] != RMI_MARKER:
             return False
-        try:
-            rmiID, pos = decodeVarint(payload, 1)
+        try:                    # IDs below 16384 (two bytes) are read here
+            b = payload[1]
+            if b < 0x80:
+                rmiID, pos = b, 2
+            elif payload[2] < 0x80:
+                rmiID, pos = (b & 0x7F) | (payload[2] << 7), 3
+            else:
+                rmiID, pos = decodeVarint(payload, 1)
         except (IndexError, ValueError):
             self._malformed(sender, "an RMI message without an ID", payload)
             return True
         entry = self._handlers.get(rmiID)
         if entry is None:
-            if rmiID in (ANSWER_ID, FAILURE_ID):
-                self._answerReceived(sender, rmiID, payload, pos)
+            if rmiID == ANSWER_ID:
+                self._answerReceived(sender, payload, pos)
+            elif rmiID == FAILURE_ID:
+                self._failureReceived(sender, payload, pos)
             else:
                 self.stats.unknownIDs += 1
                 self._dispatch("onNoRmiProcessed", rmiID, context)
             return True
         method, handler, stub = entry
-        requestID = None
+        decodeCall = method.decodeCall
         try:
-            if method.result is not None:
-                requestID, pos = decodeVarint(payload, pos)
-            arguments = method.decodeArguments(payload, pos)
+            arguments = (method.decodeArguments if decodeCall is None else decodeCall)(
+                payload, pos)
         except Exception as e:
-            self._malformed(sender, f"{method.qualifiedName} ({rmiID}): {e}", payload)
-            if requestID is not None:
-                self._fail(sender, requestID, FAILURE_UNDECLARED, "malformed arguments")
+            self._malformedCall(method, sender, payload, pos, e)
             return True
         if handler is None:
-            self.stats.unknownIDs += 1
-            self._dispatch("onNoRmiProcessed", rmiID, context)
-            if requestID is not None:
-                self._fail(sender, requestID, FAILURE_UNDECLARED,
-                           f"{method.qualifiedName} is not implemented there")
+            self._notImplemented(method, sender, arguments, context)
             return True
         self.stats.callsReceived += 1
-        if requestID is None:
+        if decodeCall is None:
             self._runOneWay(method, handler, context, arguments)
-        else:
-            self._runCall(method, handler, stub, sender, requestID, context, arguments)
+            return True
+        # A call with a result: the stub's value is answered in this turn,
+        # a Deferred or coroutine of it when it fires.
+        requestID = arguments[0]
+        inProgress = self._inProgress.get(sender, 0) if self._inProgress else 0
+        if inProgress >= stub.maxCallsInProgress:
+            self._busy(stub, sender, requestID)
+            return True
+        try:
+            result = handler(context, *arguments[1:])
+        except Exception:
+            self._callFailed(Failure(), method, sender, requestID)
+            return True
+        if type(result) in _NOW or not isinstance(result, _LATER):
+            try:
+                payload = method.encodeAnswer(requestID, result)  # type: ignore[misc]
+            except Exception as e:
+                self._badResult(method, sender, requestID, result, e)
+                return True
+            try:
+                self._send(sender, payload, _RELIABLE, _MEDIUM, 0)
+            except Exception:
+                self._couldNotAnswer(sender)
+            return True
+        self._inProgress[sender] = inProgress + 1
+        d = defer.ensureDeferred(result)
+        d.addBoth(self._callDone, sender)
+        d.addCallbacks(self._answer, self._callFailed,
+                       callbackArgs=(method, sender, requestID),
+                       errbackArgs=(method, sender, requestID))
         return True
+
+    def _malformedCall(self, method: RemoteMethod, sender: int, payload: bytes, pos: int,
+                       error: Exception) -> None:
+        """Arguments that did not decode: warn, and fail the call if it has
+        a request ID to answer."""
+        self._malformed(sender, f"{method.qualifiedName} ({method.id}): {error}", payload)
+        if method.result is not None:
+            try:
+                requestID, _ = decodeVarint(payload, pos)
+            except (IndexError, ValueError):
+                return
+            self._fail(sender, requestID, FAILURE_UNDECLARED, "malformed arguments")
+
+    def _notImplemented(self, method: RemoteMethod, sender: int, arguments: tuple[Any, ...],
+                        context: MessageContext) -> None:
+        self.stats.unknownIDs += 1
+        self._dispatch("onNoRmiProcessed", method.id, context)
+        if method.result is not None:
+            self._fail(sender, arguments[0], FAILURE_UNDECLARED,
+                       f"{method.qualifiedName} is not implemented there")
+
+    def _busy(self, stub: Stub, sender: int, requestID: int) -> None:
+        self.stats.busyRefusals += 1
+        self._onceLog.warn(("busy", sender), "host {hostID} has more than {limit} RMI "
+                           "calls in progress; refusing more", hostID=sender,
+                           limit=stub.maxCallsInProgress)
+        self._fail(sender, requestID, FAILURE_UNDECLARED,
+                   f"more than {stub.maxCallsInProgress} calls in progress")
 
     def _malformed(self, sender: int, what: str, payload: bytes) -> None:
         self.stats.malformed += 1
@@ -235,33 +321,6 @@ class RmiEndpoint:
         if result is not None and isinstance(result, _LATER):
             defer.ensureDeferred(result).addErrback(lambda f: self._stubRaised(method, f))
 
-    def _runCall(self, method: RemoteMethod, handler: Callable[..., Any], stub: Stub,
-                 sender: int, requestID: int, context: MessageContext,
-                 arguments: tuple[Any, ...]) -> None:
-        inProgress = self._inProgress.get(sender, 0) if self._inProgress else 0
-        if inProgress >= stub.maxCallsInProgress:
-            self.stats.busyRefusals += 1
-            self._onceLog.warn(("busy", sender), "host {hostID} has more than {limit} RMI "
-                               "calls in progress; refusing more", hostID=sender,
-                               limit=stub.maxCallsInProgress)
-            self._fail(sender, requestID, FAILURE_UNDECLARED,
-                       f"more than {stub.maxCallsInProgress} calls in progress")
-            return
-        try:
-            result = handler(context, *arguments)
-        except Exception:
-            self._callFailed(Failure(), method, sender, requestID)
-            return
-        if type(result) not in _NOW and isinstance(result, _LATER):
-            self._inProgress[sender] = inProgress + 1
-            d = defer.ensureDeferred(result)
-            d.addBoth(self._callDone, sender)
-            d.addCallbacks(self._answer, self._callFailed,
-                           callbackArgs=(method, sender, requestID),
-                           errbackArgs=(method, sender, requestID))
-        else:
-            self._answer(result, method, sender, requestID)
-
     def _callDone(self, result: Any, sender: int) -> Any:
         left = self._inProgress.pop(sender) - 1
         if left:
@@ -269,16 +328,22 @@ class RmiEndpoint:
         return result
 
     def _answer(self, result: Any, method: RemoteMethod, sender: int, requestID: int) -> None:
+        """Answer a call whose stub gave its result later."""
+        assert method.encodeAnswer is not None
         try:
-            assert method.encodeAnswer is not None
             payload = method.encodeAnswer(requestID, result)
         except Exception as e:
-            assert method.result is not None
-            self._stubRaised(method, Failure(TypeError(
-                f"{method.qualifiedName} returned {result!r}, not a {method.result.name}: {e}")))
-            self._fail(sender, requestID, FAILURE_UNDECLARED, "the result did not encode")
+            self._badResult(method, sender, requestID, result, e)
             return
         self._reply(sender, payload)
+
+    def _badResult(self, method: RemoteMethod, sender: int, requestID: int, result: Any,
+                   error: Exception) -> None:
+        assert method.result is not None
+        self._stubRaised(method, Failure(TypeError(
+            f"{method.qualifiedName} returned {result!r}, not a {method.result.name}: "
+            f"{error}")))
+        self._fail(sender, requestID, FAILURE_UNDECLARED, "the result did not encode")
 
     def _callFailed(self, failure: Failure, method: RemoteMethod, sender: int,
                     requestID: int) -> None:
@@ -299,46 +364,72 @@ class RmiEndpoint:
 
     def _reply(self, target: int, payload: bytes) -> None:
         try:
-            self._send(target, payload, DeliveryMode.RELIABLE, Priority.MEDIUM, 0)
+            self._send(target, payload, _RELIABLE, _MEDIUM, 0)
         except Exception:
-            # The caller left, or its queue is full: its call times out.
-            self.log.failure("could not answer an RMI call of host {hostID}",
-                             hostID=target)
+            self._couldNotAnswer(target)
 
-    def _answerReceived(self, sender: int, kind: int, payload: bytes, pos: int) -> None:
+    def _couldNotAnswer(self, target: int) -> None:
+        # The caller left, or its queue is full: its call times out.
+        self.log.failure("could not answer an RMI call of host {hostID}", hostID=target)
+
+    def _answerReceived(self, sender: int, payload: bytes, pos: int) -> None:
+        claimed = self._claim(sender, payload, pos)
+        if claimed is None:
+            return
+        (deferred, _, method, _, _), pos = claimed
         try:
-            requestID, pos = decodeVarint(payload, pos)
+            assert method.decodeAnswer is not None
+            value = method.decodeAnswer(payload, pos)
+        except Exception as e:
+            self._malformedAnswer(sender, payload, method, deferred, e)
+            return
+        deferred.callback(value)
+
+    def _failureReceived(self, sender: int, payload: bytes, pos: int) -> None:
+        claimed = self._claim(sender, payload, pos)
+        if claimed is None:
+            return
+        (deferred, _, method, _, _), pos = claimed
+        try:
+            code, pos = decodeVarint(payload, pos)
+            message, pos = decodeStr(payload, pos)
+            if pos != len(payload):
+                raise ValueError(f"{len(payload) - pos} bytes after the failure")
+            error = _remoteError(method, code, message)
+        except Exception as e:
+            self._malformedAnswer(sender, payload, method, deferred, e)
+            return
+        deferred.errback(error)
+
+    def _claim(self, sender: int, payload: bytes, pos: int
+               ) -> tuple[PendingCall, int] | None:
+        """The call an answer or failure from C{sender} is for, no longer
+        waiting, and where its request ID ends (None if there is no such
+        call: it was counted)."""
+        try:                    # as receive reads the ID
+            b = payload[pos]
+            if b < 0x80:
+                requestID, pos = b, pos + 1
+            elif payload[pos + 1] < 0x80:
+                requestID, pos = (b & 0x7F) | (payload[pos + 1] << 7), pos + 2
+            else:
+                requestID, pos = decodeVarint(payload, pos)
         except (IndexError, ValueError):
             self._malformed(sender, "an answer without a request ID", payload)
-            return
-        proxy = self.calls.get(requestID)
-        pending = proxy._pending.get(requestID) if proxy is not None else None
-        if pending is None or pending.target != sender:
+            return None
+        call = self.calls.get(requestID)
+        if call is None or call[1] != sender:
             self.stats.strayAnswers += 1
-            return
+            return None
         del self.calls[requestID]
-        del proxy._pending[requestID]
-        method = pending.method
-        try:
-            if kind == ANSWER_ID:
-                assert method.result is not None
-                value, pos = method.result.decode(payload, pos)
-                error = None
-            else:
-                code, pos = decodeVarint(payload, pos)
-                message, pos = decodeStr(payload, pos)
-                error = _remoteError(method, code, message)
-            if pos != len(payload):
-                raise ValueError(f"{len(payload) - pos} bytes after the answer")
-        except Exception as e:
-            self._malformed(sender, f"the answer to {method.qualifiedName}: {e}", payload)
-            pending.deferred.errback(RemoteCallFailed(
-                f"{method.qualifiedName}: host {sender} answered malformed bytes"))
-            return
-        if error is None:
-            pending.deferred.callback(value)
-        else:
-            pending.deferred.errback(error)
+        del call[4]._pending[requestID]
+        return call, pos
+
+    def _malformedAnswer(self, sender: int, payload: bytes, method: RemoteMethod,
+                         deferred: defer.Deferred[Any], error: Exception) -> None:
+        self._malformed(sender, f"the answer to {method.qualifiedName}: {error}", payload)
+        deferred.errback(RemoteCallFailed(
+            f"{method.qualifiedName}: host {sender} answered malformed bytes"))
 
 
 def _remoteError(method: RemoteMethod, code: int, message: str) -> Exception:

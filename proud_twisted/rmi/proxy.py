@@ -25,7 +25,7 @@ from typing import Any
 from twisted.internet import defer
 
 from proud_twisted.rmi.declaration import RemoteMethod
-from proud_twisted.rmi.errors import RemoteCallFailed, RemoteCallTimeout, TooManyPendingCalls
+from proud_twisted.rmi.errors import RemoteCallFailed, RemoteCallTimeout
 
 DEFAULT_CALL_TIMEOUT = 30.0
 """Seconds a call with a result waits for its answer: a reliable message
@@ -36,15 +36,9 @@ DEFAULT_MAX_PENDING_CALLS = 10000
 a small record (some 600 bytes), so 10,000 hold about 6 MB."""
 
 
-class _Pending:
-    __slots__ = ("deadline", "deferred", "method", "target")
-
-    def __init__(self, deferred: defer.Deferred[Any], target: int, method: RemoteMethod,
-                 deadline: float) -> None:
-        self.deferred = deferred
-        self.target = target
-        self.method = method
-        self.deadline = deadline
+PendingCall = tuple[defer.Deferred[Any], int, RemoteMethod, float, "Proxy"]
+"""A call waiting for its answer: C{(deferred, target, method, deadline,
+proxy)} (a tuple: one is made per call)."""
 
 
 class Proxy:
@@ -63,36 +57,13 @@ class Proxy:
         self._endpoint = endpoint
         self.timeout = timeout
         self.maxPendingCalls = maxPendingCalls
-        # requestID -> _Pending, oldest (earliest deadline) first.
-        self._pending: dict[int, _Pending] = {}
+        # requestID -> the call, oldest (earliest deadline) first.
+        self._pending: dict[int, PendingCall] = {}
         self._timer: Any = None
 
     def pendingCalls(self) -> int:
         """How many answers this proxy waits for."""
         return len(self._pending)
-
-    def _call(self, method: RemoteMethod, target: Any, requestID: int, payload: bytes,
-              mode: Any, priority: Any, channel: Any, latestOnly: Any) -> defer.Deferred[Any]:
-        endpoint = self._endpoint
-        if type(target) is not int or endpoint.isGroup(target):
-            raise ValueError(f"{method.qualifiedName} has a result: call one host, "
-                             f"not {target!r}")
-        if len(self._pending) >= self.maxPendingCalls:
-            endpoint.stats.callsRefused += 1
-            return defer.fail(TooManyPendingCalls(
-                f"{method.qualifiedName}: {self.maxPendingCalls} calls already wait "
-                f"for an answer"))
-        endpoint.send(target, payload, mode, priority, channel, latestOnly)
-        d: defer.Deferred[Any] = defer.Deferred()
-        deadline = endpoint.clock.seconds() + self.timeout
-        self._pending[requestID] = _Pending(d, target, method, deadline)
-        endpoint.calls[requestID] = self
-        if self._timer is None:
-            self._timer = endpoint.clock.callLater(self.timeout, self._expire)
-        return d
-
-    def _answered(self, requestID: int) -> _Pending:
-        return self._pending.pop(requestID)
 
     def _expire(self) -> None:
         """Fail every call past its deadline (the oldest come first)."""
@@ -100,17 +71,17 @@ class Proxy:
         clock = self._endpoint.clock
         now = clock.seconds()
         expired = []
-        for requestID, pending in self._pending.items():
-            if pending.deadline > now:
-                self._timer = clock.callLater(pending.deadline - now, self._expire)
+        for requestID, (_, _, _, deadline, _) in self._pending.items():
+            if deadline > now:
+                self._timer = clock.callLater(deadline - now, self._expire)
                 break
             expired.append(requestID)
         for requestID in expired:
-            pending = self._pending.pop(requestID)
+            deferred, target, method, _, _ = self._pending.pop(requestID)
             del self._endpoint.calls[requestID]
             self._endpoint.stats.timeouts += 1
-            pending.deferred.errback(RemoteCallTimeout(
-                f"{pending.method.qualifiedName}: no answer from host {pending.target} "
+            deferred.errback(RemoteCallTimeout(
+                f"{method.qualifiedName}: no answer from host {target} "
                 f"within {self.timeout} s"))
 
     def stopTimers(self) -> None:
@@ -124,9 +95,9 @@ class Proxy:
         (its host stopped or left), and cancel the timer."""
         self.stopTimers()
         pending, self._pending = self._pending, {}
-        for requestID, call in pending.items():
+        for requestID, (deferred, _, method, _, _) in pending.items():
             self._endpoint.calls.pop(requestID, None)
-            call.deferred.errback(RemoteCallFailed(f"{call.method.qualifiedName}: {reason}"))
+            deferred.errback(RemoteCallFailed(f"{method.qualifiedName}: {reason}"))
 
 
 def _methodSource(method: RemoteMethod) -> str:
@@ -142,12 +113,13 @@ def _methodSource(method: RemoteMethod) -> str:
                   ("    self._endpoint.send(target, _payload, mode, priority, channel, "
                   "latestOnly)")]
     else:
-        lines += ["    _requestID = self._endpoint.nextRequestID()",
+        lines += ["    _endpoint = self._endpoint",
+                  "    _requestID = _endpoint.nextRequestID()",
                   "    try:", f"        _payload = _encode(_requestID, {arguments})",
                   "    except Exception as _e:",
                   "        raise _refused(_e) from _e",
-                  ("    return self._call(_method, target, _requestID, _payload, mode, "
-                  "priority, channel, latestOnly)")]
+                  ("    return _endpoint.call(self, _method, target, _requestID, _payload, "
+                   "mode, priority, channel, latestOnly)")]
     return "\n".join(lines) + "\n"
 
 
