@@ -22,10 +22,12 @@ import io
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import struct
 import sys
+import tempfile
 import time
 import uuid
 
@@ -156,6 +158,15 @@ def addProfile(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--profile", action="store_true", help=f"cProfile {what}")
     parser.add_argument("--profile-top", type=int, default=25,
                         help="functions listed per profile table (default 25)")
+
+
+def addWaitQuiet(parser: argparse.ArgumentParser, when: str) -> None:
+    """``--wait-quiet S``: ``when``, wait at most S seconds for a quiet
+    machine (L{waitQuiet})."""
+    parser.add_argument("--wait-quiet", type=float, default=0.0,
+                        help=f"{when}, wait at most this many seconds until the machine's"
+                             " other processes have used under 5 %% of its CPU for 4 s"
+                             " (default 0: do not wait)")
 
 
 def addGroupOptions(parser: argparse.ArgumentParser, clients: int, groupSize: str) -> None:
@@ -1112,6 +1123,65 @@ def machineBusySeconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
 
 
+BUSY_MACHINE = 0.5
+"""CPU seconds of other processes in a window below which it is not called disturbed
+(/proc/stat counts 10 ms ticks)."""
+
+
+class Machine:
+    """What the whole machine did over a window beside our processes: the
+    other processes' CPU (/proc/stat busy time less ours), to tell a
+    measurement taken on a busy machine."""
+
+    def __init__(self, pids) -> None:
+        self.pids = list(pids)
+        self.busy = machineBusySeconds()
+        self.ours = self._ours()
+        self.start = clock()
+
+    def _ours(self) -> float:
+        return (sum(processRunSeconds(pid) or 0.0 for pid in self.pids)
+                + time.process_time())
+
+    def others(self) -> tuple[float, float]:
+        """(CPU seconds of other processes, core-seconds the window had)."""
+        busy = machineBusySeconds()
+        if busy is None or self.busy is None:
+            return 0.0, 0.0
+        return (max(0.0, busy - self.busy - (self._ours() - self.ours)),
+                (clock() - self.start) * (os.cpu_count() or 1))
+
+    def describe(self) -> str:
+        others, available = self.others()
+        text = f"other processes on the machine used {others:.1f} s of CPU meanwhile"
+        if available and others > max(0.1 * available, BUSY_MACHINE):
+            text += (f" ({others / available * 100:.0f} % of the {os.cpu_count()} cores:"
+                     " NOT a quiet machine, figures disturbed)")
+        return text
+
+
+QUIET_SAMPLES = 4
+
+
+async def waitQuiet(reactor, budget, seconds: float) -> None:
+    """Wait, at most ``seconds``, until the machine has been under 5 % busy
+    for QUIET_SAMPLES samples of a second in a row."""
+    limit = max(0.0, min(seconds, budget.left()))
+    quiet, busy, start = 0, machineBusySeconds(), clock()
+    for _ in range(int(limit) + 1):
+        await task.deferLater(reactor, 1.0, lambda: None)
+        now = machineBusySeconds()
+        if busy is None or now is None:
+            return
+        share = (now - busy) / (os.cpu_count() or 1)
+        busy = now
+        quiet = quiet + 1 if share < 0.05 else 0
+        if quiet >= QUIET_SAMPLES:
+            print(f"  the machine is quiet after {clock() - start:.0f} s", flush=True)
+            return
+    print(f"  the machine was not quiet within {limit:.0f} s: going on", flush=True)
+
+
 class JoinClock:
     """Counts joins from a mark, and this process's CPU time at the mark, at
     the C{milestone}-th join and at the last join (scale.py's two servers)."""
@@ -1137,3 +1207,191 @@ class JoinClock:
         return {"joins": self.joins, "cpu": time.process_time(),
                 "cpuAtMark": self.cpuAtMark, "cpuAtMilestone": self.cpuAtMilestone,
                 "cpuAtLastJoin": self.cpuAtLastJoin}
+
+
+# server processes (twistd proudserver and the bare one) and their load processes
+
+PROUDSERVER_EVENTS = "_scale_events.ScaleEvents"
+"""The events ``twistd proudserver`` runs for scale.py and cluster.py."""
+PROUDSERVER_VERSION = uuid.UUID("4d9a2c61-8e0f-4b73-a5d2-1c6e9f03b7a8")
+"""Their protocol version."""
+GROUPED_POLL = 0.5
+"""Seconds between the polls of L{waitGrouped}."""
+
+
+class ServerProcess:
+    """A server process and its control channel."""
+
+    def __init__(self, process: ChildProcess, hello: dict, workdir: str | None) -> None:
+        self.process = process
+        self.hello = hello
+        self.pid = hello["pid"]
+        self.workdir = workdir
+
+    async def ask(self, budget, command: str) -> dict:
+        return await self.process.ask(budget, command)
+
+    def cpu(self) -> float:
+        value = processRunSeconds(self.pid)
+        if value is None:
+            raise BenchFailure(f"{self.process.label}: the server process is gone")
+        return value
+
+    async def preciseCpu(self, budget) -> float:
+        """The server's own CPU time (``time.process_time``, to the
+        microsecond, where /proc counts 10 ms ticks), asked over the control
+        channel."""
+        return (await self.ask(budget, "cpu"))["cpu"]
+
+    def rss(self) -> int:
+        return processRssBytes(self.pid) or 0
+
+    async def stop(self, reactor) -> None:
+        await self.process.stop(reactor)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def twistdCommand() -> list:
+    """How to run this Python's twistd: the script next to the interpreter,
+    else the function that script calls."""
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.isfile(script):
+        return [sys.executable, script]
+    return [sys.executable, "-c",
+            "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
+
+
+def twistdArguments(workdir: str, options=()) -> list:
+    """``twistd``'s arguments for a ``proudserver`` on loopback (ports 0,
+    L{PROUDSERVER_EVENTS}, its log and key file in ``workdir``) with more
+    ``options`` of ``proudserver``."""
+    return ["-n", "--logfile", os.path.join(workdir, "proudserver.log"), "--pidfile", "",
+            "proudserver", "--tcp", "0", "--udp", "0", "--interface", LOOPBACK,
+            "--events", PROUDSERVER_EVENTS, "--protocol-version", str(PROUDSERVER_VERSION),
+            "--key-file", os.path.join(workdir, "proudserver.key"), *map(str, options)]
+
+
+async def startProudserver(reactor, budget: Budget, label: str, options=(),
+                           env: dict | None = None) -> ServerProcess:
+    """``twistd -n proudserver`` (L{twistdArguments} with ``options``) in a
+    temporary directory, ``bench/`` and this checkout on its PYTHONPATH and
+    ``env`` added to its environment, once it has answered (its hello: ports,
+    key, pid, package)."""
+    workdir = tempfile.mkdtemp(prefix="proud-server-")
+    root = os.path.dirname(BENCH)
+    environment = os.environ.copy()
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [BENCH, root] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
+    environment["SCALE_LIFETIME"] = str(max(1.0, budget.left()) + 60.0)
+    environment.update(env or {})
+    process = ChildProcess.spawnCommand(reactor, label,
+                                        twistdCommand() + twistdArguments(workdir, options),
+                                        env=environment, path=workdir)
+    try:
+        hello = await process.first(reactor, budget)
+    except BaseException:
+        printLogTail(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    wrong = wrongPackage(hello["package"], root)
+    if wrong:
+        await process.stop(reactor)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise BenchFailure(wrong)
+    return ServerProcess(process, hello, workdir)
+
+
+def wrongPackage(package: str, root: str) -> str:
+    """Why the server's ``package`` is not this checkout's; empty if it is."""
+    expected = os.path.join(root, "proud_twisted")
+    if os.path.realpath(package) == os.path.realpath(expected):
+        return ""
+    return f"the server runs {package}, not this checkout's {expected}"
+
+
+def printLogTail(workdir: str, lines: int = 20) -> None:
+    try:
+        with open(os.path.join(workdir, "proudserver.log")) as log:
+            tail = log.readlines()[-lines:]
+    except OSError:
+        return
+    print("  the server's log ends:")
+    for line in tail:
+        print("    " + line.rstrip())
+
+
+def loadOptions(server: ServerProcess) -> list:
+    """The options of a ``_scale_load.py`` process joining ``server``."""
+    return ["--port", server.hello["tcpPort"], "--key", server.hello["key"],
+            "--version", PROUDSERVER_VERSION]
+
+
+def shares(total: int, parts: int) -> list:
+    """``total`` split into at most ``parts`` near-equal positive parts."""
+    return [n for n in (total // parts + (i < total % parts) for i in range(parts)) if n]
+
+
+async def firstAnswers(reactor, budget: Budget, processes: list, what: str,
+                       seconds: float = 60.0) -> list:
+    """Each process's first answer; all of them stopped if one does not come."""
+    try:
+        return [await process.next(budget, what, seconds=seconds) for process in processes]
+    except BaseException:
+        await stopAll(reactor, processes)
+        raise
+
+
+async def stopAll(reactor, processes) -> None:
+    await defer.gatherResults([defer.ensureDeferred(p.stop(reactor)) for p in processes],
+                              consumeErrors=True)
+
+
+async def askAll(budget, processes, command: str, seconds: float = 30.0) -> list:
+    """Send ``command`` to every process in one go; their answers."""
+    for process in processes:
+        if process.ended:
+            raise BenchFailure(f"{process.label}: the process has exited"
+                               f" (status {process.exitCode})")
+        process.transport.write(command.encode() + b"\n")
+    return await defer.gatherResults(
+        [defer.ensureDeferred(p.next(budget, f"the answer to {command!r}", seconds))
+         for p in processes], consumeErrors=True)
+
+
+async def waitGrouped(reactor, budget: Budget, servers: list, loads: list, bare: bool,
+                      seconds: float) -> list:
+    """Poll, at most ``seconds``, until every client still joined (to any of
+    ``servers``) is confirmed over UDP and holds every peer entry of the
+    servers' groups (ours: and every join is acknowledged); the servers'
+    last statuses."""
+    limit = max(0.0, min(seconds, budget.left()))
+    end = clock() + limit
+    detail = ""
+    for _ in range(int(limit / GROUPED_POLL) + 2):
+        statuses = [await server.ask(budget, "status") for server in servers]
+        readies = await askAll(budget, loads, "ready")
+        present = sum(r["present"] for r in readies)
+        confirmed = sum(r["confirmed"] for r in readies)
+        peers = sum(r["peerEntries"] for r in readies)
+        for r in readies:
+            if r.get("exceptions"):
+                raise BenchFailure(f"a client's event handler raised: {r['exceptions'][0]}")
+        for status in statuses:
+            if status.get("exceptions"):
+                raise BenchFailure(f"the server's events raised: {status['exceptions'][0]}")
+        acked = sum(s["udp"] if bare else s["acked"] + sum(s["ackFailures"].values())
+                    for s in statuses)
+        clients = sum(s["clients"] for s in statuses)
+        entries = sum(s["peerEntries"] for s in statuses)
+        if clients == present == confirmed and peers == entries and acked >= present:
+            return statuses
+        detail = (f"servers: {clients} clients, {sum(s['groups'] for s in statuses)} groups,"
+                  f" {acked} {'UDP addresses' if bare else 'join acks'};"
+                  f" clients: {present} joined, {confirmed} UDP confirmed,"
+                  f" {peers:,} of {entries:,} peer entries")
+        if clock() >= end:
+            break
+        await task.deferLater(reactor, GROUPED_POLL, lambda: None)
+    raise BenchFailure(f"timed out after {limit:.0f} s waiting for the clients to be"
+                       f" grouped: {detail}")

@@ -6,8 +6,10 @@
 `ScaleEvents` puts every client into a relay-only P2P group of
 ``$SCALE_GROUP_SIZE`` (default 10) members in the order they join
 (``createP2PGroup([first], allowDirectP2P=False)`` for a group's first
-member, ``joinP2PGroup`` for the others), and counts joins, leaves and join
-acknowledgements. Once the reactor runs it answers commands on stdin with a
+member, ``joinP2PGroup`` for the others), or, with ``$SCALE_GROUP_SIZE`` 0,
+leaves grouping to the ``group`` command (cluster.py: groups whose members
+may be clients of other servers of the cluster), and counts joins, leaves
+and join acknowledgements. Once the reactor runs it answers commands on stdin with a
 JSON line each on stdout (twistd logs to its ``--logfile``; see
 ``_common.JsonControl``):
 
@@ -17,9 +19,12 @@ JSON line each on stdout (twistd logs to its ``--logfile``; see
 - ``mark K``: start counting joins from 0 and note this process's CPU time
   (``time.process_time``), at the K-th join from now and at the latest join;
 - ``cpu``: this process's CPU time (``time.process_time``);
+- ``group ID,ID,...``: a relay-only P2P group of those HostIDs (clients of
+  this server or, in a cluster, of others), made as above; answers its HostID,
+  or None and how many of them are not known here yet (then no group is made);
 - ``status``: clients, connections, groups, the peer entries their members
-  should hold, join acknowledgements, ``stats``, leaves by reason, the CPU
-  marks, RSS;
+  should hold, join acknowledgements, ``stats``, with a cluster its
+  ``cluster.stats``, leaves by reason, the CPU marks, RSS;
 - ``profile-start``, ``profile-stop TOP``: cProfile the server between the
   two (timed by the process's CPU clock); the second answers with the TOP
   functions by own time;
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import cProfile
+import dataclasses
 import gc
 import io
 import os
@@ -75,6 +81,7 @@ class ScaleEvents(NetServerEvents):
         control = _common.JsonControl(reactor)
         control.commands = {"mark": self.mark, "status": self.status,
                             "cpu": lambda: {"cpu": time.process_time()},
+                            "group": self.makeGroup,
                             "profile-start": self.profileStart,
                             "profile-stop": self.profileStop,
                             "memory-top": self.memoryTop}
@@ -85,14 +92,18 @@ class ScaleEvents(NetServerEvents):
     # the server's events
 
     def onClientJoin(self, clientInfo) -> None:
-        hostID = clientInfo.hostID
-        if self.group is None or self.members >= self.groupSize:
+        if self.groupSize:
+            self.place(clientInfo.hostID, self.groupSize)
+        self.joinClock.joined()
+
+    def place(self, hostID: int, groupSize: int) -> None:
+        """Into the group being filled, or a new one once it has ``groupSize``."""
+        if self.group is None or self.members >= groupSize:
             self.group = self.server.createP2PGroup([hostID], allowDirectP2P=False)
             self.members = 1
         else:
             self.server.joinP2PGroup(hostID, self.group)
             self.members += 1
-        self.joinClock.joined()
 
     def onClientLeave(self, clientInfo, reason, comment) -> None:
         self.leaves[reason.name] += 1
@@ -123,6 +134,19 @@ class ScaleEvents(NetServerEvents):
     def mark(self, milestone: str = "0") -> dict:
         return self.joinClock.mark(milestone)
 
+    def makeGroup(self, hostIDs: str) -> dict:
+        members = [int(hostID) for hostID in hostIDs.split(",")]
+        local, cluster = set(self.server.getClientHostIDs()), self.server.cluster
+        unknown = [h for h in members
+                   if h not in local and (cluster is None or cluster.homeOf(h) is None)]
+        if unknown:         # not yet known here to be another server's client
+            return {"group": None, "unknown": len(unknown)}
+        self.group = None
+        for hostID in members:
+            self.place(hostID, len(members))
+        self.group, group = None, self.group
+        return {"group": group}
+
     def status(self) -> dict:
         server = self.server
         sizes = [len(server.getP2PGroupInfo(group).members) for group in server.getP2PGroups()]
@@ -131,6 +155,8 @@ class ScaleEvents(NetServerEvents):
                 "groups": len(sizes), "peerEntries": sum(s * (s - 1) for s in sizes),
                 "acked": self.acked, "ackFailures": dict(self.ackFailures),
                 "leaves": dict(self.leaves), "stats": server.stats.asDict(),
+                "cluster": (dataclasses.asdict(server.cluster.stats)
+                            if server.cluster is not None else None),
                 **self.joinClock.figures(),
                 "rss": _common.processRssBytes(os.getpid()),
                 "exceptions": self.exceptions}

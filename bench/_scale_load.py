@@ -10,6 +10,7 @@ Commands (see ``_common.JsonControl``), a JSON answer each:
   ``--profile``, also the storm's cProfile, top functions by own time);
 - ``rejoin BATCH``: connect the clients whose join failed again, BATCH at
   a time (each batch once the one before has ended); how many joined;
+- ``hostids``: the HostIDs of the joined clients still on the server;
 - ``ready``: of the joined clients still on the server, how many have their
   UDP path to the server confirmed, and the peer entries they hold
   (``len(getPeerHostIDs())``, summed);
@@ -200,7 +201,8 @@ def setupFor(args):
 
         return ({"clients": len(clients)},
                 {"go": go, "rejoin": rejoin, "ready": ready, "trickle": trickle, "counts": report,
-                 "leave": leave})
+                 "leave": leave,
+                 "hostids": lambda: {"hostIDs": [c.getLocalHostID() for c in present()]}})
 
     return setup
 

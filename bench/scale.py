@@ -107,19 +107,24 @@ import collections
 import dataclasses
 import math
 import os
-import shutil
 import sys
-import tempfile
-import time
-import uuid
 
 from twisted.internet import defer, task
 
 import _common
-from _common import LOOPBACK, BenchFailure, ChildProcess, clock, ms
+from _common import (
+    BenchFailure,
+    ChildProcess,
+    ServerProcess,
+    askAll,
+    clock,
+    firstAnswers,
+    ms,
+    stopAll,
+    twistdArguments,
+    twistdCommand,
+)
 
-VERSION = uuid.UUID("4d9a2c61-8e0f-4b73-a5d2-1c6e9f03b7a8")
-EVENTS = "_scale_events.ScaleEvents"
 COUNTERS = ("ListenOverflows", "ListenDrops")
 POLL = 0.5
 """Seconds between the polls of a bounded wait."""
@@ -128,10 +133,6 @@ STORM_SLACK = 60.0
 DRAIN_WAIT = 15.0
 """After the hold: at most this long for the last messages to arrive."""
 FD_MARGIN = 200
-QUIET_SAMPLES = 4
-BUSY_MACHINE = 0.5
-"""CPU seconds of other processes in a window below which it is not called disturbed
-(/proc/stat counts 10 ms ticks)."""
 QUICK = {"clients": 200, "idle": 4.0, "hold": 3.0, "trickle": 200.0, "load_processes": 2}
 DEFAULTS = {"clients": 10000, "idle": 20.0, "hold": 60.0, "trickle": 1000.0,
             "load_processes": 4}
@@ -241,158 +242,33 @@ class Side:
         return self.sent - self.received
 
 
-class Machine:
-    """What the whole machine did over a window beside our processes: the
-    other processes' CPU (/proc/stat busy time less ours), to tell a
-    measurement taken on a busy machine."""
-
-    def __init__(self, pids) -> None:
-        self.pids = list(pids)
-        self.busy = _common.machineBusySeconds()
-        self.ours = self._ours()
-        self.start = clock()
-
-    def _ours(self) -> float:
-        return (sum(_common.processRunSeconds(pid) or 0.0 for pid in self.pids)
-                + time.process_time())
-
-    def others(self) -> tuple[float, float]:
-        """(CPU seconds of other processes, core-seconds the window had)."""
-        busy = _common.machineBusySeconds()
-        if busy is None or self.busy is None:
-            return 0.0, 0.0
-        return (max(0.0, busy - self.busy - (self._ours() - self.ours)),
-                (clock() - self.start) * (os.cpu_count() or 1))
-
-    def describe(self) -> str:
-        others, available = self.others()
-        text = f"other processes on the machine used {others:.1f} s of CPU meanwhile"
-        if available and others > max(0.1 * available, BUSY_MACHINE):
-            text += (f" ({others / available * 100:.0f} % of the {os.cpu_count()} cores:"
-                     " NOT a quiet machine, figures disturbed)")
-        return text
-
-
 def pidsOf(server, loads) -> list:
     return [server.pid] + [load.transport.pid for load in loads]
 
 
 # processes
 
-class Server:
-    """A server process and its control channel."""
-
-    def __init__(self, process: ChildProcess, hello: dict, workdir: str | None) -> None:
-        self.process = process
-        self.hello = hello
-        self.pid = hello["pid"]
-        self.workdir = workdir
-
-    async def ask(self, budget, command: str) -> dict:
-        return await self.process.ask(budget, command)
-
-    def cpu(self) -> float:
-        value = _common.processRunSeconds(self.pid)
-        if value is None:
-            raise BenchFailure(f"{self.process.label}: the server process is gone")
-        return value
-
-    async def preciseCpu(self, budget) -> float:
-        """The server's own CPU time (``time.process_time``, to the
-        microsecond, where /proc counts 10 ms ticks), asked over the control
-        channel."""
-        return (await self.ask(budget, "cpu"))["cpu"]
-
-    def rss(self) -> int:
-        return _common.processRssBytes(self.pid) or 0
-
-    async def stop(self, reactor) -> None:
-        await self.process.stop(reactor)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def twistdCommand() -> list:
-    """How to run this Python's twistd: the script next to the interpreter,
-    else the function that script calls."""
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.isfile(script):
-        return [sys.executable, script]
-    return [sys.executable, "-c",
-            "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
-
-
-def twistdArguments(workdir: str, backlog: int) -> list:
-    return ["-n", "--logfile", os.path.join(workdir, "proudserver.log"), "--pidfile", "",
-            "proudserver", "--tcp", "0", "--udp", "0", "--interface", LOOPBACK,
-            "--backlog", str(backlog),
-            "--events", EVENTS, "--protocol-version", str(VERSION),
-            "--key-file", os.path.join(workdir, "proudserver.key")]
-
-
-async def startOurs(reactor, budget, args, label: str) -> Server:
-    workdir = tempfile.mkdtemp(prefix="proud-scale-")
-    root = os.path.dirname(_common.BENCH)
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(
-        [_common.BENCH, root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env["SCALE_GROUP_SIZE"] = str(args.group_size)
+async def startOurs(reactor, budget, args, label: str) -> ServerProcess:
+    env = {"SCALE_GROUP_SIZE": str(args.group_size)}
     if args.profile_memory:
         env["PYTHONTRACEMALLOC"] = "8"
-    env["SCALE_LIFETIME"] = str(max(1.0, budget.left()) + 60.0)
-    process = ChildProcess.spawnCommand(reactor, label,
-                                        twistdCommand() + twistdArguments(workdir, args.backlog),
-                                        env=env, path=workdir)
-    try:
-        hello = await process.first(reactor, budget)
-    except BaseException:
-        printLogTail(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    wrong = wrongPackage(hello["package"], root)
-    if wrong:
-        await process.stop(reactor)
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise BenchFailure(wrong)
-    return Server(process, hello, workdir)
+    return await _common.startProudserver(reactor, budget, label, ["--backlog", args.backlog],
+                                          env)
 
 
-def wrongPackage(package: str, root: str) -> str:
-    """Why the server's ``package`` is not this checkout's; empty if it is."""
-    expected = os.path.join(root, "proud_twisted")
-    if os.path.realpath(package) == os.path.realpath(expected):
-        return ""
-    return f"the server runs {package}, not this checkout's {expected}"
-
-
-def printLogTail(workdir: str, lines: int = 20) -> None:
-    try:
-        with open(os.path.join(workdir, "proudserver.log")) as log:
-            tail = log.readlines()[-lines:]
-    except OSError:
-        return
-    print("  the server's log ends:")
-    for line in tail:
-        print("    " + line.rstrip())
-
-
-async def startBare(reactor, budget, args) -> Server:
+async def startBare(reactor, budget, args) -> ServerProcess:
     process = ChildProcess.spawn(reactor, "bare server", "_scale_bare.py", "--serve",
                                  "--group-size", args.group_size, "--backlog", args.backlog,
                                  "--udp-buffer", args.server_udp_buffer,
                                  "--lifetime", max(1.0, budget.left()) + 60.0)
-    return Server(process, await process.first(reactor, budget), None)
+    return ServerProcess(process, await process.first(reactor, budget), None)
 
 
-def shares(total: int, parts: int) -> list:
-    return [n for n in (total // parts + (i < total % parts) for i in range(parts)) if n]
-
-
-async def startLoads(reactor, budget, args, server: Server, count: int, bare: bool,
+async def startLoads(reactor, budget, args, server: ServerProcess, count: int, bare: bool,
                      label: str) -> list:
     lifetime = max(1.0, budget.left()) + 60.0
     loads = []
-    for i, n in enumerate(shares(count, args.load_processes)):
+    for i, n in enumerate(_common.shares(count, args.load_processes)):
         if bare:
             options = ["--load", "--port", server.hello["tcpPort"],
                        "--udp-port", server.hello["udpPort"], "--keepalive", args.keepalive,
@@ -400,48 +276,25 @@ async def startLoads(reactor, budget, args, server: Server, count: int, bare: bo
                        "--udp-buffer", args.client_udp_buffer]
             script = "_scale_bare.py"
         else:
-            options = ["--port", server.hello["tcpPort"], "--key", server.hello["key"],
-                       "--version", VERSION]
+            options = _common.loadOptions(server)
             if args.profile_load and i == 0 and count == args.clients:
                 options += ["--profile", "--profile-top", args.profile_top]
             script = "_scale_load.py"
         loads.append(ChildProcess.spawn(reactor, f"{label} load {i}", script, *options,
                                         "--clients", n, "--join-timeout", args.join_timeout,
                                         "--lifetime", lifetime))
-    try:
-        for load in loads:
-            await load.next(budget, "its clients", seconds=60.0)
-    except BaseException:
-        await stopAll(reactor, loads)
-        raise
+    await firstAnswers(reactor, budget, loads, "its clients")
     return loads
-
-
-async def stopAll(reactor, processes) -> None:
-    await defer.gatherResults([defer.ensureDeferred(p.stop(reactor)) for p in processes],
-                              consumeErrors=True)
-
-
-async def askAll(budget, processes, command: str, seconds: float = 30.0) -> list:
-    """Send ``command`` to every process in one go; their answers."""
-    for process in processes:
-        if process.ended:
-            raise BenchFailure(f"{process.label}: the process has exited"
-                               f" (status {process.exitCode})")
-        process.transport.write(command.encode() + b"\n")
-    return await defer.gatherResults(
-        [defer.ensureDeferred(p.next(budget, f"the answer to {command!r}", seconds))
-         for p in processes], consumeErrors=True)
 
 
 # the steps
 
-async def storm(reactor, budget, args, server: Server, loads: list, count: int) -> Storm:
+async def storm(reactor, budget, args, server: ServerProcess, loads: list, count: int) -> Storm:
     milestone = max(1, count // 10)
     await server.ask(budget, f"mark {milestone}")
     before = _common.tcpExtCounters(*COUNTERS)
     cpu, loadCpu = server.cpu(), loadsCpu(loads)
-    machine = Machine(pidsOf(server, loads))
+    machine = _common.Machine(pidsOf(server, loads))
     start = clock()
     answers = await askAll(budget, loads, "go", args.join_timeout + STORM_SLACK)
     wall = clock() - start
@@ -506,41 +359,6 @@ async def topUp(budget, args, loads: list, s: Storm) -> None:
           + (", ".join(f"{n} x {kind}" for kind, n in failures.most_common()) or "none"))
 
 
-async def waitGrouped(reactor, budget, args, server: Server, loads: list, bare: bool) -> dict:
-    """Poll until every client still joined is confirmed over UDP and holds
-    every peer entry (ours: and every join is acknowledged); the last status."""
-    limit = max(0.0, min(60.0 + args.clients / 100, budget.left()))
-    end = clock() + limit
-    detail = ""
-    for _ in range(int(limit / POLL) + 2):
-        status = await server.ask(budget, "status")
-        readies = await askAll(budget, loads, "ready")
-        present = sum(r["present"] for r in readies)
-        confirmed = sum(r["confirmed"] for r in readies)
-        peers = sum(r["peerEntries"] for r in readies)
-        for r in readies:
-            if r.get("exceptions"):
-                raise BenchFailure(f"a client's event handler raised: {r['exceptions'][0]}")
-        if bare:
-            acked = status["udp"]
-        else:
-            acked = status["acked"] + sum(status["ackFailures"].values())
-            if status["exceptions"]:
-                raise BenchFailure(f"the server's events raised: {status['exceptions'][0]}")
-        if (status["clients"] == present == confirmed and peers == status["peerEntries"]
-                and acked >= present):
-            return status
-        detail = (f"server: {status['clients']} clients, {status['groups']} groups,"
-                  f" {acked} {'UDP addresses' if bare else 'join acks'};"
-                  f" clients: {present} joined, {confirmed} UDP confirmed,"
-                  f" {peers:,} of {status['peerEntries']:,} peer entries")
-        if clock() >= end:
-            break
-        await task.deferLater(reactor, POLL, lambda: None)
-    raise BenchFailure(f"timed out after {limit:.0f} s waiting for the clients to be"
-                       f" grouped: {detail}")
-
-
 async def sumCounts(budget, loads: list) -> dict:
     answers = await askAll(budget, loads, "counts")
     left = collections.Counter()
@@ -555,9 +373,9 @@ async def sumCounts(budget, loads: list) -> dict:
             "left": left}
 
 
-async def idle(reactor, budget, args, side: Side, server: Server, loads: list) -> None:
+async def idle(reactor, budget, args, side: Side, server: ServerProcess, loads: list) -> None:
     before = await server.ask(budget, "status")
-    machine = Machine(pidsOf(server, loads))
+    machine = _common.Machine(pidsOf(server, loads))
     cpu, start = await server.preciseCpu(budget), clock()
     await task.deferLater(reactor, min(args.idle, max(0.0, budget.left())), lambda: None)
     side.idleCpu = await server.preciseCpu(budget) - cpu
@@ -572,13 +390,13 @@ async def idle(reactor, budget, args, side: Side, server: Server, loads: list) -
           f" ({side.memoryPerClient() / KIB:,.2f} KiB per client); {machineLine}")
 
 
-async def hold(reactor, budget, args, side: Side, server: Server, loads: list,
+async def hold(reactor, budget, args, side: Side, server: ServerProcess, loads: list,
                bare: bool) -> None:
     counts = await sumCounts(budget, loads)
     before = await server.ask(budget, "status")
     perLoad = await presentPerLoad(budget, loads)
     shareOf = [n / max(1, sum(perLoad)) for n in perLoad]
-    machine = Machine(pidsOf(server, loads))
+    machine = _common.Machine(pidsOf(server, loads))
     cpu, start = await server.preciseCpu(budget), clock()
     for load, share in zip(loads, shareOf, strict=True):
         if load.ended:
@@ -630,12 +448,13 @@ async def presentPerLoad(budget, loads: list) -> list:
     return [r["present"] for r in await askAll(budget, loads, "ready")]
 
 
-async def profileStart(budget, args, server: Server, bare: bool) -> None:
+async def profileStart(budget, args, server: ServerProcess, bare: bool) -> None:
     if args.profile_server and not bare:
         await server.ask(budget, "profile-start")
 
 
-async def profileStop(budget, args, server: Server, bare: bool, side: Side, what: str) -> None:
+async def profileStop(budget, args, server: ServerProcess, bare: bool, side: Side,
+                      what: str) -> None:
     if args.profile_server and not bare:
         side.profiles[what] = (await server.ask(budget, f"profile-stop {args.profile_top}"))[
             "profile"]
@@ -680,7 +499,8 @@ async def runSide(reactor, budget, args, bare: bool) -> Side:
         await profileStop(budget, args, server, bare, side, "the storm (go to every join ended)")
         describeStorm(f"storm of N = {N:,}", side.storm)
         await topUp(budget, args, loads, side.storm)
-        status = await waitGrouped(reactor, budget, args, server, loads, bare)
+        (status,) = await _common.waitGrouped(reactor, budget, [server], loads, bare,
+                                              60.0 + args.clients / 100)
         side.groupedAfter = clock() - start
         side.held = status["clients"]
         side.rssGrouped = server.rss()
@@ -789,33 +609,14 @@ async def run(reactor, args) -> None:
           f" the bare clients'): UDP every {args.keepalive:.1f} s, TCP every"
           f" {args.tcp_keepalive:g} s")
     print(f"  ours: PYTHONPATH=bench:. {' '.join(twistdCommand()[1:] or ['twistd'])}"
-          f" {' '.join(twistdArguments('<tmp>', args.backlog))}"
+          f" {' '.join(twistdArguments('<tmp>', ['--backlog', args.backlog]))}"
           f" (env SCALE_GROUP_SIZE={args.group_size})")
     print(f"  {args.plan}", flush=True)
     if args.wait_quiet:
-        await waitQuiet(reactor, budget, args.wait_quiet)
+        await _common.waitQuiet(reactor, budget, args.wait_quiet)
     ours = await runSide(reactor, budget, args, bare=False)
     bare = await runSide(reactor, budget, args, bare=True)
     printResults(args, ours, bare)
-
-
-async def waitQuiet(reactor, budget, seconds: float) -> None:
-    """Wait, at most ``seconds``, until the machine has been under 5 % busy
-    for QUIET_SAMPLES samples of a second in a row."""
-    limit = max(0.0, min(seconds, budget.left()))
-    quiet, busy, start = 0, _common.machineBusySeconds(), clock()
-    for _ in range(int(limit) + 1):
-        await task.deferLater(reactor, 1.0, lambda: None)
-        now = _common.machineBusySeconds()
-        if busy is None or now is None:
-            return
-        share = (now - busy) / (os.cpu_count() or 1)
-        busy = now
-        quiet = quiet + 1 if share < 0.05 else 0
-        if quiet >= QUIET_SAMPLES:
-            print(f"  the machine is quiet after {clock() - start:.0f} s", flush=True)
-            return
-    print(f"  the machine was not quiet within {limit:.0f} s: going on", flush=True)
 
 
 def keepaliveSchedule(clientTimeout: float) -> tuple[float, float]:
@@ -964,10 +765,7 @@ def main() -> int:
                         help="after the storm, join the clients whose join failed again,"
                              " this many at a time per load process, so that the rest"
                              " measures N clients (default 100; 0: go on with those joined)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0,
-                        help="first wait, at most this many seconds, until the machine's"
-                             " other processes have used under 5 %% of its CPU for 4 s"
-                             " (default 0: do not wait)")
+    _common.addWaitQuiet(parser, "first")
     _common.addTimeout(parser, 1500.0)
     args = parser.parse_args()
     for name, value in (QUICK if args.quick else DEFAULTS).items():
