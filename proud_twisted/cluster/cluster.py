@@ -289,9 +289,10 @@ class Cluster:
     # P2P groups across servers (proud_twisted.server.remote)
 
     def homeOf(self, hostID: int) -> str | None:
-        """The live member, other than this one, whose block holds C{hostID}."""
-        block = blockOf(hostID, self.leases.size)
-        owner = self._owners.get(block) if block is not None else None
+        """The live member, other than this one, that C{hostID} lives on as
+        far as this server knows: the one it moved it to, else the one whose
+        block holds it (which passes on what is not for it any more)."""
+        owner = self.movedTo.get(hostID) or self.blockOwner(hostID)
         return owner if owner in self._servers else None
 
     def control(self, serverID: str, body: bytes) -> defer.Deferred:

@@ -101,6 +101,7 @@ class Mover:
         if client is None or client.closing or client.offlineTimer is not None:
             self._fail(hostID, MoveFailed(f"client {hostID} left before it could be moved"))
             return
+        self.engine.leaveGroupsForMove(hostID)
         host, tcpPort = target.tcpAddress
         client.sendMessage("MOVE", host=host.encode(), tcpPort=tcpPort,
                            udpPort=target.udpAddress[1], token=token,
