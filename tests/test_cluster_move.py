@@ -101,7 +101,7 @@ def test_forgedReplayedAndExpiredMoveTokensAreRefused(world):
     a._engine.mover.timeout = 5.0
     told = []
     original = a._engine.mover._told
-    a._engine.mover._told = lambda r, h, t, token: told.append(token) or original(r, h, t, token)
+    a._engine.mover._told = lambda h, t, token: told.append(token) or original(h, t, token)
     moved = a.moveClient(hostID, "b")
     yield client.events.rec.waitCount("onServerMoved", 1)
     yield moved

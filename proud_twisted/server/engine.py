@@ -319,9 +319,8 @@ class ServerEngine:
         reads C{MOVE}, which follows these notices on its stream."""
         self._leaveAllGroups(hostID, "moved")
 
-    def _leaveAllGroups(self, hostID: int, reason: str) -> list:
-        """Take client C{hostID} out of every group, here and elsewhere; the
-        effects applied."""
+    def _leaveAllGroups(self, hostID: int, reason: str) -> None:
+        """Take client C{hostID} out of every group, here and elsewhere."""
         groups = sorted(self._table.groupsOf(hostID))
         effects = self._table.leaveAll(hostID)
         for group in groups:
@@ -329,7 +328,6 @@ class ServerEngine:
         self._apply(effects)
         if self.remote is not None:
             self.remote.clientGone(hostID)
-        return effects
 
     def _adoptRemote(self, members) -> list:
         """Those of C{members} that are clients of other servers of the
@@ -521,7 +519,7 @@ class ServerEngine:
         del self._clients[hostID]
         if connection.udpSession is not None:
             connection.udpSession.close()
-        effects = self._leaveAllGroups(hostID, "client_left")
+        self._leaveAllGroups(hostID, "client_left")
         self._table.removeClient(hostID)
         if self.mover is None or not self.mover.keepsHostID(hostID):
             self._hostIDs.release(hostID, self.reactor.seconds())
