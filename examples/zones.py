@@ -298,12 +298,9 @@ def headless(reactor, url: str):
         def count(event, **fields):
             return lambda: journal.count(event, **fields)
 
-        # Both log in at the lobby, which moves them to zone-a. One after the
-        # other: until the library's race is fixed, a move whose notice reaches
-        # the zone right behind other cluster messages (another move's, say)
-        # can fail (tests/test_cluster_move_early_arrival.py).
+        # Both log in at the lobby at once; it moves them to zone-a.
+        yield defer.gatherResults([p.connect("127.0.0.1", lobbyPort) for p in players])
         for player in players:
-            yield player.connect("127.0.0.1", lobbyPort)
             yield journal.until(count("moved", user=player.name, zone="zone-a"))
         yield journal.until(lambda: all(
             {"alice", "bob"} <= set(s.events.names) for s in servers))
