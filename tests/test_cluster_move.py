@@ -10,6 +10,7 @@ from twisted.internet import defer, reactor
 
 from proud_twisted import (
     HOSTID_SERVER,
+    ErrorType,
     InvalidGroupOperation,
     MoveFailed,
     NetClient,
@@ -379,3 +380,26 @@ def test_aClientArrivingBeforeItsSourcesWordThatItLeftTheTargetsGroup(world):
         b"welcome to b"])
     assert b.cluster.stats.malformed == 0
     assert b.getP2PGroupInfo(group).members == {idB1}
+
+
+@pytest_twisted.inlineCallbacks
+def test_anOwnerAddingAClientOnItsWayHearsItIsGone(world):
+    """c puts a1 into a group while a is moving a1 to b: a (a1's home till
+    then) answers that a1 is gone, c drops it from the group, a1 never hears
+    of the group, and the move and the group go on."""
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    yield world.ready(a, b, c)
+    a1, c1 = yield defer.gatherResults([world.client(a), world.client(c)])
+    idA1, idC1 = a1.getLocalHostID(), c1.getLocalHostID()
+    moved = a.moveClient(idA1, "b")
+    group = c.createP2PGroup([idA1, idC1])
+    yield c.events.rec.wait(lambda: c.getP2PGroupInfo(group).members == {idC1})
+    yield moved.addTimeout(10, reactor)
+    yield a1.events.rec.waitCount("onServerMoved", 1)
+    assert [e for e in a1.events.rec.named("onP2PMemberJoin") if e[1] == group] == []
+    assert c.cluster.stats.malformed == a.cluster.stats.malformed == 0
+    yield c.events.rec.wait(lambda: (group, idC1, ErrorType.OK) in c.events.rec.named(
+        "onP2PGroupJoinMemberAckComplete"))
+    # Arrived, it can be added.
+    c.joinP2PGroup(idA1, group)
+    yield a1.events.rec.wait(lambda: a1.getPeerHostIDs() == [idC1])
