@@ -165,7 +165,9 @@ class INetClientEvent(INetCoreEvent):
         """The server moved this client to another server of its cluster,
         now at C{serverAddress} (host, TCP port): the client kept its HostID;
         what the server sent it before the move came first, what was sent
-        to it meanwhile comes now, once each and in order."""
+        to it meanwhile comes now, once each and in order. The move left
+        every P2P group: C{onP2PMemberLeave} fired for each member of each,
+        this client last, before this."""
 
     def onP2PMemberOffline(memberHostID: int) -> None:
         """A peer's connection to the server dropped: it is still a member
@@ -323,8 +325,10 @@ class INetServer(IService, IRmiHost):
         The client is told the target's address and a one-time token,
         reconnects there by itself and keeps its HostID; the target fires
         C{onClientArrived(clientInfo, ticket)}, the client
-        C{onServerMoved(serverAddress)}. Here the client leaves its groups
-        and C{onClientLeave} fires when its connection closes. Sends to the
+        C{onServerMoved(serverAddress)}. It leaves every P2P group before it
+        is told to go (its peers and then it hear C{onP2PMemberLeave}), joins
+        none here while on its way, and C{onClientLeave} fires here when its
+        connection closes. Sends to the
         client from now on go to the target, which delivers them after
         admitting it: reliable ones once and in order. Needs a cluster and
         connection recovery on.

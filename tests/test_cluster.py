@@ -4,13 +4,14 @@ servers' clients, and what hostile data from Redis gets."""
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
 from proud_twisted import (
     HOSTID_SERVER,
     ClusterUnavailable,
     DeliveryMode,
     MessageTooLong,
+    NetClient,
     SendQueueFull,
     ServerInfo,
     UnknownHostID,
@@ -18,7 +19,8 @@ from proud_twisted import (
 )
 from proud_twisted.cluster import envelope
 from proud_twisted.cluster.leases import blockOf
-from tests.clustersupport import known
+from tests.clustersupport import VERSION, known
+from tests.support import RecordingClientEvents
 
 
 @pytest_twisted.inlineCallbacks
@@ -220,6 +222,36 @@ def test_aCorruptMemberEntryIsRejectedAndCounted(world, redis):
         "someone-else", ("h", 1), ("h", 2)).toJSON())
     yield a.events.rec.wait(lambda: a.cluster.stats.malformed >= 2)
     assert known(a) == {"b"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_aServerRunningEncryptionTheOtherWayIsKeptOutLoudly(world):
+    """The servers of a cluster must agree on encryption (a pair of a client
+    of each kind could not open each other's frames): a member that runs it
+    the other way is no member for the others, nor they for it; each side
+    warns once and counts; the agreeing members carry on."""
+    a, b = world.server("a", ttl=1.0), world.server("b", ttl=1.0)
+    plain = world.server("plain", encryption=False, ttl=1.0)
+    yield world.ready(a, b)
+    yield plain.cluster.whenReady().addTimeout(10, reactor)
+    for server in (a, b, plain):
+        yield server.events.rec.wait(lambda s=server: s.cluster.stats.mismatchedMembers >= 1)
+    assert known(a) == {"b"} and known(b) == {"a"} and known(plain) == set()
+    assert [i.serverID for i in a.cluster.getServers()] == ["a", "b"]
+    assert plain.cluster.getServers()[0].encryption is False
+    onPlain = NetClient(RecordingClientEvents(), encryption=False)
+    world.clients.append(onPlain)
+    yield onPlain.connect("127.0.0.1", plain.getTcpAddress()[1], VERSION)
+    with pytest.raises(UnknownHostID):
+        a.createP2PGroup([onPlain.getLocalHostID()])
+    with pytest.raises(UnknownServer):
+        yield a.cluster.send("plain", b"hello?")
+    yield a.cluster.send("b", b"hello b")
+    yield b.events.rec.wait(lambda: b.events.fromServer("a") == [(None, b"hello b")])
+    # Warned once, however many heartbeats repeat the entry.
+    yield a.events.rec.wait(lambda: a.cluster.stats.mismatchedMembers >= 2)
+    assert [key for key in a.cluster.onceLog._seen if key[0] == "encryption"] == [
+        ("encryption", "plain", plain.cluster.incarnation)]
 
 
 @pytest_twisted.inlineCallbacks

@@ -65,6 +65,7 @@ def test_serverInfoRoundTripsAndRejectsWhatIsNotOne():
                 info.toJSON().replace(b'"zone-1"', b'"bad id"'),
                 info.toJSON().replace(b"3,", b"true,"),
                 info.toJSON().replace(b'"0123abcd"', b"7"),
+                info.toJSON().replace(b'"encryption":true', b'"encryption":1'),
                 info.toJSON()[:-1] + b',"extra":1}'):
         with pytest.raises(ProtocolError):
             ServerInfo.fromJSON(bad)

@@ -75,7 +75,7 @@ def besideChild(here, redis, serverID: str, test):
 @pytest_twisted.inlineCallbacks
 def test_aSendReachesAnotherProcessAcrossARedisRestartAndAKilledOneLeavesWithinItsTTL(
         world, redis):
-    here = world.server("here")
+    here = world.server("here", encryption=False)     # as the child runs
     yield world.ready(here)
     yield besideChild(here, redis, "zone-1",
                       lambda info, child: checkChild(world, here, child, redis, info))

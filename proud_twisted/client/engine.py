@@ -595,13 +595,25 @@ class ClientEngine:
         connection = self._connection
         # What we send from now on goes to the new server, counted afresh there.
         self.stream = ResumableStream(MAX_UNACKNOWLEDGED_TO_SERVER)
-        for peer in self.peerTable.clear():     # the old server's groups are left
-            self.peerLinks.gone(peer)
+        self._leaveGroupsForMove()
         self._goOffline(ErrorType.DISCONNECT_FROM_REMOTE, moving=True)
         connection.close(ErrorType.DISCONNECT_FROM_LOCAL)
         self.log.info("{hostID}: moved by the server to {host}:{port}",
                       proud_event="server_move", hostID=self._hostID, host=host,
                       port=fields.tcpPort)
+
+    def _leaveGroupsForMove(self) -> None:
+        """The source took us out of its groups (and those of other servers
+        we were in through it) when it moved us: we leave them as a member
+        that leaves does, each member's C{onP2PMemberLeave} and then our
+        own, group by group."""
+        groups = sorted(self.peerTable.groups.items())
+        for peer in self.peerTable.clear():
+            self.peerLinks.gone(peer)
+        for groupID, members in groups:
+            others = sorted(members - {self._hostID})
+            for memberID in [*others, self._hostID]:
+                self.dispatch("onP2PMemberLeave", memberID, groupID, len(others))
 
     def server_MOVE_ACCEPTED(self, fields) -> None:
         if self._move is None or self._connection is None:

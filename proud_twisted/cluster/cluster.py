@@ -289,9 +289,10 @@ class Cluster:
     # P2P groups across servers (proud_twisted.server.remote)
 
     def homeOf(self, hostID: int) -> str | None:
-        """The live member, other than this one, whose block holds C{hostID}."""
-        block = blockOf(hostID, self.leases.size)
-        owner = self._owners.get(block) if block is not None else None
+        """The live member, other than this one, that C{hostID} lives on as
+        far as this server knows: the one it moved it to, else the one whose
+        block holds it (which passes on what is not for it any more)."""
+        owner = self.movedTo.get(hostID) or self.blockOwner(hostID)
         return owner if owner in self._servers else None
 
     def control(self, serverID: str, body: bytes) -> defer.Deferred:
@@ -353,7 +354,7 @@ class Cluster:
         clients, groups = engine.load()
         return ServerInfo(self.serverID, (self.advertise or tcpHost, tcpPort),
                           (self.advertise or udpHost, udpPort), self.tag, clients, groups,
-                          self._cpuShare, self.incarnation)
+                          self._cpuShare, self.incarnation, engine.identity is not None)
 
     def _measureCpu(self) -> None:
         """The share of a core this process used since the last heartbeat."""
@@ -490,6 +491,9 @@ class Cluster:
             self._join(info)
 
     def _join(self, info: ServerInfo) -> None:
+        if info.encryption != (self._engine.identity is not None):
+            self._disagrees(info)
+            return
         known = self._servers.get(info.serverID)
         if known is not None and known.incarnation != info.incarnation:
             self._leave(info.serverID)      # restarted before its entry expired
@@ -499,6 +503,20 @@ class Cluster:
             self.log.info("cluster member {serverID} joined ({tag}, {address})",
                           serverID=info.serverID, tag=info.tag, address=info.tcpAddress)
             self.dispatch("onServerJoin", info)
+
+    def _disagrees(self, info: ServerInfo) -> None:
+        """C{info}'s server runs encryption the other way: its clients and
+        ours could not open each other's frames, so it is kept out (as if
+        it were not a member), loudly."""
+        self._leave(info.serverID)          # (if it was one, started again)
+        self.stats.mismatchedMembers += 1
+        ours = "on" if info.encryption is False else "off"
+        self.onceLog.warn(("encryption", info.serverID, info.incarnation),
+                          "cluster member {serverID} runs with encryption {theirs}, this "
+                          "server with it {ours}: kept out of this server's cluster (their "
+                          "clients could not open each other's frames); run every server "
+                          "of a cluster the same way", serverID=info.serverID, ours=ours,
+                          theirs="on" if info.encryption else "off")
 
     def _leave(self, serverID: str) -> None:
         if self._servers.pop(serverID, None) is not None:

@@ -27,6 +27,8 @@ class ServerInfo:
     @ivar incarnation: random, new each time a process starts: a server
         started again under the same ID before its old entry expired is
         another server (its old clients and groups are gone).
+    @ivar encryption: whether its clients' sessions are encrypted; the
+        servers of a cluster must agree (a member that does not is kept out).
     """
 
     serverID: str
@@ -37,6 +39,7 @@ class ServerInfo:
     groups: int = 0
     cpu: float = 0.0
     incarnation: str = ""
+    encryption: bool = True
 
     def toJSON(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -52,10 +55,10 @@ class ServerInfo:
                        _address(fields["udpAddress"]), _typed(fields["tag"], str),
                        _typed(fields["clients"], int), _typed(fields["groups"], int),
                        float(_typed(fields["cpu"], (int, float))),
-                       _typed(fields["incarnation"], str))
+                       _typed(fields["incarnation"], str), _flag(fields["encryption"]))
         except (ValueError, TypeError, KeyError) as e:
             raise ProtocolError(f"malformed server entry: {e}") from None
-        if len(fields) != 8 or len(info.incarnation) > 64:
+        if len(fields) != 9 or len(info.incarnation) > 64:
             raise ProtocolError("server entry with unknown fields")
         return info
 
@@ -63,6 +66,12 @@ class ServerInfo:
 def _typed(value, kind):
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TypeError(f"{value!r} is not {kind}")
+    return value
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not true or false")
     return value
 
 

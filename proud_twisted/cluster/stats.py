@@ -19,6 +19,8 @@ class ClusterStats:
     @ivar malformed: messages from Redis that were not envelopes of ours,
         or not where they belong (rejected).
     @ivar unknownSender: messages from a server that is not a member (rejected).
+    @ivar mismatchedMembers: times a server's entry was refused because it
+        runs encryption the other way (it is kept out of the cluster here).
     @ivar registrations: times this server (re-)registered with Redis.
     @ivar redisLost: times Redis became unreachable.
     @ivar blocksLeased: HostID blocks leased.
@@ -38,6 +40,7 @@ class ClusterStats:
     routedDropped: int = 0
     malformed: int = 0
     unknownSender: int = 0
+    mismatchedMembers: int = 0
     registrations: int = 0
     redisLost: int = 0
     blocksLeased: int = 0

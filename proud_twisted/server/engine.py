@@ -31,6 +31,7 @@ from proud_twisted.constants import (
     ResumeRefusal,
 )
 from proud_twisted.errors import (
+    InvalidGroupOperation,
     MessageTooLong,
     MoveFailed,
     ProtocolError,
@@ -274,6 +275,7 @@ class ServerEngine:
     def createP2PGroup(self, members: Iterable[int] = (), message: bytes = b"",
                        allowDirectP2P: bool = True) -> int:
         members = list(members)
+        self._refuseMoving(members)
         groupID = self._hostIDs.allocate(self.reactor.seconds())
         adopted = self._adoptRemote(members)
         try:
@@ -292,6 +294,7 @@ class ServerEngine:
         return groupID
 
     def joinP2PGroup(self, member: int, group: int, message: bytes = b"") -> None:
+        self._refuseMoving([member])
         adopted = self._adoptRemote([member])
         try:
             effects = self._table.join(member, group, message)
@@ -300,6 +303,31 @@ class ServerEngine:
             raise
         self._memberJoined(member, group)
         self._apply(effects, group)
+
+    def _refuseMoving(self, members) -> None:
+        """A client being moved away joins no group here (it left them all)."""
+        if self.mover is not None:
+            for member in members:
+                if self.mover.isLeaving(member):
+                    raise InvalidGroupOperation(
+                        f"client {member} is being moved to another server")
+
+    def leaveGroupsForMove(self, hostID: int) -> None:
+        """Client C{hostID} is about to be told to move: it leaves every
+        group, here (its peers hear it at once) and on other servers (their
+        owners hear it is gone); the client leaves them on its side when it
+        reads C{MOVE}, which follows these notices on its stream."""
+        self._leaveAllGroups(hostID, "moved")
+
+    def _leaveAllGroups(self, hostID: int, reason: str) -> None:
+        """Take client C{hostID} out of every group, here and elsewhere."""
+        groups = sorted(self._table.groupsOf(hostID))
+        effects = self._table.leaveAll(hostID)
+        for group in groups:
+            self._memberLeft(hostID, group, reason)
+        self._apply(effects)
+        if self.remote is not None:
+            self.remote.clientGone(hostID)
 
     def _adoptRemote(self, members) -> list:
         """Those of C{members} that are clients of other servers of the
@@ -491,13 +519,8 @@ class ServerEngine:
         del self._clients[hostID]
         if connection.udpSession is not None:
             connection.udpSession.close()
-        groups = sorted(self._table.groupsOf(hostID))
-        effects = self._table.removeClient(hostID)
-        for group in groups:
-            self._memberLeft(hostID, group, "client_left")
-        self._apply(effects)
-        if self.remote is not None:
-            self.remote.clientGone(hostID)
+        self._leaveAllGroups(hostID, "client_left")
+        self._table.removeClient(hostID)
         if self.mover is None or not self.mover.keepsHostID(hostID):
             self._hostIDs.release(hostID, self.reactor.seconds())
         if self.mover is not None:
@@ -730,6 +753,10 @@ class ServerEngine:
         connection.relayLimit = RelayLimit(self.relayFramesPerSecond, self.relayBytesPerSecond,
                                            self.reactor.seconds())
         self._clients[hostID] = connection
+        if self.remote.homes.get(hostID) is not None:
+            # In a group of ours as a client of its source, which has taken
+            # it out of every group (its word may come after the client).
+            self._apply(self.remote.drop(hostID))
         self._table.addClient(hostID)
         secret = b""
         if connection.resumeKey is None:            # no handshake to derive it from

@@ -150,10 +150,16 @@ class P2PGroupTable:
 
     def removeClient(self, hostID: int) -> list:
         """Take a departing client out of all its groups and forget it."""
+        effects = self.leaveAll(hostID)
+        del self._clients[hostID]
+        return effects
+
+    def leaveAll(self, hostID: int) -> list:
+        """Take a client out of all its groups, telling the other members
+        (not it: it knows, being moved or gone)."""
         effects = []
         for groupID in sorted(self._requireClient(hostID)):
             effects += self._removeMember(hostID, groupID, notifyLeaver=False)
-        del self._clients[hostID]
         return effects
 
     # Group operations

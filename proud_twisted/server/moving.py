@@ -1,9 +1,11 @@
 """Moving a client to another server of the cluster (C{NetServer.moveClient}).
 
 The source tells the target, through the cluster, that a client is coming
-(its HostID, a one-time token, the game's ticket); once Redis has handed
-that over it sends the client C{MOVE} (the target's address and the token)
-on its TCP stream, after everything sent to it before. From that moment
+(its HostID, a one-time token, the game's ticket); once the target says it
+expects the client (C{expecting}: it has read the notice, which Redis does
+not order with the client's own arrival) the source sends the client
+C{MOVE} (the target's address and the token) on its TCP stream, after
+everything sent to it before. From that moment
 every send to the client, from this server or routed through it, is
 forwarded to the target, which keeps it until the client arrives and then
 sends it on: reliable messages arrive once and in order, with no stream
@@ -29,7 +31,7 @@ from proud_twisted.rudp.config import DeliveryMode, Priority
 from proud_twisted.server.moves import DEFAULT_MOVE_TIMEOUT, Arrival, Arrivals, newMoveToken
 from proud_twisted.server.remote import _hex, _int, encodeControl
 
-MOVE_OPS = frozenset({"move", "arrived", "released"})
+MOVE_OPS = frozenset({"move", "expecting", "arrived", "released"})
 """The control messages of moves (the others are groups')."""
 SOURCE_GRACE = 1.0
 """Seconds the source waits beyond the token's life before it gives a move up,
@@ -48,6 +50,7 @@ class Mover:
         self.timeout = timeout
         self.arrivals = Arrivals()
         self._leaving: dict[int, tuple] = {}      # hostID -> (target, Deferred, timer)
+        self._tokens: dict[int, bytes] = {}       # hostID -> token, until the target expects it
         self.movedIn: set[int] = set()            # clients that arrived here by a move
 
     def stop(self) -> None:
@@ -83,24 +86,42 @@ class Mover:
         timer = engine.reactor.callLater(self.timeout + SOURCE_GRACE, self._timedOut, hostID)
         self._leaving[hostID] = (serverID, d, timer)
         cluster.movedTo[hostID] = serverID        # sends from now on go there
+        self._tokens[hostID] = token
         told = cluster.control(serverID, encodeControl(dict(
             op="move", hostID=hostID, token=token.hex(), ticket=ticket.hex(),
             timeoutMs=int(self.timeout * 1000))))
-        told.addCallback(self._told, hostID, target, token)
+        told.addCallback(self._published, hostID, serverID)
         return d
 
-    def _told(self, receivers, hostID: int, target, token: bytes) -> None:
+    def _published(self, receivers, hostID: int, serverID: str) -> None:
+        """Redis took the notice: if no server of that name listened, the
+        move fails at once (else the target says when it expects the client)."""
         entry = self._leaving.get(hostID)
-        if entry is None:
-            return
-        if not receivers:
-            self._fail(hostID, MoveFailed(f"cluster member {target.serverID!r} did not "
+        if entry is not None and entry[0] == serverID and not receivers:
+            self._fail(hostID, MoveFailed(f"cluster member {serverID!r} did not "
                                           "hear of the move"))
+
+    def _expecting(self, serverID: str, hostID: int) -> None:
+        """The target has read the notice and will admit the client: only
+        now is the client told to go (had it arrived before the target read
+        the notice, which Redis does not order with the client, it would
+        have been refused)."""
+        entry = self._leaving.get(hostID)
+        token = self._tokens.pop(hostID, None)
+        if entry is None or entry[0] != serverID or token is None:
+            return                      # given up meanwhile (or not ours)
+        target = self.cluster.member(serverID)
+        if target is None:
+            self._fail(hostID, UnknownServer(f"cluster member {serverID!r} left"))
             return
+        self._told(hostID, target, token)
+
+    def _told(self, hostID: int, target, token: bytes) -> None:
         client = self.engine._clients.get(hostID)
         if client is None or client.closing or client.offlineTimer is not None:
             self._fail(hostID, MoveFailed(f"client {hostID} left before it could be moved"))
             return
+        self.engine.leaveGroupsForMove(hostID)
         host, tcpPort = target.tcpAddress
         client.sendMessage("MOVE", host=host.encode(), tcpPort=tcpPort,
                            udpPort=target.udpAddress[1], token=token,
@@ -136,6 +157,7 @@ class Mover:
 
     def _fail(self, hostID: int, error: Exception) -> None:
         _target, d, timer = self._leaving.pop(hostID)
+        self._tokens.pop(hostID, None)
         if timer.active():
             timer.cancel()
         self.cluster.movedTo.pop(hostID, None)
@@ -167,6 +189,7 @@ class Mover:
         self.arrivals.expect(hostID, arrival)
         arrival.timer = self.engine.reactor.callLater(timeout, self.arrivals.drop, hostID,
                                                       arrival)
+        self.cluster.control(serverID, encodeControl(dict(op="expecting", hostID=hostID)))
 
     def hold(self, hostID: int, payload: bytes, mode: DeliveryMode, priority: Priority,
              channel: int) -> None:
@@ -211,6 +234,8 @@ class Mover:
         kind = op["op"]
         if kind == "move":
             self._expect(serverID, op)
+        elif kind == "expecting":
+            self._expecting(serverID, _int(op, "hostID"))
         elif kind == "arrived":
             self._arrived(serverID, _int(op, "hostID"))
         else:

@@ -185,9 +185,17 @@ class RemoteMembers:
 
     def frameReceived(self, serverID: str, sender: int, target: int, flags: int,
                       payload: bytes) -> bool:
-        """A frame relayed from C{serverID}; whether it was delivered."""
+        """A frame relayed from C{serverID} (the sender's home, or the
+        server of its HostID's block, passing it on); whether it was
+        delivered, or passed on to where a client moved away from here lives."""
         client = self.engine._clients.get(target)
-        if client is None or self.peerHome(target, sender) != serverID:
+        if client is None:
+            movedTo = self.cluster.movedTo.get(target)
+            if movedTo is None or movedTo == serverID:
+                return False
+            self.forward(movedTo, sender, target, flags, payload)
+            return True
+        if self.peerHome(target, sender) is None:
             return False
         self.engine.deliverRelayed(sender, client, flags, payload)
         return True
@@ -290,28 +298,44 @@ class RemoteMembers:
             engine.mover.controlReceived(serverID, op)
             return
         if kind in ("ack", "gone"):
+            # From the member's home, or from the server a client moved to
+            # since it joined (which answers the owner directly).
             member = _int(op, "member")
-            if self.homes.get(member) != serverID:
-                raise ProtocolError(f"{kind} for {member}, not a member from there")
+            if member not in self.homes:
+                if kind == "gone":
+                    return                          # dropped already
+                raise ProtocolError(f"ack for {member}, no member of another server's")
             if kind == "ack":
                 engine._apply(engine._table.acknowledge(member, _int(op, "ack")))
             else:
                 engine._apply(self.drop(member))
             return
         to = _int(op, "to")
+        origin = self._origin(serverID, op)
         client = engine._clients.get(to)
         if client is None:
-            return                                  # left meanwhile: nothing to tell
+            movedTo = self.cluster.movedTo.get(to)
+            if movedTo is not None and movedTo != serverID:
+                # A client moved away from here lives there now: its home for
+                # the owners that found it by its HostID's block (this server).
+                self._control(movedTo, {**op, "owner": origin})
+            return                                  # else it left: nothing to tell
+        if engine.mover.isLeaving(to):
+            # Being moved away, it left every group: an owner adding it
+            # drops it again; the rest is news of groups it left.
+            if kind == "join" and _int(op, "member") == to:
+                self._control(origin, dict(op="gone", member=to))
+            return
         if kind == "join":
             ackID = _int(op, "ack")
             if ackID:
                 self._lastAck = (self._lastAck + 1 if self._lastAck < 0xFFFFFFFF
                                  else FIRST_REMOTE_ACK_ID)
-                self._acks[self._lastAck] = (serverID, ackID, to)
+                self._acks[self._lastAck] = (origin, ackID, to)
                 ackID = self._lastAck
             group, member = _int(op, "group"), _int(op, "member")
             if member == to:
-                self._groups.setdefault(to, {})[group] = serverID
+                self._groups.setdefault(to, {})[group] = origin
             client.sendMessage(
                 "MEMBER_JOIN", groupID=group, memberID=member,
                 memberCount=_int(op, "count"), ackID=ackID,
@@ -339,6 +363,15 @@ class RemoteMembers:
             self._presence(op)
         else:
             raise ProtocolError(f"unknown control op {kind!r}")
+
+    def _origin(self, serverID: str, op: dict) -> str:
+        """The server C{op} comes from: C{serverID}, or the C{owner} it names
+        when C{serverID} passed it on (for a client that moved away)."""
+        origin = op.get("owner", serverID)
+        if origin != serverID and (not isinstance(origin, str)
+                                   or self.cluster.member(origin) is None):
+            raise ProtocolError("control field 'owner' is not a live member")
+        return origin
 
     def _addresses(self, op: dict) -> None:
         """A peer's addresses for local client C{to}, if they are a pair (and
