@@ -165,3 +165,23 @@ def test_aGroupOfClientsOfTwoOtherServersGoesDirect(world):
     yield defer.gatherResults([onB.whenDirect(idC).addTimeout(10, reactor),
                                onC.whenDirect(idB).addTimeout(10, reactor)])
     assert onB.getPeerInfo(idC).udpAddress == onC.getPublicUdpAddress()
+    # The owner counts the pair direct: each home passes its client's path
+    # report on to the server that introduced the pair.
+    yield owner.events.rec.wait(lambda: owner.getP2PConnectionStats(group).directPairs == 1)
+    assert owner.getP2PConnectionStats(group).totalPairs == 1
+    assert owner.stats.punchSuccesses == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_aForgedPathReportIsRefusedAndCounted(world, redis):
+    """A path report naming a client that is no remote member of the
+    receiver's groups is a malformed control message."""
+    a, _, _, (idA1, idB1, _), group = yield spanningGroup(world)
+    inbox = a.cluster.keys.inbox("a")
+    before = a.cluster.stats.malformed
+    redis.call("PUBLISH", inbox, envelope.encodeControl(
+        "b", b'{"op":"path","member":%d,"peer":%d,"direct":true}' % (idA1, idB1)))
+    redis.call("PUBLISH", inbox, envelope.encodeControl(
+        "b", b'{"op":"path","member":999999,"peer":%d,"direct":true}' % idA1))
+    yield a.events.rec.wait(lambda: a.cluster.stats.malformed == before + 2)
+    assert a.getP2PConnectionStats(group).directPairs == 0

@@ -1022,12 +1022,18 @@ class ServerEngine:
         if limit is not None and not limit.allow(PATH_REPORT_COST, now):
             self._relayFlood(connection, limit.wait(PATH_REPORT_COST, now))
             return
-        a, b = sorted((connection.hostID, peerID))
+        if not self.recordPath(connection.hostID, peerID, direct) and self.remote is not None:
+            self.remote.pathReported(connection.hostID, peerID, direct)
+
+    def recordPath(self, hostID: int, peerID: int, direct: bool) -> bool:
+        """Client C{hostID}'s report of its path to C{peerID}, counted if
+        this server introduced the pair (whether it did)."""
+        a, b = sorted((hostID, peerID))
         key = _pairKey(a, b)
         reports = self._pairs.get(key)
         if reports is None:
-            return
-        bit, failed = (_DIRECT_A, _FAILED_A) if connection.hostID == a else (_DIRECT_B, _FAILED_B)
+            return False
+        bit, failed = (_DIRECT_A, _FAILED_A) if hostID == a else (_DIRECT_B, _FAILED_B)
         if direct:
             outcome = None if reports & bit else "punch_success"
             self._pairs[key] = (reports | bit) & ~failed
@@ -1038,7 +1044,7 @@ class ServerEngine:
             outcome = None if reports & failed else "punch_failure"
             self._pairs[key] = reports | failed
         if outcome is None:
-            return
+            return True
         if outcome == "punch_success":
             self.stats.punchSuccesses += 1
         elif outcome == "direct_lost":
@@ -1046,8 +1052,9 @@ class ServerEngine:
         else:
             self.stats.punchFailures += 1
         self.log.info("client {hostID} reports its path to {peerID} {path}: {outcome}",
-                      proud_event="p2p_path", hostID=connection.hostID, peerID=peerID,
+                      proud_event="p2p_path", hostID=hostID, peerID=peerID,
                       path="direct" if direct else "relayed", outcome=outcome)
+        return True
 
     def udpLost(self, connection) -> None:
         """The client's UDP path stopped working: relay to it over TCP until it is back."""

@@ -95,6 +95,8 @@ class RemoteMembers:
         self._lastAck = FIRST_REMOTE_ACK_ID - 1
         # Local client -> {group of another server's it is in: that server}.
         self._groups: dict[int, dict[int, str]] = {}
+        # Pairs of a local client that other servers introduced -> those servers.
+        self._introducers: dict[int, set[str]] = {}
 
     # The owner's side
 
@@ -168,11 +170,20 @@ class RemoteMembers:
             self._sendAddresses(client, peer, peerHome, reply=True)
 
     def _forget(self, me: int, peer: int) -> None:
-        sides = self._pairs.get(_pairKey(me, peer))
+        key = _pairKey(me, peer)
+        sides = self._pairs.get(key)
         if sides is not None:
             sides.pop(me, None)
             if not sides:
-                del self._pairs[_pairKey(me, peer)]
+                del self._pairs[key]
+                self._introducers.pop(key, None)
+
+    def pathReported(self, me: int, peer: int, direct: bool) -> None:
+        """Local client C{me} reports its path to C{peer}, a pair another
+        server introduced: that server counts it (its
+        C{getP2PConnectionStats})."""
+        for owner in sorted(self._introducers.get(_pairKey(me, peer), ())):
+            self._control(owner, dict(op="path", member=me, peer=peer, direct=direct))
 
     def peerHome(self, me: int, peer: int) -> str | None:
         """The home of C{peer} if local client C{me} has a cross-server pair with it."""
@@ -297,6 +308,13 @@ class RemoteMembers:
         if kind in engine.mover.opsHandled:
             engine.mover.controlReceived(serverID, op)
             return
+        if kind == "path":
+            member = _int(op, "member")
+            if member not in self.homes:
+                raise ProtocolError(f"a path report of {member}, no member of another "
+                                    "server's")
+            engine.recordPath(member, _int(op, "peer"), op.get("direct") is True)
+            return
         if kind in ("ack", "gone"):
             # From the member's home, or from the server a client moved to
             # since it joined (which answers the owner directly).
@@ -355,6 +373,7 @@ class RemoteMembers:
             client.sendMessage("PEER_PAIR", peerID=peer, epoch=_int(op, "epoch"),
                                pairSecret=_hex(op, "secret", 64), policy=_int(op, "policy"))
             self.pairedLocally(to, peer, peerHome)
+            self._introducers.setdefault(_pairKey(to, peer), set()).add(origin)
         elif kind == "forget":
             self._forget(to, _int(op, "peer"))
         elif kind == "addresses":
