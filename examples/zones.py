@@ -37,6 +37,7 @@ from proud_twisted import (
     HOSTID_SERVER,
     Cluster,
     ClusterEvents,
+    ErrorType,
     NetClient,
     NetClientEvents,
     NetServer,
@@ -94,7 +95,7 @@ class ZoneServerEvents(NetServerEvents, ClusterEvents):
         self.news = None            # the ZoneNews proxy
         self.names = {}             # player name -> HostID, in the whole cluster
         self.here = {}              # HostID -> player name, on this server
-        self.movingAway = set()     # HostIDs this server moves elsewhere
+        self.movingAway = set()     # HostIDs this server is moving elsewhere
 
     def attachServer(self, server) -> None:
         self.server = server
@@ -128,7 +129,7 @@ class ZoneServerEvents(NetServerEvents, ClusterEvents):
 
     def onClientLeave(self, clientInfo, reason, comment):
         name = self.here.pop(clientInfo.hostID, None)
-        if clientInfo.hostID in self.movingAway:
+        if reason is ErrorType.MOVED:
             return                  # it left for another server, not the game
         self.announce(b"gone", name, clientInfo.hostID)
 

@@ -26,6 +26,7 @@ class ErrorType(enum.Enum):
     HANDSHAKE_FAILED = "secure handshake failed"
     SLOW_CONSUMER = "the client left too much unread output queued for too long"
     LOGIN_FAILED = "the server's login check failed or timed out"
+    MOVED = "moved to another server of the cluster"
 
 
 class HackKind(enum.Enum):

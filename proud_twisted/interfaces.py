@@ -101,7 +101,9 @@ class INetServerEvent(INetCoreEvent):
         """A client joined and has a HostID."""
 
     def onClientLeave(clientInfo: ClientInfo, reason: ErrorType, comment: bytes) -> None:
-        """A client left (C{reason} an L{ErrorType}); it left all its groups."""
+        """A client left (C{reason} an L{ErrorType}); it left all its groups.
+        A client moved to another server of the cluster leaves with
+        C{ErrorType.MOVED} and that server's ID as C{comment}."""
 
     def onP2PGroupJoinMemberAckComplete(groupHostID: int, memberHostID: int,
                                         result: ErrorType) -> None:

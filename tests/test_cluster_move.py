@@ -70,8 +70,10 @@ def test_aMovedClientKeepsItsHostIDAndGetsEveryReliableMessageOnceInOrder(world)
     assert [p for p in got[MESSAGES:2 * MESSAGES] if not int(p.split(b"-")[1]) % 2] == \
         [p for i, p in enumerate(during) if not i % 2]
     assert got[2 * MESSAGES:] == after
-    # The source let it go; the target holds it, and locate says so.
+    # The source let it go (saying where); the target holds it, and locate says so.
     yield a.events.rec.waitCount("onClientLeave", 1)
+    ((left, reason, comment),) = a.events.rec.named("onClientLeave")
+    assert (left.hostID, reason, comment) == (hostID, ErrorType.MOVED, b"b")
     assert hostID in b.getClientHostIDs() and hostID not in a.getClientHostIDs()
     located = yield a.cluster.locate(hostID)
     assert located.serverID == "b"

@@ -526,11 +526,13 @@ class ServerEngine:
         if self.mover is not None:
             self.mover.leftHere(hostID)
         self.stats.clientsLeft += 1
+        reason, comment = connection.leaveReason, connection.leaveComment
+        if self._forwarded(hostID):
+            reason, comment = ErrorType.MOVED, self.cluster.movedTo[hostID].encode()
         self.log.info("client {hostID} left: {reason} ({comment!r})",
-                      proud_event="client_leave", hostID=hostID,
-                      reason=connection.leaveReason.name, comment=connection.leaveComment)
-        self.dispatch("onClientLeave", info, connection.leaveReason,
-                      connection.leaveComment)
+                      proud_event="client_leave", hostID=hostID, reason=reason.name,
+                      comment=comment)
+        self.dispatch("onClientLeave", info, reason, comment)
 
     def connectionClosed(self, connection) -> None:
         self._connections.discard(connection)
