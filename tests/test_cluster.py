@@ -9,7 +9,9 @@ from twisted.internet import defer, reactor
 from proud_twisted import (
     HOSTID_SERVER,
     ClusterUnavailable,
+    ConnectionRefusedByServer,
     DeliveryMode,
+    JoinRefusal,
     MessageTooLong,
     NetClient,
     SendQueueFull,
@@ -100,6 +102,54 @@ def test_hostIDsAreUniqueInTheClusterAndLocated(world):
     # The heartbeats carry each server's load.
     yield a.events.rec.wait(lambda: [(s.clients, s.groups) for s in a.cluster.getServers()]
                             == [(5, 0), (5, 1)])
+
+
+@pytest_twisted.inlineCallbacks
+def test_aJoinStormLargerThanTheLeasedBlocksWaitsForTheNextBlock(world):
+    """More clients join at once than the leased HostIDs (blocks of 4):
+    those past the last id wait for the next block instead of being
+    refused, and every one joins with an id of its own."""
+    a = world.server("a", blockSize=4)
+    yield world.ready(a)
+    clients = [NetClient(RecordingClientEvents()) for _ in range(24)]
+    world.clients.extend(clients)
+    yield defer.gatherResults([c.connect("127.0.0.1", a.getTcpAddress()[1], VERSION)
+                               for c in clients]).addTimeout(20, reactor)
+    ids = [c.getLocalHostID() for c in clients]
+    assert len(set(ids)) == 24
+    assert a.cluster.stats.blocksLeased >= 6
+    assert a.stats.joinsRefused == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_withoutRedisAJoinPastTheLeasedIDsIsRefusedAtOnce(world, redis):
+    """No block can be leased while Redis is away: a join past the leased
+    ids is refused as SERVER_FULL at once (it does not wait), the joined
+    clients carry on, and joins work again once Redis is back."""
+    a = world.server("a", blockSize=4, ttl=1.0)
+    yield world.ready(a)
+    redis.stop()
+    yield a.events.rec.wait(lambda: not a.cluster.available)
+    joined, refused = [], None
+    for _ in range(9):
+        client = NetClient(RecordingClientEvents())
+        try:
+            yield client.connect("127.0.0.1", a.getTcpAddress()[1], VERSION
+                                 ).addTimeout(5, reactor)
+        except ConnectionRefusedByServer as e:
+            refused = e
+            break
+        world.clients.append(client)
+        joined.append(client)
+    assert refused is not None and refused.reason is JoinRefusal.SERVER_FULL
+    assert 1 <= len(joined) <= 8
+    joined[0].send(HOSTID_SERVER, b"still here")
+    yield a.events.rec.wait(lambda: any(
+        e[1] == b"still here" for e in a.events.rec.named("onReceiveUserMessage")))
+    redis.start()
+    yield a.events.rec.wait(lambda: a.cluster.available, timeout=10)
+    again = yield world.client(a)
+    assert again.getLocalHostID() not in [c.getLocalHostID() for c in joined]
 
 
 @pytest_twisted.inlineCallbacks

@@ -524,6 +524,12 @@ class Cluster:
             self._engine.remote.serverLeft(serverID)
             self.dispatch("onServerLeave", serverID)
 
+    def leaseNow(self) -> bool:
+        """Every leased HostID is handed out: lease a block if none is on
+        its way; whether one is (the server waits for it, else refuses)."""
+        self._leaseIfLow()
+        return self._leasing
+
     @defer.inlineCallbacks
     def _leaseIfLow(self, registering=None):
         """Lease a HostID block if few ids are left (while C{registering} on
@@ -550,6 +556,7 @@ class Cluster:
             return
         finally:
             self._leasing = False
+            self._engine.leaseSettled()
         self._fireReady()
 
     def _fireReady(self) -> None:

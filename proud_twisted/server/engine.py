@@ -180,6 +180,7 @@ class ServerEngine:
         self._offline = 0           # clients whose session waits for a resume
         self._stopping = False
         self._unauthenticated = 0
+        self._waitingForIDs: list = []      # joins admitted, waiting for a HostID block
         # _pairKey(a, b) with a < b -> when they stopped sharing a group (oldest first).
         self._parted = {}
         # _pairKey(a, b) with a < b -> which of the two report a direct path: bit 1 a,
@@ -823,13 +824,21 @@ class ServerEngine:
                      f"onConnectionRequest failed: {failure.getErrorMessage()}")
 
     def _admit(self, connection, address, fields, reply: bytes) -> None:
-        self._joinedOrGone(connection)
         try:
             hostID = self._hostIDs.allocate(self.reactor.seconds())
         except HostIDsExhausted:
-            # A cluster server without a leased block (Redis unreachable since it started).
+            if self.cluster is not None and self.cluster.leaseNow():
+                # A join storm used up the leased blocks before the next one
+                # came: wait for it (within the join deadline; the limit on
+                # connections not yet joined bounds how many wait).
+                connection.joinDeadline = self.reactor.seconds() + self.handshakeTimeout
+                self._waitingForIDs.append((connection, address, fields, reply))
+                return
+            # A cluster server that cannot lease a block (Redis unreachable).
+            self._joinedOrGone(connection)
             self.refuse(connection, JoinRefusal.SERVER_FULL, b"", "no HostID to give")
             return
+        self._joinedOrGone(connection)
         connection.hostID = hostID
         connection.udpToken = os.urandom(16)
         connection.userData = fields.userData
@@ -854,6 +863,15 @@ class ServerEngine:
         self.log.info("client {hostID} joined from {address}", proud_event="client_join",
                       hostID=hostID, address=address)
         self.dispatch("onClientJoin", self._info(connection))
+
+    def leaseSettled(self) -> None:
+        """A HostID block was leased, or could not be: the joins waiting for
+        one are admitted now (or wait for the next, or are refused)."""
+        waiting, self._waitingForIDs = self._waitingForIDs, []
+        for connection, address, fields, reply in waiting:
+            if connection in self._connections and connection.waitingToJoin \
+                    and not connection.closing:
+                self._admit(connection, address, fields, reply)
 
     def memberJoinAcknowledged(self, connection, ackID: int) -> None:
         if self.remote is not None and self.remote.acknowledged(connection.hostID, ackID):
