@@ -67,7 +67,11 @@ client-second, two cluster processes 87.2/86.5 and 89.5/87.0 us, the
 control 62.3/65.8 and 58.2/58.2 us (1.977 and 1.937); 455 and 490 frames a
 second crossed through Redis (11.4 and 11.9 % of those relayed), none
 dropped, none lost; Redis 0.5 % of a core. With ``--cross-share 0``: 2.073,
-control 2.139. What the crossing frames cost: docs/cluster.rst, "What a
+control 2.139. Compiled core, quiet machine, after the subscriber reads a
+burst in one call (eight runs, some with ``--no-control --hold-repeat 1``):
+1.12 to 1.89, median 1.4 (MISSED); the two layouts' CPU per client-second
+moved with the machine's state between runs (one process 42 to 70 us, two
+cluster processes 54 to 101 us). What the crossing frames cost: docs/cluster.rst, "What a
 second process buys".
 
     python bench/cluster.py [--round-trips 2000] [--size 64] [--repeat 3]

@@ -156,11 +156,39 @@ class _LinkFactory(protocol.ReconnectingClientFactory):
 
 
 @functools.cache
+def _readingInOneTurn(base):
+    """C{base}, a txredisapi protocol, reading all the bytes it is given at once.
+
+    txredisapi hands what follows each bulk string to the next reactor turn
+    (C{setLineMode} pauses and calls C{dataReceived} again with
+    C{callLater(0)}, lest the parser recurse), so a pub/sub message, three
+    bulk strings, took three turns, and a burst of them three turns each.
+    Here the rest is kept and read in a loop in the same call.
+    """
+
+    class ReadsInOneTurn(base):
+        _rest = b""
+
+        def setLineMode(self, extra=b""):
+            self.line_mode = 1
+            if extra:
+                self._rest += extra
+
+        def dataReceived(self, data, unpause=False):
+            super().dataReceived(data, unpause)
+            while self._rest and self.transport is not None \
+                    and not self.transport.disconnecting:
+                rest, self._rest = self._rest, b""
+                super().dataReceived(rest)
+
+    return ReadsInOneTurn
+
+
 def _protocolClasses():
     """The command and subscriber protocols (txredisapi imported here)."""
     import txredisapi
 
-    class CommandProtocol(txredisapi.BaseRedisProtocol):
+    class CommandProtocol(_readingInOneTurn(txredisapi.BaseRedisProtocol)):
         isSubscriber = False
 
         def connectionMade(self):
@@ -171,7 +199,7 @@ def _protocolClasses():
             super().connectionLost(why)
             self.factory.link.lost(self)
 
-    class SubscriberProtocol(txredisapi.SubscriberProtocol):
+    class SubscriberProtocol(_readingInOneTurn(txredisapi.SubscriberProtocol)):
         isSubscriber = True
 
         def connectionMade(self):
