@@ -2,6 +2,8 @@
 HostID leases, locate, server-to-server messages, sends routed to other
 servers' clients, and what hostile data from Redis gets."""
 
+import signal
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
@@ -150,6 +152,29 @@ def test_withoutRedisAJoinPastTheLeasedIDsIsRefusedAtOnce(world, redis):
     yield a.events.rec.wait(lambda: a.cluster.available, timeout=10)
     again = yield world.client(a)
     assert again.getLocalHostID() not in [c.getLocalHostID() for c in joined]
+
+
+@pytest_twisted.inlineCallbacks
+def test_aHungRedisFailsCommandsWithinTheTimeoutAndTheLinkComesBack(world, redis):
+    """Redis stops answering (the process stopped, as a network split would
+    look): each command waiting fails with ClusterUnavailable within the
+    command timeout (one watchdog for all, not a timer each), the link is
+    dropped, and once Redis answers again the server is back in the cluster."""
+    a = world.server("a", commandTimeout=0.5, ttl=1.0)
+    yield world.ready(a)
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        started = reactor.seconds()
+        waits = [a.cluster.locate(10 ** 8 + i) for i in range(50)]
+        results = yield defer.DeferredList(waits, consumeErrors=True)
+        took = reactor.seconds() - started
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+    assert all(not ok and failure.check(ClusterUnavailable) for ok, failure in results)
+    assert "did not answer" in results[0][1].getErrorMessage()
+    assert 0.4 <= took < 2.0, took
+    yield a.events.rec.wait(lambda: a.cluster.available, timeout=10)
+    assert (yield a.cluster.locate(10 ** 8)) is None
 
 
 @pytest_twisted.inlineCallbacks

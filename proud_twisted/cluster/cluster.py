@@ -339,6 +339,12 @@ class Cluster:
         self.stats.framesOut += 1
         self._publish(self.keys.inbox(serverID), data).addErrback(self._routeFailed, serverID)
 
+    def _lost(self, failure, what: str) -> None:
+        """A command nobody waits for failed (Redis went away: the link
+        says so, and registering again redoes it)."""
+        self.onceLog.warn(("lost", what, failure.type), "{what} failed: {why}", what=what,
+                          why=failure.getErrorMessage())
+
     def _routeFailed(self, failure, owner: str) -> None:
         self.onceLog.warn(("route", owner, failure.type), "sending to clients of "
                           "{owner} failed: {why}", owner=owner,
@@ -400,7 +406,8 @@ class Cluster:
             yield link.command("PUBLISH", self.keys.announce,
                                e.encodeJoin(self.serverID, self.info().toJSON()))
             for block in self.leases.blocks:        # for members that met Redis empty
-                link.command("PUBLISH", self.keys.announce, e.encodeLease(self.serverID, block))
+                link.command("PUBLISH", self.keys.announce, e.encodeLease(
+                    self.serverID, block)).addErrback(self._lost, "announcing a block")
         except Exception as error:
             if link is self._link:
                 self.log.warn("registering with Redis failed ({error}); trying again at "
@@ -461,7 +468,8 @@ class Cluster:
                 found = {}
                 for serverID, value in zip(ids, values, strict=True):
                     if value is None:
-                        self._link.command("SREM", self.keys.servers, serverID)
+                        self._link.command("SREM", self.keys.servers, serverID).addErrback(
+                            self._lost, "forgetting an expired member")
                         continue
                     info = self._parseInfo(value, serverID)
                     if info is not None:
@@ -549,7 +557,8 @@ class Cluster:
             self.leases.add(block)
             self._owners[block] = self.serverID
             self.stats.blocksLeased += 1
-            link.command("PUBLISH", self.keys.announce, e.encodeLease(self.serverID, block))
+            link.command("PUBLISH", self.keys.announce, e.encodeLease(
+                self.serverID, block)).addErrback(self._lost, "announcing a block")
         except Exception as error:
             self.onceLog.warn(("lease", type(error)), "leasing a HostID block failed: "
                               "{error}", error=error)

@@ -16,6 +16,7 @@ which twistd must choose first.
 from __future__ import annotations
 
 import functools
+from collections import deque
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -50,6 +51,8 @@ class RedisLink:
         self.up = False
         self._commands = None           # the ready command protocol
         self._subscriber = None         # the ready, subscribed protocol
+        self._waiting = _Waiting(None)  # commands of that protocol not answered yet
+        self._watchdog = None
         self._factories = []
         self._connectors = []
 
@@ -64,6 +67,9 @@ class RedisLink:
 
     def stop(self) -> defer.Deferred:
         """Close both connections for good; a Deferred fires once they are closed."""
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
         closing = []
         for factory in self._factories:
             factory.stopTrying()
@@ -73,6 +79,7 @@ class RedisLink:
         for connector in self._connectors:
             connector.stopConnecting() if connector.state == "connecting" else None
         self._factories, self._connectors = [], []
+        self._commands = self._subscriber = None
         self._setDown("stopped")
         return defer.DeferredList(closing)
 
@@ -82,14 +89,32 @@ class RedisLink:
             return defer.fail(ClusterUnavailable(
                 f"Redis at {self.address.host}:{self.address.port} is not reachable"))
         d = self._commands.execute_command(*args)
-        d.addTimeout(self.commandTimeout, self.reactor)
-        d.addErrback(self._failed, args[0])
+        waiting = self._waiting
+        waiting.sentAt.append(self.reactor.seconds())
+        if self._watchdog is None:
+            self._watchdog = self.reactor.callLater(self.commandTimeout, self._watch)
+        d.addCallbacks(waiting.answered, self._failed, errbackArgs=(waiting, args[0]))
         return d
 
-    def _failed(self, failure, name):
-        if failure.check(defer.TimeoutError):
-            if self._commands is not None:
-                self._commands.transport.abortConnection()      # reconnect
+    def _watch(self) -> None:
+        """One timer for every command (Redis answers them in order): if
+        the oldest is unanswered for C{commandTimeout}, Redis is gone or
+        the network split; drop the connection (every waiting command
+        fails) and reconnect."""
+        self._watchdog = None
+        waiting = self._waiting
+        if not waiting.sentAt:
+            return
+        late = waiting.sentAt[0] + self.commandTimeout - self.reactor.seconds()
+        if late > 0:
+            self._watchdog = self.reactor.callLater(late, self._watch)
+        elif waiting.proto.transport is not None:
+            waiting.timedOut = True
+            waiting.proto.transport.abortConnection()
+
+    def _failed(self, failure, waiting, name):
+        waiting.answered(None)
+        if waiting.timedOut:
             raise ClusterUnavailable(
                 f"Redis did not answer {name} within {self.commandTimeout} s")
         if failure.check(ClusterUnavailable) or not _isRedisReplyError(failure.value):
@@ -103,6 +128,7 @@ class RedisLink:
             self._subscriber = proto
         else:
             self._commands = proto
+            self._waiting = _Waiting(proto)
         if self._commands is not None and self._subscriber is not None and not self.up:
             self.up = True
             self.onUp()
@@ -117,10 +143,27 @@ class RedisLink:
         self._setDown("connection lost")
 
     def _setDown(self, why: str) -> None:
-        self._commands = self._subscriber = None
+        # The other connection, if still open, is kept: up again once the
+        # lost one is back.
         if self.up:
             self.up = False
             self.onDown(why)
+
+
+class _Waiting:
+    """When each command on the command connection C{proto} was sent,
+    oldest first, until answered (Redis answers a connection's commands in
+    order)."""
+
+    def __init__(self, proto) -> None:
+        self.proto = proto
+        self.sentAt: deque[float] = deque()
+        self.timedOut = False
+
+    def answered(self, result):
+        if self.sentAt:
+            self.sentAt.popleft()
+        return result
 
 
 def _isRedisReplyError(error) -> bool:
@@ -196,8 +239,10 @@ def _protocolClasses():
             return super().connectionMade()
 
         def connectionLost(self, why):
-            super().connectionLost(why)
+            # The link first: what the failed commands' callers do next
+            # (at once, in their errbacks) must find it down.
             self.factory.link.lost(self)
+            super().connectionLost(why)
 
     class SubscriberProtocol(_readingInOneTurn(txredisapi.SubscriberProtocol)):
         isSubscriber = True
@@ -215,7 +260,7 @@ def _protocolClasses():
             self.factory.link.onMessage(channel, message)
 
         def connectionLost(self, why):
-            super().connectionLost(why)
             self.factory.link.lost(self)
+            super().connectionLost(why)
 
     return CommandProtocol, SubscriberProtocol
