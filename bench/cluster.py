@@ -74,8 +74,8 @@ moved with the machine's state between runs (one process 42 to 70 us, two
 cluster processes 54 to 101 us). After one watchdog replaced a timer per
 Redis command, two full runs: 1.665 and 1.642 (MISSED; one process 61.3
 and 53.2 us per client-second, two cluster processes 74.2/73.0 and
-64.6/65.1 us, the control 53.3/54.8 and 52.4/53.3 us). What the crossing frames cost: docs/cluster.rst, "What a
-second process buys".
+64.6/65.1 us, the control 53.3/54.8 and 52.4/53.3 us). What the crossing
+frames cost: docs/cluster.rst, "What a second process buys".
 
     python bench/cluster.py [--round-trips 2000] [--size 64] [--repeat 3]
         [--clients 1000] [--group-size 10] [--rate 1] [--hold 20]
