@@ -976,6 +976,14 @@ class ServerEngine:
         sender.protocolError(error)
         return True
 
+    def pairParted(self, a: int, b: int) -> None:
+        """C{a} and C{b} no longer share a group (here, or in a group of
+        another server's): frames between them in flight are dropped
+        quietly for L{DEPARTED_GRACE}."""
+        key = _pairKey(a, b) if a < b else _pairKey(b, a)
+        self._parted.pop(key, None)     # keep oldest first
+        self._parted[key] = self.reactor.seconds()
+
     def _recentlyParted(self, a: int, b: int, now: float) -> bool:
         """Whether C{a} and C{b} shared a group until moments ago (counted)."""
         parted = self._parted.get(_pairKey(a, b) if a < b else _pairKey(b, a))
@@ -1284,10 +1292,8 @@ class ServerEngine:
             elif kind is g.PairForgotten:
                 if self.remote is not None:
                     self.remote.forgotten(effect.a, effect.b)
-                key = _pairKey(effect.a, effect.b)
-                self._pairs.pop(key, None)
-                self._parted.pop(key, None)     # keep oldest first
-                self._parted[key] = self.reactor.seconds()
+                self._pairs.pop(_pairKey(effect.a, effect.b), None)
+                self.pairParted(effect.a, effect.b)
             elif kind is g.GroupRemoved:
                 self._hostIDs.release(effect.groupID, self.reactor.seconds())
                 self._directAllowed.pop(effect.groupID, None)

@@ -173,7 +173,8 @@ class RemoteMembers:
         key = _pairKey(me, peer)
         sides = self._pairs.get(key)
         if sides is not None:
-            sides.pop(me, None)
+            if sides.pop(me, None) is not None:
+                self.engine.pairParted(me, peer)
             if not sides:
                 del self._pairs[key]
                 self._introducers.pop(key, None)
