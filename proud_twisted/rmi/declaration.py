@@ -232,19 +232,19 @@ def _compile(source: str, namespace: dict[str, Any], name: str) -> Any:
 # a line or two, falling back to the codec's function (same bytes, checked by
 # the tests against the construct schema).
 _ENCODE_INLINE = {
-    "int": ["if 0 <= {p} < 0x40:", "    _out.append({p} << 1)", "else:", "    {e}({p}, _out)"],
+    "int": ["if 0 <= {p} < 0x40:", "    _out.append({p} << 1)", "else:", "    {f}({p}, _out)"],
     "HostID": ["if 0 <= {p} < 0x80:", "    _out.append({p})", "elif 0 <= {p} < 0x4000:",
                "    _out.append(({p} & 0x7F) | 0x80)", "    _out.append({p} >> 7)", "else:",
-               "    {e}({p}, _out)"],
+               "    {f}({p}, _out)"],
     "bool": ["_out.append(1 if {p} else 0)"],
     "float": ["_out += _packDouble({p})"],
 }
 _DECODE_INLINE = {
     "int": ["_b = _data[_pos]", "if _b < 0x80:", "    {p} = (_b >> 1) ^ -(_b & 1)",
-            "    _pos += 1", "else:", "    {p}, _pos = {d}(_data, _pos)"],
+            "    _pos += 1", "else:", "    {p}, _pos = {f}(_data, _pos)"],
     "HostID": ["_b = _data[_pos]", "if _b < 0x80:", "    {p} = _b", "    _pos += 1",
                "elif _data[_pos + 1] < 0x80:", "    {p} = (_b & 0x7F) | (_data[_pos + 1] << 7)",
-               "    _pos += 2", "else:", "    {p}, _pos = {d}(_data, _pos)"],
+               "    _pos += 2", "else:", "    {p}, _pos = {f}(_data, _pos)"],
     "bool": ["{p} = _data[_pos] != 0", "_pos += 1"],
     "float": ["{p}, = _unpackDouble(_data, _pos)", "_pos += 8"],
 }
@@ -253,19 +253,31 @@ _REQUEST_ID = TypeCodec("HostID", encodeVarint, decodeVarint, 1, 10)
 """A request ID reads as a HostID does: an unsigned varint."""
 
 
+def _codeLines(codecs: list[tuple[str, TypeCodec]], namespace: dict[str, Any], prefix: str,
+               function: Callable[[TypeCodec], Any], inline: dict[str, list[str]],
+               fallback: str) -> list[str]:
+    """The generated lines for each C{(parameter, codec)}: the C{inline} fast
+    path of its type, else a call of the codec's function (C{{f}}), put in
+    C{namespace} as C{prefix} and the parameter's index."""
+    lines = []
+    for i, (pname, codec) in enumerate(codecs):
+        namespace[f"{prefix}{i}"] = function(codec)
+        template = inline.get(codec.name, [fallback])
+        lines += ["    " + line.format(p=pname, f=f"{prefix}{i}") for line in template]
+    return lines
+
+
 def _argumentEncoder(name: str, header: bytes, codecs: list[tuple[str, TypeCodec]],
                      withRequest: bool) -> Callable[..., bytes]:
     """C{encode([requestID,] *arguments) -> bytes}, made for this method's
     parameters (a few lines per argument, no loop)."""
     namespace: dict[str, Any] = {"_HEADER": header, "_packDouble": _DOUBLE.pack}
-    lines = ["    _out = bytearray(_HEADER)"]
     if withRequest:
         codecs = [("_requestID", _REQUEST_ID), *codecs]
-    for i, (pname, codec) in enumerate(codecs):
-        namespace[f"_e{i}"] = codec.encode
-        template = _ENCODE_INLINE.get(codec.name, ["{e}({p}, _out)"])
-        lines += ["    " + line.format(p=pname, e=f"_e{i}") for line in template]
-    lines.append("    return bytes(_out)")
+    lines = ["    _out = bytearray(_HEADER)",
+             *_codeLines(codecs, namespace, "_e", lambda c: c.encode, _ENCODE_INLINE,
+                         "{f}({p}, _out)"),
+             "    return bytes(_out)"]
     parameters = ", ".join(pname for pname, _ in codecs)
     source = f"def encode_{name}({parameters}):\n" + "\n".join(lines) + "\n"
     return typing.cast(Callable[..., bytes], _compile(source, namespace, f"encode_{name}"))
@@ -278,13 +290,10 @@ def _argumentDecoder(name: str, codecs: list[tuple[str, TypeCodec]], *,
     tuple of the arguments, C{(requestID, *arguments)} C{withRequest}, or the
     one value C{single}."""
     namespace: dict[str, Any] = {"_unpackDouble": _DOUBLE.unpack_from}
-    lines = []
     if withRequest:
         codecs = [("_requestID", _REQUEST_ID), *codecs]
-    for i, (pname, codec) in enumerate(codecs):
-        namespace[f"_d{i}"] = codec.decode
-        template = _DECODE_INLINE.get(codec.name, ["{p}, _pos = {d}(_data, _pos)"])
-        lines += ["    " + line.format(p=pname, d=f"_d{i}") for line in template]
+    lines = _codeLines(codecs, namespace, "_d", lambda c: c.decode, _DECODE_INLINE,
+                       "{p}, _pos = {f}(_data, _pos)")
     lines.append("    if _pos != len(_data):")
     lines.append("        raise ValueError(f'{len(_data) - _pos} bytes after the arguments')")
     values = codecs[0][0] if single else "".join(f"{pname}, " for pname, _ in codecs)

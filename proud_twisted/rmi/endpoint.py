@@ -187,10 +187,7 @@ class RmiEndpoint:
             return defer.fail(TooManyPendingCalls(
                 f"{method.qualifiedName}: {proxy.maxPendingCalls} calls already wait "
                 f"for an answer"))
-        if mode is None and priority is None and channel is None and latestOnly is None:
-            self._send(target, payload, _RELIABLE, _MEDIUM, 0)
-        else:
-            self.send(target, payload, mode, priority, channel, latestOnly)
+        self.send(target, payload, mode, priority, channel, latestOnly)
         d: defer.Deferred[Any] = defer.Deferred()
         pending[requestID] = self.calls[requestID] = (
             d, target, method, self.clock.seconds() + proxy.timeout, proxy)
@@ -204,14 +201,8 @@ class RmiEndpoint:
         """Handle C{payload} if it is an RMI message (return whether it was)."""
         if not payload or payload[0] != RMI_MARKER:
             return False
-        try:                    # IDs below 16384 (two bytes) are read here
-            b = payload[1]
-            if b < 0x80:
-                rmiID, pos = b, 2
-            elif payload[2] < 0x80:
-                rmiID, pos = (b & 0x7F) | (payload[2] << 7), 3
-            else:
-                rmiID, pos = decodeVarint(payload, 1)
+        try:
+            rmiID, pos = _readVarint(payload, 1)
         except (IndexError, ValueError):
             self._malformed(sender, "an RMI message without an ID", payload)
             return True
@@ -253,15 +244,7 @@ class RmiEndpoint:
             self._callFailed(Failure(), method, sender, requestID)
             return True
         if type(result) in _NOW or not isinstance(result, _LATER):
-            try:
-                payload = method.encodeAnswer(requestID, result)  # type: ignore[misc]
-            except Exception as e:
-                self._badResult(method, sender, requestID, result, e)
-                return True
-            try:
-                self._send(sender, payload, _RELIABLE, _MEDIUM, 0)
-            except Exception:
-                self._couldNotAnswer(sender)
+            self._answer(result, method, sender, requestID)
             return True
         self._inProgress[sender] = inProgress + 1
         d = defer.ensureDeferred(result)
@@ -328,7 +311,7 @@ class RmiEndpoint:
         return result
 
     def _answer(self, result: Any, method: RemoteMethod, sender: int, requestID: int) -> None:
-        """Answer a call whose stub gave its result later."""
+        """Answer a call with its stub's result."""
         assert method.encodeAnswer is not None
         try:
             payload = method.encodeAnswer(requestID, result)
@@ -366,11 +349,9 @@ class RmiEndpoint:
         try:
             self._send(target, payload, _RELIABLE, _MEDIUM, 0)
         except Exception:
-            self._couldNotAnswer(target)
-
-    def _couldNotAnswer(self, target: int) -> None:
-        # The caller left, or its queue is full: its call times out.
-        self.log.failure("could not answer an RMI call of host {hostID}", hostID=target)
+            # The caller left, or its queue is full: its call times out.
+            self.log.failure("could not answer an RMI call of host {hostID}",
+                             hostID=target)
 
     def _answerReceived(self, sender: int, payload: bytes, pos: int) -> None:
         claimed = self._claim(sender, payload, pos)
@@ -406,14 +387,8 @@ class RmiEndpoint:
         """The call an answer or failure from C{sender} is for, no longer
         waiting, and where its request ID ends (None if there is no such
         call: it was counted)."""
-        try:                    # as receive reads the ID
-            b = payload[pos]
-            if b < 0x80:
-                requestID, pos = b, pos + 1
-            elif payload[pos + 1] < 0x80:
-                requestID, pos = (b & 0x7F) | (payload[pos + 1] << 7), pos + 2
-            else:
-                requestID, pos = decodeVarint(payload, pos)
+        try:
+            requestID, pos = _readVarint(payload, pos)
         except (IndexError, ValueError):
             self._malformed(sender, "an answer without a request ID", payload)
             return None
@@ -430,6 +405,18 @@ class RmiEndpoint:
         self._malformed(sender, f"the answer to {method.qualifiedName}: {error}", payload)
         deferred.errback(RemoteCallFailed(
             f"{method.qualifiedName}: host {sender} answered malformed bytes"))
+
+
+def _readVarint(data: bytes, pos: int) -> tuple[int, int]:
+    """L{decodeVarint}, with the one- and two-byte values (IDs and request
+    IDs below 16,384, nearly all) read here, in the compiled endpoint."""
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    b2 = data[pos + 1]
+    if b2 < 0x80:
+        return (b & 0x7F) | (b2 << 7), pos + 2
+    return decodeVarint(data, pos)
 
 
 def _remoteError(method: RemoteMethod, code: int, message: str) -> Exception:
