@@ -56,13 +56,20 @@ class ClusterWorld:
             yield server.events.rec.wait(
                 lambda server=server, others=others: others <= known(server))
 
+    def client(self, server, version=VERSION, encryption: bool = True):
+        """A client joined to C{server} (see L{clientAt})."""
+        return self.clientAt(server.getTcpAddress()[1], version, encryption)
+
     @defer.inlineCallbacks
-    def client(self, server) -> NetClient:
-        client = NetClient(RecordingClientEvents())
-        yield client.connect("127.0.0.1", server.getTcpAddress()[1], VERSION)
+    def clientAt(self, tcpPort: int, version=VERSION, encryption: bool = True) -> NetClient:
+        """A client joined to the server on C{tcpPort} of loopback (one of
+        this world's, or a child process's), its UDP confirmed; disconnected
+        by L{close}."""
+        client = NetClient(RecordingClientEvents(), encryption=encryption)
+        self.clients.append(client)
+        yield client.connect("127.0.0.1", tcpPort, version)
         yield client.events.rec.wait(
             lambda: client.getServerUdpState() is ServerUdpState.CONFIRMED)
-        self.clients.append(client)
         return client
 
     @defer.inlineCallbacks

@@ -314,9 +314,7 @@ def test_aServerRunningEncryptionTheOtherWayIsKeptOutLoudly(world):
     assert known(a) == {"b"} and known(b) == {"a"} and known(plain) == set()
     assert [i.serverID for i in a.cluster.getServers()] == ["a", "b"]
     assert plain.cluster.getServers()[0].encryption is False
-    onPlain = NetClient(RecordingClientEvents(), encryption=False)
-    world.clients.append(onPlain)
-    yield onPlain.connect("127.0.0.1", plain.getTcpAddress()[1], VERSION)
+    onPlain = yield world.client(plain, encryption=False)
     with pytest.raises(UnknownHostID):
         a.createP2PGroup([onPlain.getLocalHostID()])
     with pytest.raises(UnknownServer):

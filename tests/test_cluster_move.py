@@ -13,7 +13,6 @@ from proud_twisted import (
     ErrorType,
     InvalidGroupOperation,
     MoveFailed,
-    NetClient,
     ResumeRefusal,
     UnknownHostID,
     UnknownServer,
@@ -22,7 +21,6 @@ from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
 from proud_twisted.errors import ResumeRefused
 from proud_twisted.server.moves import Arrival
 from proud_twisted.wire.messages import encodeMessage
-from tests.support import RecordingClientEvents
 from tests.test_cluster_processes import besideChild
 
 MESSAGES = 200
@@ -175,9 +173,7 @@ def test_aClientMovesToAServerProcessWithMessagesInFlight(world, redis):
 
     @defer.inlineCallbacks
     def test(serverInfo, child):
-        player = NetClient(RecordingClientEvents(), encryption=False)
-        world.clients.append(player)
-        yield player.connect("127.0.0.1", here.getTcpAddress()[1], ROOMS_PROTOCOL_VERSION)
+        player = yield world.client(here, ROOMS_PROTOCOL_VERSION, encryption=False)
         hostID = player.getLocalHostID()
         sent = [b"m%d" % i for i in range(150)]
         for payload in sent[:50]:

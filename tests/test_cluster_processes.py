@@ -11,11 +11,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from proud_twisted import HOSTID_SERVER, NetClient
+from proud_twisted import HOSTID_SERVER
 from proud_twisted.apps.rooms import ROOMS_PROTOCOL_VERSION
 from proud_twisted.cluster.leases import blockOf
-from tests.clustersupport import VERSION, known
-from tests.support import RecordingClientEvents
+from tests.clustersupport import known
 from tests.test_examples import environment
 
 CHILD_TTL = 1.0
@@ -86,9 +85,8 @@ def checkChild(world, here, child, redis, info):
     assert (info.serverID, info.tag, info.tcpAddress[0]) == ("zone-1", "zone", "127.0.0.1")
 
     # A client of the child process, reached through the cluster.
-    player = NetClient(RecordingClientEvents(), encryption=False)
-    world.clients.append(player)          # disconnected at the end
-    yield player.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
+    player = yield world.clientAt(info.tcpAddress[1], ROOMS_PROTOCOL_VERSION,
+                                  encryption=False)
     block = blockOf(player.getLocalHostID())
     yield here.events.rec.wait(lambda: here.cluster._owners.get(block) == "zone-1")
     located = yield here.cluster.locate(player.getLocalHostID())
@@ -139,12 +137,9 @@ def test_aGroupAcrossTwoServerProcessesGoesDirect(world, redis):
 
     @defer.inlineCallbacks
     def test(info, child):
-        mine = NetClient(RecordingClientEvents(), encryption=False)
-        world.clients.append(mine)
-        yield mine.connect("127.0.0.1", here.getTcpAddress()[1], VERSION)
-        theirs = NetClient(RecordingClientEvents(), encryption=False)
-        world.clients.append(theirs)
-        yield theirs.connect("127.0.0.1", info.tcpAddress[1], ROOMS_PROTOCOL_VERSION)
+        mine = yield world.client(here, encryption=False)
+        theirs = yield world.clientAt(info.tcpAddress[1], ROOMS_PROTOCOL_VERSION,
+                                      encryption=False)
         idMine, idTheirs = mine.getLocalHostID(), theirs.getLocalHostID()
         yield here.events.rec.wait(
             lambda: here.cluster._owners.get(blockOf(idTheirs)) == "zone-2")

@@ -756,10 +756,9 @@ class ServerEngine:
         connection.relayLimit = RelayLimit(self.relayFramesPerSecond, self.relayBytesPerSecond,
                                            self.reactor.seconds())
         self._clients[hostID] = connection
-        if self.remote.homes.get(hostID) is not None:
-            # In a group of ours as a client of its source, which has taken
-            # it out of every group (its word may come after the client).
-            self._apply(self.remote.drop(hostID))
+        # If in a group of ours as a client of its source: the source has
+        # taken it out of every group (its word may come after the client).
+        self._apply(self.remote.drop(hostID))
         self._table.addClient(hostID)
         secret = b""
         if connection.resumeKey is None:            # no handshake to derive it from

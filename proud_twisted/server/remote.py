@@ -202,8 +202,8 @@ class RemoteMembers:
         delivered, or passed on to where a client moved away from here lives."""
         client = self.engine._clients.get(target)
         if client is None:
-            movedTo = self.cluster.movedTo.get(target)
-            if movedTo is None or movedTo == serverID:
+            movedTo = self._movedFromHere(target, serverID)
+            if movedTo is None:
                 return False
             self.forward(movedTo, sender, target, flags, payload)
             return True
@@ -333,10 +333,8 @@ class RemoteMembers:
         origin = self._origin(serverID, op)
         client = engine._clients.get(to)
         if client is None:
-            movedTo = self.cluster.movedTo.get(to)
-            if movedTo is not None and movedTo != serverID:
-                # A client moved away from here lives there now: its home for
-                # the owners that found it by its HostID's block (this server).
+            movedTo = self._movedFromHere(to, serverID)
+            if movedTo is not None:
                 self._control(movedTo, {**op, "owner": origin})
             return                                  # else it left: nothing to tell
         if engine.mover.isLeaving(to):
@@ -383,6 +381,13 @@ class RemoteMembers:
             self._presence(op)
         else:
             raise ProtocolError(f"unknown control op {kind!r}")
+
+    def _movedFromHere(self, hostID: int, serverID: str) -> str | None:
+        """Where a client moved away from here lives now, if what
+        C{serverID} sent for it is to be passed on there: its home for the
+        servers that found it by its HostID's block (this server)."""
+        movedTo = self.cluster.movedTo.get(hostID)
+        return None if movedTo == serverID else movedTo
 
     def _origin(self, serverID: str, op: dict) -> str:
         """The server C{op} comes from: C{serverID}, or the C{owner} it names
