@@ -251,7 +251,7 @@ def test_remoteSendsObeyTheLimitsOfLocalOnes(world):
     assert a.cluster.stats.routedDropped == 10
     yield onB.events.rec.wait(lambda: len(onB.events.messagesFrom(HOSTID_SERVER)) == sent)
     # Once Redis has answered, sends go again.
-    yield onB.events.rec.wait(lambda: a.cluster._pendingBytes == 0)
+    yield onB.events.rec.wait(lambda: a.cluster._link.pendingBytes == 0)
     a.send(target, b"after")
     yield onB.events.rec.wait(lambda: onB.events.messagesFrom(HOSTID_SERVER)[-1:] == [b"after"])
 

@@ -2,14 +2,15 @@
 notice from Redis, were it told to go once Redis had *accepted* the notice
 (PUBLISH answered on the source's connection): the target reads it from its
 own subscriber connection, with no order between the two, and would refuse
-the client (C{BAD_MOVE_TOKEN}: no move expected). It takes only a few other
-cluster messages to the target just before the notice: txredisapi parses
-one bulk string of a buffered reply per reactor turn (C{setLineMode} hands
-the rest to C{callLater(0)}), so each queued pub/sub message delays the
-next by three turns; examples/zones.py --headless hit it in 1-3 runs of 100
-(a directory broadcast just before a move's notice). So the source tells
-the client to go only once the target says it expects it (C{expecting}),
-and these tests hold it to that."""
+the client (C{BAD_MOVE_TOKEN}: no move expected). It took only a few other
+cluster messages to the target just before the notice: txredisapi's own
+parser (the cluster parses with hiredis now) read one bulk string of a
+buffered reply per reactor turn (C{setLineMode} hands the rest to
+C{callLater(0)}), so each queued pub/sub message delayed the next by three
+turns; examples/zones.py --headless hit it in 1-3 runs of 100 (a directory
+broadcast just before a move's notice). So the source tells the client to
+go only once the target says it expects it (C{expecting}), and these tests
+hold it to that."""
 
 import pytest_twisted
 from twisted.internet import reactor

@@ -138,7 +138,6 @@ class Cluster:
         self._waiting: list[defer.Deferred] = []
         self._leasing = self._registering = False
         self._polling = self._pollAgain = False
-        self._pendingBytes = 0
         self._cpuMark: tuple[float, float] | None = None
         self._cpuShare = 0.0
 
@@ -161,7 +160,8 @@ class Cluster:
         self._link = RedisLink(
             self.address, self.reactor,
             [self.keys.inbox(self.serverID), self.keys.broadcast, self.keys.announce],
-            self._received, self._linkUp, self._linkDown, self.commandTimeout)
+            self._received, self._linkUp, self._linkDown, self.commandTimeout,
+            onPublishFailed=self._publishFailed)
         self._link.start()
         self._beat = task.LoopingCall(self._heartbeat)
         self._beat.clock = self.reactor
@@ -277,14 +277,14 @@ class Cluster:
             raise self._unavailable()
         for owner, targets in byOwner.items():
             data = e.encodeRoute(self.serverID, targets, payload, mode, priority, channel)
-            if self._pendingBytes + len(data) > self.maxPendingBytes:
+            if self._full(data):
                 if not reliable:
                     self.stats.routedDropped += 1
                     continue
-                raise SendQueueFull(f"{self._pendingBytes} bytes are waiting for Redis "
-                                    f"(at most {self.maxPendingBytes})")
+                raise SendQueueFull(f"{self._link.pendingBytes} bytes are waiting for "
+                                    f"Redis (at most {self.maxPendingBytes})")
             self.stats.routedOut += 1
-            self._publish(self.keys.inbox(owner), data).addErrback(self._routeFailed, owner)
+            self._link.publishQuietly(self.keys.inbox(owner), data)
 
     # P2P groups across servers (proud_twisted.server.remote)
 
@@ -333,11 +333,11 @@ class Cluster:
         """Relay a client's frame to its peer on C{serverID} (dropped, and
         counted, if Redis is away or too much waits for it)."""
         data = e.encodeFrame(self.serverID, sender, target, flags, payload)
-        if not self.available or self._pendingBytes + len(data) > self.maxPendingBytes:
+        if not self.available or self._full(data):
             self.stats.framesDropped += 1
             return
         self.stats.framesOut += 1
-        self._publish(self.keys.inbox(serverID), data).addErrback(self._routeFailed, serverID)
+        self._link.publishQuietly(self.keys.inbox(serverID), data)
 
     def _lost(self, failure, what: str) -> None:
         """A command nobody waits for failed (Redis went away: the link
@@ -648,12 +648,18 @@ class Cluster:
     # Helpers
 
     def _publish(self, channel: str, data: bytes) -> defer.Deferred:
-        self._pendingBytes += len(data)
+        return self._link.publish(channel, data)
 
-        def done(result):
-            self._pendingBytes -= len(data)
-            return result
-        return self._link.command("PUBLISH", channel, data).addBoth(done)
+    def _full(self, data: bytes) -> bool:
+        """Whether C{data} would put more than C{maxPendingBytes} waiting for Redis."""
+        return self._link.pendingBytes + len(data) > self.maxPendingBytes
+
+    def _publishFailed(self, count: int, why: str) -> None:
+        """Relayed frames or routed sends, sent without a Deferred, failed."""
+        self.stats.publishesFailed += count
+        self.onceLog.warn(("publish", why), "{count} relayed frames or sends to other "
+                          "servers' clients may be lost: {why} (later ones are only "
+                          "counted in stats.publishesFailed)", count=count, why=why)
 
     def _checkPayload(self, payload: bytes) -> None:
         if not isinstance(payload, bytes):

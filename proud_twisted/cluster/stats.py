@@ -30,6 +30,9 @@ class ClusterStats:
     @ivar framesRefused: such frames for no pair known here (refused).
     @ivar framesDropped: frames not relayed to another server: Redis away,
         or more than C{maxPendingBytes} waiting for it.
+    @ivar publishesFailed: relayed frames and routed sends that Redis
+        refused, or that were still unanswered when the connection to it
+        was lost (they may or may not have reached the other server).
     """
 
     messagesSent: int = 0
@@ -48,3 +51,4 @@ class ClusterStats:
     framesIn: int = 0
     framesRefused: int = 0
     framesDropped: int = 0
+    publishesFailed: int = 0
