@@ -47,7 +47,7 @@ async def bareConnection(reactor, url, protocolClass):
 
 async def bareEcho(reactor, url):
     import txredisapi
-    publisher = await bareConnection(reactor, url, txredisapi.BaseRedisProtocol)
+    publisher = await bareConnection(reactor, url, txredisapi.RedisProtocol)
 
     class Echo(txredisapi.SubscriberProtocol):
         def messageReceived(self, pattern, channel, message):

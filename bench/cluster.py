@@ -41,7 +41,7 @@ process. Then, for ``--hold`` seconds (20), every client sends ``--rate``
 through the relay; each server's CPU over the window (/proc schedstat)
 divided by its clients and the window's length is its CPU per
 client-second (keepalives, the once-a-second sweep and, with a cluster, its
-heartbeats included). The layouts alternate ``--hold-repeat`` (2) times;
+heartbeats included). The layouts alternate ``--hold-repeat`` (3) times;
 the medians make the figure.
 
 A process holds ``B / (CPU per client-second)`` clients at a budget of
@@ -79,7 +79,7 @@ frames cost: docs/cluster.rst, "What a second process buys".
 
     python bench/cluster.py [--round-trips 2000] [--size 64] [--repeat 3]
         [--clients 1000] [--group-size 10] [--rate 1] [--hold 20]
-        [--hold-repeat 2] [--cross-share 0.2] [--cpu-budget 0.5]
+        [--hold-repeat 3] [--cross-share 0.2] [--cpu-budget 0.5] [--frames 20000]
         [--load-processes 1] [--wait-quiet S] [--profile] [--timeout 300] [--quick]
 """
 
@@ -121,6 +121,10 @@ from _common import (
 from tests.redisserver import RedisServer
 
 WARMUP = 100
+FRAMES = "bench:frames"
+FRAMES_PER_TURN = 20
+"""Frames sent a reactor turn in the frame-cost figure (a server relays
+the frames of a batch of datagrams in one turn)."""
 JOIN_TIMEOUT = 40.0
 """The load processes' join timeout: as scale.py's STORM_JOIN_TIMEOUT, the
 load processes share the 2 cores with the servers."""
@@ -177,7 +181,7 @@ async def clusterSide(reactor, url):
 async def bareSide(reactor, url):
     import txredisapi
 
-    publisher = await bareConnection(reactor, url, txredisapi.BaseRedisProtocol)
+    publisher = await bareConnection(reactor, url, txredisapi.RedisProtocol)
 
     class Pong(txredisapi.SubscriberProtocol):
         def messageReceived(self, pattern, channel, message):
@@ -210,6 +214,110 @@ async def measure(reactor, budget, mode, args):
     finally:
         await echo.stop(reactor)
         redis.close()
+
+
+# information: the CPU a frame crossing servers costs, sent and received
+
+
+class FrameBurst:
+    """Sends ``count`` frames, ``FRAMES_PER_TURN`` a reactor turn, and
+    fires ``done`` once the subscriber has counted them all."""
+
+    def __init__(self, reactor, count: int, publish) -> None:
+        self.reactor = reactor
+        self.count = count
+        self.publish = publish
+        self.sent = self.received = 0
+        self.done = defer.Deferred()
+
+    def start(self) -> None:
+        for _ in range(min(FRAMES_PER_TURN, self.count - self.sent)):
+            self.publish(self.sent)
+            self.sent += 1
+        if self.sent < self.count:
+            self.reactor.callLater(0, self.start)
+
+    def receivedOne(self) -> None:
+        self.received += 1
+        if self.received == self.count:
+            self.done.callback(None)
+
+
+async def ourFrames(reactor, budget, url: str, count: int, size: int) -> float:
+    """CPU per frame through two of the cluster's Redis links: the
+    sender's C{publishQuietly} of an encoded frame, the receiver's link
+    handing it over, decoded."""
+    from proud_twisted.cluster import envelope
+    from proud_twisted.cluster.link import RedisLink
+    from proud_twisted.cluster.redisurl import parseRedisURL
+
+    payload = b"f" * size
+    links, ups = [], []
+
+    def received(channel, data):
+        envelope.decode(data)
+        burst.receivedOne()
+
+    for channels, onMessage in ((["bench:unused"], None), ([FRAMES], received)):
+        up = defer.Deferred()
+        ups.append(up)
+        links.append(RedisLink(parseRedisURL(url), reactor, channels, onMessage,
+                               lambda up=up: up.called or up.callback(None), lambda why: None))
+        links[-1].start()
+    sender = links[0]
+    burst = FrameBurst(reactor, count, lambda index: sender.publishQuietly(
+        FRAMES, envelope.encodeFrame("bench-0", 1, 2, 0, payload)))
+    try:
+        await budget.wait(defer.gatherResults(ups), 10.0, "the links up")
+        return await timedBurst(budget, burst)
+    finally:
+        await defer.gatherResults([link.stop() for link in links])
+
+
+async def bareFrames(reactor, budget, url: str, count: int, size: int) -> float:
+    """CPU per frame through bare txredisapi: C{PUBLISH} on its default
+    protocol, its subscriber's C{messageReceived}."""
+    import txredisapi
+
+    payload = b"f" * size
+
+    class Counting(txredisapi.SubscriberProtocol):
+        def messageReceived(self, pattern, channel, message):
+            burst.receivedOne()
+
+    publisher = await bareConnection(reactor, url, txredisapi.RedisProtocol)
+    subscriber = await bareConnection(reactor, url, Counting)
+    await subscriber.subscribe(FRAMES)
+    burst = FrameBurst(reactor, count, lambda index: publisher.execute_command(
+        "PUBLISH", FRAMES, payload))
+    try:
+        return await timedBurst(budget, burst)
+    finally:
+        for connection in (publisher, subscriber):
+            connection.transport.loseConnection()
+
+
+async def timedBurst(budget, burst: FrameBurst) -> float:
+    cpu = cpuClock()
+    burst.start()
+    await budget.wait(burst.done, 60.0, f"{burst.count} frames through Redis")
+    return (cpuClock() - cpu) / burst.count
+
+
+async def frameCost(reactor, budget, args) -> None:
+    redis = RedisServer().start()
+    results: dict = {"ours": [], "bare": []}
+    try:
+        for _ in range(args.repeat):
+            for side, measureSide in (("ours", ourFrames), ("bare", bareFrames)):
+                results[side].append(await measureSide(reactor, budget, redis.url,
+                                                       args.frames, args.size))
+    finally:
+        redis.close()
+    report("CPU per frame crossing servers through Redis, sent and received in this process"
+           f" (median of {args.repeat})", median(results["ours"]) * 1e6,
+           median(results["bare"]) * 1e6, "us",
+           "bare txredisapi PUBLISH and subscriber, no envelope")
 
 
 # the second figure: clients held at a fixed CPU budget, one process and two
@@ -456,6 +564,8 @@ async def run(reactor, args):
     print(f"  p99: cluster {us(oursP99)}, bare {us(bareP99)}")
     print(f"  this process's CPU per round trip: cluster {us(oursCpu / len(ours), 1)}, "
           f"bare {us(bareCpu / len(bare), 1)}", flush=True)
+    if args.frames:
+        await frameCost(reactor, budget, args)
     if args.hold > 0:
         await clientsAtBudget(reactor, budget, args)
 
@@ -467,6 +577,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="payload bytes (default 64)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each side, alternated (default 3)")
+    parser.add_argument("--frames", type=int,
+                        help="frames of each run of the frame-cost figure, 0: none"
+                             " (default 20,000; quick 500)")
     parser.add_argument("--clients", type=int,
                         help="clients of the second figure (default 1,000; quick 40)")
     parser.add_argument("--group-size", type=int, default=10,
@@ -478,7 +591,7 @@ def main() -> int:
                         help="seconds of the measured window, 0: no second figure"
                              " (default 15; quick 3)")
     parser.add_argument("--hold-repeat", type=int,
-                        help="windows of each layout, alternated (default 2; quick 1)")
+                        help="windows of each layout, alternated (default 3; quick 1)")
     parser.add_argument("--cross-share", type=float, default=0.2,
                         help="share of the groups that span both processes (default 0.2)")
     parser.add_argument("--cpu-budget", type=float, default=0.5,
@@ -495,12 +608,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.round_trips, args.repeat = 200, 1
-    for name, default, quick in (("clients", 1000, 40), ("hold", 15.0, 3.0),
-                                 ("hold_repeat", 2, 1)):
+    for name, default, quick in (("frames", 20000, 500), ("clients", 1000, 40),
+                                 ("hold", 15.0, 3.0),
+                                 ("hold_repeat", 3, 1)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else default)
-    if args.round_trips < 1 or args.repeat < 1 or args.size < 8:
-        parser.error("--round-trips and --repeat must be >= 1, --size >= 8")
+    if args.round_trips < 1 or args.repeat < 1 or args.size < 8 or args.frames < 0:
+        parser.error("--round-trips and --repeat must be >= 1, --size >= 8, --frames >= 0")
     if (args.clients < 2 * args.group_size or args.group_size < 2 or args.rate <= 0
             or args.hold < 0 or not 0 <= args.cross_share <= 1 or args.cpu_budget <= 0
             or args.load_processes < 1 or args.hold_repeat < 1):
