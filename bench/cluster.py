@@ -1,7 +1,8 @@
 """The cluster (issue #18): a cross-process message round trip through
 Redis against a bare Redis pub/sub round trip with the same client library,
 and the clients two server processes hold at a fixed CPU budget against
-those one holds.
+those one holds; beside them (information) the CPU a frame crossing servers
+costs.
 
 **The round trip.** This process runs a cluster server (a NetServer with a
 Cluster) and a child process (_cluster_echo.py) another one that sends every
@@ -15,6 +16,18 @@ their own redis-server (no persistence, loopback) started by this script.
 ``--round-trips`` timed ones after 100 untimed, alternated ``--repeat``
 times; medians and p99 over all runs, and this process's CPU time per round
 trip (information). Goal: the cluster's median at most 1.5 x the bare one.
+The bare protocols are txredisapi's defaults (hiredis-based when hiredis is
+installed, as it is with the cluster).
+
+**A frame crossing servers** (information). In this process, ``--frames``
+frames (``FRAMES_PER_TURN`` a reactor turn) of ``--size`` bytes go through
+one Redis between two of the cluster's links: encoded as the cluster's
+frame envelope, published with ``RedisLink.publishQuietly``, handed over by
+the other link's subscriber and decoded. The baseline: the same bytes, no
+envelope, through txredisapi's default protocol's ``PUBLISH`` and its
+subscriber's ``messageReceived``. The CPU, from the first publication until
+every frame is received and every reply read, per frame; medians of
+``--repeat`` runs alternated.
 
 **Clients at a fixed CPU budget.** Two layouts, each on fresh processes:
 
@@ -74,8 +87,20 @@ moved with the machine's state between runs (one process 42 to 70 us, two
 cluster processes 54 to 101 us). After one watchdog replaced a timer per
 Redis command, two full runs: 1.665 and 1.642 (MISSED; one process 61.3
 and 53.2 us per client-second, two cluster processes 74.2/73.0 and
-64.6/65.1 us, the control 53.3/54.8 and 52.4/53.3 us). What the crossing
-frames cost: docs/cluster.rst, "What a second process buys".
+64.6/65.1 us, the control 53.3/54.8 and 52.4/53.3 us).
+
+After hiredis parses and encodes and relayed frames are published without
+a Deferred (compiled core; each run on whatever the machine was doing):
+a frame crossing servers 4.6 to 8.0 us of CPU against 8.7 to 17.4 bare
+(0.35 to 0.59); round trip 1.13 to 1.18 (the bare side now parses with
+hiredis too: it was 0.87 to 0.99 against txredisapi's Python parser). Clients
+at the budget, ten runs: 1.48 to 1.94, median 1.72 (met in 2 of 10,
+MISSED), two cluster processes 0.80 to 0.97 of the control, median 0.90
+(0.74 to 0.81 before); the control itself 1.66 to 2.13, so the figure
+moves with it. Four of the runs with the defaults above (medians of three
+windows): 1.737, 1.484, 1.845, 1.612 (control 2.055, 1.831, 2.097, 1.701;
+against it 0.845, 0.811, 0.880, 0.948). What the crossing frames cost:
+docs/cluster.rst, "What a second process buys".
 
     python bench/cluster.py [--round-trips 2000] [--size 64] [--repeat 3]
         [--clients 1000] [--group-size 10] [--rate 1] [--hold 20]
@@ -269,7 +294,8 @@ async def ourFrames(reactor, budget, url: str, count: int, size: int) -> float:
         FRAMES, envelope.encodeFrame("bench-0", 1, 2, 0, payload)))
     try:
         await budget.wait(defer.gatherResults(ups), 10.0, "the links up")
-        return await timedBurst(budget, burst)
+        # (Redis answers in order: PING's reply comes after every publication's.)
+        return await timedBurst(budget, burst, lambda: sender.command("PING"))
     finally:
         await defer.gatherResults([link.stop() for link in links])
 
@@ -288,19 +314,24 @@ async def bareFrames(reactor, budget, url: str, count: int, size: int) -> float:
     publisher = await bareConnection(reactor, url, txredisapi.RedisProtocol)
     subscriber = await bareConnection(reactor, url, Counting)
     await subscriber.subscribe(FRAMES)
-    burst = FrameBurst(reactor, count, lambda index: publisher.execute_command(
-        "PUBLISH", FRAMES, payload))
+    replies = []
+    burst = FrameBurst(reactor, count, lambda index: replies.append(
+        publisher.execute_command("PUBLISH", FRAMES, payload)))
     try:
-        return await timedBurst(budget, burst)
+        return await timedBurst(budget, burst, lambda: replies[-1])
     finally:
         for connection in (publisher, subscriber):
             connection.transport.loseConnection()
 
 
-async def timedBurst(budget, burst: FrameBurst) -> float:
+async def timedBurst(budget, burst: FrameBurst, lastReply) -> float:
+    """CPU per frame from the first publication until every frame is
+    received and Redis's reply to every publication read (``lastReply()``
+    fires then)."""
     cpu = cpuClock()
     burst.start()
     await budget.wait(burst.done, 60.0, f"{burst.count} frames through Redis")
+    await budget.wait(lastReply(), 10.0, "Redis's last reply")
     return (cpuClock() - cpu) / burst.count
 
 
