@@ -1,8 +1,10 @@
 """P2P groups whose members are clients of different cluster servers, on a
 real redis-server and loopback sockets: join notices and acknowledgements
 through the cluster, relayed frames crossing between the servers, pairs
-going direct, members leaving; and what a forged frame or control message
-gets."""
+going direct, members leaving; what a forged frame or control message
+gets, and what a flood or a hung Redis does to relayed frames."""
+
+import signal
 
 import pytest_twisted
 from twisted.internet import defer, reactor
@@ -80,6 +82,31 @@ def test_aFloodOfRelayedFramesIsBoundedAndReliableMessagesStillArrive(world):
     yield b1.events.rec.wait(lambda: len(b1.events.messagesFrom(idA1)) == 20, timeout=20)
     assert [m[:2] for m in b1.events.messagesFrom(idA1)] == [b"%02d" % i for i in range(20)]
     assert a.cluster.stats.framesDropped > 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_framesWaitingOnAHungRedisAreBoundedCountedAndSentAgain(world, redis):
+    # Redis hangs while a client relays to a peer on the other server: the
+    # frames published meanwhile (no Deferred each) wait for their replies
+    # up to maxPendingBytes, later ones are dropped; the watchdog drops the
+    # link and counts the unanswered ones; once Redis answers again the
+    # pair's reliable session sends everything again, in order.
+    a, _, (a1, b1, _), (idA1, idB1, _), _ = yield spanningGroup(
+        world, maxPendingBytes=3000, commandTimeout=0.5)
+    a1.forceRelay(idB1)
+    stats = a.cluster.stats
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(10):
+            a1.send(idB1, b"%02d" % i + b"x" * 498)
+        yield a.events.rec.wait(lambda: stats.publishesFailed > 0, timeout=10)
+        assert 0 < stats.publishesFailed <= 3000 // 500
+        assert stats.framesDropped > 0
+        assert a.cluster._link.pendingBytes == 0
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+    yield b1.events.rec.wait(lambda: len(b1.events.messagesFrom(idA1)) == 10, timeout=30)
+    assert [m[:2] for m in b1.events.messagesFrom(idA1)] == [b"%02d" % i for i in range(10)]
 
 
 @pytest_twisted.inlineCallbacks
