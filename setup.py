@@ -2,10 +2,9 @@
 
 The modules listed in COMPILED (the sans-I/O session, the drivers that run it
 and the path state on the reactor, the AEAD record channel every datagram
-passes, and the RMI endpoint every remote call passes) are ordinary, fully
-typed Python; mypyc
-turns them into C extensions that run several times faster and import in
-their place.
+passes, and the RMI endpoint and varints every remote call passes) are
+ordinary, fully typed Python; mypyc turns them into C extensions that run
+several times faster and import in their place.
 Where mypyc or a C compiler is missing, or PROUD_TWISTED_PURE is set, the
 package installs as pure Python and works the same, only slower.
 """
@@ -30,6 +29,7 @@ COMPILED = [
     "proud_twisted/rudp/session.py",
     "proud_twisted/_glue/sessiondriver.py",
     "proud_twisted/rmi/endpoint.py",
+    "proud_twisted/rmi/varint.py",
 ]
 
 

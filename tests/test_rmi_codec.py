@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proud_twisted.rmi import HostID, MalformedArguments, RemoteInterface, call
-from proud_twisted.rmi.codec import INT_MAX, INT_MIN, VARINT_MAX, codecFor, encodeVarint
+from proud_twisted.rmi.codec import INT_MAX, INT_MIN, codecFor
 from proud_twisted.rmi.schema import argumentsSchema, schemaFor
+from proud_twisted.rmi.varint import VARINT_MAX, encodeVarint
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

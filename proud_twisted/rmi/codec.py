@@ -36,13 +36,14 @@ import typing
 from collections.abc import Callable
 from typing import Any, NewType
 
+from proud_twisted.rmi.varint import decodeVarint, encodeVarint
+
 HostID = NewType("HostID", int)
 """A HostID argument: the server, a client, a peer or a group (an unsigned varint)."""
 
 Encoder = Callable[[Any, bytearray], None]
 Decoder = Callable[[bytes, int], "tuple[Any, int]"]
 
-VARINT_MAX = (1 << 64) - 1
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 63) - 1
 _F64 = struct.Struct("<d")
@@ -75,57 +76,6 @@ class TypeCodec:
         if self.maxSize is None:
             return f"{self.minSize}+ B"
         return f"{self.minSize}-{self.maxSize} B"
-
-
-# varints
-
-def encodeVarint(n: int, out: bytearray) -> None:
-    """Append C{n} (0 <= n < 2**64) as an unsigned LEB128 varint."""
-    if 0 <= n < 0x80:
-        out.append(n)
-        return
-    if 0 <= n < 0x4000:
-        out.append((n & 0x7F) | 0x80)
-        out.append(n >> 7)
-        return
-    if 0 <= n < 0x200000:
-        out.append((n & 0x7F) | 0x80)
-        out.append(((n >> 7) & 0x7F) | 0x80)
-        out.append(n >> 14)
-        return
-    if not 0 <= n <= VARINT_MAX:
-        raise OverflowError(f"{n} is outside 0..2**64-1")
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def decodeVarint(data: bytes, pos: int) -> tuple[int, int]:
-    """Read an unsigned varint of at most ten bytes (64 bits)."""
-    b = data[pos]
-    if b < 0x80:
-        return b, pos + 1
-    b2 = data[pos + 1]
-    if b2 < 0x80:
-        return (b & 0x7F) | (b2 << 7), pos + 2
-    b3 = data[pos + 2]
-    if b3 < 0x80:
-        return (b & 0x7F) | ((b2 & 0x7F) << 7) | (b3 << 14), pos + 3
-    result = (b & 0x7F) | ((b2 & 0x7F) << 7) | ((b3 & 0x7F) << 14)
-    shift = 21
-    pos += 3
-    while True:
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            if result > VARINT_MAX:
-                raise ValueError("varint above 64 bits")
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise ValueError("varint longer than 10 bytes")
 
 
 def encodeInt(v: int, out: bytearray) -> None:

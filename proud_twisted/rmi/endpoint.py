@@ -20,13 +20,7 @@ from twisted.python.failure import Failure
 from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted.constants import HOSTID_SERVER, ErrorType
 from proud_twisted.info import ErrorInfo, MessageContext
-from proud_twisted.rmi.codec import (
-    DeclarationError,
-    decodeStr,
-    decodeVarint,
-    encodeStr,
-    encodeVarint,
-)
+from proud_twisted.rmi.codec import DeclarationError, decodeStr, encodeStr
 from proud_twisted.rmi.declaration import RemoteInterface, RemoteMethod
 from proud_twisted.rmi.errors import RemoteCallFailed, RmiVersionMismatch, TooManyPendingCalls
 from proud_twisted.rmi.fingerprint import encodeFingerprints, findMismatch
@@ -38,6 +32,7 @@ from proud_twisted.rmi.proxy import (
     proxyClass,
 )
 from proud_twisted.rmi.stub import Stub
+from proud_twisted.rmi.varint import decodeVarint, encodeVarint
 from proud_twisted.rmi.wire import ANSWER_ID, FAILURE_ID, FAILURE_UNDECLARED, RMI_MARKER
 from proud_twisted.rudp.config import DeliveryMode, Priority
 
@@ -202,7 +197,7 @@ class RmiEndpoint:
         if not payload or payload[0] != RMI_MARKER:
             return False
         try:
-            rmiID, pos = _readVarint(payload, 1)
+            rmiID, pos = decodeVarint(payload, 1)
         except (IndexError, ValueError):
             self._malformed(sender, "an RMI message without an ID", payload)
             return True
@@ -388,7 +383,7 @@ class RmiEndpoint:
         waiting, and where its request ID ends (None if there is no such
         call: it was counted)."""
         try:
-            requestID, pos = _readVarint(payload, pos)
+            requestID, pos = decodeVarint(payload, pos)
         except (IndexError, ValueError):
             self._malformed(sender, "an answer without a request ID", payload)
             return None
@@ -405,18 +400,6 @@ class RmiEndpoint:
         self._malformed(sender, f"the answer to {method.qualifiedName}: {error}", payload)
         deferred.errback(RemoteCallFailed(
             f"{method.qualifiedName}: host {sender} answered malformed bytes"))
-
-
-def _readVarint(data: bytes, pos: int) -> tuple[int, int]:
-    """L{decodeVarint}, with the one- and two-byte values (IDs and request
-    IDs below 16,384, nearly all) read here, in the compiled endpoint."""
-    b = data[pos]
-    if b < 0x80:
-        return b, pos + 1
-    b2 = data[pos + 1]
-    if b2 < 0x80:
-        return (b & 0x7F) | (b2 << 7), pos + 2
-    return decodeVarint(data, pos)
 
 
 def _remoteError(method: RemoteMethod, code: int, message: str) -> Exception:
