@@ -124,6 +124,30 @@ def test_forgedReplayedAndExpiredMoveTokensAreRefused(world):
 
 
 @pytest_twisted.inlineCallbacks
+def test_aRepeatedOrForeignExpectingTellsTheClientToGoOnce(world):
+    # The target's "expecting" tells the source to send MOVE: one from a
+    # server that is not the target, or the same one again, sends nothing.
+    a, _, client = yield twoServersAndAClient(world)
+    hostID = client.getLocalHostID()
+    mover = a._engine.mover
+    told = []
+    tell, expecting = mover._told, mover._expecting
+    mover._told = lambda h, target, token: told.append(token) or tell(h, target, token)
+
+    def foreignThenTwice(serverID, h):
+        expecting("c", h)
+        expecting(serverID, h)
+        expecting(serverID, h)
+    mover._expecting = foreignThenTwice
+    yield a.moveClient(hostID, "b")
+    yield client.events.rec.waitCount("onServerMoved", 1)
+    assert len(told) == 1
+    expecting("b", hostID)                      # and after the move, nothing
+    assert len(told) == 1
+    assert len(client.events.rec.named("onServerMoved")) == 1
+
+
+@pytest_twisted.inlineCallbacks
 def test_aClientShowingAForgedTokenIsRefusedOnTheWire(world):
     a, b, client = yield twoServersAndAClient(world)
     hostID = client.getLocalHostID()

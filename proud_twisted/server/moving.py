@@ -20,6 +20,7 @@ until the client leaves the target (which says so: C{released}).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -38,6 +39,18 @@ SOURCE_GRACE = 1.0
 so that it never frees a HostID the target may still admit."""
 
 
+@dataclass
+class _Leaving:
+    """A client being moved away from here: to C{target}, C{done} fires
+    once it arrived, C{timer} gives up, and C{token} goes to the client once
+    the target expects it (then None: the client was told)."""
+
+    target: str
+    done: defer.Deferred
+    timer: Any
+    token: bytes | None
+
+
 class Mover:
     """One server's moves, out (as the source) and in (as the target)."""
 
@@ -49,8 +62,7 @@ class Mover:
         self.cluster = cluster
         self.timeout = timeout
         self.arrivals = Arrivals()
-        self._leaving: dict[int, tuple] = {}      # hostID -> (target, Deferred, timer)
-        self._tokens: dict[int, bytes] = {}       # hostID -> token, until the target expects it
+        self._leaving: dict[int, _Leaving] = {}
         self.movedIn: set[int] = set()            # clients that arrived here by a move
 
     def stop(self) -> None:
@@ -84,9 +96,8 @@ class Mover:
         token = newMoveToken()
         d: defer.Deferred = defer.Deferred()
         timer = engine.reactor.callLater(self.timeout + SOURCE_GRACE, self._timedOut, hostID)
-        self._leaving[hostID] = (serverID, d, timer)
+        self._leaving[hostID] = _Leaving(serverID, d, timer, token)
         cluster.movedTo[hostID] = serverID        # sends from now on go there
-        self._tokens[hostID] = token
         told = cluster.control(serverID, encodeControl(dict(
             op="move", hostID=hostID, token=token.hex(), ticket=ticket.hex(),
             timeoutMs=int(self.timeout * 1000))))
@@ -97,7 +108,7 @@ class Mover:
         """Redis took the notice: if no server of that name listened, the
         move fails at once (else the target says when it expects the client)."""
         entry = self._leaving.get(hostID)
-        if entry is not None and entry[0] == serverID and not receivers:
+        if entry is not None and entry.target == serverID and not receivers:
             self._fail(hostID, MoveFailed(f"cluster member {serverID!r} did not "
                                           "hear of the move"))
 
@@ -107,9 +118,9 @@ class Mover:
         the notice, which Redis does not order with the client, it would
         have been refused)."""
         entry = self._leaving.get(hostID)
-        token = self._tokens.pop(hostID, None)
-        if entry is None or entry[0] != serverID or token is None:
-            return                      # given up meanwhile (or not ours)
+        if entry is None or entry.target != serverID or entry.token is None:
+            return                      # given up meanwhile, told already, or not ours
+        token, entry.token = entry.token, None
         target = self.cluster.member(serverID)
         if target is None:
             self._fail(hostID, UnknownServer(f"cluster member {serverID!r} left"))
@@ -138,10 +149,10 @@ class Mover:
 
     def _arrived(self, serverID: str, hostID: int) -> None:
         entry = self._leaving.get(hostID)
-        if entry is None or entry[0] != serverID:
+        if entry is None or entry.target != serverID:
             raise ProtocolError(f"arrived for {hostID}, not moving there")
         del self._leaving[hostID]
-        entry[2].cancel()
+        entry.timer.cancel()
         self.engine.stats.clientsMovedOut += 1
         client = self.engine._clients.get(hostID)
         if client is not None:              # the client has not closed it yet
@@ -149,17 +160,16 @@ class Mover:
         self.cluster.noteMoved(hostID, serverID)
         self.log.info("client {hostID} moved to {serverID}", proud_event="client_moved",
                       hostID=hostID, serverID=serverID)
-        entry[1].callback(self.cluster.member(serverID))
+        entry.done.callback(self.cluster.member(serverID))
 
     def _timedOut(self, hostID: int) -> None:
         self._fail(hostID, MoveFailed(f"client {hostID} did not arrive at its target "
                                       f"within {self.timeout} s"))
 
     def _fail(self, hostID: int, error: Exception) -> None:
-        _target, d, timer = self._leaving.pop(hostID)
-        self._tokens.pop(hostID, None)
-        if timer.active():
-            timer.cancel()
+        entry = self._leaving.pop(hostID)
+        if entry.timer.active():
+            entry.timer.cancel()
         self.cluster.movedTo.pop(hostID, None)
         self.engine.stats.movesFailed += 1
         client = self.engine._clients.get(hostID)
@@ -167,7 +177,7 @@ class Mover:
             self.engine.closeConnection(hostID)
         else:
             self.engine.releaseHostID(hostID)
-        d.errback(error)
+        entry.done.errback(error)
 
     def _released(self, hostID: int) -> None:
         """The moved client left wherever it went: its HostID is free."""
