@@ -94,13 +94,16 @@ a Deferred (compiled core; each run on whatever the machine was doing):
 a frame crossing servers 4.6 to 8.0 us of CPU against 8.7 to 17.4 bare
 (0.35 to 0.59); round trip 1.13 to 1.18 (the bare side now parses with
 hiredis too: it was 0.87 to 0.99 against txredisapi's Python parser). Clients
-at the budget, ten runs: 1.48 to 1.94, median 1.72 (met in 2 of 10,
-MISSED), two cluster processes 0.80 to 0.97 of the control, median 0.90
-(0.74 to 0.81 before); the control itself 1.66 to 2.13, so the figure
-moves with it. Four of the runs with the defaults above (medians of three
-windows): 1.737, 1.484, 1.845, 1.612 (control 2.055, 1.831, 2.097, 1.701;
-against it 0.845, 0.811, 0.880, 0.948). What the crossing frames cost:
-docs/cluster.rst, "What a second process buys".
+at the budget, twelve runs: 1.48 to 2.13, median 1.72 (met in 3 of 12,
+MISSED), two cluster processes 0.80 to 0.97 of the control, median 0.89
+(0.74 to 0.81 before); the control itself 1.66 to 2.41, so the figure
+moves with it. Six of the runs with the defaults above (medians of three
+windows): 1.737, 1.484, 1.845, 1.612, 2.129, 1.706 (control 2.055, 1.831,
+2.097, 1.701, 2.414, 2.048; against it 0.845, 0.811, 0.880, 0.948, 0.882,
+0.833). With ``--clients 3000`` (more frames cross per reactor turn, each
+costing less): 1.97, 2.26 and 1.51 (0.94, 0.99 and 0.91 of the control).
+What the crossing frames cost: docs/cluster.rst, "What a second process
+buys".
 
     python bench/cluster.py [--round-trips 2000] [--size 64] [--repeat 3]
         [--clients 1000] [--group-size 10] [--rate 1] [--hold 20]
