@@ -36,10 +36,11 @@ class ClusterWorld:
         self.servers = []
         self.clients = []
 
-    def server(self, serverID, version=VERSION, encryption: bool = True,
+    def server(self, serverID, version=VERSION, encryption: bool = True, url=None,
                **clusterOptions) -> NetServer:
         events = RecordingClusterEvents()
-        cluster = Cluster(self.redis.url, serverID, tag=f"tag-{serverID}", **clusterOptions)
+        cluster = Cluster(url or self.redis.url, serverID, tag=f"tag-{serverID}",
+                          **clusterOptions)
         server = NetServer(events, version, interface="127.0.0.1", encryption=encryption,
                            cluster=cluster)
         server.startService()

@@ -29,28 +29,41 @@ def freeLoopbackPort() -> int:
         return s.getsockname()[1]
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
-    """Whether a Redis on C{port} answers PING with PONG."""
+def ping(port: int, timeout: float = 0.5, password: str | None = None) -> bool:
+    """Whether a Redis on C{port} answers PING with PONG (after AUTH with
+    C{password}, if given)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            if password is not None:
+                s.sendall(_command("AUTH", password))
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 
 
+def _command(*words) -> bytes:
+    parts = [w if isinstance(w, bytes) else str(w).encode() for w in words]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
 class RedisServer:
     """One C{redis-server} process on loopback; L{start}, L{stop} and
-    L{start} again on the same port (Redis restarts empty)."""
+    L{start} again on the same port (Redis restarts empty). With a
+    C{password}, clients must AUTH first (C{requirepass})."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.directory = tempfile.mkdtemp(prefix="proud-redis-")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = "" if self.password is None else f":{self.password}@"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         """Start Redis (on the port it had, if it ran before) and wait until it
@@ -70,13 +83,14 @@ class RedisServer:
             process = subprocess.Popen(
                 [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", self.directory,
-                 "--daemonize", "no"],
+                 "--daemonize", "no"]
+                + ([] if self.password is None else ["--requirepass", self.password]),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 return False            # exited: most likely the port was taken
-            if ping(port):
+            if ping(port, password=self.password):
                 self.port, self.process = port, process
                 return True
             time.sleep(POLL)
@@ -109,9 +123,9 @@ class RedisServer:
 
     def call(self, *words) -> bytes:
         """Run one command (str or bytes words); the raw reply (short ones)."""
-        parts = [w if isinstance(w, bytes) else str(w).encode() for w in words]
-        request = b"*%d\r\n" % len(parts) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
         with socket.create_connection(("127.0.0.1", self.port), timeout=START_TIMEOUT) as s:
-            s.sendall(request)
+            if self.password is not None:
+                s.sendall(_command("AUTH", self.password))
+                s.recv(64)
+            s.sendall(_command(*words))
             return s.recv(65536)

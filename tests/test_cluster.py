@@ -178,6 +178,18 @@ def test_aHungRedisFailsCommandsWithinTheTimeoutAndTheLinkComesBack(world, redis
 
 
 @pytest_twisted.inlineCallbacks
+def test_aServerStopsWhileRedisIsDown(world, redis):
+    # Its connections to Redis are gone and being tried again: stopping
+    # finishes anyway (tests/test_cluster_auth.py: one that Redis refused).
+    a = world.server("a")
+    yield world.ready(a)
+    redis.stop()
+    yield a.events.rec.wait(lambda: not a.cluster.available, timeout=10)
+    yield a.stopService().addTimeout(5, reactor)
+    assert not a.running
+
+
+@pytest_twisted.inlineCallbacks
 def test_sendAndPublishArriveInOrderPerSender(world):
     a, b, c = world.server("a"), world.server("b"), world.server("c")
     yield world.ready(a, b, c)

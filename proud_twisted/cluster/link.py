@@ -189,6 +189,8 @@ class RedisLink:
             self.onPublishFailed(len(sizes), "the connection to Redis was lost first")
 
     def lost(self, proto) -> None:
+        if proto.factory.current is proto:
+            proto.factory.current = None        # (stop waits for live ones only)
         if proto is self._commands:
             self._commands = None
         elif proto is self._subscriber:
