@@ -240,7 +240,7 @@ class Cluster:
             return defer.fail(self._unavailable())
         if serverID not in self._servers:
             return defer.fail(UnknownServer(f"no live cluster member {serverID!r}"))
-        d = self._publish(self.keys.inbox(serverID),
+        d = self._link.publish(self.keys.inbox(serverID),
                           e.encodeMessage(self.serverID, "", payload))
         self.stats.messagesSent += 1
 
@@ -256,7 +256,7 @@ class Cluster:
         data = e.encodeMessage(self.serverID, channel, payload)
         self.stats.messagesSent += 1
         # Minus this server, which hears its own publications and skips them.
-        return self._publish(self.keys.broadcast, data).addCallback(
+        return self._link.publish(self.keys.broadcast, data).addCallback(
             lambda receivers: max(0, receivers - 1))
 
     # The server's sends to other servers' clients
@@ -302,7 +302,7 @@ class Cluster:
         fall out of step, as the docs say)."""
         if not self.available:
             return defer.succeed(0)
-        return self._publish(self.keys.inbox(serverID), e.encodeControl(self.serverID, body)
+        return self._link.publish(self.keys.inbox(serverID), e.encodeControl(self.serverID, body)
                              ).addErrback(self._routeFailed, serverID)
 
     # Moved clients (proud_twisted.server.moving)
@@ -646,9 +646,6 @@ class Cluster:
                           "stats.malformed)", where=where, error=error)
 
     # Helpers
-
-    def _publish(self, channel: str, data: bytes) -> defer.Deferred:
-        return self._link.publish(channel, data)
 
     def _full(self, data: bytes) -> bool:
         """Whether C{data} would put more than C{maxPendingBytes} waiting for Redis."""
