@@ -241,7 +241,7 @@ class Cluster:
         if serverID not in self._servers:
             return defer.fail(UnknownServer(f"no live cluster member {serverID!r}"))
         d = self._link.publish(self.keys.inbox(serverID),
-                          e.encodeMessage(self.serverID, "", payload))
+                               e.encodeMessage(self.serverID, "", payload))
         self.stats.messagesSent += 1
 
         def delivered(receivers):
@@ -302,8 +302,9 @@ class Cluster:
         fall out of step, as the docs say)."""
         if not self.available:
             return defer.succeed(0)
-        return self._link.publish(self.keys.inbox(serverID), e.encodeControl(self.serverID, body)
-                             ).addErrback(self._routeFailed, serverID)
+        return self._link.publish(self.keys.inbox(serverID),
+                                  e.encodeControl(self.serverID, body)
+                                  ).addErrback(self._routeFailed, serverID)
 
     # Moved clients (proud_twisted.server.moving)
 
