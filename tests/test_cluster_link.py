@@ -99,7 +99,7 @@ class QuietPublicationTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(got), b"v")
         self.assertEqual(self.successResultOf(counted), 2)
         self.assertEqual((self.link.pendingBytes, self.failed), (0, []))
-        self.assertEqual(list(self.link._waiting.sentAt), [])
+        self.assertIsNone(self.proto.oldestUnanswered())
 
     def test_anErrorForAQuietPublicationIsReportedAndTheNextReplyStillFits(self):
         self.link.publishQuietly("inbox", b"frame")

@@ -65,7 +65,6 @@ class RedisLink:
         self.pendingBytes = 0
         self._commands = None           # the ready command protocol
         self._subscriber = None         # the ready, subscribed protocol
-        self._waiting = _Waiting(None)  # commands of that protocol not answered yet
         self._watchdog = None
         self._factories = []
         self._connectors = []
@@ -102,9 +101,10 @@ class RedisLink:
         if self._commands is None:
             return defer.fail(ClusterUnavailable(
                 f"Redis at {self.address.host}:{self.address.port} is not reachable"))
-        d = self._commands.execute_command(*args)
-        waiting = self._sent()
-        d.addCallbacks(waiting.answered, self._failed, errbackArgs=(waiting, args[0]))
+        proto = self._commands
+        d = proto.execute_command(*args)
+        self._watchSoon()
+        d.addErrback(self._failed, proto, args[0])
         return d
 
     def publish(self, channel: str, data: bytes) -> defer.Deferred:
@@ -126,16 +126,13 @@ class RedisLink:
             return False
         self.pendingBytes += len(data)
         self._commands.publishQuietly(channel, data)
-        self._sent()
+        self._watchSoon()
         return True
 
-    def _sent(self) -> _Waiting:
-        """A command was sent: when, for the watchdog."""
-        waiting = self._waiting
-        waiting.sentAt.append(self.reactor.seconds())
+    def _watchSoon(self) -> None:
+        """A command was sent: the watchdog looks within C{commandTimeout}."""
         if self._watchdog is None:
             self._watchdog = self.reactor.callLater(self.commandTimeout, self._watch)
-        return waiting
 
     def _watch(self) -> None:
         """One timer for every command (Redis answers them in order): if
@@ -143,19 +140,19 @@ class RedisLink:
         the network split; drop the connection (every waiting command
         fails) and reconnect."""
         self._watchdog = None
-        waiting = self._waiting
-        if not waiting.sentAt:
+        proto = self._commands
+        oldest = None if proto is None else proto.oldestUnanswered()
+        if oldest is None:
             return
-        late = waiting.sentAt[0] + self.commandTimeout - self.reactor.seconds()
+        late = oldest + self.commandTimeout - self.reactor.seconds()
         if late > 0:
             self._watchdog = self.reactor.callLater(late, self._watch)
-        elif waiting.proto.transport is not None:
-            waiting.timedOut = True
-            waiting.proto.transport.abortConnection()
+        else:
+            proto.timedOut = True
+            proto.transport.abortConnection()
 
-    def _failed(self, failure, waiting, name):
-        waiting.answered(None)
-        if waiting.timedOut:
+    def _failed(self, failure, proto, name):
+        if proto.timedOut:
             raise ClusterUnavailable(
                 f"Redis did not answer {name} within {self.commandTimeout} s")
         if failure.check(ClusterUnavailable) or not _isRedisReplyError(failure.value):
@@ -169,16 +166,13 @@ class RedisLink:
             self._subscriber = proto
         else:
             self._commands = proto
-            self._waiting = _Waiting(proto)
         if self._commands is not None and self._subscriber is not None and not self.up:
             self.up = True
             self.onUp()
 
-    def quietlyAnswered(self, proto, size: int, reply) -> None:
+    def quietlyAnswered(self, size: int, reply) -> None:
         """Redis answered a quiet publication of C{size} bytes."""
         self.pendingBytes -= size
-        if proto is self._commands:
-            self._waiting.answered(None)
         if isinstance(reply, Exception):
             self.onPublishFailed(1, f"Redis answered {reply}")
 
@@ -205,22 +199,6 @@ class RedisLink:
         if self.up:
             self.up = False
             self.onDown(why)
-
-
-class _Waiting:
-    """When each command on the command connection C{proto} was sent,
-    oldest first, until answered (Redis answers a connection's commands in
-    order)."""
-
-    def __init__(self, proto) -> None:
-        self.proto = proto
-        self.sentAt: deque[float] = deque()
-        self.timedOut = False
-
-    def answered(self, result):
-        if self.sentAt:
-            self.sentAt.popleft()
-        return result
 
 
 def _isRedisReplyError(error) -> bool:
@@ -271,14 +249,20 @@ def _protocolClasses():
 
     class CommandProtocol(txredisapi.HiredisProtocol):
         """Replies come in the order of the commands: C{_expected} holds,
-        for each command not answered yet, the size of a quiet publication,
-        or None for one a txredisapi Deferred waits for."""
+        for each command not answered yet, when it was sent (for the link's
+        watchdog) and the size of a quiet publication, or None for a
+        command a txredisapi Deferred waits for."""
 
         isSubscriber = False
+        timedOut = False            # (the watchdog dropped the connection)
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._expected = deque()
+
+        def oldestUnanswered(self):
+            """When the oldest command not answered yet was sent, or None."""
+            return self._expected[0][0] if self._expected else None
 
         def connectionMade(self):
             self.whenConnected().addCallback(self.factory.link.ready)
@@ -289,26 +273,26 @@ def _protocolClasses():
 
         def execute_command(self, *args, **kwargs):
             d = super().execute_command(*args, **kwargs)
-            self._expected.append(None)
+            self._expected.append((self.factory.link.reactor.seconds(), None))
             return d
 
         def publishQuietly(self, channel, data):
             self.transport.write(pack((b"PUBLISH", channel, data)))
-            self._expected.append(len(data))
+            self._expected.append((self.factory.link.reactor.seconds(), len(data)))
 
         def replyReceived(self, reply):
-            size = self._expected.popleft() if self._expected else None
+            size = self._expected.popleft()[1] if self._expected else None
             if size is None:
                 super().replyReceived(reply)
             else:
-                self.factory.link.quietlyAnswered(self, size, reply)
+                self.factory.link.quietlyAnswered(size, reply)
 
         def connectionLost(self, why):
             # The link first: what the failed commands' callers do next
             # (at once, in their errbacks) must find it down.
             link = self.factory.link
             link.lost(self)
-            link.quietlyLost([size for size in self._expected if size is not None])
+            link.quietlyLost([size for _, size in self._expected if size is not None])
             self._expected.clear()
             super().connectionLost(why)
 
