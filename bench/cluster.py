@@ -564,11 +564,13 @@ async def clientsAtBudget(reactor, budget, args) -> None:
     pair = runs[TWO][-1]
     seconds = pair.held[0].seconds
     out = sum(h.counted("framesOut") for h in pair.held)
+    direct = sum(h.counted("framesDirect") for h in pair.held)
     relayed = sum(h.after["stats"]["framesRelayed"] - h.before["stats"]["framesRelayed"]
                   for h in pair.held)
     print(f"  two cluster processes (last run): {pair.crossing} of {pair.groups} groups span"
-          f" both; frames crossing through Redis {out / seconds:,.0f}/s"
-          f" ({out / max(1, relayed) * 100:.1f} % of the {relayed / seconds:,.0f}/s relayed),"
+          f" both; frames crossing {out / seconds:,.0f}/s"
+          f" ({out / max(1, relayed) * 100:.1f} % of the {relayed / seconds:,.0f}/s relayed;"
+          f" {direct / max(1, out) * 100:.1f} % straight over UDP, the rest through Redis),"
           f" dropped {sum(h.counted('framesDropped') for h in pair.held)}, refused"
           f" {sum(h.counted('framesRefused') for h in pair.held)}; Redis CPU"
           f" {pair.redisCpu / seconds * 100:.1f} % of a core"

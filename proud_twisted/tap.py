@@ -112,6 +112,10 @@ class Options(usage.Options):
          ("Turn encryption and server authentication off (clients must use "
           "NetClient(encryption=False)). For tests and benchmarks only: anyone "
           "on the path can then read, forge and replay every message.")],
+        ["no-direct-relay", None,
+         ("With --cluster: relay the frames of P2P pairs across servers through "
+          "Redis only, not straight to the other server's UDP port (for networks "
+          "where the servers cannot reach each other's UDP ports).")],
     ]
 
     optParameters: ClassVar[list[list]] = [
@@ -249,6 +253,8 @@ def _checkClusterOptions(config) -> None:
         for name in ("server-id", "advertise"):
             if config[name] is not None:
                 raise usage.UsageError(f"--{name}: only with --cluster")
+        if config["no-direct-relay"]:
+            raise usage.UsageError("--no-direct-relay: only with --cluster")
         return
     _convert("cluster", config["cluster"], parseRedisURL)
     for name in ("server-id", "advertise"):
@@ -266,7 +272,8 @@ def _makeCluster(config) -> Cluster | None:
     if config.get("cluster") is None:
         return None
     return Cluster(config["cluster"], config["server-id"], advertise=config["advertise"],
-                   tag=config["tag"], ttl=config["cluster-ttl"])
+                   tag=config["tag"], ttl=config["cluster-ttl"],
+                   directRelay=not config["no-direct-relay"])
 
 
 def _loadEventsClass(name):

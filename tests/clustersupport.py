@@ -88,6 +88,17 @@ class ClusterWorld:
             + [s.stopService() for s in self.servers if s.running]))
 
 
+@defer.inlineCallbacks
+def spanningGroup(world, **clusterOptions):
+    """A group on server a of a1 (a's client) and b1, b2 (b's clients)."""
+    a, b, a1, b1, b2 = yield world.twoServers(**clusterOptions)
+    ids = [c.getLocalHostID() for c in (a1, b1, b2)]
+    group = a.createP2PGroup(ids[:2], b"welcome")
+    a.joinP2PGroup(ids[2], group, b"late")
+    yield a.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
+    return a, b, (a1, b1, b2), ids, group
+
+
 def known(server) -> set:
     """The IDs of the other members C{server} knows now."""
     return set(server.cluster._servers)

@@ -11,17 +11,7 @@ from twisted.internet import defer, reactor
 
 from proud_twisted import HOSTID_SERVER, ErrorType
 from proud_twisted.cluster import envelope
-
-
-@defer.inlineCallbacks
-def spanningGroup(world, **clusterOptions):
-    """A group on server a of a1 (a's client) and b1, b2 (b's clients)."""
-    a, b, a1, b1, b2 = yield world.twoServers(**clusterOptions)
-    ids = [c.getLocalHostID() for c in (a1, b1, b2)]
-    group = a.createP2PGroup(ids[:2], b"welcome")
-    a.joinP2PGroup(ids[2], group, b"late")
-    yield a.events.rec.waitCount("onP2PGroupJoinMemberAckComplete", 3)
-    return a, b, (a1, b1, b2), ids, group
+from tests.clustersupport import spanningGroup
 
 
 @pytest_twisted.inlineCallbacks
@@ -73,9 +63,10 @@ def test_relayedFramesCrossServersThenPairsGoDirect(world):
 @pytest_twisted.inlineCallbacks
 def test_aFloodOfRelayedFramesIsBoundedAndReliableMessagesStillArrive(world):
     # At most 3,000 bytes may wait for Redis: a burst of 20 messages of 1,000
-    # bytes relayed to another server loses frames there, counted, and the
-    # pair's reliable session sends them again.
-    a, _, (a1, b1, _), (idA1, idB1, _), _ = yield spanningGroup(world, maxPendingBytes=3000)
+    # bytes relayed to another server through Redis (no direct path) loses
+    # frames there, counted, and the pair's reliable session sends them again.
+    a, _, (a1, b1, _), (idA1, idB1, _), _ = yield spanningGroup(
+        world, maxPendingBytes=3000, directRelay=False)
     a1.forceRelay(idB1)
     for i in range(20):
         a1.send(idB1, b"%02d" % i + b"x" * 998)
@@ -92,7 +83,7 @@ def test_framesWaitingOnAHungRedisAreBoundedCountedAndSentAgain(world, redis):
     # link and counts the unanswered ones; once Redis answers again the
     # pair's reliable session sends everything again, in order.
     a, _, (a1, b1, _), (idA1, idB1, _), _ = yield spanningGroup(
-        world, maxPendingBytes=3000, commandTimeout=0.5)
+        world, maxPendingBytes=3000, commandTimeout=0.5, directRelay=False)
     a1.forceRelay(idB1)
     stats = a.cluster.stats
     redis.process.send_signal(signal.SIGSTOP)

@@ -31,7 +31,10 @@ def test_clusterOptionsMakeTheServersCluster():
         "10.0.0.9", 7000, 2)
     assert (cluster.serverID, cluster.advertise, cluster.tag) == ("zone-1", "198.51.100.7", "eu")
     assert (cluster.ttl, cluster.heartbeat) == (4.0, 0.8)
+    assert cluster.direct is not None
     assert parse(*CLUSTER)["cluster-ttl"] == DEFAULT_TTL
+    config = parse(*CLUSTER, "--no-direct-relay")
+    assert makeService(config).getServiceNamed("proudserver").cluster.direct is None
 
 
 @pytest.mark.parametrize(("args", "option"), [
@@ -43,6 +46,7 @@ def test_clusterOptionsMakeTheServersCluster():
     (("--cluster", "redis://h/x", "--server-id", "a", "--advertise", "h"), "--cluster"),
     (("--cluster", "redis://h", "--server-id", "a b", "--advertise", "h"), "--server-id"),
     ((*CLUSTER, "--cluster-ttl", "0"), "--cluster-ttl"),
+    (("--no-direct-relay",), "--no-direct-relay"),
 ])
 def test_mistakesAreUsageErrorsNamingTheOption(args, option):
     with pytest.raises(usage.UsageError, match=option):
@@ -51,5 +55,6 @@ def test_mistakesAreUsageErrorsNamingTheOption(args, option):
 
 def test_helpListsTheClusterOptions():
     text = str(Options())
-    for option in ("--cluster", "--server-id", "--advertise", "--tag", "--cluster-ttl"):
+    for option in ("--cluster", "--server-id", "--advertise", "--tag", "--cluster-ttl",
+                   "--no-direct-relay"):
         assert option in text

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted.cluster import envelope as e
+from proud_twisted.cluster.direct import FRAME, PROBE, DirectPaths, UnknownSender, decodeFrame
 from proud_twisted.cluster.errors import ClusterUnavailable, UnknownServer
 from proud_twisted.cluster.events import ClusterEvents
 from proud_twisted.cluster.interfaces import ICluster, IClusterEvent
@@ -36,6 +37,7 @@ from proud_twisted.cluster.serverinfo import ServerInfo
 from proud_twisted.cluster.stats import ClusterStats
 from proud_twisted.errors import MessageTooLong, ProtocolError, SendQueueFull, UnknownHostID
 from proud_twisted.rudp.config import DeliveryMode, Priority
+from proud_twisted.wire.relay import FLAG_RELIABLE
 
 DEFAULT_TTL = 10.0
 """Seconds a member's entry lives without a heartbeat: a killed process
@@ -50,6 +52,16 @@ some 128 of the largest messages (64 KiB by default); past it sends fail
 game send to other servers cannot make this process queue without bound.
 On a LAN Redis acknowledges in a fraction of a millisecond, so only a Redis
 that stalls fills it."""
+DIRECT_DEAD_HEARTBEATS = 2.5
+"""Heartbeats (each probes every direct path) a path may go unanswered
+before relayed frames go through Redis again: two probes lost in a row are
+tolerated, a dead path costs at most this long (5 s by default) of frames
+that the pairs' sessions send again."""
+MAX_UNKNOWN_CLAIMS = 64
+"""Source addresses of datagrams naming an unknown server kept until the
+next heartbeat tells whether that server joined meanwhile (then they are
+forgotten) or not (then each address is warned of once); more are only
+counted."""
 
 _LEASE_SCRIPT = """
 for i = 1, 16 do
@@ -97,6 +109,9 @@ class Cluster:
     @param commandTimeout: seconds Redis has to answer a command.
     @param maxPendingBytes: bytes of messages sent to Redis and not yet
         acknowledged; past it sends fail with L{SendQueueFull}.
+    @param directRelay: relay the frames of P2P pairs' sessions straight to
+        the other server over UDP once it answers there (L{DirectPaths});
+        if false, or until then, they go through Redis.
     """
 
     log = Logger()
@@ -107,7 +122,8 @@ class Cluster:
                  heartbeat: float | None = None, prefix: str = DEFAULT_PREFIX,
                  blockSize: int = DEFAULT_BLOCK_SIZE,
                  commandTimeout: float = DEFAULT_COMMAND_TIMEOUT,
-                 maxPendingBytes: int = DEFAULT_MAX_PENDING_BYTES) -> None:
+                 maxPendingBytes: int = DEFAULT_MAX_PENDING_BYTES,
+                 directRelay: bool = True) -> None:
         self.address = parseRedisURL(url)
         self.serverID = checkServerID(serverID)
         self.advertise = advertise
@@ -123,6 +139,9 @@ class Cluster:
         self.maxPendingBytes = maxPendingBytes
         self.stats = ClusterStats()
         self.incarnation = os.urandom(8).hex()
+        self.direct = (DirectPaths(self.serverID, self.incarnation,
+                                   DIRECT_DEAD_HEARTBEATS * self.heartbeat)
+                       if directRelay else None)
         self._events = events
         self.reactor: Any = reactor
         self.dispatch: Any = None
@@ -135,6 +154,7 @@ class Cluster:
         self._owners: dict[int, str] = {}         # HostID block -> server ID
         # Clients moved away from here (or moving): HostID -> the server they went to.
         self.movedTo: dict[int, str] = {}
+        self._unknownClaims: dict[Any, UnknownSender] = {}     # address -> the claim
         self._waiting: list[defer.Deferred] = []
         self._leasing = self._registering = False
         self._polling = self._pollAgain = False
@@ -331,14 +351,67 @@ class Cluster:
 
     def frame(self, serverID: str, sender: int, target: int, flags: int,
               payload: bytes) -> None:
-        """Relay a client's frame to its peer on C{serverID} (dropped, and
-        counted, if Redis is away or too much waits for it)."""
+        """Relay a client's frame to its peer on C{serverID}: straight over
+        UDP if the path is up and the pair's session sends it again if lost,
+        else through Redis (dropped, and counted, if Redis is away or too
+        much waits for it)."""
+        if self.direct is not None and not flags & FLAG_RELIABLE:
+            sealed = self.direct.frame(serverID, sender, target, flags, payload,
+                                       self.reactor.seconds())
+            if sealed is not None:
+                self.stats.framesOut += 1
+                self.stats.framesDirect += 1
+                self._engine.sendUdp(*sealed)
+                return
         data = e.encodeFrame(self.serverID, sender, target, flags, payload)
         if not self.available or self._full(data):
             self.stats.framesDropped += 1
             return
         self.stats.framesOut += 1
         self._link.publishQuietly(self.keys.inbox(serverID), data)
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram from another server's UDP port (L{DirectPaths})."""
+        if self.direct is None:
+            self._directRejected(addr, "direct paths are off here")
+            return
+        try:
+            sender, kind, body = self.direct.open(data, self.reactor.seconds())
+            if kind == FRAME:
+                self._frameIn(sender, *decodeFrame(body))
+            elif kind == PROBE:
+                self._sendDirect(self.direct.answer(sender))
+                if not self.direct.isUp(sender, self.reactor.seconds()):
+                    self._probe((sender,))      # it knows this server: ask in return
+        except UnknownSender as claim:
+            # A forgery, or a member this server has not heard of yet: the
+            # next heartbeat's read of the members tells.
+            self.stats.directUnknown += 1
+            if len(self._unknownClaims) < MAX_UNKNOWN_CLAIMS:
+                self._unknownClaims.setdefault(addr, claim)
+        except ProtocolError as error:
+            self.stats.directRejected += 1
+            self._directRejected(addr, error)
+
+    def _probe(self, serverIDs: Iterable[str]) -> None:
+        if self.direct is not None:
+            for serverID in serverIDs:
+                self._sendDirect(self.direct.probe(serverID))
+
+    def _sendDirect(self, sealed) -> None:
+        if sealed is not None:
+            self._engine.sendUdp(*sealed)
+
+    def _directRejected(self, addr, error) -> None:
+        self.onceLog.warn(("direct", addr), "rejected a datagram from {address} that "
+                          "claimed to come from a cluster server: {error} (later ones "
+                          "are only counted in stats.directRejected and directUnknown)",
+                          address=addr,
+                          error=error)
+
+    def isDirect(self, serverID: str) -> bool:
+        """Whether frames relayed to C{serverID} go straight over UDP now."""
+        return self.direct is not None and self.direct.isUp(serverID, self.reactor.seconds())
 
     def _lost(self, failure, what: str) -> None:
         """A command nobody waits for failed (Redis went away: the link
@@ -361,7 +434,8 @@ class Cluster:
         clients, groups = engine.load()
         return ServerInfo(self.serverID, (self.advertise or tcpHost, tcpPort),
                           (self.advertise or udpHost, udpPort), self.tag, clients, groups,
-                          self._cpuShare, self.incarnation, engine.identity is not None)
+                          self._cpuShare, self.incarnation, engine.identity is not None,
+                          self.direct.relayKey if self.direct is not None else "")
 
     def _measureCpu(self) -> None:
         """The share of a core this process used since the last heartbeat."""
@@ -440,6 +514,9 @@ class Cluster:
 
     def _heartbeat(self) -> None:
         self._measureCpu()
+        if self.direct is not None and self.stats.registrations:
+            # Once it announced itself (the others know it); on while Redis is away.
+            self._probe(self.direct.members())
         if self._link is None or not self._link.up:
             return
         if not self._registered:
@@ -498,6 +575,10 @@ class Cluster:
             self._leave(serverID)
         for info in found.values():
             self._join(info)
+        claims, self._unknownClaims = self._unknownClaims, {}
+        for addr, claim in claims.items():
+            if claim.serverID not in self._servers:
+                self._directRejected(addr, claim)
 
     def _join(self, info: ServerInfo) -> None:
         if info.encryption != (self._engine.identity is not None):
@@ -506,9 +587,12 @@ class Cluster:
         known = self._servers.get(info.serverID)
         if known is not None and known.incarnation != info.incarnation:
             self._leave(info.serverID)      # restarted before its entry expired
-        isNew = info.serverID not in self._servers
+        known = self._servers.get(info.serverID)
         self._servers[info.serverID] = info
-        if isNew:
+        if self.direct is not None and (known is None or (known.relayKey, known.udpAddress)
+                                        != (info.relayKey, info.udpAddress)):
+            self.direct.add(info.serverID, info.incarnation, info.relayKey, info.udpAddress)
+        if known is None:
             self.log.info("cluster member {serverID} joined ({tag}, {address})",
                           serverID=info.serverID, tag=info.tag, address=info.tcpAddress)
             self.dispatch("onServerJoin", info)
@@ -528,6 +612,8 @@ class Cluster:
                           theirs="on" if info.encryption else "off")
 
     def _leave(self, serverID: str) -> None:
+        if self.direct is not None:
+            self.direct.remove(serverID)
         if self._servers.pop(serverID, None) is not None:
             self.log.info("cluster member {serverID} left", serverID=serverID)
             self._engine.remote.serverLeft(serverID)
@@ -610,12 +696,8 @@ class Cluster:
                 self._malformed(f"control from {message.sender}", error)
             return
         if message.kind == e.FRAME:
-            if self._engine.remote.frameReceived(message.sender, message.frameFrom,
-                                                 message.frameTo, message.flags,
-                                                 message.payload):
-                self.stats.framesIn += 1
-            else:
-                self.stats.framesRefused += 1
+            self._frameIn(message.sender, message.frameFrom, message.frameTo,
+                          message.flags, message.payload)
             return
         if message.kind == e.ROUTE:
             self.stats.routedIn += 1
@@ -628,11 +710,23 @@ class Cluster:
                       None if channel != self.keys.broadcast else message.channel,
                       message.payload)
 
+    def _frameIn(self, sender: str, frameFrom: int, frameTo: int, flags: int,
+                 payload: bytes) -> None:
+        """A frame C{sender} relayed here, through Redis or straight."""
+        if self._engine.remote.frameReceived(sender, frameFrom, frameTo, flags, payload):
+            self.stats.framesIn += 1
+        else:
+            self.stats.framesRefused += 1
+
     def _announced(self, message: e.Envelope) -> None:
         if message.kind == e.JOIN:
             info = self._parseInfo(message.payload, message.sender)
             if info is not None:
                 self._join(info)
+                if self._registered:
+                    # Each knows the other: it read the members before
+                    # announcing itself, and this server had registered.
+                    self._probe((info.serverID,))
         elif message.kind == e.LEAVE:
             self._leave(message.sender)
         elif message.kind == e.LEASE:

@@ -29,6 +29,8 @@ class ServerInfo:
         another server (its old clients and groups are gone).
     @ivar encryption: whether its clients' sessions are encrypted; the
         servers of a cluster must agree (a member that does not is kept out).
+    @ivar relayKey: the secret, in hex, its direct paths' keys derive from
+        (L{proud_twisted.cluster.direct}); empty: frames to it go through Redis.
     """
 
     serverID: str
@@ -40,6 +42,7 @@ class ServerInfo:
     cpu: float = 0.0
     incarnation: str = ""
     encryption: bool = True
+    relayKey: str = ""
 
     def toJSON(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -55,10 +58,13 @@ class ServerInfo:
                        _address(fields["udpAddress"]), _typed(fields["tag"], str),
                        _typed(fields["clients"], int), _typed(fields["groups"], int),
                        float(_typed(fields["cpu"], (int, float))),
-                       _typed(fields["incarnation"], str), _flag(fields["encryption"]))
+                       _typed(fields["incarnation"], str), _flag(fields["encryption"]),
+                       _typed(fields.get("relayKey", ""), str))
         except (ValueError, TypeError, KeyError) as e:
             raise ProtocolError(f"malformed server entry: {e}") from None
-        if len(fields) != 9 or len(info.incarnation) > 64:
+        # Nine fields: a server without direct paths (an earlier version).
+        if (len(fields) - ("relayKey" in fields) != 9 or len(info.incarnation) > 64
+                or len(info.relayKey) > 64):
             raise ProtocolError("server entry with unknown fields")
         return info
 

@@ -26,6 +26,8 @@ class ClusterStats:
     @ivar blocksLeased: HostID blocks leased.
     @ivar framesOut: frames of this server's clients relayed to their peers
         on other servers (P2P groups across servers).
+    @ivar framesDirect: of C{framesOut}, those sent straight to the other
+        server over UDP (the rest went through Redis).
     @ivar framesIn: such frames from other servers, delivered here.
     @ivar framesRefused: such frames for no pair known here (refused).
     @ivar framesDropped: frames not relayed to another server: Redis away,
@@ -33,6 +35,11 @@ class ClusterStats:
     @ivar publishesFailed: relayed frames and routed sends that Redis
         refused, or that were still unanswered when the connection to it
         was lost (they may or may not have reached the other server).
+    @ivar directRejected: datagrams on this server's UDP port that claimed
+        to come from another cluster server and did not open: forged,
+        damaged, replayed or sealed for another (dropped, never answered).
+    @ivar directUnknown: such datagrams naming a server this one has no
+        path to: not a member, or one it has not heard of yet (dropped).
     """
 
     messagesSent: int = 0
@@ -48,7 +55,10 @@ class ClusterStats:
     redisLost: int = 0
     blocksLeased: int = 0
     framesOut: int = 0
+    framesDirect: int = 0
     framesIn: int = 0
     framesRefused: int = 0
     framesDropped: int = 0
     publishesFailed: int = 0
+    directRejected: int = 0
+    directUnknown: int = 0

@@ -1132,6 +1132,13 @@ class ServerEngine:
             self._spoofed(hostID, addr)
             return None
 
+    def clusterDatagram(self, data: bytes, addr) -> None:
+        """A datagram from another cluster server (L{proud_twisted.cluster.direct})."""
+        if self.cluster is None:
+            raise ProtocolError("a datagram between cluster servers, and this server is "
+                                "in no cluster")
+        self.cluster.datagramReceived(data, addr)
+
     def malformedDatagram(self, addr, error) -> None:
         self.stats.malformedDatagrams += 1
         self.onceLog.warn(("malformed", addr), "dropped malformed datagram from {address}: "

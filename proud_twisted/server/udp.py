@@ -5,7 +5,12 @@ from twisted.logger import Logger
 from proud_twisted._glue.udpwrite import DatagramSender
 from proud_twisted.errors import ProtocolError
 from proud_twisted.wire import relay
-from proud_twisted.wire.datagrams import UDP_PING_TYPE, decodeDatagram, decodePing
+from proud_twisted.wire.datagrams import (
+    UDP_CLUSTER_TYPE,
+    UDP_PING_TYPE,
+    decodeDatagram,
+    decodePing,
+)
 
 # Per-message datagrams: type byte -> (fast decoder, what the server does with it).
 _FAST_PATHS = {
@@ -21,6 +26,7 @@ _FAST_PATHS = {
     UDP_PING_TYPE: (decodePing, lambda server, client, echo, rtt:
                     server.keepalive(client, echo, rtt)),
 }
+_CLUSTER = bytes((UDP_CLUSTER_TYPE,))
 
 
 class ServerDatagramProtocol(DatagramSender):
@@ -40,6 +46,9 @@ class ServerDatagramProtocol(DatagramSender):
             self.server.malformedDatagram(addr, e)
 
     def _dispatch(self, data: bytes, addr, size: int) -> None:
+        if data[1:2] == _CLUSTER:
+            self.server.clusterDatagram(data, addr)
+            return
         data = self.server.openDatagram(data, addr)
         if data is None:
             return

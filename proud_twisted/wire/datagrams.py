@@ -83,6 +83,9 @@ def decodeDatagram(data: bytes):
 
 
 UDP_PING_TYPE = 6
+UDP_CLUSTER_TYPE = 12
+"""A datagram from another server of the cluster (L{proud_twisted.cluster.direct}):
+not a client's, so not in L{DatagramType}."""
 _PING_SIZE = 22         # version, type, HostID, timestamp, rtt
 _PONG_HEADER = bytes([WIRE_VERSION, 7])
 _DOUBLE = struct.Struct(">d")
