@@ -27,7 +27,12 @@ the other link's subscriber and decoded. The baseline: the same bytes, no
 envelope, through txredisapi's default protocol's ``PUBLISH`` and its
 subscriber's ``messageReceived``. The CPU, from the first publication until
 every frame is received and every reply read, per frame; medians of
-``--repeat`` runs alternated.
+``--repeat`` runs alternated. Beside it, the same frames straight over UDP
+(a pair session's frames go that way between servers that answer each
+other's probes): sealed by one server's ``DirectPaths``, written on one
+loopback UDP port, read on another and opened by the other server's
+``DirectPaths``; the baseline writes and reads the bare bytes on the same
+Twisted ports.
 
 **Clients at a fixed CPU budget.** Two layouts, each on fresh processes:
 
@@ -48,12 +53,13 @@ them into relay-only P2P groups of ``--group-size`` (10) through the
 events' ``group`` command: with two processes, ``--cross-share`` (20 %) of
 the groups take half their members from each process (owned by each in
 turn), so that about 20 % x 5/9 = 11 % of the relayed frames cross between
-the processes through Redis; every other group holds clients of one
-process. Then, for ``--hold`` seconds (20), every client sends ``--rate``
-(1) reliable 32-byte message a second, each to the next of its peers,
-through the relay; each server's CPU over the window (/proc schedstat)
-divided by its clients and the window's length is its CPU per
-client-second (keepalives, the once-a-second sweep and, with a cluster, its
+the processes: straight over UDP once the servers' direct paths are up
+(the servers run with the defaults), else through Redis; every other group
+holds clients of one process. Then, for ``--hold`` seconds (20), every
+client sends ``--rate`` (1) reliable 32-byte message a second, each to the
+next of its peers, through the relay; each server's CPU over the window
+(/proc schedstat) divided by its clients and the window's length is its CPU
+per client-second (keepalives, the once-a-second sweep and, with a cluster, its
 heartbeats included). The layouts alternate ``--hold-repeat`` (3) times;
 the medians make the figure.
 
@@ -62,7 +68,8 @@ A process holds ``B / (CPU per client-second)`` clients at a budget of
 the measured load, the same for both layouts, so the ratio does not depend
 on B). The result line reads: the clients two cluster processes hold at B
 each against those one process holds at B; goal at least 1.8. Redis's CPU,
-the frames crossing through Redis (``cluster.stats.framesOut``) and each
+the frames crossing (``cluster.stats.framesOut``, and of them those sent
+straight, ``framesDirect``) and each
 window's other processes on the machine (a 2-core machine: the load
 processes share it with the servers, hence CPU time, not wall time) print
 beside it. The bare Twisted server of scale.py is not run here: it has no
@@ -327,31 +334,76 @@ async def bareFrames(reactor, budget, url: str, count: int, size: int) -> float:
             connection.transport.loseConnection()
 
 
-async def timedBurst(budget, burst: FrameBurst, lastReply) -> float:
-    """CPU per frame from the first publication until every frame is
-    received and Redis's reply to every publication read (``lastReply()``
+async def timedBurst(budget, burst: FrameBurst, lastReply=None) -> float:
+    """CPU per frame from the first one sent until every frame is received
+    and, through Redis, its reply to every publication read (``lastReply()``
     fires then)."""
     cpu = cpuClock()
     burst.start()
-    await budget.wait(burst.done, 60.0, f"{burst.count} frames through Redis")
-    await budget.wait(lastReply(), 10.0, "Redis's last reply")
+    await budget.wait(burst.done, 60.0, f"{burst.count} frames")
+    if lastReply is not None:
+        await budget.wait(lastReply(), 10.0, "Redis's last reply")
     return (cpuClock() - cpu) / burst.count
+
+
+async def udpFrames(reactor, budget, count: int, size: int, direct: bool) -> float:
+    """CPU per frame from one loopback UDP port to another: sealed by one
+    server's L{DirectPaths} and opened by the other's (C{direct}), or the
+    bare bytes."""
+    from twisted.internet.protocol import DatagramProtocol
+
+    from proud_twisted.cluster.direct import DirectPaths, decodeFrame
+
+    payload = b"f" * size
+    a, b = DirectPaths("bench-0", "i-0", 60.0), DirectPaths("bench-1", "i-1", 60.0)
+
+    class Receiver(DatagramProtocol):
+        def datagramReceived(self, data, addr):
+            if direct:
+                decodeFrame(b.open(data, 0.0)[2])
+            burst.receivedOne()
+
+    sender = reactor.listenUDP(0, DatagramProtocol(), interface=LOOPBACK)
+    receiver = reactor.listenUDP(0, Receiver(), interface=LOOPBACK)
+    to = (LOOPBACK, receiver.getHost().port)
+    for one, other, address in ((a, b, to), (b, a, (LOOPBACK, sender.getHost().port))):
+        one.add(other.serverID, other.incarnation, other.relayKey, address)
+    b.open(a.probe("bench-1")[0], 0.0)
+    a.open(b.answer("bench-0")[0], 0.0)         # (what the probes do)
+    write = sender.write
+    if direct:
+        burst = FrameBurst(reactor, count, lambda index: write(
+            *a.frame("bench-1", 1, 2, 0, payload, 0.0)))
+    else:
+        burst = FrameBurst(reactor, count, lambda index: write(payload, to))
+    try:
+        return await timedBurst(budget, burst)
+    finally:
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening)
+                                   for p in (sender, receiver)])
 
 
 async def frameCost(reactor, budget, args) -> None:
     redis = RedisServer().start()
-    results: dict = {"ours": [], "bare": []}
+    results: dict = {"ours": [], "bare": [], "direct": [], "udp": []}
+    sides = (("ours", lambda: ourFrames(reactor, budget, redis.url, args.frames, args.size)),
+             ("bare", lambda: bareFrames(reactor, budget, redis.url, args.frames, args.size)),
+             ("direct", lambda: udpFrames(reactor, budget, args.frames, args.size, True)),
+             ("udp", lambda: udpFrames(reactor, budget, args.frames, args.size, False)))
     try:
         for _ in range(args.repeat):
-            for side, measureSide in (("ours", ourFrames), ("bare", bareFrames)):
-                results[side].append(await measureSide(reactor, budget, redis.url,
-                                                       args.frames, args.size))
+            for side, measureSide in sides:
+                results[side].append(await measureSide())
     finally:
         redis.close()
     report("CPU per frame crossing servers through Redis, sent and received in this process"
            f" (median of {args.repeat})", median(results["ours"]) * 1e6,
            median(results["bare"]) * 1e6, "us",
            "bare txredisapi PUBLISH and subscriber, no envelope")
+    report("CPU per frame crossing servers straight over UDP, sent and received in this"
+           f" process (median of {args.repeat})", median(results["direct"]) * 1e6,
+           median(results["udp"]) * 1e6, "us",
+           "bare Twisted UDP ports, the same bytes unsealed")
 
 
 # the second figure: clients held at a fixed CPU budget, one process and two
