@@ -29,9 +29,12 @@ subscriber's ``messageReceived``. The CPU, from the first publication until
 every frame is received and every reply read, per frame; medians of
 ``--repeat`` runs alternated. Beside it, the same frames straight over UDP
 (a pair session's frames go that way between servers that answer each
-other's probes): sealed by one server's ``DirectPaths``, written on one
-loopback UDP port, read on another and opened by the other server's
-``DirectPaths``; the baseline writes and reads the bare bytes on the same
+other's probes): each turn's frames sealed together by one server's
+``DirectPaths``, as the cluster seals the frames of one client's relay
+request (a message to 20 players of the other server), written on one
+loopback UDP port,
+read on another and opened by the other server's ``DirectPaths``; the
+baseline writes and reads the bare bytes, a datagram each, on the same
 Twisted ports.
 
 **Clients at a fixed CPU budget.** Two layouts, each on fresh processes:
@@ -255,13 +258,15 @@ async def measure(reactor, budget, mode, args):
 
 
 class FrameBurst:
-    """Sends ``count`` frames, ``FRAMES_PER_TURN`` a reactor turn, and
-    fires ``done`` once the subscriber has counted them all."""
+    """Sends ``count`` frames, ``FRAMES_PER_TURN`` a reactor turn (then
+    calls ``turnEnd``), and fires ``done`` once the receiver has counted
+    them all."""
 
-    def __init__(self, reactor, count: int, publish) -> None:
+    def __init__(self, reactor, count: int, publish, turnEnd=lambda: None) -> None:
         self.reactor = reactor
         self.count = count
         self.publish = publish
+        self.turnEnd = turnEnd
         self.sent = self.received = 0
         self.done = defer.Deferred()
 
@@ -269,6 +274,7 @@ class FrameBurst:
         for _ in range(min(FRAMES_PER_TURN, self.count - self.sent)):
             self.publish(self.sent)
             self.sent += 1
+        self.turnEnd()
         if self.sent < self.count:
             self.reactor.callLater(0, self.start)
 
@@ -347,21 +353,24 @@ async def timedBurst(budget, burst: FrameBurst, lastReply=None) -> float:
 
 
 async def udpFrames(reactor, budget, count: int, size: int, direct: bool) -> float:
-    """CPU per frame from one loopback UDP port to another: sealed by one
-    server's L{DirectPaths} and opened by the other's (C{direct}), or the
-    bare bytes."""
+    """CPU per frame from one loopback UDP port to another: with
+    C{direct}, a turn's frames sealed together by one server's
+    L{DirectPaths} (as the cluster sends them) and opened by the other's;
+    else the bare bytes, a datagram each."""
     from twisted.internet.protocol import DatagramProtocol
 
-    from proud_twisted.cluster.direct import DirectPaths, decodeFrame
+    from proud_twisted.cluster.direct import DirectPaths, decodeFrames, encodeEntry
 
     payload = b"f" * size
     a, b = DirectPaths("bench-0", "i-0", 60.0), DirectPaths("bench-1", "i-1", 60.0)
 
     class Receiver(DatagramProtocol):
         def datagramReceived(self, data, addr):
-            if direct:
-                decodeFrame(b.open(data, 0.0)[2])
-            burst.receivedOne()
+            if not direct:
+                burst.receivedOne()
+                return
+            for _ in decodeFrames(b.open(data, 0.0)[2]):
+                burst.receivedOne()
 
     sender = reactor.listenUDP(0, DatagramProtocol(), interface=LOOPBACK)
     receiver = reactor.listenUDP(0, Receiver(), interface=LOOPBACK)
@@ -372,8 +381,14 @@ async def udpFrames(reactor, budget, count: int, size: int, direct: bool) -> flo
     a.open(b.answer("bench-0")[0], 0.0)         # (what the probes do)
     write = sender.write
     if direct:
-        burst = FrameBurst(reactor, count, lambda index: write(
-            *a.frame("bench-1", 1, 2, 0, payload, 0.0)))
+        turn: list = []
+
+        def flush():
+            for datagram, address in a.frames("bench-1", turn):
+                write(datagram, address)
+            turn.clear()
+        burst = FrameBurst(reactor, count, lambda index: turn.append(
+            encodeEntry(1, 2, 0, payload)), flush)
     else:
         burst = FrameBurst(reactor, count, lambda index: write(payload, to))
     try:

@@ -2,6 +2,8 @@
 sealed for one server process, and what a forged, replayed, misdirected or
 damaged datagram gets."""
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +15,8 @@ from proud_twisted.cluster.direct import (
     PROBE,
     DirectPaths,
     UnknownSender,
-    decodeFrame,
+    decodeFrames,
+    encodeEntry,
 )
 from proud_twisted.cluster.serverinfo import ServerInfo
 from proud_twisted.errors import ProtocolError
@@ -49,40 +52,59 @@ def connected(now=0.0):
     return a, b
 
 
-def test_framesGoOnlyOnceTheOtherServerAnsweredAProbe():
+def frameFor(a, serverID, payload=b"x"):
+    """One frame's datagram from C{a} to C{serverID}."""
+    (datagram, _), = a.frames(serverID, [encodeEntry(1, 2, 0, payload)])
+    return datagram
+
+
+def test_aPathIsUpOnceTheOtherServerAnsweredAProbe():
     a, b = server("a"), server("b")
     meet(a, b)
-    assert a.frame("b", 1, 2, 0, b"x", 0.0) is None
     assert not a.isUp("b", 0.0)
     a, b = connected(now=10.0)
     assert a.isUp("b", 10.0) and not b.isUp("a", 10.0)      # b never heard an answer
-    datagram, address = a.frame("b", 1001, 2002, 0x02, b"frame", 10.0)
+    (datagram, address), = a.frames("b", [encodeEntry(1001, 2002, 0x02, b"frame")])
     assert address == B_UDP
     sender, kind, body = b.open(datagram, 10.0)
     assert (sender, kind) == ("a", FRAME)
-    assert decodeFrame(body) == (1001, 2002, 0x02, b"frame")
+    assert decodeFrames(body) == [(1001, 2002, 0x02, b"frame")]
 
 
-def test_aPathUnansweredForDeadAfterSecondsIsNotUsed():
+def test_aPathUnansweredForDeadAfterSecondsIsDown():
     a, _ = connected(now=10.0)
-    assert a.frame("b", 1, 2, 0, b"x", 10.0 + DEAD_AFTER) is not None
+    assert a.isUp("b", 10.0 + DEAD_AFTER)
     assert not a.isUp("b", 10.0 + DEAD_AFTER + 0.001)
-    assert a.frame("b", 1, 2, 0, b"x", 10.0 + DEAD_AFTER + 0.001) is None
     a.remove("b")
-    assert a.probe("b") is None and a.members() == []
+    assert a.probe("b") is None and a.frames("b", [encodeEntry(1, 2, 0, b"")]) is None
+    assert a.members() == []
 
 
 def test_aFrameTooLongForOneDatagramIsLeftToRedis():
     a, _ = connected()
-    room = MAX_DATAGRAM - len(a.frame("b", 1, 2, 0, b"", 0.0)[0])
-    datagram, _ = a.frame("b", 1, 2, 0, b"x" * room, 0.0)
-    assert len(datagram) == MAX_DATAGRAM
-    assert a.frame("b", 1, 2, 0, b"x" * (room + 1), 0.0) is None
+    room = MAX_DATAGRAM - len(frameFor(a, "b", b""))
+    assert a.fits(b"x" * room) and not a.fits(b"x" * (room + 1))
+    assert len(frameFor(a, "b", b"x" * room)) == MAX_DATAGRAM
+
+
+def test_theFramesOfATurnLeaveInAsFewDatagramsAsTheyFit():
+    a, b = connected()
+    entries = [(1000 + i, 2000 + i, i % 3, bytes([i]) * (i * 7 % 300)) for i in range(60)]
+    datagrams = a.frames("b", [encodeEntry(*entry) for entry in entries])
+    assert all(len(d) <= MAX_DATAGRAM for d, _ in datagrams)
+    bundles = [decodeFrames(b.open(d, 0.0)[2]) for d, _ in datagrams]
+    assert [f for bundle in bundles for f in bundle] == entries
+    # Each datagram took frames until the next did not fit.
+    room = MAX_DATAGRAM - len(frameFor(a, "b", b"")) + len(encodeEntry(1, 2, 0, b""))
+    for bundle, nextOne in itertools.pairwise(bundles):
+        assert (sum(len(encodeEntry(*f)) for f in bundle) + len(encodeEntry(*nextOne[0]))
+                > room)
+    assert 3 < len(datagrams) < len(entries)
 
 
 def test_aReplayedDatagramIsRejected():
     a, b = connected()
-    datagram, _ = a.frame("b", 1, 2, 0, b"once", 0.0)
+    datagram = frameFor(a, "b", b"once")
     b.open(datagram, 0.0)
     with pytest.raises(ProtocolError, match="replayed"):
         b.open(datagram, 0.0)
@@ -112,7 +134,7 @@ def test_forgedDamagedAndStrangersDatagramsAreRejected():
     b.add("a", a.incarnation, a.relayKey, A_UDP)
     with pytest.raises(ProtocolError, match="authentication"):
         b.open(forged, 0.0)
-    genuine, _ = a.frame("b", 1, 2, 0, b"payload", 0.0)
+    genuine = frameFor(a, "b", b"payload")
     # version, type, name length, "a", kind, then the record
     for damaged in (genuine[:-1] + bytes([genuine[-1] ^ 1]),     # the tag
                     genuine[:3] + b"z" + genuine[4:],            # the sender's name
@@ -143,9 +165,12 @@ def test_anyBytesOpenOrRaiseProtocolError(data):
         b.open(bytes(a.probe("b")[0][:6]) + data, 0.0)
 
 
-def test_decodeFrameRejectsATruncatedFrame():
+@pytest.mark.parametrize("body", [
+    b"", b"\x00" * 10, encodeEntry(1, 2, 0, b"abc")[:-1],
+    encodeEntry(1, 2, 0, b"abc") + b"\x00" * 5])
+def test_malformedFramesAreRejectedAndNoneDelivered(body):
     with pytest.raises(ProtocolError):
-        decodeFrame(b"\x00" * 8)
+        decodeFrames(body)
 
 
 def test_entriesCarryTheRelayKeyAndEntriesWithoutOneStillParse():

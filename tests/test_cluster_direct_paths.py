@@ -51,6 +51,20 @@ def test_relayedFramesGoStraightToTheOtherServerOnceItAnswers(world):
 
 
 @pytest_twisted.inlineCallbacks
+def test_theFramesOfOneRelayRequestForOneServerShareADatagram(world):
+    a, _, (a1, b1, b2), (idA1, idB1, idB2), _ = yield directGroup(world)
+    a1.forceRelay(idB2)
+    stats = a.cluster.stats
+    frames, datagrams = stats.framesDirect, stats.directDatagrams
+    a1.send(idB1, b"to b1")             # one turn: a1's one relay request,
+    a1.send(idB2, b"to b2")             # two frames for clients of b
+    yield b2.events.rec.wait(lambda: b2.events.messagesFrom(idA1) == [b"to b2"])
+    yield b1.events.rec.wait(lambda: b1.events.messagesFrom(idA1)[-1:] == [b"to b1"])
+    assert stats.framesDirect - frames >= 2
+    assert stats.directDatagrams - datagrams < stats.framesDirect - frames
+
+
+@pytest_twisted.inlineCallbacks
 def test_withoutDirectRelayFramesGoThroughRedis(world):
     a, _, (a1, b1, _), (idA1, idB1, _), _ = yield spanningGroup(world, directRelay=False)
     a1.forceRelay(idB1)

@@ -25,7 +25,14 @@ from zope.interface import implementer
 from proud_twisted._glue.callbacks import EventDispatcher
 from proud_twisted._glue.oncelog import OnceLog
 from proud_twisted.cluster import envelope as e
-from proud_twisted.cluster.direct import FRAME, PROBE, DirectPaths, UnknownSender, decodeFrame
+from proud_twisted.cluster.direct import (
+    FRAME,
+    PROBE,
+    DirectPaths,
+    UnknownSender,
+    decodeFrames,
+    encodeEntry,
+)
 from proud_twisted.cluster.errors import ClusterUnavailable, UnknownServer
 from proud_twisted.cluster.events import ClusterEvents
 from proud_twisted.cluster.interfaces import ICluster, IClusterEvent
@@ -349,26 +356,36 @@ class Cluster:
             self._link.command("HDEL", self.keys.moved, hostID).addErrback(
                 self._routeFailed, self.serverID)
 
-    def frame(self, serverID: str, sender: int, target: int, flags: int,
-              payload: bytes) -> None:
-        """Relay a client's frame to its peer on C{serverID}: straight over
-        UDP if the path is up and the pair's session sends it again if lost,
-        else through Redis (dropped, and counted, if Redis is away or too
-        much waits for it)."""
-        if self.direct is not None and not flags & FLAG_RELIABLE:
-            sealed = self.direct.frame(serverID, sender, target, flags, payload,
-                                       self.reactor.seconds())
-            if sealed is not None:
-                self.stats.framesOut += 1
-                self.stats.framesDirect += 1
-                self._engine.sendUdp(*sealed)
-                return
-        data = e.encodeFrame(self.serverID, sender, target, flags, payload)
-        if not self.available or self._full(data):
-            self.stats.framesDropped += 1
-            return
-        self.stats.framesOut += 1
-        self._link.publishQuietly(self.keys.inbox(serverID), data)
+    def frames(self, serverID: str, sender: int, flags: int,
+               frames: list[tuple[int, bytes]]) -> None:
+        """Relay frames of client C{sender} (C{(target, payload)}) to its
+        peers on C{serverID}. Those the pairs' sessions send again if lost
+        go straight over UDP while the path is up, together in as few
+        datagrams as they fit; the rest go through Redis (dropped, and
+        counted, if Redis is away or too much waits for it)."""
+        direct = self.direct
+        viaRedis = frames
+        if (direct is not None and not flags & FLAG_RELIABLE
+                and direct.isUp(serverID, self.reactor.seconds())):
+            viaRedis, entries = [], []
+            for target, payload in frames:
+                if direct.fits(payload):
+                    entries.append(encodeEntry(sender, target, flags, payload))
+                else:
+                    viaRedis.append((target, payload))
+            datagrams = direct.frames(serverID, entries) or []
+            self.stats.framesOut += len(entries)
+            self.stats.framesDirect += len(entries)
+            self.stats.directDatagrams += len(datagrams)
+            for datagram, address in datagrams:
+                self._engine.sendUdp(datagram, address)
+        for target, payload in viaRedis:
+            data = e.encodeFrame(self.serverID, sender, target, flags, payload)
+            if not self.available or self._full(data):
+                self.stats.framesDropped += 1
+                continue
+            self.stats.framesOut += 1
+            self._link.publishQuietly(self.keys.inbox(serverID), data)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram from another server's UDP port (L{DirectPaths})."""
@@ -378,7 +395,8 @@ class Cluster:
         try:
             sender, kind, body = self.direct.open(data, self.reactor.seconds())
             if kind == FRAME:
-                self._frameIn(sender, *decodeFrame(body))
+                for frame in decodeFrames(body):
+                    self._frameIn(sender, *frame)
             elif kind == PROBE:
                 self._sendDirect(self.direct.answer(sender))
                 if not self.direct.isUp(sender, self.reactor.seconds()):

@@ -13,6 +13,11 @@ its own key: a datagram for B does not open at C, nor at B started again.
 Each datagram is one AEAD record of a L{SecureChannel} (counter, replay
 window); its clear header, which names the sender, is authenticated with it.
 
+The frames of one client's relay request for another server's clients
+leave together, in as few datagrams as they fit (one seal and one system
+call each): a message to a view group of many players costs little more
+than one to a single player.
+
 A path is used only while the other server answers this one's probes: a
 probe goes to each member every heartbeat (and when it joins), the member
 answers to the UDP address that is in this server's entry, never to where
@@ -40,10 +45,10 @@ FRAME: Final = 3
 MAX_DATAGRAM: Final = 1472
 """The longest datagram sent between servers: an Ethernet MTU (1500) less
 the IPv4 and UDP headers. A pair session's frame fits with the default
-C{mtu} of 1,200 (this envelope adds 37 bytes and the sender's ID); a longer
+C{mtu} of 1,200 (this envelope adds 39 bytes and the sender's ID); a longer
 one goes through Redis."""
 
-_FRAME_HEAD = struct.Struct(">IIB")         # sender HostID, target HostID, flags
+_ENTRY_HEAD = struct.Struct(">IIBH")        # sender HostID, target HostID, flags, length
 _KINDS = (PROBE, ANSWER, FRAME)
 
 
@@ -78,6 +83,8 @@ class DirectPaths:
         self.deadAfter = deadAfter
         self.secret = os.urandom(SECRET_SIZE)
         self._header = bytes([WIRE_VERSION, UDP_CLUSTER_TYPE, len(serverID)]) + serverID.encode()
+        # Entries' bytes a datagram holds: less the header, the kind and the seal.
+        self._room = MAX_DATAGRAM - len(self._header) - 1 - OVERHEAD
         self._paths: dict[str, _Path] = {}
 
     @property
@@ -114,17 +121,29 @@ class DirectPaths:
 
     def probe(self, serverID: str) -> tuple[bytes, tuple[str, int]] | None:
         """A probe for C{serverID} and where to send it (None: no path)."""
-        return self._sealed(serverID, PROBE, b"")
+        return self._sealed(serverID, PROBE, b"") if serverID in self._paths else None
 
-    def frame(self, serverID: str, sender: int, target: int, flags: int,
-              payload: bytes, now: float) -> tuple[bytes, tuple[str, int]] | None:
-        """The relayed frame sealed for C{serverID}, and its address; None
-        if the path is down or the frame too long for one datagram."""
-        if not self.isUp(serverID, now):
+    def fits(self, payload: bytes) -> bool:
+        """Whether a frame of C{payload} fits in one datagram."""
+        return len(payload) <= self._room - _ENTRY_HEAD.size
+
+    def frames(self, serverID: str,
+               entries: list[bytes]) -> list[tuple[bytes, tuple[str, int]]] | None:
+        """The L{encodeEntry} C{entries} (each L{fits}) sealed for
+        C{serverID} in as few datagrams as they fit, and its address; None
+        if there is no path to it."""
+        if serverID not in self._paths:
             return None
-        if len(self._header) + 1 + OVERHEAD + _FRAME_HEAD.size + len(payload) > MAX_DATAGRAM:
-            return None
-        return self._sealed(serverID, FRAME, _FRAME_HEAD.pack(sender, target, flags) + payload)
+        datagrams, bundle, size = [], [], 0
+        for entry in entries:
+            if bundle and size + len(entry) > self._room:
+                datagrams.append(self._sealed(serverID, FRAME, b"".join(bundle)))
+                bundle, size = [], 0
+            bundle.append(entry)
+            size += len(entry)
+        if bundle:
+            datagrams.append(self._sealed(serverID, FRAME, b"".join(bundle)))
+        return datagrams
 
     def open(self, data: bytes, now: float) -> tuple[str, int, bytes]:
         """C{(sender, kind, body)} of a datagram from another server: an
@@ -153,25 +172,38 @@ class DirectPaths:
             path.answeredAt = now
         return sender, kind, body
 
-    def answer(self, serverID: str) -> tuple[bytes, tuple[str, int]] | None:
-        """The answer to a probe of C{serverID}, to its published address."""
+    def answer(self, serverID: str) -> tuple[bytes, tuple[str, int]]:
+        """The answer to a probe of C{serverID} (it has a path: the probe
+        opened), to its published address."""
         return self._sealed(serverID, ANSWER, b"")
 
-    def _sealed(self, serverID: str, kind: int,
-                body: bytes) -> tuple[bytes, tuple[str, int]] | None:
-        path = self._paths.get(serverID)
-        if path is None:
-            return None
+    def _sealed(self, serverID: str, kind: int, body: bytes) -> tuple[bytes, tuple[str, int]]:
+        path = self._paths[serverID]
         header = self._header + bytes((kind,))
         return header + path.channel.seal(body, header), path.address
 
 
-def decodeFrame(body: bytes) -> tuple[int, int, int, bytes]:
-    """C{(sender, target, flags, payload)} of a FRAME's opened body."""
-    if len(body) < _FRAME_HEAD.size:
-        raise ProtocolError("a truncated relayed frame between servers")
-    sender, target, flags = _FRAME_HEAD.unpack_from(body)
-    return sender, target, flags, body[_FRAME_HEAD.size:]
+def encodeEntry(sender: int, target: int, flags: int, payload: bytes) -> bytes:
+    """One relayed frame, as a FRAME datagram carries it."""
+    return _ENTRY_HEAD.pack(sender, target, flags, len(payload)) + payload
+
+
+def decodeFrames(body: bytes) -> list[tuple[int, int, int, bytes]]:
+    """C{(sender, target, flags, payload)} of each frame in a FRAME's
+    opened body; L{ProtocolError}, and none, if any is malformed."""
+    frames, offset, size = [], 0, len(body)
+    while offset < size:
+        if size - offset < _ENTRY_HEAD.size:
+            raise ProtocolError("a truncated relayed frame between servers")
+        sender, target, flags, length = _ENTRY_HEAD.unpack_from(body, offset)
+        offset += _ENTRY_HEAD.size
+        if length > size - offset:
+            raise ProtocolError("a relayed frame between servers longer than its datagram")
+        frames.append((sender, target, flags, body[offset:offset + length]))
+        offset += length
+    if not frames:
+        raise ProtocolError("a datagram of relayed frames between servers without one")
+    return frames
 
 
 def _directionKey(secret: bytes, fromIncarnation: str, toIncarnation: str) -> bytes:

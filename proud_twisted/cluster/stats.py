@@ -28,6 +28,9 @@ class ClusterStats:
         on other servers (P2P groups across servers).
     @ivar framesDirect: of C{framesOut}, those sent straight to the other
         server over UDP (the rest went through Redis).
+    @ivar directDatagrams: the datagrams that carried them (the frames of
+        one client's relay request for one server share as few as they fit
+        in).
     @ivar framesIn: such frames from other servers, delivered here.
     @ivar framesRefused: such frames for no pair known here (refused).
     @ivar framesDropped: frames not relayed to another server: Redis away,
@@ -56,6 +59,7 @@ class ClusterStats:
     blocksLeased: int = 0
     framesOut: int = 0
     framesDirect: int = 0
+    directDatagrams: int = 0
     framesIn: int = 0
     framesRefused: int = 0
     framesDropped: int = 0

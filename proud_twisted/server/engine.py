@@ -922,10 +922,12 @@ class ServerEngine:
         limit = sender.relayLimit
         now = self.reactor.seconds()
         tcpFrames = {}
+        remote: dict[str, list] | None = None     # home -> frames for its clients
         for targetID, payload in entries:
             if not limit.allow(len(payload), now):
                 self._relayFlood(sender, limit.wait(len(payload), now))
-                return              # the rest would be refused too
+                refused = 0         # the rest would be refused too: not reported twice
+                break
             target = self._clients.get(targetID)
             if target is None or not self._table.shareGroup(senderID, targetID):
                 # A pair of a group of another server's, or with a client of one?
@@ -936,13 +938,19 @@ class ServerEngine:
                         refused += 1
                     continue
                 if target is None:
-                    self.remote.forward(home, senderID, targetID, flags, payload)
+                    # Sent together once all are known (a datagram for many).
+                    if remote is None:
+                        remote = {}
+                    remote.setdefault(home, []).append((targetID, payload))
                     self.stats.framesRelayed += 1
                     self.stats.relayBytes += len(payload)
                     continue
             self.deliverRelayed(senderID, target, flags, payload, tcpFrames)
             self.stats.framesRelayed += 1
             self.stats.relayBytes += len(payload)
+        if remote is not None:
+            for home, frames in remote.items():
+                self.remote.forward(home, senderID, flags, frames)
         if refused:
             self._relayRefused(sender, refused, now)
 

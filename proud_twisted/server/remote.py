@@ -191,9 +191,10 @@ class RemoteMembers:
         sides = self._pairs.get(_pairKey(me, peer))
         return None if sides is None else sides.get(me)
 
-    def forward(self, home: str, sender: int, target: int, flags: int, payload: bytes) -> None:
-        """Relay a frame of local C{sender} to its peer C{target} on C{home}."""
-        self.cluster.frame(home, sender, target, flags, payload)
+    def forward(self, home: str, sender: int, flags: int, frames: list) -> None:
+        """Relay frames of local C{sender} (C{(target, payload)}) to its
+        peers on C{home}."""
+        self.cluster.frames(home, sender, flags, frames)
 
     def frameReceived(self, serverID: str, sender: int, target: int, flags: int,
                       payload: bytes) -> bool:
@@ -205,7 +206,7 @@ class RemoteMembers:
             movedTo = self._movedFromHere(target, serverID)
             if movedTo is None:
                 return False
-            self.forward(movedTo, sender, target, flags, payload)
+            self.forward(movedTo, sender, flags, [(target, payload)])
             return True
         if self.peerHome(target, sender) is None:
             return False
