@@ -115,6 +115,18 @@ costing less): 1.97, 2.26 and 1.51 (0.94, 0.99 and 0.91 of the control).
 What the crossing frames cost: docs/cluster.rst, "What a second process
 buys".
 
+With direct paths between the servers (the crossing frames go straight over
+UDP; compiled core, 2 cores, 2026-12-05), seventeen runs: 1.909, 1.750,
+1.884, 1.863 (``--frames 0 --round-trips 200 --repeat 1``), 2.012, 1.840,
+1.793, 2.374, 1.983 (defaults), 1.698, 1.506, 1.956 (alternated with three
+of the build before, through Redis: 1.566, 1.982, 1.979), 1.591, 1.833,
+2.061, 1.913, 2.087 (defaults, frames of one request sealed together):
+median 1.884, met in 12 (two cluster processes 0.72 to 1.09 of the
+control, median 0.93; the build before 0.76 to 0.85 in the alternated
+runs). ``--hold-repeat 5``: 2.253, 2.069, 1.960 (0.970, 0.815 and 0.781
+of the control). A frame straight over UDP, 20 a request: 1.8 us of CPU
+against 6.4 for bare Twisted UDP ports.
+
     python bench/cluster.py [--round-trips 2000] [--size 64] [--repeat 3]
         [--clients 1000] [--group-size 10] [--rate 1] [--hold 20]
         [--hold-repeat 3] [--cross-share 0.2] [--cpu-budget 0.5] [--frames 20000]

@@ -130,8 +130,8 @@ class DirectPaths:
     def frames(self, serverID: str,
                entries: list[bytes]) -> list[tuple[bytes, tuple[str, int]]] | None:
         """The L{encodeEntry} C{entries} (each L{fits}) sealed for
-        C{serverID} in as few datagrams as they fit, and its address; None
-        if there is no path to it."""
+        C{serverID}, in order, each datagram holding as many as fit, with
+        its address; None if there is no path to it."""
         if serverID not in self._paths:
             return None
         datagrams, bundle, size = [], [], 0
