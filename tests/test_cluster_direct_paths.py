@@ -48,6 +48,8 @@ def test_relayedFramesGoStraightToTheOtherServerOnceItAnswers(world):
     assert [s.cluster.stats.framesOut - s.cluster.stats.framesDirect for s in (a, b)] == viaRedis
     for server in (a, b):
         assert server.cluster.stats.directRejected == server.cluster.stats.directUnknown == 0
+        assert server.cluster.gauges() == {"available": 1, "members": 1, "directPaths": 1,
+                                           "pendingBytes": 0}
 
 
 @pytest_twisted.inlineCallbacks

@@ -507,6 +507,51 @@ class ServerMetricsTests(SynchronousTestCase):
         self.assertEqual(value(samples(self.exposition(metrics)),
                                "proud_event_loop_lag_seconds_count"), 4)
 
+    def test_everyClusterCounterIsServedUnderItsMetric(self):
+        """A cluster member's counters and gauges reach the exposition; a
+        server in no cluster has no cluster series."""
+        from proud_twisted.cluster import Cluster
+        from proud_twisted.cluster.stats import ClusterStats
+
+        alone = ServerMetrics(processMetrics=False)
+        NetServer(metrics=alone, encryption=False, reactor=task.Clock())
+        self.assertNotIn("proud_cluster", self.exposition(alone))
+        metrics = ServerMetrics(processMetrics=False)
+        cluster = Cluster("redis://127.0.0.1:1/0", "zone-1")
+        NetServer(metrics=metrics, encryption=False, reactor=task.Clock(), cluster=cluster)
+        numbers = {f.name: 10 * (i + 1) for i, f in enumerate(fields(ClusterStats))}
+        for name, number in numbers.items():
+            setattr(cluster.stats, name, number)
+        cluster.stats.framesOut = numbers["framesDirect"] + 7
+        got = samples(self.exposition(metrics))
+        served = {("proud_cluster_frames_total", "in"): "framesIn",
+                  ("proud_cluster_frames_total", "refused"): "framesRefused",
+                  ("proud_cluster_frames_total", "dropped"): "framesDropped",
+                  ("proud_cluster_frames_total", "out_direct"): "framesDirect",
+                  ("proud_cluster_direct_datagrams_total", None): "directDatagrams"}
+        for metric, kinds in (("proud_cluster_messages_total", (
+                ("sent", "messagesSent"), ("received", "messagesReceived"),
+                ("routed_out", "routedOut"), ("routed_in", "routedIn"),
+                ("routed_unknown", "routedUnknown"), ("routed_dropped", "routedDropped"),
+                ("publish_failed", "publishesFailed"))),
+                ("proud_cluster_rejected_total", (
+                    ("malformed", "malformed"), ("unknown_sender", "unknownSender"),
+                    ("mismatched_member", "mismatchedMembers"),
+                    ("direct_rejected", "directRejected"),
+                    ("direct_unknown", "directUnknown"))),
+                ("proud_cluster_events_total", (
+                    ("registered", "registrations"), ("redis_lost", "redisLost"),
+                    ("block_leased", "blocksLeased")))):
+            served.update({(metric, kind): field for kind, field in kinds})
+        for (metric, kind), field in served.items():
+            labels = {} if kind is None else {"kind": kind}
+            self.assertEqual(value(got, metric, **labels), numbers[field], metric)
+        self.assertEqual(value(got, "proud_cluster_frames_total", kind="out_redis"), 7)
+        # Every counter is served (framesOut as out_direct plus out_redis).
+        self.assertEqual(set(numbers) - set(served.values()) - {"framesOut"}, set())
+        for gauge in ("available", "members", "direct_paths", "pending_bytes"):
+            self.assertEqual(value(got, f"proud_cluster_{gauge}"), 0, gauge)
+
     def test_serversInOneProcessKeepTheirOwnMetrics(self):
         first, second = ServerMetrics(), ServerMetrics()
         one = NetServer(metrics=first, encryption=False, reactor=task.Clock())
@@ -625,8 +670,12 @@ class DocumentationTests(SynchronousTestCase):
     """Acceptance 4: the docs list every metric and every log event with its fields."""
 
     def served(self) -> str:
+        """What a cluster member serves (every metric there is)."""
+        from proud_twisted.cluster import Cluster
+
         metrics = ServerMetrics()
-        NetServer(metrics=metrics, encryption=False, reactor=task.Clock())
+        NetServer(metrics=metrics, encryption=False, reactor=task.Clock(),
+                  cluster=Cluster("redis://127.0.0.1:1/0", "docs"))
         return generate_latest(metrics.registry).decode()
 
     def test_everyMetricIsDocumentedAndEveryDocumentedMetricServed(self):

@@ -427,6 +427,15 @@ class Cluster:
                           address=addr,
                           error=error)
 
+    def gauges(self) -> dict[str, int]:
+        """What this member knows now, for metrics read at scrape time."""
+        now = self.reactor.seconds() if self.reactor is not None else 0.0
+        direct = self.direct
+        return {"available": int(self.available), "members": len(self._servers),
+                "directPaths": sum(1 for s in self._servers
+                                   if direct is not None and direct.isUp(s, now)),
+                "pendingBytes": self._link.pendingBytes if self._link is not None else 0}
+
     def isDirect(self, serverID: str) -> bool:
         """Whether frames relayed to C{serverID} go straight over UDP now."""
         return self.direct is not None and self.direct.isUp(serverID, self.reactor.seconds())

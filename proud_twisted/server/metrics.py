@@ -64,6 +64,41 @@ _MOVES = (
     ("failed", "movesFailed"),
     ("refused", "movesRefused"),
 )
+_CLUSTER_FRAMES = (
+    ("in", "framesIn"),
+    ("refused", "framesRefused"),
+    ("dropped", "framesDropped"),
+)
+_CLUSTER_MESSAGES = (
+    ("sent", "messagesSent"),
+    ("received", "messagesReceived"),
+    ("routed_out", "routedOut"),
+    ("routed_in", "routedIn"),
+    ("routed_unknown", "routedUnknown"),
+    ("routed_dropped", "routedDropped"),
+    ("publish_failed", "publishesFailed"),
+)
+_CLUSTER_REJECTED = (
+    ("malformed", "malformed"),
+    ("unknown_sender", "unknownSender"),
+    ("mismatched_member", "mismatchedMembers"),
+    ("direct_rejected", "directRejected"),
+    ("direct_unknown", "directUnknown"),
+)
+_CLUSTER_EVENTS = (
+    ("registered", "registrations"),
+    ("redis_lost", "redisLost"),
+    ("block_leased", "blocksLeased"),
+)
+_CLUSTER_COUNTERS = (     # name (less _total), meaning, kinds
+    ("proud_cluster_messages",
+     "Messages between servers and sends to other servers' clients, by kind.",
+     _CLUSTER_MESSAGES),
+    ("proud_cluster_rejected", "Data from Redis or other servers rejected, by kind.",
+     _CLUSTER_REJECTED),
+    ("proud_cluster_events", "Registrations, losses of Redis, HostID blocks leased.",
+     _CLUSTER_EVENTS),
+)
 _COUNTERS = (     # name (less _total), ServerStats field, meaning
     ("proud_client_joins", "clientsJoined", "Clients that joined the server."),
     ("proud_client_leaves", "clientsLeft", "Clients that left the server, for any reason."),
@@ -178,6 +213,32 @@ class ServerMetrics:
         yield _byKind("proud_moves", "Clients moved between cluster servers, by kind.",
                       "kind", [(kind, getattr(stats, field)) for kind, field in _MOVES])
         yield _roundTrips(engine.clientRoundTrips())
+        if engine.cluster is not None:
+            yield from _clusterMetrics(engine.cluster)
+
+
+def _clusterMetrics(cluster) -> Iterator[Metric]:
+    """A cluster member's metrics: L{ClusterStats} and what it knows now."""
+    stats, now = cluster.stats, cluster.gauges()
+    yield GaugeMetricFamily("proud_cluster_available", "1 while registered with a "
+                            "reachable Redis, else 0.", value=now["available"])
+    yield GaugeMetricFamily("proud_cluster_members", "Other live members known now.",
+                            value=now["members"])
+    yield GaugeMetricFamily("proud_cluster_direct_paths", "Members whose direct path "
+                            "answers now (relayed frames go to them straight).",
+                            value=now["directPaths"])
+    yield GaugeMetricFamily("proud_cluster_pending_bytes", "Bytes sent to Redis and not "
+                            "acknowledged yet.", value=now["pendingBytes"])
+    frames = [("out_direct", stats.framesDirect),
+              ("out_redis", stats.framesOut - stats.framesDirect)]
+    yield _byKind("proud_cluster_frames", "Frames relayed between this server's clients "
+                  "and their peers on other servers, by kind.", "kind",
+                  frames + [(kind, getattr(stats, field)) for kind, field in _CLUSTER_FRAMES])
+    yield CounterMetricFamily("proud_cluster_direct_datagrams", "Datagrams that carried "
+                              "the frames sent straight.", value=stats.directDatagrams)
+    for name, documentation, kinds in _CLUSTER_COUNTERS:
+        yield _byKind(name, documentation, "kind",
+                      [(kind, getattr(stats, field)) for kind, field in kinds])
 
 
 def _byKind(name: str, documentation: str, label: str, counts) -> CounterMetricFamily:
