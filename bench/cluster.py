@@ -32,10 +32,9 @@ every frame is received and every reply read, per frame; medians of
 other's probes): each turn's frames sealed together by one server's
 ``DirectPaths``, as the cluster seals the frames of one client's relay
 request (a message to 20 players of the other server), written on one
-loopback UDP port,
-read on another and opened by the other server's ``DirectPaths``; the
-baseline writes and reads the bare bytes, a datagram each, on the same
-Twisted ports.
+loopback UDP port, read on another and opened by the other server's
+``DirectPaths``; the baseline writes and reads the bare bytes, a datagram
+each, on the same Twisted ports.
 
 **Clients at a fixed CPU budget.** Two layouts, each on fresh processes:
 

@@ -74,6 +74,12 @@ def test_withoutDirectRelayFramesGoThroughRedis(world):
     yield b1.events.rec.wait(lambda: b1.events.messagesFrom(idA1) == [b"through Redis"])
     assert a.cluster.stats.framesOut > 0 and a.cluster.stats.framesDirect == 0
     assert not a.cluster.isDirect("b")
+    # A server datagram to a member without direct paths is rejected and counted.
+    claimant = DirectPaths("b", "b-1", 1.0)
+    claimant.add("a", a.cluster.incarnation, "00" * 32, a.getUdpAddress())
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sock:
+        sock.sendto(claimant.probe("a")[0], a.getUdpAddress())
+        yield a.events.rec.wait(lambda: a.cluster.stats.directRejected == 1)
 
 
 @pytest_twisted.inlineCallbacks

@@ -390,6 +390,7 @@ class Cluster:
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram from another server's UDP port (L{DirectPaths})."""
         if self.direct is None:
+            self.stats.directRejected += 1
             self._directRejected(addr, "direct paths are off here")
             return
         try:
@@ -429,11 +430,8 @@ class Cluster:
 
     def gauges(self) -> dict[str, int]:
         """What this member knows now, for metrics read at scrape time."""
-        now = self.reactor.seconds() if self.reactor is not None else 0.0
-        direct = self.direct
         return {"available": int(self.available), "members": len(self._servers),
-                "directPaths": sum(1 for s in self._servers
-                                   if direct is not None and direct.isUp(s, now)),
+                "directPaths": sum(1 for s in self._servers if self.isDirect(s)),
                 "pendingBytes": self._link.pendingBytes if self._link is not None else 0}
 
     def isDirect(self, serverID: str) -> bool:
@@ -614,7 +612,7 @@ class Cluster:
         known = self._servers.get(info.serverID)
         if known is not None and known.incarnation != info.incarnation:
             self._leave(info.serverID)      # restarted before its entry expired
-        known = self._servers.get(info.serverID)
+            known = None
         self._servers[info.serverID] = info
         if self.direct is not None and (known is None or (known.relayKey, known.udpAddress)
                                         != (info.relayKey, info.udpAddress)):

@@ -926,7 +926,7 @@ class ServerEngine:
         for targetID, payload in entries:
             if not limit.allow(len(payload), now):
                 self._relayFlood(sender, limit.wait(len(payload), now))
-                refused = 0         # the rest would be refused too: not reported twice
+                refused = 0         # the rest would be refused too: the flood reports it
                 break
             target = self._clients.get(targetID)
             if target is None or not self._table.shareGroup(senderID, targetID):
